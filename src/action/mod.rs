@@ -1,0 +1,321 @@
+//! The discretised action space: bins <-> physical values, validity masks, gait presets, and
+//! the typed command a decision becomes.
+
+use crate::model::ActionSpaceConfig;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ActionError {
+    #[error("invalid action space: {0}")]
+    Invalid(String),
+    #[error("expected {expected} bins, got {got}")]
+    WrongLength { expected: usize, got: usize },
+    #[error("bin {bin} of dimension {dim} is outside 0..{bins}")]
+    BinOutOfRange { dim: usize, bin: u32, bins: usize },
+}
+
+/// Name of the episode-termination flag dimension; only its extreme bins are valid.
+pub const TERMINATE: &str = "terminate";
+
+/// Gaits of the walk-these-ways controller as phase offsets (DESIGN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaitPreset {
+    Pronk,
+    Trot,
+    Bound,
+    Pace,
+}
+
+impl GaitPreset {
+    pub const ALL: [GaitPreset; 4] = [Self::Pronk, Self::Trot, Self::Bound, Self::Pace];
+
+    pub fn offsets(self) -> [f32; 3] {
+        match self {
+            Self::Pronk => [0.0, 0.0, 0.0],
+            Self::Trot => [0.5, 0.0, 0.0],
+            Self::Bound => [0.0, 0.5, 0.0],
+            Self::Pace => [0.0, 0.0, 0.5],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pronk => "pronk",
+            Self::Trot => "trot",
+            Self::Bound => "bound",
+            Self::Pace => "pace",
+        }
+    }
+
+    /// The preset closest to `offsets` (phase distance wraps around 1).
+    pub fn nearest(offsets: [f32; 3]) -> Self {
+        let dist = |p: GaitPreset| -> f32 {
+            p.offsets()
+                .iter()
+                .zip(offsets)
+                .map(|(a, b)| {
+                    let d = (a - b).rem_euclid(1.0);
+                    d.min(1.0 - d).powi(2)
+                })
+                .sum()
+        };
+        Self::ALL.into_iter().min_by(|a, b| dist(*a).total_cmp(&dist(*b))).expect("four presets")
+    }
+}
+
+/// Planar velocity command.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PlanarTwist {
+    /// m/s forward.
+    pub x_vel: f32,
+    /// m/s left.
+    pub y_vel: f32,
+    /// rad/s counter-clockwise.
+    pub yaw_vel: f32,
+}
+
+/// The gait half of the locomotion command.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct GaitFields {
+    /// m, offset from nominal height.
+    pub body_height: f32,
+    /// Hz.
+    pub step_frequency: f32,
+    pub phase_offsets: [f32; 3],
+    /// m.
+    pub footswing_height: f32,
+    /// rad.
+    pub pitch: f32,
+    /// m.
+    pub stance_width: f32,
+}
+
+/// A decoded action. Dimensions the action space lacks stay zero.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ActionCommand {
+    pub terminate: bool,
+    pub twist: PlanarTwist,
+    pub gait: GaitFields,
+    /// Every dimension's physical value, in action-space order.
+    pub values: Vec<f32>,
+}
+
+impl ActionCommand {
+    pub fn gait_preset(&self) -> GaitPreset {
+        GaitPreset::nearest(self.gait.phase_offsets)
+    }
+
+    pub fn is_finite(&self) -> bool {
+        self.values.iter().all(|v| v.is_finite())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionSpace {
+    names: Vec<String>,
+    bins: usize,
+    low: Vec<f32>,
+    high: Vec<f32>,
+}
+
+impl ActionSpace {
+    pub fn new(cfg: &ActionSpaceConfig) -> Result<Self, ActionError> {
+        let n = cfg.names.len();
+        if n == 0 || cfg.bins < 2 || cfg.bins > u32::MAX as usize {
+            return Err(ActionError::Invalid("needs at least one dimension and two bins".into()));
+        }
+        if cfg.low.len() != n || cfg.high.len() != n {
+            return Err(ActionError::Invalid(format!("{n} names, {} lows, {} highs", cfg.low.len(), cfg.high.len())));
+        }
+        for (i, (lo, hi)) in cfg.low.iter().zip(&cfg.high).enumerate() {
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return Err(ActionError::Invalid(format!("{} has range [{lo}, {hi}]", cfg.names[i])));
+            }
+        }
+        Ok(Self { names: cfg.names.clone(), bins: cfg.bins, low: cfg.low.clone(), high: cfg.high.clone() })
+    }
+
+    pub fn dims(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn bins(&self) -> usize {
+        self.bins
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn range(&self, dim: usize) -> (f32, f32) {
+        (self.low[dim], self.high[dim])
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// Width of one bin of `dim` in physical units.
+    pub fn bin_width(&self, dim: usize) -> f32 {
+        (self.high[dim] - self.low[dim]) / (self.bins - 1) as f32
+    }
+
+    /// GeRM's decode: `bin / (bins - 1) * (high - low) + low`.
+    pub fn decode(&self, dim: usize, bin: u32) -> f32 {
+        let top = (self.bins - 1) as f32;
+        (bin as f32).min(top) / top * (self.high[dim] - self.low[dim]) + self.low[dim]
+    }
+
+    /// The nearest bin to `value`, clamped into range (NaN maps to bin 0). GeRM floors here; we
+    /// round so that `decode(encode(v))` is within half a bin of `v`.
+    pub fn encode(&self, dim: usize, value: f32) -> u32 {
+        let top = (self.bins - 1) as f32;
+        let x = ((value - self.low[dim]) / (self.high[dim] - self.low[dim]) * top).round();
+        if x.is_nan() {
+            0
+        } else {
+            x.clamp(0.0, top) as u32
+        }
+    }
+
+    /// Which bins of `dim` a decision may take: all, except for the terminate flag, whose only
+    /// valid bins are its two extremes.
+    pub fn valid_bins(&self, dim: usize) -> Vec<bool> {
+        if self.names[dim] == TERMINATE {
+            (0..self.bins).map(|b| b == 0 || b == self.bins - 1).collect()
+        } else {
+            vec![true; self.bins]
+        }
+    }
+
+    pub fn valid_masks(&self) -> Vec<Vec<bool>> {
+        (0..self.dims()).map(|d| self.valid_bins(d)).collect()
+    }
+
+    pub fn check_bins(&self, bins: &[u32]) -> Result<(), ActionError> {
+        if bins.len() != self.dims() {
+            return Err(ActionError::WrongLength { expected: self.dims(), got: bins.len() });
+        }
+        match bins.iter().enumerate().find(|(_, &b)| b as usize >= self.bins) {
+            Some((dim, &bin)) => Err(ActionError::BinOutOfRange { dim, bin, bins: self.bins }),
+            None => Ok(()),
+        }
+    }
+
+    /// The typed command for one bin per dimension.
+    pub fn command(&self, bins: &[u32]) -> Result<ActionCommand, ActionError> {
+        self.check_bins(bins)?;
+        let values: Vec<f32> = bins.iter().enumerate().map(|(d, &b)| self.decode(d, b)).collect();
+        let get = |name: &str| self.index_of(name).map_or(0.0, |i| values[i]);
+        Ok(ActionCommand {
+            terminate: get(TERMINATE) >= 0.5,
+            twist: PlanarTwist { x_vel: get("x_vel"), y_vel: get("y_vel"), yaw_vel: get("yaw_vel") },
+            gait: GaitFields {
+                body_height: get("body_height"),
+                step_frequency: get("step_frequency"),
+                phase_offsets: [get("gait_phase"), get("gait_offset"), get("gait_bound")],
+                footswing_height: get("footswing_height"),
+                pitch: get("pitch"),
+                stance_width: get("stance_width"),
+            },
+            values,
+        })
+    }
+
+    /// Bins for physical values given in action-space order.
+    pub fn encode_values(&self, values: &[f32]) -> Result<Vec<u32>, ActionError> {
+        if values.len() != self.dims() {
+            return Err(ActionError::WrongLength { expected: self.dims(), got: values.len() });
+        }
+        Ok(values.iter().enumerate().map(|(d, &v)| self.encode(d, v)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::quadruped_action_space;
+
+    fn space() -> ActionSpace {
+        ActionSpace::new(&quadruped_action_space()).unwrap()
+    }
+
+    #[test]
+    fn round_trip_is_within_half_a_bin() {
+        let s = space();
+        for d in 0..s.dims() {
+            let (lo, hi) = s.range(d);
+            for i in 0..=1000 {
+                let v = lo + (hi - lo) * i as f32 / 1000.0;
+                let back = s.decode(d, s.encode(d, v));
+                assert!(
+                    (back - v).abs() <= 0.5 * s.bin_width(d) + 1e-5,
+                    "dim {d}: {v} -> {back} (bin width {})",
+                    s.bin_width(d)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn decode_follows_germ_rule_at_the_ends() {
+        let s = space();
+        let x = s.index_of("x_vel").unwrap();
+        assert_eq!(s.decode(x, 0), -0.81);
+        assert!((s.decode(x, 255) - 3.10).abs() < 1e-6);
+        assert!((s.decode(x, 128) - (128.0 / 255.0 * 3.91 - 0.81)).abs() < 1e-5);
+    }
+
+    #[test]
+    fn values_outside_the_range_clamp() {
+        let s = space();
+        let x = s.index_of("x_vel").unwrap();
+        assert_eq!(s.encode(x, -100.0), 0);
+        assert_eq!(s.encode(x, 100.0), 255);
+        assert_eq!(s.encode(x, f32::INFINITY), 255);
+        assert_eq!(s.encode(x, f32::NEG_INFINITY), 0);
+        assert_eq!(s.encode(x, f32::NAN), 0);
+    }
+
+    #[test]
+    fn terminate_only_allows_its_extremes() {
+        let s = space();
+        let mask = s.valid_bins(0);
+        assert!(mask[0] && mask[255]);
+        assert_eq!(mask.iter().filter(|v| **v).count(), 2);
+        assert!(s.valid_bins(1).iter().all(|v| *v));
+    }
+
+    #[test]
+    fn command_maps_names_to_fields() {
+        let s = space();
+        let mut bins = vec![0u32; 12];
+        bins[0] = 255;
+        bins[s.index_of("gait_phase").unwrap()] = 128;
+        let cmd = s.command(&bins).unwrap();
+        assert!(cmd.terminate);
+        assert_eq!(cmd.twist.x_vel, -0.81);
+        assert_eq!(cmd.gait.step_frequency, 2.0);
+        assert_eq!(cmd.gait_preset(), GaitPreset::Trot);
+        assert!(s.command(&bins[..3]).is_err());
+        bins[4] = 256;
+        assert_eq!(s.command(&bins), Err(ActionError::BinOutOfRange { dim: 4, bin: 256, bins: 256 }));
+    }
+
+    #[test]
+    fn gait_presets_are_recognised_with_wraparound() {
+        for p in GaitPreset::ALL {
+            assert_eq!(GaitPreset::nearest(p.offsets()), p);
+        }
+        assert_eq!(GaitPreset::nearest([0.98, 0.02, 0.0]), GaitPreset::Pronk);
+    }
+
+    #[test]
+    fn invalid_spaces_are_rejected() {
+        let mut cfg = quadruped_action_space();
+        cfg.low[2] = cfg.high[2];
+        assert!(ActionSpace::new(&cfg).is_err());
+        let mut cfg = quadruped_action_space();
+        cfg.high.pop();
+        assert!(ActionSpace::new(&cfg).is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! Architecture description stored as `config.json` in a model folder.
+
+use serde::{Deserialize, Serialize};
+
+/// How a frame becomes tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VisionKind {
+    /// Strided 3x3 convolutions, each block FiLM-conditioned on the instruction (RT-1 / GeRM),
+    /// followed by TokenLearner.
+    FilmConv,
+    /// Non-overlapping patch embedding (ViT) with FiLM on the patch tokens, followed by TokenLearner.
+    Patch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VisionConfig {
+    pub kind: VisionKind,
+    /// Output channels of each stride-2 conv block (`film_conv`).
+    #[serde(default)]
+    pub channels: Vec<usize>,
+    /// Patch side in pixels (`patch`).
+    #[serde(default)]
+    pub patch_size: usize,
+    /// Hidden width of the TokenLearner attention MLP.
+    pub token_learner_hidden: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextConfig {
+    pub vocab_size: usize,
+    /// Instructions are truncated to this many tokens.
+    pub max_tokens: usize,
+    /// Bidirectional encoder layers (width `d_model`, dense feed-forward).
+    pub layers: usize,
+    pub ffn_hidden: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedForwardKind {
+    Dense,
+    Moe,
+    Lora,
+}
+
+/// The expert's gated form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpertAct {
+    /// GeRM's released expert: `w2(silu(w1(x) * w3(x)))`.
+    Germ,
+    /// The usual SwiGLU: `w2(silu(w1(x)) * w3(x))`.
+    Swiglu,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedForwardConfig {
+    pub kind: FeedForwardKind,
+    /// Number of experts (`moe`, `lora`).
+    #[serde(default = "one")]
+    pub experts: usize,
+    /// Experts run per token.
+    #[serde(default = "one")]
+    pub top_k: usize,
+    /// Hidden width of one expert (or of the dense / shared feed-forward).
+    pub hidden: usize,
+    pub expert_act: ExpertAct,
+    /// LoRA rank of each adapter (`lora`).
+    #[serde(default)]
+    pub lora_rank: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The discretised action space, as data: names, bin count and physical ranges per dimension.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionSpaceConfig {
+    pub names: Vec<String>,
+    /// Bins per dimension (the same for every dimension).
+    pub bins: usize,
+    pub low: Vec<f32>,
+    pub high: Vec<f32>,
+}
+
+/// Image normalisation applied after resizing: `(x / 255 - mean) / std` per RGB channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessConfig {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Default for PreprocessConfig {
+    fn default() -> Self {
+        Self { mean: [0.5; 3], std: [0.25; 3] }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VlaConfig {
+    /// Square side the frames are resized to.
+    pub image_size: usize,
+    /// Frames per observation, newest included (GeRM: 6).
+    pub history: usize,
+    pub tokens_per_frame: usize,
+    pub vision: VisionConfig,
+    pub text: TextConfig,
+    pub d_model: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub ffn: FeedForwardConfig,
+    pub actions: ActionSpaceConfig,
+    #[serde(default)]
+    pub preprocess: PreprocessConfig,
+    #[serde(default = "default_norm_eps")]
+    pub norm_eps: f64,
+    /// False for a randomly initialised model (`moe_vla init`), which must never drive a robot
+    /// unlabelled.
+    #[serde(default = "yes")]
+    pub trained: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_norm_eps() -> f64 {
+    1e-5
+}
+
+/// GeRM's action space (DESIGN.md, read from GeRM's released `ranges.npy`).
+pub fn quadruped_action_space() -> ActionSpaceConfig {
+    let spec: [(&str, f32, f32); 12] = [
+        ("terminate", 0.0, 1.0),
+        ("x_vel", -0.81, 3.10),
+        ("y_vel", -0.90, 0.89),
+        ("yaw_vel", -1.45, 1.60),
+        ("body_height", -0.65, 0.10),
+        ("step_frequency", 2.0, 4.0),
+        ("gait_phase", 0.0, 1.0),
+        ("gait_offset", 0.0, 1.0),
+        ("gait_bound", 0.0, 1.0),
+        ("footswing_height", 0.08, 0.18),
+        ("pitch", -0.8, 0.0),
+        ("stance_width", 0.10, 0.55),
+    ];
+    ActionSpaceConfig {
+        names: spec.iter().map(|s| s.0.to_string()).collect(),
+        bins: 256,
+        low: spec.iter().map(|s| s.1).collect(),
+        high: spec.iter().map(|s| s.2).collect(),
+    }
+}
+
+impl VlaConfig {
+    /// The default-model scale: a few million parameters, fast on 2 CPU cores.
+    pub fn tiny() -> Self {
+        Self {
+            image_size: 64,
+            history: 3,
+            tokens_per_frame: 8,
+            vision: VisionConfig {
+                kind: VisionKind::FilmConv,
+                channels: vec![16, 32, 64, 128],
+                patch_size: 0,
+                token_learner_hidden: 64,
+            },
+            text: TextConfig { vocab_size: 512, max_tokens: 16, layers: 1, ffn_hidden: 256 },
+            d_model: 128,
+            layers: 4,
+            heads: 4,
+            ffn: FeedForwardConfig {
+                kind: FeedForwardKind::Moe,
+                experts: 8,
+                top_k: 2,
+                hidden: 256,
+                expert_act: ExpertAct::Germ,
+                lora_rank: 0,
+            },
+            actions: quadruped_action_space(),
+            preprocess: PreprocessConfig::default(),
+            norm_eps: default_norm_eps(),
+            trained: false,
+        }
+    }
+
+    /// GeRM's scale: 8 layers, width 256, 8 heads, 8 experts top-2 (hidden 1024), history 6,
+    /// 8 tokens per frame, 12 x 256 actions.
+    pub fn germ() -> Self {
+        Self {
+            image_size: 128,
+            history: 6,
+            tokens_per_frame: 8,
+            vision: VisionConfig {
+                kind: VisionKind::FilmConv,
+                channels: vec![32, 64, 128, 256, 256],
+                patch_size: 0,
+                token_learner_hidden: 128,
+            },
+            text: TextConfig { vocab_size: 1024, max_tokens: 16, layers: 2, ffn_hidden: 512 },
+            d_model: 256,
+            layers: 8,
+            heads: 8,
+            ffn: FeedForwardConfig {
+                kind: FeedForwardKind::Moe,
+                experts: 8,
+                top_k: 2,
+                hidden: 1024,
+                expert_act: ExpertAct::Germ,
+                lora_rank: 0,
+            },
+            actions: quadruped_action_space(),
+            preprocess: PreprocessConfig::default(),
+            norm_eps: default_norm_eps(),
+            trained: false,
+        }
+    }
+
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "tiny" => Some(Self::tiny()),
+            "germ" => Some(Self::germ()),
+            _ => None,
+        }
+    }
+
+    pub const PRESETS: &'static [&'static str] = &["tiny", "germ"];
+
+    pub fn action_dims(&self) -> usize {
+        self.actions.names.len()
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.heads
+    }
+
+    /// Frame tokens in one observation.
+    pub fn frame_tokens(&self) -> usize {
+        self.history * self.tokens_per_frame
+    }
+
+    /// Checks internal consistency; the message names the first problem found.
+    pub fn validate(&self) -> Result<(), String> {
+        let fail = |m: String| Err(m);
+        if self.d_model == 0 || self.heads == 0 || self.d_model % self.heads != 0 {
+            return fail(format!("d_model {} must be a positive multiple of heads {}", self.d_model, self.heads));
+        }
+        if self.image_size == 0 || self.history == 0 || self.tokens_per_frame == 0 {
+            return fail("image_size, history and tokens_per_frame must be positive".into());
+        }
+        if self.text.vocab_size < 3 || self.text.max_tokens == 0 {
+            return fail("text.vocab_size must be at least 3 and text.max_tokens positive".into());
+        }
+        match self.vision.kind {
+            VisionKind::FilmConv => {
+                if self.vision.channels.is_empty() {
+                    return fail("vision.channels must not be empty for film_conv".into());
+                }
+                if self.image_size >> self.vision.channels.len() == 0 {
+                    return fail(format!(
+                        "image_size {} is too small for {} stride-2 blocks",
+                        self.image_size,
+                        self.vision.channels.len()
+                    ));
+                }
+            }
+            VisionKind::Patch => {
+                let p = self.vision.patch_size;
+                if p == 0 || self.image_size % p != 0 {
+                    return fail(format!("vision.patch_size {p} must divide image_size {}", self.image_size));
+                }
+            }
+        }
+        let f = &self.ffn;
+        if f.hidden == 0 {
+            return fail("ffn.hidden must be positive".into());
+        }
+        if f.kind != FeedForwardKind::Dense && (f.experts == 0 || f.top_k == 0 || f.top_k > f.experts) {
+            return fail(format!("ffn.top_k {} must be in 1..=experts ({})", f.top_k, f.experts));
+        }
+        if f.kind == FeedForwardKind::Lora && f.lora_rank == 0 {
+            return fail("ffn.lora_rank must be positive for lora".into());
+        }
+        let a = &self.actions;
+        let n = a.names.len();
+        if n == 0 || a.bins < 2 {
+            return fail("the action space needs at least one dimension and two bins".into());
+        }
+        if a.low.len() != n || a.high.len() != n {
+            return fail(format!(
+                "actions: {} names but {} lows and {} highs",
+                n,
+                a.low.len(),
+                a.high.len()
+            ));
+        }
+        for (i, (lo, hi)) in a.low.iter().zip(&a.high).enumerate() {
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return fail(format!("actions: dimension {} ({}) has range [{lo}, {hi}]", i, a.names[i]));
+            }
+        }
+        if self.preprocess.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return fail("preprocess.std must be positive".into());
+        }
+        Ok(())
+    }
+}

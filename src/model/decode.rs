@@ -1,0 +1,159 @@
+//! Argmax decoding over action dimensions, with a KV cache and a per-frame token cache, and the
+//! uncached reference procedure (a full forward pass per dimension, as GeRM's released code does).
+
+use std::collections::VecDeque;
+
+use candle_core::{Result, Tensor};
+
+use super::moe::ExpertLoad;
+use super::text::TextEncoding;
+use super::vla::{DecoderCache, ObservationBatch, VlaModel};
+
+/// The chosen action of one control step.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Chosen bin per dimension.
+    pub bins: Vec<u32>,
+    /// Q value of the chosen bin per dimension, in [0, 1].
+    pub q: Vec<f32>,
+    pub load: ExpertLoad,
+}
+
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// The best valid bin and its logit. NaN logits never win; if every valid logit is NaN the first
+/// valid bin is returned with its NaN, for the caller to reject.
+pub fn masked_argmax(logits: &[f32], valid: &[bool]) -> (u32, f32) {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, (&x, &ok)) in logits.iter().zip(valid).enumerate() {
+        if !ok {
+            continue;
+        }
+        match best {
+            None => best = Some((i, x)),
+            Some((_, b)) if b.is_nan() || x > b => best = Some((i, x)),
+            _ => {}
+        }
+    }
+    let (i, x) = best.unwrap_or((0, f32::NAN));
+    (i as u32, x)
+}
+
+/// The last `capacity` items, oldest first. Until it is full, the window repeats the oldest item
+/// so an observation always has `capacity` frames.
+#[derive(Debug, Clone)]
+pub struct HistoryRing<T> {
+    capacity: usize,
+    items: VecDeque<T>,
+}
+
+impl<T: Clone> HistoryRing<T> {
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity, items: VecDeque::with_capacity(capacity) }
+    }
+
+    pub fn push(&mut self, item: T) {
+        if self.items.len() == self.capacity {
+            self.items.pop_front();
+        }
+        self.items.push_back(item);
+    }
+
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Exactly `capacity` items, oldest first; empty if nothing was pushed.
+    pub fn window(&self) -> Vec<T> {
+        let Some(oldest) = self.items.front() else { return Vec::new() };
+        let pad = self.capacity - self.items.len();
+        std::iter::repeat_n(oldest, pad).chain(self.items.iter()).cloned().collect()
+    }
+}
+
+/// Vision tokens of the frames still inside the history window, so a control step encodes only
+/// its new frame. FiLM makes them depend on the instruction: a new instruction clears them.
+#[derive(Debug, Clone)]
+pub struct FrameTokenCache {
+    instruction: Option<(Vec<u32>, TextEncoding)>,
+    frames: HistoryRing<Tensor>,
+}
+
+impl FrameTokenCache {
+    pub fn new(history: usize) -> Self {
+        Self { instruction: None, frames: HistoryRing::new(history) }
+    }
+
+    /// Adds the newest frame ([1, 3, S, S]) under instruction `ids` and returns the encoded
+    /// instruction with the window of vision tokens, oldest first.
+    pub fn observe(&mut self, model: &VlaModel, ids: &[u32], image: &Tensor) -> Result<(TextEncoding, Vec<Tensor>)> {
+        let text = match &self.instruction {
+            Some((cached, text)) if cached == ids => text.clone(),
+            _ => {
+                let text = model.encode_text(&Tensor::new(ids, model.device())?.unsqueeze(0)?, None)?;
+                self.frames.clear();
+                self.instruction = Some((ids.to_vec(), text.clone()));
+                text
+            }
+        };
+        self.frames.push(model.encode_frame(image, &text)?);
+        Ok((text, self.frames.window()))
+    }
+
+    /// Forgets everything (a new episode: old frames must not leak into it).
+    pub fn reset(&mut self) {
+        self.instruction = None;
+        self.frames.clear();
+    }
+}
+
+impl VlaModel {
+    /// Greedy per-dimension argmax with a KV cache: the observation prefix once, then one
+    /// single-token step per remaining dimension. `valid[i][b]`: whether bin b of dimension i may
+    /// be chosen.
+    pub fn decode_cached(&self, text: &TextEncoding, frames: &[Tensor], valid: &[Vec<bool>]) -> Result<Decision> {
+        let cfg = self.config();
+        let dims = cfg.action_dims();
+        let prefix = self.observation(text, frames)?;
+        let mut cache = DecoderCache::new(cfg.layers, prefix.dim(1)? + dims);
+        let mut load = self.empty_load();
+        let mut logits = self.prefill(&prefix, &mut cache, &mut load)?;
+        let (mut bins, mut q) = (Vec::with_capacity(dims), Vec::with_capacity(dims));
+        for dim in 0..dims {
+            let (bin, logit) = masked_argmax(&logits.squeeze(0)?.to_vec1::<f32>()?, &valid[dim]);
+            bins.push(bin);
+            q.push(sigmoid(logit));
+            if dim + 1 < dims {
+                logits = self.step(&Tensor::new(&[bin], self.device())?, dim, &mut cache, &mut load)?;
+            }
+        }
+        Ok(Decision { bins, q, load })
+    }
+
+    /// The reference procedure: for each dimension a full forward pass over the instruction, every
+    /// frame of the window and the bins chosen so far. `obs` holds one sample.
+    pub fn decode_uncached(&self, obs: &ObservationBatch, valid: &[Vec<bool>]) -> Result<Decision> {
+        let dims = self.config().action_dims();
+        let mut load = self.empty_load();
+        let (mut bins, mut q) = (Vec::with_capacity(dims), Vec::with_capacity(dims));
+        for dim in 0..dims {
+            let chosen = Tensor::new(bins.as_slice(), self.device())?.reshape((1, dim))?;
+            let logits = self.forward(obs, &chosen, Some(&mut load))?; // [1, dim + 1, bins]
+            let row = logits.narrow(1, dim, 1)?.flatten_all()?.to_vec1::<f32>()?;
+            let (bin, logit) = masked_argmax(&row, &valid[dim]);
+            bins.push(bin);
+            q.push(sigmoid(logit));
+        }
+        Ok(Decision { bins, q, load })
+    }
+}

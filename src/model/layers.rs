@@ -1,0 +1,109 @@
+//! Building blocks shared by the encoders and the decoder.
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::kv_cache::KvCache;
+use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
+
+use super::config::ExpertAct;
+
+pub fn norm(d: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+    layer_norm(d, eps, vb)
+}
+
+/// Multi-head self-attention with a fused QKV projection.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    qkv: Linear,
+    out: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    pub fn new(d_model: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            qkv: linear(d_model, 3 * d_model, vb.pp("qkv"))?,
+            out: linear(d_model, d_model, vb.pp("out"))?,
+            heads,
+            head_dim: d_model / heads,
+        })
+    }
+
+    /// `xs`: [B, T, D]. `bias`: additive attention bias broadcastable to [B, H, T, S], where S is
+    /// T plus the cached length. With a cache, the new keys and values are appended to it and the
+    /// queries attend to everything cached so far.
+    pub fn forward(&self, xs: &Tensor, bias: Option<&Tensor>, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (b, t, d) = xs.dims3()?;
+        let qkv = self.qkv.forward(xs)?.reshape((b, t, 3, self.heads, self.head_dim))?;
+        // [B, H, T, hd] each
+        let q = qkv.narrow(2, 0, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
+        let k = qkv.narrow(2, 1, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
+        let v = qkv.narrow(2, 2, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
+        let (k, v) = match cache {
+            Some(cache) => cache.append(&k, &v)?,
+            None => (k, v),
+        };
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?; // [B, H, T, S]
+        let scores = match bias {
+            Some(bias) => scores.broadcast_add(bias)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = probs.matmul(&v)?; // [B, H, T, hd]
+        let ctx = ctx.transpose(1, 2)?.reshape((b, t, d))?;
+        self.out.forward(&ctx)
+    }
+}
+
+/// A gated feed-forward: the dense layer, and one expert of a mixture.
+#[derive(Debug, Clone)]
+pub struct GatedFfn {
+    w1: Linear,
+    w3: Linear,
+    w2: Linear,
+    act: ExpertAct,
+}
+
+impl GatedFfn {
+    pub fn new(d_model: usize, hidden: usize, act: ExpertAct, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            w1: linear_no_bias(d_model, hidden, vb.pp("w1"))?,
+            w3: linear_no_bias(d_model, hidden, vb.pp("w3"))?,
+            w2: linear_no_bias(hidden, d_model, vb.pp("w2"))?,
+            act,
+        })
+    }
+
+    /// The up projections `(w1 x, w3 x)`, before gating.
+    pub fn up(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((self.w1.forward(xs)?, self.w3.forward(xs)?))
+    }
+
+    pub fn down(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.w2.forward(hidden)
+    }
+}
+
+impl Module for GatedFfn {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (u1, u3) = self.up(xs)?;
+        self.down(&gate(&u1, &u3, self.act)?)
+    }
+}
+
+/// Combines the two up projections according to the expert's form.
+pub fn gate(u1: &Tensor, u3: &Tensor, act: ExpertAct) -> Result<Tensor> {
+    match act {
+        ExpertAct::Germ => (u1 * u3)?.silu(),
+        ExpertAct::Swiglu => u1.silu()? * u3,
+    }
+}
+
+/// Mean over the positions where `valid` is 1. `xs`: [B, T, D], `valid`: [B, T] (f32 0/1).
+pub fn masked_mean(xs: &Tensor, valid: &Tensor) -> Result<Tensor> {
+    let w = valid.unsqueeze(D::Minus1)?; // [B, T, 1]
+    let sum = xs.broadcast_mul(&w)?.sum(1)?;
+    let count = w.sum(1)?.clamp(1.0, f64::INFINITY)?;
+    sum.broadcast_div(&count)
+}

@@ -1,0 +1,269 @@
+//! The decoder's feed-forward: dense, a sparse mixture of experts, or MoRE's LoRA experts.
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{linear_no_bias, Init, Linear, VarBuilder};
+
+use super::config::{ExpertAct, FeedForwardConfig, FeedForwardKind};
+use super::layers::{gate, GatedFfn};
+
+/// Tokens routed to each expert, per decoder layer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExpertLoad {
+    /// `counts[layer][expert]`.
+    pub counts: Vec<Vec<u32>>,
+}
+
+impl ExpertLoad {
+    pub fn new(layers: usize, experts: usize) -> Self {
+        Self { counts: vec![vec![0; experts]; layers] }
+    }
+
+    /// Share of routed tokens per expert, summed over layers.
+    pub fn fractions(&self) -> Vec<f32> {
+        let experts = self.counts.first().map_or(0, Vec::len);
+        let mut totals = vec![0f32; experts];
+        for layer in &self.counts {
+            for (t, c) in totals.iter_mut().zip(layer) {
+                *t += *c as f32;
+            }
+        }
+        let sum: f32 = totals.iter().sum();
+        if sum > 0.0 {
+            totals.iter_mut().for_each(|t| *t /= sum);
+        }
+        totals
+    }
+}
+
+/// Which experts each token uses and with what weight.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    /// `experts[n]`: the top-k expert ids of token n, best first.
+    pub experts: Vec<Vec<u32>>,
+    /// [N, k]: softmax over the selected logits, in the order of `experts`.
+    pub weights: Tensor,
+}
+
+/// The router: a linear map to expert logits, top-k selection, softmax over the selected logits.
+#[derive(Debug, Clone)]
+pub struct Router {
+    gate: Linear,
+    top_k: usize,
+}
+
+impl Router {
+    pub fn new(d_model: usize, experts: usize, top_k: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { gate: linear_no_bias(d_model, experts, vb.pp("router"))?, top_k })
+    }
+
+    /// `xs`: [N, D].
+    pub fn route(&self, xs: &Tensor) -> Result<Routing> {
+        let logits = self.gate.forward(xs)?; // [N, E]
+        let experts = top_k_rows(&logits.to_vec2::<f32>()?, self.top_k);
+        let n = experts.len();
+        let flat: Vec<u32> = experts.iter().flatten().copied().collect();
+        let idx = Tensor::from_vec(flat, (n, self.top_k), xs.device())?;
+        let selected = logits.gather(&idx, 1)?; // [N, k]
+        // The generic softmax keeps the router trainable (the fused one has no CPU gradient).
+        let weights = candle_nn::ops::softmax(&selected, D::Minus1)?;
+        Ok(Routing { experts, weights })
+    }
+}
+
+/// Indices of the `k` largest values of each row, largest first (ties: lower index first).
+pub fn top_k_rows(rows: &[Vec<f32>], k: usize) -> Vec<Vec<u32>> {
+    rows.iter()
+        .map(|row| {
+            let mut order: Vec<u32> = (0..row.len() as u32).collect();
+            order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            order.truncate(k);
+            order
+        })
+        .collect()
+}
+
+/// Token rows and weight positions gathered per expert.
+struct Dispatch {
+    /// Per expert: the token rows it serves.
+    rows: Vec<Vec<u32>>,
+    /// Per expert: the flat index `n * k + slot` of each row's weight.
+    weight_slots: Vec<Vec<u32>>,
+}
+
+fn dispatch(routing: &Routing, experts: usize) -> Dispatch {
+    let mut rows = vec![Vec::new(); experts];
+    let mut weight_slots = vec![Vec::new(); experts];
+    for (n, chosen) in routing.experts.iter().enumerate() {
+        for (slot, &e) in chosen.iter().enumerate() {
+            rows[e as usize].push(n as u32);
+            weight_slots[e as usize].push((n * chosen.len() + slot) as u32);
+        }
+    }
+    Dispatch { rows, weight_slots }
+}
+
+/// Runs `expert(e, rows_of_xs)` for every expert that has tokens, scales by the routing weight and
+/// scatter-adds back into an [N, D] output. Only the selected experts run.
+fn mix(
+    xs: &Tensor,
+    routing: &Routing,
+    plan: &Dispatch,
+    load: Option<&mut [u32]>,
+    expert: impl Fn(usize, &Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let (n, d) = xs.dims2()?;
+    let device = xs.device();
+    if let Some(load) = load {
+        for (l, rows) in load.iter_mut().zip(&plan.rows) {
+            *l += rows.len() as u32;
+        }
+    }
+    let weights = routing.weights.flatten_all()?;
+    let mut out = Tensor::zeros((n, d), xs.dtype(), device)?;
+    for (e, rows) in plan.rows.iter().enumerate() {
+        if rows.is_empty() {
+            continue;
+        }
+        let idx = Tensor::new(rows.as_slice(), device)?;
+        let slots = Tensor::new(plan.weight_slots[e].as_slice(), device)?;
+        let w = weights.index_select(&slots, 0)?.unsqueeze(1)?; // [n_e, 1]
+        let ys = expert(e, &idx, &xs.index_select(&idx, 0)?)?.broadcast_mul(&w)?;
+        out = out.index_add(&idx, &ys, 0)?;
+    }
+    Ok(out)
+}
+
+/// GeRM's sparse mixture: `experts` gated feed-forwards, top-k routing.
+#[derive(Debug, Clone)]
+pub struct SparseMoe {
+    router: Router,
+    experts: Vec<GatedFfn>,
+}
+
+impl SparseMoe {
+    pub fn new(d_model: usize, cfg: &FeedForwardConfig, vb: VarBuilder) -> Result<Self> {
+        let experts = (0..cfg.experts)
+            .map(|e| GatedFfn::new(d_model, cfg.hidden, cfg.expert_act, vb.pp(format!("experts.{e}"))))
+            .collect::<Result<_>>()?;
+        Ok(Self { router: Router::new(d_model, cfg.experts, cfg.top_k, vb)?, experts })
+    }
+
+    /// `xs`: [N, D] -> [N, D].
+    pub fn forward(&self, xs: &Tensor, load: Option<&mut [u32]>) -> Result<Tensor> {
+        let routing = self.router.route(xs)?;
+        let plan = dispatch(&routing, self.experts.len());
+        mix(xs, &routing, &plan, load, |e, _, x| self.experts[e].forward(x))
+    }
+}
+
+/// One LoRA adapter: `x -> up(down(x))` with rank r.
+#[derive(Debug, Clone)]
+struct LoraAdapter {
+    a: Linear,
+    b: Linear,
+}
+
+impl LoraAdapter {
+    fn new(d_in: usize, d_out: usize, rank: usize, vb: VarBuilder) -> Result<Self> {
+        let a = linear_no_bias(d_in, rank, vb.pp("a"))?;
+        // Small random B (not LoRA's usual zero) so freshly initialised experts differ.
+        let b = Linear::new(vb.pp("b").get_with_hints((d_out, rank), "weight", Init::Randn { mean: 0.0, stdev: 0.02 })?, None);
+        Ok(Self { a, b })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.b.forward(&self.a.forward(xs)?)
+    }
+}
+
+/// MoRE's variant: one dense gated feed-forward shared by all experts, each expert a LoRA adapter
+/// on the up (w1, w3) and down (w2) projections.
+#[derive(Debug, Clone)]
+pub struct LoraMoe {
+    router: Router,
+    shared: GatedFfn,
+    adapters: Vec<[LoraAdapter; 3]>,
+    act: ExpertAct,
+}
+
+impl LoraMoe {
+    pub fn new(d_model: usize, cfg: &FeedForwardConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, r) = (cfg.hidden, cfg.lora_rank);
+        let adapters = (0..cfg.experts)
+            .map(|e| {
+                let vb = vb.pp(format!("adapters.{e}"));
+                Ok([
+                    LoraAdapter::new(d_model, h, r, vb.pp("w1"))?,
+                    LoraAdapter::new(d_model, h, r, vb.pp("w3"))?,
+                    LoraAdapter::new(h, d_model, r, vb.pp("w2"))?,
+                ])
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            router: Router::new(d_model, cfg.experts, cfg.top_k, vb.clone())?,
+            shared: GatedFfn::new(d_model, h, cfg.expert_act, vb.pp("shared"))?,
+            adapters,
+            act: cfg.expert_act,
+        })
+    }
+
+    /// Expert `e` on rows `xs` whose shared up projections are `(u1, u3)`.
+    fn expert(&self, e: usize, xs: &Tensor, u1: &Tensor, u3: &Tensor) -> Result<Tensor> {
+        let [a1, a3, a2] = &self.adapters[e];
+        let u1 = (u1 + a1.forward(xs)?)?;
+        let u3 = (u3 + a3.forward(xs)?)?;
+        let hidden = gate(&u1, &u3, self.act)?;
+        self.shared.down(&hidden)? + a2.forward(&hidden)?
+    }
+
+    /// `xs`: [N, D] -> [N, D].
+    pub fn forward(&self, xs: &Tensor, load: Option<&mut [u32]>) -> Result<Tensor> {
+        let routing = self.router.route(xs)?;
+        // The shared up projections are computed once for all tokens.
+        let (u1, u3) = self.shared.up(xs)?;
+        let plan = dispatch(&routing, self.adapters.len());
+        mix(xs, &routing, &plan, load, |e, idx, x| {
+            self.expert(e, x, &u1.index_select(idx, 0)?, &u3.index_select(idx, 0)?)
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum FeedForward {
+    Dense(GatedFfn),
+    Moe(SparseMoe),
+    Lora(LoraMoe),
+}
+
+impl FeedForward {
+    pub fn new(d_model: usize, cfg: &FeedForwardConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(match cfg.kind {
+            FeedForwardKind::Dense => Self::Dense(GatedFfn::new(d_model, cfg.hidden, cfg.expert_act, vb)?),
+            FeedForwardKind::Moe => Self::Moe(SparseMoe::new(d_model, cfg, vb)?),
+            FeedForwardKind::Lora => Self::Lora(LoraMoe::new(d_model, cfg, vb)?),
+        })
+    }
+
+    /// `xs`: [B, T, D]. `load` receives this layer's per-expert token counts.
+    pub fn forward(&self, xs: &Tensor, load: Option<&mut [u32]>) -> Result<Tensor> {
+        let (b, t, d) = xs.dims3()?;
+        let flat = xs.reshape((b * t, d))?;
+        let ys = match self {
+            Self::Dense(ffn) => {
+                if let Some(load) = load {
+                    load[0] += (b * t) as u32;
+                }
+                ffn.forward(&flat)?
+            }
+            Self::Moe(moe) => moe.forward(&flat, load)?,
+            Self::Lora(lora) => lora.forward(&flat, load)?,
+        };
+        ys.reshape((b, t, d))
+    }
+}
+
+/// All-zero expert load for the configuration (one column for a dense layer).
+pub fn empty_load(layers: usize, cfg: &FeedForwardConfig) -> ExpertLoad {
+    let experts = if cfg.kind == FeedForwardKind::Dense { 1 } else { cfg.experts };
+    ExpertLoad::new(layers, experts)
+}

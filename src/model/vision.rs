@@ -1,0 +1,136 @@
+//! Frame encoders: FiLM-conditioned convolutions or patch embedding, then TokenLearner.
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder};
+
+use super::config::{VisionKind, VlaConfig};
+use super::layers::norm;
+
+/// Feature-wise linear modulation: `x * (1 + gamma(e)) + beta(e)` per channel.
+#[derive(Debug, Clone)]
+struct Film {
+    proj: Linear,
+    channels: usize,
+}
+
+impl Film {
+    fn new(cond: usize, channels: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { proj: linear(cond, 2 * channels, vb)?, channels })
+    }
+
+    /// `(1 + gamma, beta)`, each [B, C].
+    fn scale_shift(&self, cond: &Tensor) -> Result<(Tensor, Tensor)> {
+        let gb = self.proj.forward(cond)?;
+        let gamma = (gb.narrow(1, 0, self.channels)? + 1.0)?;
+        Ok((gamma, gb.narrow(1, self.channels, self.channels)?))
+    }
+
+    /// `xs`: [B, C, H, W].
+    fn forward_map(&self, xs: &Tensor, cond: &Tensor) -> Result<Tensor> {
+        let (g, b) = self.scale_shift(cond)?;
+        xs.broadcast_mul(&g.unsqueeze(2)?.unsqueeze(3)?)?.broadcast_add(&b.unsqueeze(2)?.unsqueeze(3)?)
+    }
+
+    /// `xs`: [B, P, C].
+    fn forward_tokens(&self, xs: &Tensor, cond: &Tensor) -> Result<Tensor> {
+        let (g, b) = self.scale_shift(cond)?;
+        xs.broadcast_mul(&g.unsqueeze(1)?)?.broadcast_add(&b.unsqueeze(1)?)
+    }
+}
+
+/// TokenLearner (as in RT-1): `tokens` learned spatial softmax maps pool [B, P, D] into [B, S, D].
+#[derive(Debug, Clone)]
+pub struct TokenLearner {
+    norm: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl TokenLearner {
+    pub fn new(d: usize, hidden: usize, tokens: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm: norm(d, eps, vb.pp("norm"))?,
+            fc1: linear(d, hidden, vb.pp("fc1"))?,
+            fc2: linear(hidden, tokens, vb.pp("fc2"))?,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let maps = self.fc2.forward(&self.fc1.forward(&self.norm.forward(xs)?)?.relu()?)?; // [B, P, S]
+        let maps = candle_nn::ops::softmax(&maps.transpose(1, 2)?, D::Minus1)?; // [B, S, P]
+        maps.matmul(xs) // [B, S, D]
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FilmConvBlock {
+    conv: Conv2d,
+    film: Film,
+}
+
+#[derive(Debug, Clone)]
+enum Backbone {
+    FilmConv { blocks: Vec<FilmConvBlock>, proj: Conv2d },
+    Patch { embed: Conv2d, pos: Tensor, film: Film },
+}
+
+/// Image [B, 3, H, W] plus the instruction's pooled vector [B, D] -> [B, tokens_per_frame, D].
+#[derive(Debug, Clone)]
+pub struct VisionEncoder {
+    backbone: Backbone,
+    token_learner: TokenLearner,
+}
+
+impl VisionEncoder {
+    pub fn new(cfg: &VlaConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        let v = &cfg.vision;
+        let backbone = match v.kind {
+            VisionKind::FilmConv => {
+                let stride2 = Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
+                let mut blocks = Vec::with_capacity(v.channels.len());
+                let mut c_in = 3;
+                for (i, &c) in v.channels.iter().enumerate() {
+                    let vb = vb.pp(format!("blocks.{i}"));
+                    blocks.push(FilmConvBlock {
+                        conv: conv2d(c_in, c, 3, stride2, vb.pp("conv"))?,
+                        film: Film::new(d, c, vb.pp("film"))?,
+                    });
+                    c_in = c;
+                }
+                let proj = conv2d(c_in, d, 1, Default::default(), vb.pp("proj"))?;
+                Backbone::FilmConv { blocks, proj }
+            }
+            VisionKind::Patch => {
+                let p = v.patch_size;
+                let patches = (cfg.image_size / p).pow(2);
+                let cfg_p = Conv2dConfig { stride: p, ..Default::default() };
+                Backbone::Patch {
+                    embed: conv2d(3, d, p, cfg_p, vb.pp("patch_embed"))?,
+                    pos: vb.get_with_hints((patches, d), "pos", candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 })?,
+                    film: Film::new(d, d, vb.pp("film"))?,
+                }
+            }
+        };
+        let token_learner =
+            TokenLearner::new(d, v.token_learner_hidden, cfg.tokens_per_frame, cfg.norm_eps, vb.pp("token_learner"))?;
+        Ok(Self { backbone, token_learner })
+    }
+
+    pub fn forward(&self, images: &Tensor, cond: &Tensor) -> Result<Tensor> {
+        let features = match &self.backbone {
+            Backbone::FilmConv { blocks, proj } => {
+                let mut xs = images.clone();
+                for block in blocks {
+                    xs = block.film.forward_map(&block.conv.forward(&xs)?, cond)?.relu()?;
+                }
+                proj.forward(&xs)?.flatten_from(2)?.transpose(1, 2)? // [B, P, D]
+            }
+            Backbone::Patch { embed, pos, film } => {
+                let xs = embed.forward(images)?.flatten_from(2)?.transpose(1, 2)?.broadcast_add(pos)?;
+                film.forward_tokens(&xs, cond)?.relu()?
+            }
+        };
+        self.token_learner.forward(&features.contiguous()?)
+    }
+}

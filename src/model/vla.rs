@@ -1,0 +1,230 @@
+//! The VLA Q-network: instruction and frame encoders, a MoE decoder over observation and action
+//! tokens, and a per-dimension Q head.
+
+use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
+use candle_nn::kv_cache::KvCache;
+use candle_nn::{embedding, linear, Embedding, LayerNorm, Linear, VarBuilder};
+
+use super::config::VlaConfig;
+use super::layers::{norm, Attention};
+use super::moe::{empty_load, ExpertLoad, FeedForward};
+use super::text::{TextEncoder, TextEncoding};
+use super::vision::VisionEncoder;
+
+#[derive(Debug, Clone)]
+struct DecoderBlock {
+    norm1: LayerNorm,
+    attn: Attention,
+    norm2: LayerNorm,
+    ffn: FeedForward,
+}
+
+impl DecoderBlock {
+    fn new(cfg: &VlaConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        Ok(Self {
+            norm1: norm(d, cfg.norm_eps, vb.pp("norm1"))?,
+            attn: Attention::new(d, cfg.heads, vb.pp("attn"))?,
+            norm2: norm(d, cfg.norm_eps, vb.pp("norm2"))?,
+            ffn: FeedForward::new(d, &cfg.ffn, vb.pp("ffn"))?,
+        })
+    }
+
+    fn forward(
+        &self,
+        xs: &Tensor,
+        bias: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+        load: Option<&mut [u32]>,
+    ) -> Result<Tensor> {
+        let xs = (xs + self.attn.forward(&self.norm1.forward(xs)?, bias, cache)?)?;
+        &xs + self.ffn.forward(&self.norm2.forward(&xs)?, load)?
+    }
+}
+
+/// One observation batch for the full forward pass.
+#[derive(Debug, Clone)]
+pub struct ObservationBatch {
+    /// [B, L] u32 instruction token ids.
+    pub ids: Tensor,
+    /// [B, L] f32, 1 for real tokens and 0 for padding; None when nothing is padded.
+    pub text_valid: Option<Tensor>,
+    /// [B, history, 3, S, S] f32 normalised frames, oldest first.
+    pub frames: Tensor,
+}
+
+/// Key-value caches of every decoder layer for one control step.
+pub struct DecoderCache {
+    layers: Vec<KvCache>,
+}
+
+impl DecoderCache {
+    pub fn new(layers: usize, max_len: usize) -> Self {
+        Self { layers: (0..layers).map(|_| KvCache::new(2, max_len)).collect() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VlaModel {
+    cfg: VlaConfig,
+    text: TextEncoder,
+    vision: VisionEncoder,
+    /// [history, tokens_per_frame, D]: where in the history window a frame token sits.
+    frame_positions: Tensor,
+    bin_embedding: Embedding,
+    /// [dims, D]: which action dimension a token carries.
+    dim_embedding: Tensor,
+    blocks: Vec<DecoderBlock>,
+    norm: LayerNorm,
+    head: Linear,
+}
+
+impl VlaModel {
+    pub fn new(cfg: &VlaConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        let small = candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 };
+        let blocks = (0..cfg.layers)
+            .map(|i| DecoderBlock::new(cfg, vb.pp(format!("decoder.{i}"))))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            text: TextEncoder::new(cfg, vb.pp("text"))?,
+            vision: VisionEncoder::new(cfg, vb.pp("vision"))?,
+            frame_positions: vb.get_with_hints((cfg.history, cfg.tokens_per_frame, d), "frame_positions", small)?,
+            bin_embedding: embedding(cfg.actions.bins, d, vb.pp("bin_embedding"))?,
+            dim_embedding: vb.get_with_hints((cfg.action_dims(), d), "dim_embedding", small)?,
+            blocks,
+            norm: norm(d, cfg.norm_eps, vb.pp("norm"))?,
+            head: linear(d, cfg.actions.bins, vb.pp("q_head"))?,
+        })
+    }
+
+    pub fn config(&self) -> &VlaConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        self.frame_positions.device()
+    }
+
+    pub fn empty_load(&self) -> ExpertLoad {
+        empty_load(self.cfg.layers, &self.cfg.ffn)
+    }
+
+    pub fn encode_text(&self, ids: &Tensor, valid: Option<&Tensor>) -> Result<TextEncoding> {
+        self.text.forward(ids, valid)
+    }
+
+    /// `images`: [B, 3, S, S] -> vision tokens [B, tokens_per_frame, D] (no position yet).
+    pub fn encode_frame(&self, images: &Tensor, text: &TextEncoding) -> Result<Tensor> {
+        self.vision.forward(images, &text.pooled)
+    }
+
+    /// The observation tokens [B, L + history * tokens_per_frame, D]: text, then frames oldest
+    /// to newest. `frames` holds exactly `history` vision-token tensors.
+    pub fn observation(&self, text: &TextEncoding, frames: &[Tensor]) -> Result<Tensor> {
+        let mut parts = Vec::with_capacity(frames.len() + 1);
+        parts.push(text.tokens.clone());
+        for (slot, f) in frames.iter().enumerate() {
+            parts.push(f.broadcast_add(&self.frame_positions.i(slot)?)?);
+        }
+        Tensor::cat(&parts, 1)
+    }
+
+    /// Action tokens for dimensions `first..first + m`: `bins`: [B, m] u32 -> [B, m, D].
+    pub fn action_tokens(&self, bins: &Tensor, first: usize) -> Result<Tensor> {
+        let (_, m) = bins.dims2()?;
+        self.bin_embedding.forward(bins)?.broadcast_add(&self.dim_embedding.narrow(0, first, m)?)
+    }
+
+    /// Q logits from hidden states [B, T, D] -> [B, T, bins].
+    fn q_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.head.forward(&self.norm.forward(hidden)?)
+    }
+
+    /// The reference (training) forward pass. `bins`: [B, m] u32, the chosen bins of dimensions
+    /// 0..m with m < dims. Returns Q logits [B, m + 1, bins]: row i belongs to dimension i and is
+    /// read at the position before that dimension's token (the last observation token for i = 0).
+    pub fn forward(&self, obs: &ObservationBatch, bins: &Tensor, load: Option<&mut ExpertLoad>) -> Result<Tensor> {
+        let text = self.encode_text(&obs.ids, obs.text_valid.as_ref())?;
+        let (b, h, c, s, _) = obs.frames.dims5()?;
+        let vision = self.vision_batch(&obs.frames.reshape((b * h, c, s, s))?, &text, h)?; // [B, h, T, D]
+        let frames: Vec<Tensor> = (0..h).map(|i| vision.i((.., i))).collect::<Result<_>>()?;
+        let prefix = self.observation(&text, &frames)?;
+        self.forward_tokens(&prefix, text.valid.as_ref(), bins, load)
+    }
+
+    /// Encodes `B * h` frames at once with each sample's conditioning repeated `h` times.
+    fn vision_batch(&self, images: &Tensor, text: &TextEncoding, h: usize) -> Result<Tensor> {
+        let (b, d) = text.pooled.dims2()?;
+        let cond = text.pooled.unsqueeze(1)?.repeat((1, h, 1))?.reshape((b * h, d))?;
+        let tokens = self.vision.forward(images, &cond)?;
+        let (_, t, d) = tokens.dims3()?;
+        tokens.reshape((b, h, t, d))
+    }
+
+    /// Decoder over `prefix` (observation tokens) followed by the action tokens of `bins`.
+    pub fn forward_tokens(
+        &self,
+        prefix: &Tensor,
+        text_valid: Option<&Tensor>,
+        bins: &Tensor,
+        mut load: Option<&mut ExpertLoad>,
+    ) -> Result<Tensor> {
+        let (b, p, _) = prefix.dims3()?;
+        let (_, m) = bins.dims2()?;
+        let xs = if m > 0 { Tensor::cat(&[prefix, &self.action_tokens(bins, 0)?], 1)? } else { prefix.clone() };
+        let bias = attention_bias(b, p, m, text_valid, xs.device())?;
+        let mut xs = xs;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let layer_load = load.as_deref_mut().map(|l| l.counts[i].as_mut_slice());
+            xs = block.forward(&xs, Some(&bias), None, layer_load)?;
+        }
+        self.q_logits(&xs.narrow(1, p - 1, m + 1)?)
+    }
+
+    /// Runs the observation prefix into fresh caches and returns the Q logits of dimension 0,
+    /// [B, bins]. The prefix is bidirectional and unpadded (batch-1 inference).
+    pub fn prefill(&self, prefix: &Tensor, cache: &mut DecoderCache, load: &mut ExpertLoad) -> Result<Tensor> {
+        let mut xs = prefix.clone();
+        for ((block, kv), counts) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(load.counts.iter_mut()) {
+            xs = block.forward(&xs, None, Some(kv), Some(counts))?;
+        }
+        let p = xs.dim(1)?;
+        self.q_logits(&xs.narrow(1, p - 1, 1)?)?.squeeze(1)
+    }
+
+    /// One cached step: the token of dimension `dim` with bins `bins` ([B] u32) goes in, the Q
+    /// logits of dimension `dim + 1` ([B, bins]) come out.
+    pub fn step(&self, bins: &Tensor, dim: usize, cache: &mut DecoderCache, load: &mut ExpertLoad) -> Result<Tensor> {
+        let mut xs = self.action_tokens(&bins.unsqueeze(1)?, dim)?;
+        for ((block, kv), counts) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(load.counts.iter_mut()) {
+            xs = block.forward(&xs, None, Some(kv), Some(counts))?;
+        }
+        self.q_logits(&xs)?.squeeze(1)
+    }
+}
+
+/// Additive bias [B or 1, 1, T, T] with T = p + m. Observation queries see every (valid)
+/// observation key; the action token at position p + j also sees action tokens 0..=j.
+fn attention_bias(b: usize, p: usize, m: usize, text_valid: Option<&Tensor>, device: &Device) -> Result<Tensor> {
+    let t = p + m;
+    let mut causal = vec![0f32; t * t];
+    for q in 0..t {
+        for k in p..t {
+            if k > q {
+                causal[q * t + k] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let causal = Tensor::from_vec(causal, (1, 1, t, t), device)?;
+    match text_valid {
+        None => Ok(causal),
+        Some(valid) => {
+            let l = valid.dim(1)?;
+            let hidden = ((valid - 1.0)? * 1e9)?; // [B, L]: 0 or -1e9
+            let keys = Tensor::cat(&[hidden, Tensor::zeros((b, t - l), DType::F32, device)?], 1)?;
+            causal.broadcast_add(&keys.unsqueeze(1)?.unsqueeze(1)?)
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Image + instruction -> preprocessing -> network -> argmax bins -> `ActionCommand`.
+
+pub mod preprocess;
+pub mod tokenize;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+use crate::action::{ActionCommand, ActionError, ActionSpace};
+use crate::model::{
+    load_model, FrameTokenCache, HistoryRing, ModelError, ObservationBatch, ParamCount, VlaConfig, VlaModel,
+};
+pub use preprocess::{Frame, FrameError, PixelEncoding, RawFrame};
+pub use tokenize::{InstructionTokenizer, TokenizeError};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("model folder {dir}: {file} is missing")]
+    MissingFile { dir: PathBuf, file: &'static str },
+    #[error("model config {path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("tokenizer {path}: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
+    #[error("bad image: {0}")]
+    Image(#[from] FrameError),
+    #[error("bad instruction: {0}")]
+    Instruction(#[from] TokenizeError),
+    #[error("the model produced a non-finite Q value in dimension {dim} ({name})")]
+    NonFinite { dim: usize, name: String },
+    #[error("inference failed: {0}")]
+    Inference(#[from] candle_core::Error),
+    #[error(transparent)]
+    Action(#[from] ActionError),
+}
+
+/// Which argmax procedure to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoding {
+    /// KV cache plus per-frame token cache (production).
+    Cached,
+    /// A full forward pass per dimension, re-encoding every frame (GeRM's released procedure).
+    Uncached,
+}
+
+/// Milliseconds spent in each stage of one decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timing {
+    pub preprocess_ms: f32,
+    pub inference_ms: f32,
+    pub total_ms: f32,
+}
+
+/// What one decision produced.
+#[derive(Debug, Clone)]
+pub struct PolicyOutput {
+    pub command: ActionCommand,
+    pub bins: Vec<u32>,
+    /// Q value of the chosen bin per dimension.
+    pub q: Vec<f32>,
+    /// Share of routed tokens per expert, over all layers.
+    pub expert_load: Vec<f32>,
+    pub timing: Timing,
+}
+
+pub struct Policy {
+    model: VlaModel,
+    space: ActionSpace,
+    masks: Vec<Vec<bool>>,
+    tokenizer: InstructionTokenizer,
+    frame_tokens: FrameTokenCache,
+    /// Preprocessed frames of the window, for the uncached procedure.
+    frames: HistoryRing<Tensor>,
+    instruction: Vec<u32>,
+    model_id: String,
+    params: ParamCount,
+}
+
+impl Policy {
+    /// Loads a model folder: `config.json`, `model.safetensors`, `tokenizer.json`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, PolicyError> {
+        let file = |name: &'static str| -> Result<PathBuf, PolicyError> {
+            let path = dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(PolicyError::MissingFile { dir: dir.to_path_buf(), file: name })
+            }
+        };
+        let config_path = file(CONFIG_FILE)?;
+        let config = read_config(&config_path)?;
+        let tokenizer_path = file(TOKENIZER_FILE)?;
+        let (model, params) = load_model(&config, &file(WEIGHTS_FILE)?, device)?;
+        let tokenizer = InstructionTokenizer::from_file(&tokenizer_path, config.text.max_tokens, config.text.vocab_size)
+            .map_err(|e| PolicyError::Tokenizer { path: tokenizer_path.clone(), reason: e.to_string() })?;
+        let vocab = tokenizer.tokenizer().get_vocab_size(true);
+        if vocab > config.text.vocab_size {
+            return Err(PolicyError::Tokenizer {
+                path: tokenizer_path,
+                reason: format!("{vocab} tokens, but the model's vocabulary holds {}", config.text.vocab_size),
+            });
+        }
+        let id = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let id = id.file_name().map_or_else(|| id.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Self::new(model, params, tokenizer, id)
+    }
+
+    pub fn new(
+        model: VlaModel,
+        params: ParamCount,
+        tokenizer: InstructionTokenizer,
+        model_id: String,
+    ) -> Result<Self, PolicyError> {
+        let config = model.config();
+        let space = ActionSpace::new(&config.actions)?;
+        Ok(Self {
+            masks: space.valid_masks(),
+            space,
+            tokenizer,
+            frame_tokens: FrameTokenCache::new(config.history),
+            frames: HistoryRing::new(config.history),
+            instruction: Vec::new(),
+            model_id,
+            params,
+            model,
+        })
+    }
+
+    pub fn config(&self) -> &VlaConfig {
+        self.model.config()
+    }
+
+    pub fn model(&self) -> &VlaModel {
+        &self.model
+    }
+
+    pub fn action_space(&self) -> &ActionSpace {
+        &self.space
+    }
+
+    pub fn params(&self) -> ParamCount {
+        self.params
+    }
+
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// Forgets the frame history (a new episode).
+    pub fn reset(&mut self) {
+        self.frame_tokens.reset();
+        self.frames.clear();
+        self.instruction.clear();
+    }
+
+    /// The network's input for a frame: [1, 3, S, S].
+    pub fn preprocess(&self, frame: &Frame) -> Result<Tensor, PolicyError> {
+        let rgb = preprocess::frame_to_rgb(frame)?;
+        let cfg = self.config();
+        Ok(preprocess::to_tensor(&rgb, cfg.image_size as u32, &cfg.preprocess, self.model.device())?)
+    }
+
+    /// One decision on the newest frame; earlier frames of the same instruction form the history.
+    /// A bad frame or instruction is rejected before it touches the history.
+    pub fn decide(&mut self, frame: &Frame, instruction: &str, decoding: Decoding) -> Result<PolicyOutput, PolicyError> {
+        let start = Instant::now();
+        let ids = self.tokenizer.encode(instruction)?;
+        let image = self.preprocess(frame)?;
+        let preprocessed = Instant::now();
+        if ids != self.instruction {
+            self.frames.clear();
+            self.instruction = ids.clone();
+        }
+        self.frames.push(image.clone());
+        let decision = match decoding {
+            Decoding::Cached => {
+                let (text, window) = self.frame_tokens.observe(&self.model, &ids, &image)?;
+                self.model.decode_cached(&text, &window, &self.masks)?
+            }
+            Decoding::Uncached => {
+                let device = self.model.device();
+                let obs = ObservationBatch {
+                    ids: Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?,
+                    text_valid: None,
+                    frames: Tensor::stack(&self.frames.window(), 1)?, // [1, history, 3, S, S]
+                };
+                self.model.decode_uncached(&obs, &self.masks)?
+            }
+        };
+        if let Some(dim) = decision.q.iter().position(|q| !q.is_finite()) {
+            return Err(PolicyError::NonFinite { dim, name: self.space.names()[dim].clone() });
+        }
+        let command = self.space.command(&decision.bins)?;
+        let done = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f32() * 1e3;
+        Ok(PolicyOutput {
+            command,
+            bins: decision.bins,
+            q: decision.q,
+            expert_load: decision.load.fractions(),
+            timing: Timing {
+                preprocess_ms: ms(start, preprocessed),
+                inference_ms: ms(preprocessed, done),
+                total_ms: ms(start, done),
+            },
+        })
+    }
+}
+
+pub fn read_config(path: &Path) -> Result<VlaConfig, PolicyError> {
+    let err = |reason: String| PolicyError::Config { path: path.to_path_buf(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let config: VlaConfig = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    config.validate().map_err(err)?;
+    Ok(config)
+}

@@ -1,0 +1,182 @@
+//! Camera frames of any size and encoding -> the normalised [1, 3, S, S] tensor the model reads.
+
+use std::io::Cursor;
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Tensor};
+use image::imageops::FilterType;
+use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage};
+
+use crate::model::PreprocessConfig;
+
+/// Largest side accepted for a frame, raw or compressed.
+pub const MAX_SIDE: u32 = 16_384;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FrameError {
+    #[error("unsupported encoding '{0}' (expected rgb8, bgr8, rgba8, bgra8 or mono8)")]
+    UnknownEncoding(String),
+    #[error("frame is {width}x{height}: both sides must be in 1..={MAX_SIDE}")]
+    BadSize { width: u32, height: u32 },
+    #[error("row step {step} is smaller than width {width} x {bytes_per_pixel} bytes")]
+    BadStep { step: u32, width: u32, bytes_per_pixel: u32 },
+    #[error("frame data is {got} bytes, step x height = {expected}")]
+    BadLength { expected: usize, got: usize },
+    #[error("compressed frame is not a jpeg or png")]
+    UnknownFormat,
+    #[error("cannot decode compressed frame: {0}")]
+    Decode(String),
+}
+
+/// sensor_msgs/Image encodings the policy reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelEncoding {
+    Rgb8,
+    Bgr8,
+    Rgba8,
+    Bgra8,
+    Mono8,
+}
+
+impl PixelEncoding {
+    pub fn bytes_per_pixel(self) -> u32 {
+        match self {
+            Self::Rgb8 | Self::Bgr8 => 3,
+            Self::Rgba8 | Self::Bgra8 => 4,
+            Self::Mono8 => 1,
+        }
+    }
+
+    pub fn ros_name(self) -> &'static str {
+        match self {
+            Self::Rgb8 => "rgb8",
+            Self::Bgr8 => "bgr8",
+            Self::Rgba8 => "rgba8",
+            Self::Bgra8 => "bgra8",
+            Self::Mono8 => "mono8",
+        }
+    }
+}
+
+impl FromStr for PixelEncoding {
+    type Err = FrameError;
+
+    fn from_str(s: &str) -> Result<Self, FrameError> {
+        Ok(match s {
+            "rgb8" => Self::Rgb8,
+            "bgr8" => Self::Bgr8,
+            "rgba8" => Self::Rgba8,
+            "bgra8" => Self::Bgra8,
+            "mono8" | "8UC1" => Self::Mono8,
+            other => return Err(FrameError::UnknownEncoding(other.chars().take(64).collect())),
+        })
+    }
+}
+
+/// An uncompressed frame as sensor_msgs/Image carries it.
+#[derive(Debug, Clone, Copy)]
+pub struct RawFrame<'a> {
+    pub width: u32,
+    pub height: u32,
+    /// Bytes per row (at least width x bytes per pixel).
+    pub step: u32,
+    pub encoding: PixelEncoding,
+    pub data: &'a [u8],
+}
+
+impl<'a> RawFrame<'a> {
+    /// A tightly packed frame.
+    pub fn packed(width: u32, height: u32, encoding: PixelEncoding, data: &'a [u8]) -> Self {
+        Self { width, height, step: width.saturating_mul(encoding.bytes_per_pixel()), encoding, data }
+    }
+}
+
+/// A frame as the camera delivers it.
+#[derive(Debug, Clone, Copy)]
+pub enum Frame<'a> {
+    Raw(RawFrame<'a>),
+    /// jpeg or png bytes (sensor_msgs/CompressedImage).
+    Compressed(&'a [u8]),
+}
+
+fn check_size(width: u32, height: u32) -> Result<(), FrameError> {
+    if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+        return Err(FrameError::BadSize { width, height });
+    }
+    Ok(())
+}
+
+/// Checks the frame's geometry and converts it to RGB.
+pub fn to_rgb(frame: &RawFrame) -> Result<RgbImage, FrameError> {
+    let (w, h) = (frame.width, frame.height);
+    check_size(w, h)?;
+    let bpp = frame.encoding.bytes_per_pixel();
+    let row = w * bpp;
+    if frame.step < row {
+        return Err(FrameError::BadStep { step: frame.step, width: w, bytes_per_pixel: bpp });
+    }
+    let expected = frame.step as usize * h as usize;
+    if frame.data.len() != expected {
+        return Err(FrameError::BadLength { expected, got: frame.data.len() });
+    }
+    // Drop row padding, if any.
+    let packed: Vec<u8> = if frame.step == row {
+        frame.data.to_vec()
+    } else {
+        frame.data.chunks_exact(frame.step as usize).flat_map(|r| &r[..row as usize]).copied().collect()
+    };
+    let size_ok = "length checked above";
+    Ok(match frame.encoding {
+        PixelEncoding::Rgb8 => RgbImage::from_raw(w, h, packed).expect(size_ok),
+        PixelEncoding::Bgr8 => {
+            let mut img = RgbImage::from_raw(w, h, packed).expect(size_ok);
+            img.pixels_mut().for_each(|p| p.0.swap(0, 2));
+            img
+        }
+        PixelEncoding::Rgba8 => DynamicImage::ImageRgba8(RgbaImage::from_raw(w, h, packed).expect(size_ok)).to_rgb8(),
+        PixelEncoding::Bgra8 => {
+            let mut img = RgbaImage::from_raw(w, h, packed).expect(size_ok);
+            img.pixels_mut().for_each(|p| p.0.swap(0, 2));
+            DynamicImage::ImageRgba8(img).to_rgb8()
+        }
+        PixelEncoding::Mono8 => DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, packed).expect(size_ok)).to_rgb8(),
+    })
+}
+
+/// Decodes a jpeg or png frame, refusing oversized images before allocating them.
+pub fn decode_compressed(data: &[u8]) -> Result<RgbImage, FrameError> {
+    let format = image::guess_format(data).map_err(|_| FrameError::UnknownFormat)?;
+    if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png) {
+        return Err(FrameError::UnknownFormat);
+    }
+    let mut reader = ImageReader::with_format(Cursor::new(data), format);
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| FrameError::Decode(e.to_string()))?;
+    check_size(img.width(), img.height())?;
+    Ok(img.to_rgb8())
+}
+
+pub fn frame_to_rgb(frame: &Frame) -> Result<RgbImage, FrameError> {
+    match frame {
+        Frame::Raw(raw) => to_rgb(raw),
+        Frame::Compressed(bytes) => decode_compressed(bytes),
+    }
+}
+
+/// Resizes (aspect ratio not kept, as the model was trained) and normalises to [1, 3, S, S].
+pub fn to_tensor(img: &RgbImage, size: u32, norm: &PreprocessConfig, device: &Device) -> candle_core::Result<Tensor> {
+    let resized = if img.dimensions() == (size, size) {
+        img.clone()
+    } else {
+        image::imageops::resize(img, size, size, FilterType::Triangle)
+    };
+    let s = size as usize;
+    let mean = Tensor::new(&norm.mean, device)?.reshape((3, 1, 1))?;
+    let std = Tensor::new(&norm.std, device)?.reshape((3, 1, 1))?;
+    let hwc = Tensor::from_vec(resized.into_raw(), (s, s, 3), device)?;
+    let chw = (hwc.to_dtype(DType::F32)?.permute((2, 0, 1))? / 255.0)?;
+    chw.broadcast_sub(&mean)?.broadcast_div(&std)?.unsqueeze(0)
+}

@@ -267,3 +267,141 @@ pub fn empty_load(layers: usize, cfg: &FeedForwardConfig) -> ExpertLoad {
     let experts = if cfg.kind == FeedForwardKind::Dense { 1 } else { cfg.experts };
     ExpertLoad::new(layers, experts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::{ExpertAct, FeedForwardKind};
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    fn cfg(kind: FeedForwardKind, act: ExpertAct) -> FeedForwardConfig {
+        FeedForwardConfig { kind, experts: 6, top_k: 2, hidden: 24, expert_act: act, lora_rank: 3 }
+    }
+
+    fn inputs(n: usize, d: usize) -> Tensor {
+        Tensor::randn(0f32, 1.0, (n, d), &Device::Cpu).unwrap()
+    }
+
+    /// [N, E] gate matrix: softmax over the top-k logits at the selected experts, zero elsewhere,
+    /// computed independently of the router code.
+    fn dense_gates(logits: &Tensor, k: usize) -> Tensor {
+        let rows = logits.to_vec2::<f32>().unwrap();
+        let e = rows[0].len();
+        let mut gates = vec![0f32; rows.len() * e];
+        for (n, row) in rows.iter().enumerate() {
+            let mut sorted = row.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let threshold = sorted[k - 1];
+            let chosen: Vec<usize> = (0..e).filter(|&i| row[i] >= threshold).collect();
+            assert_eq!(chosen.len(), k, "random logits have no ties");
+            let z: f32 = chosen.iter().map(|&i| (row[i] - sorted[0]).exp()).sum();
+            for &i in &chosen {
+                gates[n * e + i] = (row[i] - sorted[0]).exp() / z;
+            }
+        }
+        Tensor::from_vec(gates, (rows.len(), e), &Device::Cpu).unwrap()
+    }
+
+    /// sum_e gates[:, e] * expert_e(x) with every expert run on every token.
+    fn dense_mixture(gates: &Tensor, outputs: &[Tensor]) -> Tensor {
+        let mut acc = outputs[0].zeros_like().unwrap();
+        for (e, y) in outputs.iter().enumerate() {
+            acc = (acc + y.broadcast_mul(&gates.narrow(1, e, 1).unwrap()).unwrap()).unwrap();
+        }
+        acc
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn sparse_moe_equals_dense_reference() {
+        for act in [ExpertAct::Germ, ExpertAct::Swiglu] {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+            let c = cfg(FeedForwardKind::Moe, act);
+            let moe = SparseMoe::new(16, &c, vb).unwrap();
+            let xs = inputs(37, 16);
+            let gates = dense_gates(&moe.router.gate.forward(&xs).unwrap(), c.top_k);
+            let outputs: Vec<Tensor> = moe.experts.iter().map(|e| e.forward(&xs).unwrap()).collect();
+            let reference = dense_mixture(&gates, &outputs);
+            let mut load = vec![0u32; c.experts];
+            let sparse = moe.forward(&xs, Some(&mut load)).unwrap();
+            assert!(max_abs_diff(&sparse, &reference) < 1e-5, "{act:?}");
+            // Each token is counted once for each of its k experts, and only selected experts ran.
+            let selected: Vec<u32> = (0..c.experts)
+                .map(|e| gates.narrow(1, e, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                .map(|col| col.iter().filter(|g| **g > 0.0).count() as u32)
+                .collect();
+            assert_eq!(load, selected);
+            assert_eq!(load.iter().sum::<u32>(), 37 * 2);
+        }
+    }
+
+    #[test]
+    fn lora_moe_equals_dense_reference() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let c = cfg(FeedForwardKind::Lora, ExpertAct::Germ);
+        let lora = LoraMoe::new(16, &c, vb).unwrap();
+        let xs = inputs(29, 16);
+        let gates = dense_gates(&lora.router.gate.forward(&xs).unwrap(), c.top_k);
+        // Expert e written out in full: W + B_e A_e on each projection.
+        let outputs: Vec<Tensor> = lora
+            .adapters
+            .iter()
+            .map(|[a1, a3, a2]| {
+                let (u1, u3) = lora.shared.up(&xs).unwrap();
+                let u1 = (u1 + a1.forward(&xs).unwrap()).unwrap();
+                let u3 = (u3 + a3.forward(&xs).unwrap()).unwrap();
+                let h = (u1 * u3).unwrap().silu().unwrap();
+                (lora.shared.down(&h).unwrap() + a2.forward(&h).unwrap()).unwrap()
+            })
+            .collect();
+        // The adapters make the experts differ, or this test would prove little.
+        assert!(max_abs_diff(&outputs[0], &outputs[1]) > 1e-4);
+        let reference = dense_mixture(&gates, &outputs);
+        let sparse = lora.forward(&xs, None).unwrap();
+        assert!(max_abs_diff(&sparse, &reference) < 1e-5);
+    }
+
+    #[test]
+    fn top_k_selects_the_largest_logits() {
+        let logits = Tensor::randn(0f32, 1.0, (50, 8), &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        for k in 1..=8 {
+            for (row, chosen) in logits.iter().zip(top_k_rows(&logits, k)) {
+                assert_eq!(chosen.len(), k);
+                for w in chosen.windows(2) {
+                    assert!(row[w[0] as usize] >= row[w[1] as usize], "best first");
+                }
+                let weakest = row[*chosen.last().unwrap() as usize];
+                for (i, v) in row.iter().enumerate() {
+                    if !chosen.contains(&(i as u32)) {
+                        assert!(*v <= weakest, "unselected {v} beats selected {weakest}");
+                    }
+                }
+            }
+        }
+        assert_eq!(top_k_rows(&[vec![1.0, 3.0, 3.0, 2.0]], 2), vec![vec![1, 2]]);
+    }
+
+    #[test]
+    fn routing_weights_sum_to_one() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let router = Router::new(16, 6, 2, vb).unwrap();
+        let routing = router.route(&inputs(11, 16)).unwrap();
+        for row in routing.weights.to_vec2::<f32>().unwrap() {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+            assert!(row[0] >= row[1]);
+        }
+    }
+
+    #[test]
+    fn expert_load_fractions() {
+        let load = ExpertLoad { counts: vec![vec![1, 3], vec![2, 2]] };
+        assert_eq!(load.fractions(), vec![0.375, 0.625]);
+    }
+}

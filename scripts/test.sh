@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Builds and runs the whole test suite. Safe to run repeatedly; non-interactive.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Dependencies build once into a cache outside the checkout, so fresh clones rebuild only this crate.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moe_vla/target}"
+cargo test --locked --all-targets

@@ -1,0 +1,247 @@
+//! The network's decoding procedures, weights I/O and typed errors.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor};
+use common::{micro_config, picture, policy, variants};
+use moe_vla::model::{
+    init_model, load_model, save_weights, FrameTokenCache, ModelError, ObservationBatch, VlaConfig, VlaModel,
+};
+use moe_vla::policy::{Decoding, Frame, PixelEncoding, RawFrame};
+
+fn frame(data: &[u8], w: u32, h: u32) -> Frame<'_> {
+    Frame::Raw(RawFrame::packed(w, h, PixelEncoding::Rgb8, data))
+}
+
+#[test]
+fn cached_decoding_equals_uncached_for_every_variant() {
+    for (name, cfg) in variants() {
+        let mut cached = policy(cfg.clone(), 7);
+        let mut uncached = policy(cfg, 7);
+        // More frames than the history window, and an instruction change half-way.
+        for t in 0..6u32 {
+            let data = picture(48, 40, t);
+            let text = if t < 4 { "go to the red ball" } else { "crawl under the bar" };
+            let a = cached.decide(&frame(&data, 48, 40), text, Decoding::Cached).unwrap();
+            let b = uncached.decide(&frame(&data, 48, 40), text, Decoding::Uncached).unwrap();
+            assert_eq!(a.bins, b.bins, "{name} step {t}");
+            for (qa, qb) in a.q.iter().zip(&b.q) {
+                assert!((qa - qb).abs() < 1e-4, "{name} step {t}: {qa} vs {qb}");
+            }
+        }
+    }
+}
+
+#[test]
+fn frame_token_cache_equals_recomputing_every_frame() {
+    let cfg = micro_config();
+    let (model, _) = init_model(&cfg, 3, &Device::Cpu).unwrap();
+    let mut cache = FrameTokenCache::new(cfg.history);
+    let ids = [2u32, 5, 9];
+    let images: Vec<Tensor> = (0..5).map(|t| image(&cfg, t)).collect();
+    for (t, img) in images.iter().enumerate() {
+        let (text, window) = cache.observe(&model, &ids, img).unwrap();
+        assert_eq!(window.len(), cfg.history);
+        // Recompute: the last `history` frames, the oldest repeated while fewer were seen.
+        let first = (t + 1).saturating_sub(cfg.history);
+        let mut expected: Vec<&Tensor> = images[first..=t].iter().collect();
+        while expected.len() < cfg.history {
+            expected.insert(0, expected[0]);
+        }
+        for (cached, img) in window.iter().zip(expected) {
+            let fresh = model.encode_frame(img, &text).unwrap();
+            assert_eq!(max_diff(cached, &fresh), 0.0, "step {t}");
+        }
+    }
+    // A new instruction re-encodes: no frame conditioned on the old text survives.
+    let (text, window) = cache.observe(&model, &[3, 4], &images[0]).unwrap();
+    let fresh = model.encode_frame(&images[0], &text).unwrap();
+    for cached in &window {
+        assert_eq!(max_diff(cached, &fresh), 0.0);
+    }
+}
+
+fn image(cfg: &VlaConfig, seed: u64) -> Tensor {
+    let s = cfg.image_size;
+    let values: Vec<f32> = (0..3 * s * s).map(|i| ((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0 - 1.0).collect();
+    Tensor::from_vec(values, (1, 3, s, s), &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+fn observation(cfg: &VlaConfig, ids: &[u32]) -> ObservationBatch {
+    let frames: Vec<Tensor> = (0..cfg.history as u64).map(|t| image(cfg, t)).collect();
+    ObservationBatch {
+        ids: Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap(),
+        text_valid: None,
+        frames: Tensor::stack(&frames, 1).unwrap(),
+    }
+}
+
+/// Q values of every dimension for the joint action `bins`, from one full forward pass.
+fn per_dimension_q(model: &VlaModel, obs: &ObservationBatch, bins: &[u32]) -> Vec<Vec<f32>> {
+    let prefix = Tensor::new(&bins[..bins.len() - 1], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let logits = model.forward(obs, &prefix, None).unwrap().squeeze(0).unwrap();
+    logits.to_vec2::<f32>().unwrap().iter().map(|row| row.iter().map(|x| moe_vla::model::sigmoid(*x)).collect()).collect()
+}
+
+#[test]
+fn greedy_argmax_equals_brute_force_on_a_small_action_space() {
+    let mut cfg = micro_config();
+    cfg.actions.names = vec!["a".into(), "b".into(), "c".into()];
+    cfg.actions.bins = 4;
+    cfg.actions.low = vec![0.0; 3];
+    cfg.actions.high = vec![1.0; 3];
+    for seed in 0..4 {
+        let (model, _) = init_model(&cfg, seed, &Device::Cpu).unwrap();
+        let obs = observation(&cfg, &[2, 3, 4]);
+        // All 64 joint actions; greedy decoding must pick the lexicographic maximum of
+        // (Q0(a0), Q1(a0, a1), Q2(a0, a1, a2)).
+        let mut best: Option<(Vec<f32>, Vec<u32>)> = None;
+        for code in 0..64u32 {
+            let bins = vec![code / 16, (code / 4) % 4, code % 4];
+            let q = per_dimension_q(&model, &obs, &bins);
+            let key: Vec<f32> = (0..3).map(|d| q[d][bins[d] as usize]).collect();
+            let better = match &best {
+                None => true,
+                Some((k, _)) => key.iter().zip(k).find(|(a, b)| a != b).is_some_and(|(a, b)| a > b),
+            };
+            if better {
+                best = Some((key, bins));
+            }
+        }
+        let (best_q, best_bins) = best.unwrap();
+        let valid = vec![vec![true; 4]; 3];
+        let text = model.encode_text(&obs.ids, None).unwrap();
+        let frames: Vec<Tensor> =
+            (0..cfg.history as u64).map(|t| model.encode_frame(&image(&cfg, t), &text).unwrap()).collect();
+        for decision in [model.decode_cached(&text, &frames, &valid).unwrap(), model.decode_uncached(&obs, &valid).unwrap()] {
+            assert_eq!(decision.bins, best_bins, "seed {seed}");
+            for (a, b) in decision.q.iter().zip(&best_q) {
+                assert!((a - b).abs() < 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn decoding_respects_validity_masks() {
+    let cfg = micro_config();
+    let (model, _) = init_model(&cfg, 1, &Device::Cpu).unwrap();
+    let obs = observation(&cfg, &[2, 3]);
+    let bins = cfg.actions.bins;
+    // Allow a single bin per dimension, a different one each: decoding must choose it.
+    let valid: Vec<Vec<bool>> = (0..cfg.action_dims()).map(|d| (0..bins).map(|b| b == (d * 17) % bins).collect()).collect();
+    let decision = model.decode_uncached(&obs, &valid).unwrap();
+    let expected: Vec<u32> = (0..cfg.action_dims()).map(|d| ((d * 17) % bins) as u32).collect();
+    assert_eq!(decision.bins, expected);
+}
+
+fn saved(tensors: &BTreeMap<String, Tensor>) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    save_weights(tensors, &path).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn weights_round_trip_gives_identical_outputs() {
+    for (name, cfg) in variants() {
+        let (model, tensors) = init_model(&cfg, 11, &Device::Cpu).unwrap();
+        let (_dir, path) = saved(&tensors);
+        let (loaded, params) = load_model(&cfg, &path, &Device::Cpu).unwrap();
+        assert_eq!(params.total, tensors.values().map(|t| t.elem_count()).sum::<usize>());
+        let obs = observation(&cfg, &[2, 3, 4]);
+        let bins = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
+        let a = model.forward(&obs, &bins, None).unwrap();
+        let b = loaded.forward(&obs, &bins, None).unwrap();
+        assert_eq!(max_diff(&a, &b), 0.0, "{name}");
+    }
+}
+
+#[test]
+fn init_is_reproducible_for_a_seed() {
+    let cfg = micro_config();
+    let (_, a) = init_model(&cfg, 5, &Device::Cpu).unwrap();
+    let (_, b) = init_model(&cfg, 5, &Device::Cpu).unwrap();
+    let (_, c) = init_model(&cfg, 6, &Device::Cpu).unwrap();
+    let name = "decoder.0.ffn.experts.1.w1.weight";
+    assert_eq!(max_diff(&a[name], &b[name]), 0.0);
+    assert!(max_diff(&a[name], &c[name]) > 0.0);
+}
+
+#[test]
+fn damaged_weight_files_give_typed_errors() {
+    let cfg = micro_config();
+    let (_, tensors) = init_model(&cfg, 2, &Device::Cpu).unwrap();
+    let (dir, path) = saved(&tensors);
+    let bytes = std::fs::read(&path).unwrap();
+    let damaged = dir.path().join("damaged.safetensors");
+
+    // Truncated.
+    std::fs::write(&damaged, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(matches!(load_model(&cfg, &damaged, &Device::Cpu), Err(ModelError::CorruptWeights { .. })));
+    // One flipped bit in the tensor data: caught by the checksum.
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 3;
+    flipped[last] ^= 0x10;
+    std::fs::write(&damaged, &flipped).unwrap();
+    let err = load_model(&cfg, &damaged, &Device::Cpu).unwrap_err();
+    assert!(matches!(err, ModelError::CorruptWeights { .. }) && err.to_string().contains("checksum"), "{err}");
+    // Garbage header.
+    let mut garbage = bytes.clone();
+    garbage[8..16].copy_from_slice(b"!!!!!!!!");
+    std::fs::write(&damaged, &garbage).unwrap();
+    assert!(matches!(load_model(&cfg, &damaged, &Device::Cpu), Err(ModelError::CorruptWeights { .. })));
+    // Not a safetensors file at all, and a missing file.
+    std::fs::write(&damaged, b"hello").unwrap();
+    assert!(matches!(load_model(&cfg, &damaged, &Device::Cpu), Err(ModelError::CorruptWeights { .. })));
+    assert!(matches!(
+        load_model(&cfg, &dir.path().join("absent.safetensors"), &Device::Cpu),
+        Err(ModelError::Io { .. })
+    ));
+}
+
+#[test]
+fn non_finite_weights_are_rejected() {
+    let cfg = micro_config();
+    let (_, mut tensors) = init_model(&cfg, 2, &Device::Cpu).unwrap();
+    let name = "q_head.bias".to_string();
+    let n = tensors[&name].elem_count();
+    let mut values = vec![0f32; n];
+    values[3] = f32::NAN;
+    tensors.insert(name, Tensor::from_vec(values, n, &Device::Cpu).unwrap());
+    let (_dir, path) = saved(&tensors);
+    let err = load_model(&cfg, &path, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("non-finite"), "{err}");
+}
+
+#[test]
+fn weights_that_do_not_match_the_config_are_rejected() {
+    let cfg = micro_config();
+    let (_, tensors) = init_model(&cfg, 2, &Device::Cpu).unwrap();
+    let (_dir, path) = saved(&tensors);
+
+    let mut wider = cfg.clone();
+    wider.d_model = 64;
+    let err = load_model(&wider, &path, &Device::Cpu).unwrap_err();
+    assert!(matches!(err, ModelError::Mismatch { .. }) && err.to_string().contains("shape"), "{err}");
+
+    let mut deeper = cfg.clone();
+    deeper.layers = 3;
+    let err = load_model(&deeper, &path, &Device::Cpu).unwrap_err();
+    assert!(matches!(err, ModelError::Mismatch { .. }) && err.to_string().contains("missing"), "{err}");
+
+    let mut shallower = cfg.clone();
+    shallower.layers = 1;
+    let err = load_model(&shallower, &path, &Device::Cpu).unwrap_err();
+    assert!(matches!(err, ModelError::Mismatch { .. }) && err.to_string().contains("unexpected"), "{err}");
+
+    let mut broken = cfg.clone();
+    broken.heads = 5;
+    assert!(matches!(load_model(&broken, &path, &Device::Cpu), Err(ModelError::Config(_))));
+}

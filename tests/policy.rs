@@ -1,0 +1,207 @@
+//! Preprocessing, tokenisation, model-folder loading and bad input through `Policy`.
+
+mod common;
+
+use std::io::Cursor;
+
+use candle_core::{Device, Tensor};
+use common::{micro_config, picture, policy};
+use moe_vla::model::{init_model, save_weights};
+use moe_vla::policy::preprocess::{decode_compressed, to_rgb, to_tensor, MAX_SIDE};
+use moe_vla::policy::tokenize::{train_word_level, MAX_INSTRUCTION_BYTES};
+use moe_vla::policy::{
+    Decoding, Frame, FrameError, InstructionTokenizer, PixelEncoding, Policy, PolicyError, RawFrame, TokenizeError,
+};
+
+fn tensor_of(frame: &RawFrame) -> Tensor {
+    let cfg = micro_config();
+    to_tensor(&to_rgb(frame).unwrap(), cfg.image_size as u32, &cfg.preprocess, &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// The same picture in another channel order (and with an alpha channel when `alpha`).
+fn reorder(rgb: &[u8], swap: bool, alpha: bool) -> Vec<u8> {
+    rgb.chunks_exact(3)
+        .flat_map(|p| {
+            let mut px = if swap { vec![p[2], p[1], p[0]] } else { p.to_vec() };
+            if alpha {
+                px.push(200);
+            }
+            px
+        })
+        .collect()
+}
+
+#[test]
+fn every_colour_encoding_of_a_picture_gives_the_same_tensor() {
+    let (w, h) = (37, 23); // odd sizes on purpose
+    let rgb = picture(w, h, 1);
+    let reference = tensor_of(&RawFrame::packed(w, h, PixelEncoding::Rgb8, &rgb));
+    assert_eq!(reference.dims(), &[1, 3, 32, 32]);
+    for (encoding, data) in [
+        (PixelEncoding::Bgr8, reorder(&rgb, true, false)),
+        (PixelEncoding::Rgba8, reorder(&rgb, false, true)),
+        (PixelEncoding::Bgra8, reorder(&rgb, true, true)),
+    ] {
+        let t = tensor_of(&RawFrame::packed(w, h, encoding, &data));
+        assert_eq!(max_diff(&t, &reference), 0.0, "{encoding:?}");
+    }
+    // Swapping channels must matter, or the test above proves nothing.
+    let swapped = tensor_of(&RawFrame::packed(w, h, PixelEncoding::Rgb8, &reorder(&rgb, true, false)));
+    assert!(max_diff(&swapped, &reference) > 0.1);
+}
+
+#[test]
+fn mono8_becomes_equal_channels() {
+    let gray: Vec<u8> = (0..15 * 9).map(|i| (i * 7 % 256) as u8).collect();
+    let t = tensor_of(&RawFrame::packed(15, 9, PixelEncoding::Mono8, &gray));
+    let r = t.narrow(1, 0, 1).unwrap();
+    for c in 1..3 {
+        assert_eq!(max_diff(&t.narrow(1, c, 1).unwrap(), &r), 0.0);
+    }
+}
+
+#[test]
+fn row_padding_is_skipped() {
+    let (w, h) = (5u32, 4u32);
+    let rgb = picture(w, h, 2);
+    let step = w * 3 + 7;
+    let padded: Vec<u8> = rgb.chunks_exact((w * 3) as usize).flat_map(|row| row.iter().copied().chain([0xAB; 7])).collect();
+    let a = tensor_of(&RawFrame { width: w, height: h, step, encoding: PixelEncoding::Rgb8, data: &padded });
+    let b = tensor_of(&RawFrame::packed(w, h, PixelEncoding::Rgb8, &rgb));
+    assert_eq!(max_diff(&a, &b), 0.0);
+}
+
+#[test]
+fn malformed_frames_are_rejected() {
+    let data = picture(4, 4, 0);
+    let bad_len = RawFrame::packed(4, 5, PixelEncoding::Rgb8, &data);
+    assert_eq!(to_rgb(&bad_len).unwrap_err(), FrameError::BadLength { expected: 60, got: 48 });
+    let zero = RawFrame::packed(0, 4, PixelEncoding::Rgb8, &[]);
+    assert!(matches!(to_rgb(&zero), Err(FrameError::BadSize { .. })));
+    let short_step = RawFrame { width: 4, height: 4, step: 8, encoding: PixelEncoding::Rgb8, data: &data[..32] };
+    assert!(matches!(to_rgb(&short_step), Err(FrameError::BadStep { .. })));
+    let huge = RawFrame { width: MAX_SIDE + 1, height: 1, step: (MAX_SIDE + 1) * 3, encoding: PixelEncoding::Rgb8, data: &data };
+    assert!(matches!(to_rgb(&huge), Err(FrameError::BadSize { .. })));
+    assert!(matches!("yuv422".parse::<PixelEncoding>(), Err(FrameError::UnknownEncoding(_))));
+    assert_eq!("bgra8".parse::<PixelEncoding>(), Ok(PixelEncoding::Bgra8));
+}
+
+#[test]
+fn compressed_frames_decode_like_raw_ones() {
+    let (w, h) = (20, 12);
+    let rgb = picture(w, h, 3);
+    let img = image::RgbImage::from_raw(w, h, rgb.clone()).unwrap();
+    let mut png = Vec::new();
+    img.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    assert_eq!(decode_compressed(&png).unwrap().into_raw(), rgb);
+
+    let mut jpeg = Vec::new();
+    img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+    assert_eq!(decode_compressed(&jpeg).unwrap().dimensions(), (w, h));
+    // A JPEG cut short is a decode error, not a panic; random bytes are no image at all.
+    assert!(matches!(decode_compressed(&jpeg[..jpeg.len() / 3]), Err(FrameError::Decode(_))));
+    assert_eq!(decode_compressed(b"not an image at all").unwrap_err(), FrameError::UnknownFormat);
+}
+
+fn tokenizer(max_tokens: usize) -> InstructionTokenizer {
+    let lines = ["go to the red ball", "crawl under the bar"];
+    let t = train_word_level(lines.iter(), 100).unwrap();
+    let vocab = t.get_vocab_size(true);
+    InstructionTokenizer::new(t, max_tokens, vocab)
+}
+
+#[test]
+fn instructions_tokenize_with_unknown_words_and_truncation() {
+    let tok = tokenizer(4);
+    let unk = tok.tokenizer().token_to_id("[UNK]").unwrap();
+    let red = tok.tokenizer().token_to_id("red").unwrap();
+    assert_eq!(tok.encode("Go to the RED ball").unwrap().len(), 4, "truncated to max_tokens");
+    assert_eq!(tok.encode("red zebra").unwrap(), vec![red, unk]);
+    assert_eq!(tok.encode("").unwrap_err(), TokenizeError::Empty);
+    assert_eq!(tok.encode(" \n\t ").unwrap_err(), TokenizeError::Empty);
+    let huge = "red ".repeat(1 << 18); // 1 MiB
+    assert!(huge.len() > MAX_INSTRUCTION_BYTES);
+    assert_eq!(tok.encode(&huge).unwrap(), vec![red; 4]);
+    // A multi-byte character straddling the cut does not panic.
+    let wide = "é".repeat(MAX_INSTRUCTION_BYTES);
+    assert_eq!(tok.encode(&wide).unwrap(), vec![unk]);
+}
+
+fn write_model_folder(dir: &std::path::Path) {
+    let mut cfg = micro_config();
+    let lines = moe_vla::bench::instruction_lines(moe_vla::bench::SAMPLE_INSTRUCTIONS);
+    let tok = train_word_level(lines.iter(), 200).unwrap();
+    cfg.text.vocab_size = tok.get_vocab_size(true);
+    let (_, tensors) = init_model(&cfg, 0, &Device::Cpu).unwrap();
+    std::fs::write(dir.join("config.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
+    save_weights(&tensors, &dir.join("model.safetensors")).unwrap();
+    tok.save(dir.join("tokenizer.json"), false).unwrap();
+}
+
+#[test]
+fn model_folders_load_and_report_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    write_model_folder(dir.path());
+    let mut policy = Policy::load(dir.path(), &Device::Cpu).unwrap();
+    let data = picture(64, 48, 0);
+    let out = policy.decide(&Frame::Raw(RawFrame::packed(64, 48, PixelEncoding::Rgb8, &data)), "stop", Decoding::Cached);
+    assert!(out.is_ok());
+
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    assert!(matches!(Policy::load(dir.path(), &Device::Cpu), Err(PolicyError::MissingFile { file: "tokenizer.json", .. })));
+    write_model_folder(dir.path());
+    std::fs::write(dir.path().join("tokenizer.json"), "{ not json").unwrap();
+    assert!(matches!(Policy::load(dir.path(), &Device::Cpu), Err(PolicyError::Tokenizer { .. })));
+    write_model_folder(dir.path());
+    std::fs::write(dir.path().join("config.json"), "{\"image_size\": 32}").unwrap();
+    assert!(matches!(Policy::load(dir.path(), &Device::Cpu), Err(PolicyError::Config { .. })));
+    write_model_folder(dir.path());
+    std::fs::write(dir.path().join("model.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+    assert!(matches!(Policy::load(dir.path(), &Device::Cpu), Err(PolicyError::Model(_))));
+}
+
+#[test]
+fn bad_input_is_an_error_and_leaves_the_history_alone() {
+    let mut p = policy(micro_config(), 4);
+    let good = picture(30, 20, 0);
+    let frame = Frame::Raw(RawFrame::packed(30, 20, PixelEncoding::Rgb8, &good));
+    let first = p.decide(&frame, "go to the red ball", Decoding::Cached).unwrap();
+    let bad_frames: [Frame; 3] = [
+        Frame::Raw(RawFrame::packed(30, 21, PixelEncoding::Rgb8, &good)),
+        Frame::Raw(RawFrame::packed(0, 0, PixelEncoding::Rgb8, &[])),
+        Frame::Compressed(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, 1, 2, 3]),
+    ];
+    for bad in &bad_frames {
+        assert!(matches!(p.decide(bad, "go to the red ball", Decoding::Cached), Err(PolicyError::Image(_))));
+    }
+    assert!(matches!(p.decide(&frame, "   ", Decoding::Cached), Err(PolicyError::Instruction(TokenizeError::Empty))));
+    // The rejected inputs did not enter the history: a second policy that never saw them agrees.
+    let mut clean = policy(micro_config(), 4);
+    clean.decide(&frame, "go to the red ball", Decoding::Cached).unwrap();
+    let a = p.decide(&frame, "go to the red ball", Decoding::Cached).unwrap();
+    let b = clean.decide(&frame, "go to the red ball", Decoding::Cached).unwrap();
+    assert_eq!(a.bins, b.bins);
+    assert_eq!(first.bins.len(), 12);
+}
+
+#[test]
+fn decisions_stay_inside_the_action_space() {
+    let mut p = policy(micro_config(), 9);
+    let space = p.action_space().clone();
+    for t in 0..5 {
+        let data = picture(40, 30, t);
+        let out = p.decide(&Frame::Raw(RawFrame::packed(40, 30, PixelEncoding::Rgb8, &data)), "turn left", Decoding::Cached).unwrap();
+        assert!(out.command.is_finite());
+        for (d, v) in out.command.values.iter().enumerate() {
+            let (lo, hi) = space.range(d);
+            assert!(*v >= lo && *v <= hi);
+        }
+        assert!(out.bins[0] == 0 || out.bins[0] == 255, "terminate takes an extreme bin");
+        assert!(out.q.iter().all(|q| (0.0..=1.0).contains(q)));
+        assert!((out.expert_load.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+}

@@ -7,7 +7,7 @@ use std::io::Cursor;
 use candle_core::{Device, Tensor};
 use common::{micro_config, picture, policy};
 use moe_vla::model::{init_model, save_weights};
-use moe_vla::policy::preprocess::{decode_compressed, to_rgb, to_tensor, MAX_SIDE};
+use moe_vla::policy::preprocess::{decode_compressed, resize_raw, to_tensor, MAX_SIDE};
 use moe_vla::policy::tokenize::{train_word_level, MAX_INSTRUCTION_BYTES};
 use moe_vla::policy::{
     Decoding, Frame, FrameError, InstructionTokenizer, PixelEncoding, Policy, PolicyError, RawFrame, TokenizeError,
@@ -15,7 +15,7 @@ use moe_vla::policy::{
 
 fn tensor_of(frame: &RawFrame) -> Tensor {
     let cfg = micro_config();
-    to_tensor(&to_rgb(frame).unwrap(), cfg.image_size as u32, &cfg.preprocess, &Device::Cpu).unwrap()
+    to_tensor(&resize_raw(frame, cfg.image_size as u32).unwrap(), &cfg.preprocess, &Device::Cpu).unwrap()
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -37,7 +37,13 @@ fn reorder(rgb: &[u8], swap: bool, alpha: bool) -> Vec<u8> {
 
 #[test]
 fn every_colour_encoding_of_a_picture_gives_the_same_tensor() {
-    let (w, h) = (37, 23); // odd sizes on purpose
+    // Odd sizes on purpose; one enlarges, one shrinks.
+    for (w, h) in [(37, 23), (81, 67)] {
+        same_tensor_for_every_encoding(w, h);
+    }
+}
+
+fn same_tensor_for_every_encoding(w: u32, h: u32) {
     let rgb = picture(w, h, 1);
     let reference = tensor_of(&RawFrame::packed(w, h, PixelEncoding::Rgb8, &rgb));
     assert_eq!(reference.dims(), &[1, 3, 32, 32]);
@@ -79,13 +85,13 @@ fn row_padding_is_skipped() {
 fn malformed_frames_are_rejected() {
     let data = picture(4, 4, 0);
     let bad_len = RawFrame::packed(4, 5, PixelEncoding::Rgb8, &data);
-    assert_eq!(to_rgb(&bad_len).unwrap_err(), FrameError::BadLength { expected: 60, got: 48 });
+    assert_eq!(resize_raw(&bad_len, 32).unwrap_err(), FrameError::BadLength { expected: 60, got: 48 });
     let zero = RawFrame::packed(0, 4, PixelEncoding::Rgb8, &[]);
-    assert!(matches!(to_rgb(&zero), Err(FrameError::BadSize { .. })));
+    assert!(matches!(resize_raw(&zero, 32), Err(FrameError::BadSize { .. })));
     let short_step = RawFrame { width: 4, height: 4, step: 8, encoding: PixelEncoding::Rgb8, data: &data[..32] };
-    assert!(matches!(to_rgb(&short_step), Err(FrameError::BadStep { .. })));
+    assert!(matches!(resize_raw(&short_step, 32), Err(FrameError::BadStep { .. })));
     let huge = RawFrame { width: MAX_SIDE + 1, height: 1, step: (MAX_SIDE + 1) * 3, encoding: PixelEncoding::Rgb8, data: &data };
-    assert!(matches!(to_rgb(&huge), Err(FrameError::BadSize { .. })));
+    assert!(matches!(resize_raw(&huge, 32), Err(FrameError::BadSize { .. })));
     assert!(matches!("yuv422".parse::<PixelEncoding>(), Err(FrameError::UnknownEncoding(_))));
     assert_eq!("bgra8".parse::<PixelEncoding>(), Ok(PixelEncoding::Bgra8));
 }

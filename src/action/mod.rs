@@ -159,10 +159,12 @@ impl ActionSpace {
         (self.high[dim] - self.low[dim]) / (self.bins - 1) as f32
     }
 
-    /// GeRM's decode: `bin / (bins - 1) * (high - low) + low`.
+    /// GeRM's decode: `bin / (bins - 1) * (high - low) + low`, clamped because f32 rounding can
+    /// land the top bin just past `high`.
     pub fn decode(&self, dim: usize, bin: u32) -> f32 {
         let top = (self.bins - 1) as f32;
-        (bin as f32).min(top) / top * (self.high[dim] - self.low[dim]) + self.low[dim]
+        let (lo, hi) = (self.low[dim], self.high[dim]);
+        ((bin as f32).min(top) / top * (hi - lo) + lo).clamp(lo, hi)
     }
 
     /// The nearest bin to `value`, clamped into range (NaN maps to bin 0). GeRM floors here; we
@@ -261,7 +263,12 @@ mod tests {
         let s = space();
         let x = s.index_of("x_vel").unwrap();
         assert_eq!(s.decode(x, 0), -0.81);
-        assert!((s.decode(x, 255) - 3.10).abs() < 1e-6);
+        // 255 / 255 * 3.91 - 0.81 rounds to just above 3.10 in f32; the command must stay in range.
+        assert_eq!(s.decode(x, 255), 3.10);
+        for d in 0..s.dims() {
+            let (lo, hi) = s.range(d);
+            assert!((0..256).all(|b| (lo..=hi).contains(&s.decode(d, b))), "dimension {d}");
+        }
         assert!((s.decode(x, 128) - (128.0 / 255.0 * 3.91 - 0.81)).abs() < 1e-5);
     }
 

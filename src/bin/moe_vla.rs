@@ -1,6 +1,5 @@
 //! `moe_vla`: create, inspect and benchmark models.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -71,9 +70,18 @@ struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Time only the cached procedure (the uncached one is slow on large models).
+    #[arg(long)]
+    skip_uncached: bool,
 }
 
 fn main() -> Result<()> {
+    // candle splits even batch-1 matrix products across threads, which costs more than it gains
+    // here; parallelism comes from the policy's own pool (experts run side by side) instead.
+    // Set before any thread exists; an explicit RAYON_NUM_THREADS is respected.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -175,21 +183,22 @@ fn parse_frame_size(s: &str) -> Result<(u32, u32)> {
     Ok((w.parse()?, h.parse()?))
 }
 
-/// Median, p95 and p99 of `samples` (milliseconds).
-fn percentiles(samples: &mut [f64]) -> (f64, f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
-    (at(0.5), at(0.95), at(0.99))
+/// Percentiles of latency samples, in milliseconds.
+struct Latency {
+    median: f64,
+    p95: f64,
+    p99: f64,
+}
+
+impl Latency {
+    fn of(samples: &mut [f64]) -> Self {
+        samples.sort_by(f64::total_cmp);
+        let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+        Self { median: at(0.5), p95: at(0.95), p99: at(0.99) }
+    }
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads == 0 {
-        bail!("--threads must be positive");
-    }
-    // candle's CPU kernels read RAYON_NUM_THREADS at each call; set it before any tensor work.
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
     if args.runs == 0 {
         bail!("--runs must be positive");
     }
@@ -199,6 +208,10 @@ fn bench(args: BenchArgs) -> Result<()> {
         (None, Some(name)) => random_policy(preset(name)?, &instruction_lines(SAMPLE_INSTRUCTIONS), 0, &device)?,
         _ => bail!("give a model folder or --preset"),
     };
+    if let Some(threads) = args.threads {
+        policy.set_threads(threads)?;
+    }
+    let threads = policy.threads();
     let params = policy.params();
     let (w, h) = parse_frame_size(&args.frame)?;
     let frames: Vec<Vec<u8>> = (0..8).map(|t| synthetic_frame(w, h, t)).collect();
@@ -220,43 +233,51 @@ fn bench(args: BenchArgs) -> Result<()> {
         Ok((total, preprocess))
     };
     let (mut cached, mut pre) = run(Decoding::Cached, args.runs)?;
-    let (mut uncached, _) = run(Decoding::Uncached, args.runs)?;
-    let (c50, c95, c99) = percentiles(&mut cached);
-    let (u50, u95, u99) = percentiles(&mut uncached);
-    let (p50, _, _) = percentiles(&mut pre);
-    let report = BTreeMap::from([
-        ("model", serde_json::json!(policy.model_id())),
-        ("params_total", serde_json::json!(params.total)),
-        ("params_active_per_token", serde_json::json!(params.active_per_token)),
-        ("threads", serde_json::json!(threads)),
-        ("runs", serde_json::json!(args.runs)),
-        ("frame", serde_json::json!(format!("{w}x{h} rgb8"))),
-        ("preprocess_median_ms", serde_json::json!(p50)),
-        ("cached_median_ms", serde_json::json!(c50)),
-        ("cached_p95_ms", serde_json::json!(c95)),
-        ("cached_p99_ms", serde_json::json!(c99)),
-        ("uncached_median_ms", serde_json::json!(u50)),
-        ("uncached_p95_ms", serde_json::json!(u95)),
-        ("uncached_p99_ms", serde_json::json!(u99)),
-        ("speedup_median", serde_json::json!(u50 / c50)),
-    ]);
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    let cached = Latency::of(&mut cached);
+    let preprocess = Latency::of(&mut pre);
+    let uncached = if args.skip_uncached {
+        None
     } else {
-        println!(
-            "model {} | {} parameters, {} active per token | {} threads | {} runs | {}x{} rgb8 frames",
-            policy.model_id(),
-            params.total,
-            params.active_per_token,
-            threads,
-            args.runs,
-            w,
-            h
-        );
-        println!("{:<28} {:>10} {:>10} {:>10}", "decision latency (ms)", "median", "p95", "p99");
-        println!("{:<28} {:>10.2} {:>10.2} {:>10.2}", "cached (KV + frame tokens)", c50, c95, c99);
-        println!("{:<28} {:>10.2} {:>10.2} {:>10.2}", "uncached (GeRM procedure)", u50, u95, u99);
-        println!("speed-up {:.1}x; preprocessing median {:.2} ms (included above)", u50 / c50, p50);
+        Some(Latency::of(&mut run(Decoding::Uncached, args.runs)?.0))
+    };
+    let mut report = serde_json::json!({
+        "model": policy.model_id(),
+        "params_total": params.total,
+        "params_active_per_token": params.active_per_token,
+        "threads": threads,
+        "runs": args.runs,
+        "frame": format!("{w}x{h} rgb8"),
+        "preprocess_median_ms": preprocess.median,
+        "cached_median_ms": cached.median,
+        "cached_p95_ms": cached.p95,
+        "cached_p99_ms": cached.p99,
+    });
+    if let Some(u) = &uncached {
+        report["uncached_median_ms"] = u.median.into();
+        report["uncached_p95_ms"] = u.p95.into();
+        report["uncached_p99_ms"] = u.p99.into();
+        report["speedup_median"] = (u.median / cached.median).into();
     }
+    if args.json {
+        println!("{report}");
+        return Ok(());
+    }
+    println!(
+        "model {} | {} parameters, {} active per token | {} threads | {} runs | {}x{} rgb8 frames",
+        policy.model_id(),
+        params.total,
+        params.active_per_token,
+        threads,
+        args.runs,
+        w,
+        h
+    );
+    println!("{:<28} {:>10} {:>10} {:>10}", "decision latency (ms)", "median", "p95", "p99");
+    println!("{:<28} {:>10.2} {:>10.2} {:>10.2}", "cached (KV + frame tokens)", cached.median, cached.p95, cached.p99);
+    if let Some(u) = &uncached {
+        println!("{:<28} {:>10.2} {:>10.2} {:>10.2}", "uncached (GeRM procedure)", u.median, u.p95, u.p99);
+        println!("speed-up {:.1}x", u.median / cached.median);
+    }
+    println!("preprocessing median {:.2} ms (included above)", preprocess.median);
     Ok(())
 }

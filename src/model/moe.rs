@@ -2,6 +2,7 @@
 
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{linear_no_bias, Init, Linear, VarBuilder};
+use rayon::prelude::*;
 
 use super::config::{ExpertAct, FeedForwardConfig, FeedForwardKind};
 use super::layers::{gate, GatedFfn};
@@ -109,7 +110,7 @@ fn mix(
     routing: &Routing,
     plan: &Dispatch,
     load: Option<&mut [u32]>,
-    expert: impl Fn(usize, &Tensor, &Tensor) -> Result<Tensor>,
+    expert: impl Fn(usize, &Tensor, &Tensor) -> Result<Tensor> + Sync,
 ) -> Result<Tensor> {
     let (n, d) = xs.dims2()?;
     let device = xs.device();
@@ -119,16 +120,26 @@ fn mix(
         }
     }
     let weights = routing.weights.flatten_all()?;
+    // Experts are independent: run them on the pool's threads, then scatter-add in a fixed order
+    // so the sum does not depend on scheduling.
+    let outputs = plan
+        .rows
+        .par_iter()
+        .enumerate()
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(e, rows)| -> Result<(Tensor, Tensor)> {
+            let idx = Tensor::new(rows.as_slice(), device)?;
+            let slots = Tensor::new(plan.weight_slots[e].as_slice(), device)?;
+            let w = weights.index_select(&slots, 0)?.unsqueeze(1)?; // [n_e, 1]
+            // An expert serving every row (always so for a single decoding token) needs no gather.
+            let x = if rows.len() == n { xs.clone() } else { xs.index_select(&idx, 0)? };
+            let ys = expert(e, &idx, &x)?.broadcast_mul(&w)?;
+            Ok((idx, ys))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut out = Tensor::zeros((n, d), xs.dtype(), device)?;
-    for (e, rows) in plan.rows.iter().enumerate() {
-        if rows.is_empty() {
-            continue;
-        }
-        let idx = Tensor::new(rows.as_slice(), device)?;
-        let slots = Tensor::new(plan.weight_slots[e].as_slice(), device)?;
-        let w = weights.index_select(&slots, 0)?.unsqueeze(1)?; // [n_e, 1]
-        let ys = expert(e, &idx, &xs.index_select(&idx, 0)?)?.broadcast_mul(&w)?;
-        out = out.index_add(&idx, &ys, 0)?;
+    for (idx, ys) in outputs {
+        out = if idx.dim(0)? == n { (out + ys)? } else { out.index_add(&idx, &ys, 0)? };
     }
     Ok(out)
 }

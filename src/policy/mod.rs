@@ -4,6 +4,7 @@ pub mod preprocess;
 pub mod tokenize;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -39,6 +40,8 @@ pub enum PolicyError {
     Inference(#[from] candle_core::Error),
     #[error(transparent)]
     Action(#[from] ActionError),
+    #[error("cannot start {threads} inference threads: {reason}")]
+    Threads { threads: usize, reason: String },
 }
 
 /// Which argmax procedure to run.
@@ -81,6 +84,8 @@ pub struct Policy {
     instruction: Vec<u32>,
     model_id: String,
     params: ParamCount,
+    /// Every decision runs on this pool; the experts of a layer run on its threads in parallel.
+    pool: Arc<rayon::ThreadPool>,
 }
 
 impl Policy {
@@ -130,7 +135,18 @@ impl Policy {
             model_id,
             params,
             model,
+            pool: Arc::new(thread_pool(default_threads())?),
         })
+    }
+
+    /// Runs decisions on `threads` CPU threads (default: every core).
+    pub fn set_threads(&mut self, threads: usize) -> Result<(), PolicyError> {
+        self.pool = Arc::new(thread_pool(threads)?);
+        Ok(())
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
     }
 
     pub fn config(&self) -> &VlaConfig {
@@ -162,14 +178,19 @@ impl Policy {
 
     /// The network's input for a frame: [1, 3, S, S].
     pub fn preprocess(&self, frame: &Frame) -> Result<Tensor, PolicyError> {
-        let rgb = preprocess::frame_to_rgb(frame)?;
         let cfg = self.config();
-        Ok(preprocess::to_tensor(&rgb, cfg.image_size as u32, &cfg.preprocess, self.model.device())?)
+        let rgb = preprocess::resize_frame(frame, cfg.image_size as u32)?;
+        Ok(preprocess::to_tensor(&rgb, &cfg.preprocess, self.model.device())?)
     }
 
     /// One decision on the newest frame; earlier frames of the same instruction form the history.
     /// A bad frame or instruction is rejected before it touches the history.
     pub fn decide(&mut self, frame: &Frame, instruction: &str, decoding: Decoding) -> Result<PolicyOutput, PolicyError> {
+        let pool = self.pool.clone();
+        pool.install(|| self.decide_on_pool(frame, instruction, decoding))
+    }
+
+    fn decide_on_pool(&mut self, frame: &Frame, instruction: &str, decoding: Decoding) -> Result<PolicyOutput, PolicyError> {
         let start = Instant::now();
         let ids = self.tokenizer.encode(instruction)?;
         let image = self.preprocess(frame)?;
@@ -212,6 +233,22 @@ impl Policy {
             },
         })
     }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, PolicyError> {
+    let fail = |reason: String| PolicyError::Threads { threads, reason };
+    if threads == 0 {
+        return Err(fail("at least one thread is needed".into()));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("moe_vla-infer-{i}"))
+        .build()
+        .map_err(|e| fail(e.to_string()))
 }
 
 pub fn read_config(path: &Path) -> Result<VlaConfig, PolicyError> {

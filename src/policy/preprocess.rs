@@ -1,11 +1,12 @@
 //! Camera frames of any size and encoding -> the normalised [1, 3, S, S] tensor the model reads.
 
+use std::borrow::Cow;
 use std::io::Cursor;
 use std::str::FromStr;
 
 use candle_core::{DType, Device, Tensor};
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage};
+use image::{DynamicImage, ImageBuffer, ImageFormat, ImageReader, Limits, Luma, Pixel, Rgb, RgbImage, Rgba};
 
 use crate::model::PreprocessConfig;
 
@@ -106,8 +107,24 @@ fn check_size(width: u32, height: u32) -> Result<(), FrameError> {
     Ok(())
 }
 
-/// Checks the frame's geometry and converts it to RGB.
-pub fn to_rgb(frame: &RawFrame) -> Result<RgbImage, FrameError> {
+/// Resizes to `size` x `size` without copying the full frame: area averaging when shrinking
+/// (what a camera frame almost always needs), a triangle filter when enlarging.
+fn resized<P: Pixel<Subpixel = u8> + 'static>(width: u32, height: u32, data: &[u8], size: u32) -> ImageBuffer<P, Vec<u8>> {
+    let view = ImageBuffer::<P, &[u8]>::from_raw(width, height, data).expect("frame length checked");
+    if width >= size && height >= size {
+        image::imageops::thumbnail(&view, size, size)
+    } else {
+        image::imageops::resize(&view, size, size, FilterType::Triangle)
+    }
+}
+
+fn swap_red_blue<P: Pixel<Subpixel = u8>>(img: &mut ImageBuffer<P, Vec<u8>>) {
+    img.pixels_mut().for_each(|p| p.channels_mut().swap(0, 2));
+}
+
+/// Checks the frame's geometry and returns it resized to `size` x `size`, in RGB. Resizing is
+/// per channel, so channel order and alpha are dealt with on the small image.
+pub fn resize_raw(frame: &RawFrame, size: u32) -> Result<RgbImage, FrameError> {
     let (w, h) = (frame.width, frame.height);
     check_size(w, h)?;
     let bpp = frame.encoding.bytes_per_pixel();
@@ -120,26 +137,25 @@ pub fn to_rgb(frame: &RawFrame) -> Result<RgbImage, FrameError> {
         return Err(FrameError::BadLength { expected, got: frame.data.len() });
     }
     // Drop row padding, if any.
-    let packed: Vec<u8> = if frame.step == row {
-        frame.data.to_vec()
+    let packed: Cow<[u8]> = if frame.step == row {
+        Cow::Borrowed(frame.data)
     } else {
-        frame.data.chunks_exact(frame.step as usize).flat_map(|r| &r[..row as usize]).copied().collect()
+        Cow::Owned(frame.data.chunks_exact(frame.step as usize).flat_map(|r| &r[..row as usize]).copied().collect())
     };
-    let size_ok = "length checked above";
     Ok(match frame.encoding {
-        PixelEncoding::Rgb8 => RgbImage::from_raw(w, h, packed).expect(size_ok),
+        PixelEncoding::Rgb8 => resized::<Rgb<u8>>(w, h, &packed, size),
         PixelEncoding::Bgr8 => {
-            let mut img = RgbImage::from_raw(w, h, packed).expect(size_ok);
-            img.pixels_mut().for_each(|p| p.0.swap(0, 2));
+            let mut img = resized::<Rgb<u8>>(w, h, &packed, size);
+            swap_red_blue(&mut img);
             img
         }
-        PixelEncoding::Rgba8 => DynamicImage::ImageRgba8(RgbaImage::from_raw(w, h, packed).expect(size_ok)).to_rgb8(),
+        PixelEncoding::Rgba8 => DynamicImage::ImageRgba8(resized::<Rgba<u8>>(w, h, &packed, size)).to_rgb8(),
         PixelEncoding::Bgra8 => {
-            let mut img = RgbaImage::from_raw(w, h, packed).expect(size_ok);
-            img.pixels_mut().for_each(|p| p.0.swap(0, 2));
+            let mut img = resized::<Rgba<u8>>(w, h, &packed, size);
+            swap_red_blue(&mut img);
             DynamicImage::ImageRgba8(img).to_rgb8()
         }
-        PixelEncoding::Mono8 => DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, packed).expect(size_ok)).to_rgb8(),
+        PixelEncoding::Mono8 => DynamicImage::ImageLuma8(resized::<Luma<u8>>(w, h, &packed, size)).to_rgb8(),
     })
 }
 
@@ -159,24 +175,24 @@ pub fn decode_compressed(data: &[u8]) -> Result<RgbImage, FrameError> {
     Ok(img.to_rgb8())
 }
 
-pub fn frame_to_rgb(frame: &Frame) -> Result<RgbImage, FrameError> {
+/// Any frame, resized to `size` x `size` RGB.
+pub fn resize_frame(frame: &Frame, size: u32) -> Result<RgbImage, FrameError> {
     match frame {
-        Frame::Raw(raw) => to_rgb(raw),
-        Frame::Compressed(bytes) => decode_compressed(bytes),
+        Frame::Raw(raw) => resize_raw(raw, size),
+        Frame::Compressed(bytes) => {
+            let rgb = decode_compressed(bytes)?;
+            let (w, h) = rgb.dimensions();
+            Ok(resized::<Rgb<u8>>(w, h, rgb.as_raw(), size))
+        }
     }
 }
 
-/// Resizes (aspect ratio not kept, as the model was trained) and normalises to [1, 3, S, S].
-pub fn to_tensor(img: &RgbImage, size: u32, norm: &PreprocessConfig, device: &Device) -> candle_core::Result<Tensor> {
-    let resized = if img.dimensions() == (size, size) {
-        img.clone()
-    } else {
-        image::imageops::resize(img, size, size, FilterType::Triangle)
-    };
-    let s = size as usize;
+/// Normalises a `size` x `size` RGB image into [1, 3, S, S].
+pub fn to_tensor(img: &RgbImage, norm: &PreprocessConfig, device: &Device) -> candle_core::Result<Tensor> {
+    let (w, h) = img.dimensions();
     let mean = Tensor::new(&norm.mean, device)?.reshape((3, 1, 1))?;
     let std = Tensor::new(&norm.std, device)?.reshape((3, 1, 1))?;
-    let hwc = Tensor::from_vec(resized.into_raw(), (s, s, 3), device)?;
-    let chw = (hwc.to_dtype(DType::F32)?.permute((2, 0, 1))? / 255.0)?;
+    let hwc = Tensor::from_slice(img.as_raw(), (h as usize, w as usize, 3), device)?;
+    let chw = (hwc.permute((2, 0, 1))?.contiguous()?.to_dtype(DType::F32)? / 255.0)?;
     chw.broadcast_sub(&mean)?.broadcast_div(&std)?.unsqueeze(0)
 }

@@ -245,3 +245,22 @@ fn weights_that_do_not_match_the_config_are_rejected() {
     broken.heads = 5;
     assert!(matches!(load_model(&broken, &path, &Device::Cpu), Err(ModelError::Config(_))));
 }
+
+#[test]
+fn padded_batches_equal_single_unpadded_samples() {
+    let cfg = micro_config();
+    let (model, _) = init_model(&cfg, 8, &Device::Cpu).unwrap();
+    let short = observation(&cfg, &[2, 3]);
+    let long = observation(&cfg, &[4, 5, 6, 7]);
+    // Batch of both, the short instruction padded with token 0 and masked out.
+    let ids = Tensor::new(&[[2u32, 3, 0, 0], [4, 5, 6, 7]], &Device::Cpu).unwrap();
+    let valid = Tensor::new(&[[1f32, 1., 0., 0.], [1., 1., 1., 1.]], &Device::Cpu).unwrap();
+    let frames = Tensor::cat(&[&short.frames, &long.frames], 0).unwrap();
+    let batch = ObservationBatch { ids, text_valid: Some(valid), frames };
+    let bins = Tensor::new(&[[9u32, 1], [3, 250]], &Device::Cpu).unwrap();
+    let batched = model.forward(&batch, &bins, None).unwrap();
+    for (i, obs) in [short, long].iter().enumerate() {
+        let alone = model.forward(obs, &bins.narrow(0, i, 1).unwrap(), None).unwrap();
+        assert!(max_diff(&batched.narrow(0, i, 1).unwrap(), &alone) < 1e-4, "sample {i}");
+    }
+}

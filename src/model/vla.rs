@@ -8,7 +8,7 @@ use candle_nn::{embedding, linear, Embedding, LayerNorm, Linear, VarBuilder};
 use super::config::VlaConfig;
 use super::layers::{norm, Attention};
 use super::moe::{empty_load, ExpertLoad, FeedForward};
-use super::text::{TextEncoder, TextEncoding};
+use super::text::{key_padding_bias, TextEncoder, TextEncoding};
 use super::vision::VisionEncoder;
 
 #[derive(Debug, Clone)]
@@ -221,10 +221,10 @@ fn attention_bias(b: usize, p: usize, m: usize, text_valid: Option<&Tensor>, dev
     match text_valid {
         None => Ok(causal),
         Some(valid) => {
+            // Every key after the instruction is a real token.
             let l = valid.dim(1)?;
-            let hidden = ((valid - 1.0)? * 1e9)?; // [B, L]: 0 or -1e9
-            let keys = Tensor::cat(&[hidden, Tensor::zeros((b, t - l), DType::F32, device)?], 1)?;
-            causal.broadcast_add(&keys.unsqueeze(1)?.unsqueeze(1)?)
+            let keys = Tensor::cat(&[valid.clone(), Tensor::ones((b, t - l), DType::F32, device)?], 1)?;
+            causal.broadcast_add(&key_padding_bias(&keys)?)
         }
     }
 }

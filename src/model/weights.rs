@@ -129,9 +129,12 @@ pub fn init_model(cfg: &VlaConfig, seed: u64, device: &Device) -> Result<(VlaMod
     Ok((model, tensors))
 }
 
-fn checksum(tensors: &BTreeMap<String, Vec<u8>>) -> u32 {
+/// CRC32 over names and data, in name order.
+fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> u32 {
+    let mut sorted: Vec<_> = tensors.collect();
+    sorted.sort_by_key(|(name, _)| *name);
     let mut h = crc32fast::Hasher::new();
-    for (name, bytes) in tensors {
+    for (name, bytes) in sorted {
         h.update(name.as_bytes());
         h.update(bytes);
     }
@@ -152,7 +155,8 @@ pub fn save_weights(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<(
         bytes.insert(name.clone(), data);
         shapes.insert(name.clone(), tensors[name].dims().to_vec());
     }
-    let metadata = HashMap::from([(CHECKSUM_KEY.to_string(), checksum(&bytes).to_string())]);
+    let crc = checksum(bytes.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+    let metadata = HashMap::from([(CHECKSUM_KEY.to_string(), crc.to_string())]);
     let views = bytes
         .iter()
         .map(|(name, data)| {
@@ -176,8 +180,7 @@ pub fn read_weights(path: &Path, device: &Device) -> Result<HashMap<String, Tens
     let (_, meta) = safetensors::SafeTensors::read_metadata(&data).map_err(|e| corrupt(e.to_string()))?;
     let views = file.tensors();
     if let Some(expected) = meta.metadata().as_ref().and_then(|m| m.get(CHECKSUM_KEY)) {
-        let bytes: BTreeMap<String, Vec<u8>> = views.iter().map(|(n, v)| (n.clone(), v.data().to_vec())).collect();
-        let actual = checksum(&bytes).to_string();
+        let actual = checksum(views.iter().map(|(n, v)| (n.as_str(), v.data()))).to_string();
         if &actual != expected {
             return Err(corrupt(format!("checksum {actual} does not match the recorded {expected}")));
         }

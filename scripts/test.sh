@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Dependencies build once into a cache outside the checkout, so fresh clones rebuild only this crate.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moe_vla/target}"
-cargo test --locked --all-targets
+# Each criterion benchmark runs once as a smoke test, then the unit and integration tests.
+cargo test --locked --benches
+cargo test --locked --lib --bins --tests

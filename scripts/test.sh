@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 # Dependencies build once into a cache outside the checkout, so fresh clones rebuild only this crate.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moe_vla/target}"
 # Each criterion benchmark runs once as a smoke test, then the unit and integration tests.
-cargo test --locked --benches
+cargo test --locked --bench decode
 cargo test --locked --lib --bins --tests

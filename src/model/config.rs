@@ -244,7 +244,7 @@ impl VlaConfig {
     /// Checks internal consistency; the message names the first problem found.
     pub fn validate(&self) -> Result<(), String> {
         let fail = |m: String| Err(m);
-        if self.d_model == 0 || self.heads == 0 || self.d_model % self.heads != 0 {
+        if self.d_model == 0 || self.heads == 0 || !self.d_model.is_multiple_of(self.heads) {
             return fail(format!("d_model {} must be a positive multiple of heads {}", self.d_model, self.heads));
         }
         if self.image_size == 0 || self.history == 0 || self.tokens_per_frame == 0 {
@@ -268,7 +268,7 @@ impl VlaConfig {
             }
             VisionKind::Patch => {
                 let p = self.vision.patch_size;
-                if p == 0 || self.image_size % p != 0 {
+                if p == 0 || !self.image_size.is_multiple_of(p) {
                     return fail(format!("vision.patch_size {p} must divide image_size {}", self.image_size));
                 }
             }

@@ -117,6 +117,13 @@ impl FrameTokenCache {
     }
 }
 
+fn check_masks(valid: &[Vec<bool>], dims: usize) -> Result<()> {
+    if valid.len() != dims {
+        candle_core::bail!("{} validity masks for {dims} action dimensions", valid.len());
+    }
+    Ok(())
+}
+
 impl VlaModel {
     /// Greedy per-dimension argmax with a KV cache: the observation prefix once, then one
     /// single-token step per remaining dimension. `valid[i][b]`: whether bin b of dimension i may
@@ -124,13 +131,14 @@ impl VlaModel {
     pub fn decode_cached(&self, text: &TextEncoding, frames: &[Tensor], valid: &[Vec<bool>]) -> Result<Decision> {
         let cfg = self.config();
         let dims = cfg.action_dims();
+        check_masks(valid, dims)?;
         let prefix = self.observation(text, frames)?;
         let mut cache = DecoderCache::new(cfg.layers, prefix.dim(1)? + dims);
         let mut load = self.empty_load();
         let mut logits = self.prefill(&prefix, &mut cache, &mut load)?;
         let (mut bins, mut q) = (Vec::with_capacity(dims), Vec::with_capacity(dims));
-        for dim in 0..dims {
-            let (bin, logit) = masked_argmax(&logits.squeeze(0)?.to_vec1::<f32>()?, &valid[dim]);
+        for (dim, mask) in valid.iter().enumerate() {
+            let (bin, logit) = masked_argmax(&logits.squeeze(0)?.to_vec1::<f32>()?, mask);
             bins.push(bin);
             q.push(sigmoid(logit));
             if dim + 1 < dims {
@@ -144,13 +152,14 @@ impl VlaModel {
     /// frame of the window and the bins chosen so far. `obs` holds one sample.
     pub fn decode_uncached(&self, obs: &ObservationBatch, valid: &[Vec<bool>]) -> Result<Decision> {
         let dims = self.config().action_dims();
+        check_masks(valid, dims)?;
         let mut load = self.empty_load();
         let (mut bins, mut q) = (Vec::with_capacity(dims), Vec::with_capacity(dims));
-        for dim in 0..dims {
+        for (dim, mask) in valid.iter().enumerate() {
             let chosen = Tensor::new(bins.as_slice(), self.device())?.reshape((1, dim))?;
             let logits = self.forward(obs, &chosen, Some(&mut load))?; // [1, dim + 1, bins]
             let row = logits.narrow(1, dim, 1)?.flatten_all()?.to_vec1::<f32>()?;
-            let (bin, logit) = masked_argmax(&row, &valid[dim]);
+            let (bin, logit) = masked_argmax(&row, mask);
             bins.push(bin);
             q.push(sigmoid(logit));
         }

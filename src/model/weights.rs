@@ -235,6 +235,6 @@ pub fn count_params<'a>(cfg: &VlaConfig, tensors: impl Iterator<Item = (&'a Stri
         }
     }
     let f = &cfg.ffn;
-    let inactive = if f.experts > 0 { expert * (f.experts - f.top_k.min(f.experts)) / f.experts } else { 0 };
+    let inactive = (expert * (f.experts - f.top_k.min(f.experts))).checked_div(f.experts).unwrap_or(0);
     ParamCount { total, active_per_token: total - inactive }
 }

@@ -13,7 +13,7 @@ use crate::action::{ActionCommand, ActionError, ActionSpace};
 use crate::model::{
     load_model, FrameTokenCache, HistoryRing, ModelError, ObservationBatch, ParamCount, VlaConfig, VlaModel,
 };
-pub use preprocess::{Frame, FrameError, PixelEncoding, RawFrame};
+pub use preprocess::{Frame, FrameError, OwnedFrame, PixelEncoding, RawFrame};
 pub use tokenize::{InstructionTokenizer, TokenizeError};
 
 pub const CONFIG_FILE: &str = "config.json";

@@ -90,6 +90,20 @@ impl<'a> RawFrame<'a> {
     pub fn packed(width: u32, height: u32, encoding: PixelEncoding, data: &'a [u8]) -> Self {
         Self { width, height, step: width.saturating_mul(encoding.bytes_per_pixel()), encoding, data }
     }
+
+    /// Checks size, row step and data length against each other, without touching the pixels.
+    pub fn check(&self) -> Result<(), FrameError> {
+        check_size(self.width, self.height)?;
+        let bpp = self.encoding.bytes_per_pixel();
+        if self.step < self.width * bpp {
+            return Err(FrameError::BadStep { step: self.step, width: self.width, bytes_per_pixel: bpp });
+        }
+        let expected = self.step as usize * self.height as usize;
+        if self.data.len() != expected {
+            return Err(FrameError::BadLength { expected, got: self.data.len() });
+        }
+        Ok(())
+    }
 }
 
 /// A frame as the camera delivers it.
@@ -98,6 +112,24 @@ pub enum Frame<'a> {
     Raw(RawFrame<'a>),
     /// jpeg or png bytes (sensor_msgs/CompressedImage).
     Compressed(&'a [u8]),
+}
+
+/// A frame that owns its bytes, to hand from a message callback to the inference thread.
+#[derive(Debug, Clone)]
+pub enum OwnedFrame {
+    Raw { width: u32, height: u32, step: u32, encoding: PixelEncoding, data: Vec<u8> },
+    Compressed(Vec<u8>),
+}
+
+impl OwnedFrame {
+    pub fn as_frame(&self) -> Frame<'_> {
+        match self {
+            Self::Raw { width, height, step, encoding, data } => {
+                Frame::Raw(RawFrame { width: *width, height: *height, step: *step, encoding: *encoding, data })
+            }
+            Self::Compressed(data) => Frame::Compressed(data),
+        }
+    }
 }
 
 fn check_size(width: u32, height: u32) -> Result<(), FrameError> {
@@ -125,17 +157,9 @@ fn swap_red_blue<P: Pixel<Subpixel = u8>>(img: &mut ImageBuffer<P, Vec<u8>>) {
 /// Checks the frame's geometry and returns it resized to `size` x `size`, in RGB. Resizing is
 /// per channel, so channel order and alpha are dealt with on the small image.
 pub fn resize_raw(frame: &RawFrame, size: u32) -> Result<RgbImage, FrameError> {
+    frame.check()?;
     let (w, h) = (frame.width, frame.height);
-    check_size(w, h)?;
-    let bpp = frame.encoding.bytes_per_pixel();
-    let row = w * bpp;
-    if frame.step < row {
-        return Err(FrameError::BadStep { step: frame.step, width: w, bytes_per_pixel: bpp });
-    }
-    let expected = frame.step as usize * h as usize;
-    if frame.data.len() != expected {
-        return Err(FrameError::BadLength { expected, got: frame.data.len() });
-    }
+    let row = w * frame.encoding.bytes_per_pixel();
     // Drop row padding, if any.
     let packed: Cow<[u8]> = if frame.step == row {
         Cow::Borrowed(frame.data)

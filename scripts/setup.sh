@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Sets up everything moe_vla needs and builds the ROS 2 package into install/moe_vla.
+# Idempotent and non-interactive: run it again after pulling and only what changed rebuilds.
+#
+# - Uses an already-sourced ROS 2 if there is one; otherwise builds .ros/, a Python venv holding
+#   ROS 2 kilted from PyPI, with the workarounds DESIGN.md records.
+# - Installs missing Debian packages (clang for r2r's bindgen, cmake) when it can.
+# - Builds the messages with CMake and the Rust binaries with cargo (feature `ros`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moe_vla/target}"
+start=$SECONDS
+
+log() { echo "setup: $*"; }
+
+install_apt() {
+  local missing=()
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v clang >/dev/null || missing+=(clang)
+  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+  command -v g++ >/dev/null || missing+=(g++)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" -ne 0 ] && sudo=(sudo -n)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q || true
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+ROS_WHEELS=(
+  ros-kilted-rcl ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp
+  ros-kilted-std-msgs ros-kilted-sensor-msgs ros-kilted-geometry-msgs ros-kilted-std-srvs
+  ros-kilted-diagnostic-msgs ros-kilted-builtin-interfaces ros-kilted-rosgraph-msgs
+  ros-kilted-rosidl-runtime-c ros-kilted-rosidl-typesupport-c ros-kilted-rosidl-typesupport-cpp
+  ros-kilted-rosidl-typesupport-introspection-c
+  ros-kilted-rosidl-default-generators ros-kilted-rosidl-core-generators ros-kilted-ament-cmake
+  ros-kilted-ament-package ros-kilted-ament-cmake-include-directories
+  ros-kilted-ament-cmake-ros-core ros-kilted-ament-cmake-ros
+  colcon-common-extensions
+)
+# Test peers and third-party bag readers.
+TEST_WHEELS=(pytest pyyaml)
+
+make_venv() {
+  local venv="$root/.ros" stamp="$root/.ros/.moe_vla-setup-v1"
+  [ -f "$stamp" ] && return 0
+  log "creating $venv from the ROS 2 kilted wheels on PyPI"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${ROS_WHEELS[@]}" "${TEST_WHEELS[@]}"
+  # Workaround: no librmw_implementation.so in the wheels; r2r links it, fastrtps is the only rmw.
+  ln -sf librmw_fastrtps_cpp.so "$venv/lib/librmw_implementation.so"
+  # Workaround: the wheels' CMake files name the wheel builder's Python and numpy.
+  local py_include numpy_include
+  py_include="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  numpy_include="$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')"
+  grep -rlF /opt/python/cp311-cp311 "$venv/share" "$venv/lib/cmake" 2>/dev/null | while read -r f; do
+    sed -i \
+      -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$numpy_include#g" \
+      -e "s#/opt/python/cp311-cp311/include/python3.11#$py_include#g" \
+      -e "s#/opt/python/cp311-cp311#$venv#g" "$f"
+  done
+  # colcon must not take the venv's package.xml files for workspace packages.
+  touch "$venv/COLCON_IGNORE"
+  touch "$stamp"
+}
+
+if [ -n "${ROS_DISTRO:-}" ] && [ -n "${AMENT_PREFIX_PATH:-}" ] && [ -z "${MOE_VLA_ROS_VENV:-}" ]; then
+  log "using the sourced ROS 2 $ROS_DISTRO"
+  install_apt
+else
+  install_apt
+  make_venv
+fi
+# shellcheck source=scripts/ros_env.sh
+source scripts/ros_env.sh
+log "ROS 2 from $MOE_VLA_ROS_SOURCE ($((SECONDS - start)) s)"
+
+build="$root/build/moe_vla" prefix="$root/install/moe_vla"
+mkdir -p "$build"
+quiet() { # runs a step with its output in a log, shown only when it fails
+  local step=$1; shift
+  "$@" >"$build/$step.log" 2>&1 || { tail -n 60 "$build/$step.log"; log "$step failed (log: $build/$step.log)"; exit 1; }
+}
+quiet configure cmake -S "$root" -B "$build" -DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_BUILD_TYPE=Release \
+  -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$(command -v python3)"
+quiet messages cmake --build "$build" -j"$(nproc)"
+log "messages built ($((SECONDS - start)) s); building the Rust binaries"
+# cargo's own progress stays visible: a cold build takes minutes.
+cmake --install "$build" | { grep -v "^-- \(Up-to-date\|Installing\):" || true; }
+[ -x "$prefix/lib/moe_vla/moe_vla_node" ] || { log "install failed"; exit 1; }
+# shellcheck source=scripts/ros_env.sh
+source scripts/ros_env.sh
+log "built install/moe_vla ($((SECONDS - start)) s); run: source scripts/ros_env.sh && moe_vla_node --help"

@@ -1,0 +1,119 @@
+//! Inference off the caller's thread with a newest-frame slot: a frame that arrives while the
+//! model is busy replaces the one waiting, so latency stays bounded when the camera outpaces the
+//! model and nothing queues up.
+
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::policy::{Decoding, OwnedFrame, Policy, PolicyError, PolicyOutput};
+
+/// A frame waiting for inference.
+#[derive(Debug)]
+pub struct FrameJob {
+    pub frame: OwnedFrame,
+    /// Receipt time on the controller's clock, seconds.
+    pub stamp: f64,
+    /// The frame's own timestamp (the camera's header stamp), seconds.
+    pub source_stamp: f64,
+    /// Receipt time on the wall clock, for latency.
+    pub received: Instant,
+}
+
+/// A finished decision.
+#[derive(Debug)]
+pub struct Decided {
+    pub instruction: Arc<str>,
+    /// Receipt stamp of the frame it was made on (controller clock).
+    pub stamp: f64,
+    /// The frame's own timestamp.
+    pub source_stamp: f64,
+    /// Frame received -> decision ready.
+    pub latency_ms: f32,
+    pub result: Result<PolicyOutput, PolicyError>,
+}
+
+#[derive(Default)]
+struct Slot {
+    frame: Option<FrameJob>,
+    instruction: Option<Arc<str>>,
+    /// The policy's history belongs to an older instruction.
+    reset: bool,
+    closed: bool,
+}
+
+struct Shared {
+    slot: Mutex<Slot>,
+    ready: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
+        // The slot holds plain data; a panic elsewhere cannot leave it half-written.
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub struct InferenceWorker {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl InferenceWorker {
+    /// Starts the inference thread; `deliver` runs on it after every decision.
+    pub fn spawn(mut policy: Policy, mut deliver: impl FnMut(Decided) + Send + 'static) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared { slot: Mutex::new(Slot::default()), ready: Condvar::new() });
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new().name("moe_vla-inference".into()).spawn(move || loop {
+            let (job, instruction, reset) = {
+                let mut slot = worker.lock();
+                loop {
+                    if slot.closed {
+                        return;
+                    }
+                    if slot.frame.is_some() && slot.instruction.is_some() {
+                        break;
+                    }
+                    slot = worker.ready.wait(slot).unwrap_or_else(PoisonError::into_inner);
+                }
+                let reset = std::mem::take(&mut slot.reset);
+                (slot.frame.take().expect("checked"), slot.instruction.clone().expect("checked"), reset)
+            };
+            if reset {
+                policy.reset();
+            }
+            let result = policy.decide(&job.frame.as_frame(), &instruction, Decoding::Cached);
+            let latency_ms = job.received.elapsed().as_secs_f32() * 1e3;
+            deliver(Decided { instruction, stamp: job.stamp, source_stamp: job.source_stamp, latency_ms, result });
+        })?;
+        Ok(Self { shared, thread: Some(thread) })
+    }
+
+    /// Offers a frame; returns true when it replaced one still waiting (a dropped frame).
+    pub fn submit(&self, job: FrameJob) -> bool {
+        let replaced = self.shared.lock().frame.replace(job).is_some();
+        self.shared.ready.notify_one();
+        replaced
+    }
+
+    /// Sets the instruction later frames are decided for; a new one starts a fresh history.
+    pub fn set_instruction(&self, instruction: Option<Arc<str>>) {
+        let mut slot = self.shared.lock();
+        slot.instruction = instruction;
+        slot.reset = true;
+        // A frame taken before the change is still fine to decide on; the controller drops
+        // decisions made for an old instruction.
+        drop(slot);
+        self.shared.ready.notify_one();
+    }
+}
+
+impl Drop for InferenceWorker {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

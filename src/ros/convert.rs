@@ -1,0 +1,133 @@
+//! ROS messages <-> the library's types.
+
+use std::time::Duration;
+
+use r2r::builtin_interfaces::msg::Time;
+use r2r::geometry_msgs::msg::{Twist, TwistStamped, Vector3};
+use r2r::moe_vla::msg::{GaitCommand, VlaDecision};
+use r2r::sensor_msgs::msg::{CompressedImage, Image};
+use r2r::std_msgs::msg::Header;
+
+use crate::action::{GaitFields, GaitPreset, PlanarTwist};
+use crate::policy::tokenize::MAX_INSTRUCTION_BYTES;
+use crate::policy::{FrameError, OwnedFrame, PixelEncoding, PolicyOutput, RawFrame};
+
+/// A sensor_msgs/Image as a checked frame and its header stamp (s); the pixel buffer moves, it is
+/// not copied.
+pub fn frame_from_image(msg: Image) -> Result<(OwnedFrame, f64), FrameError> {
+    let encoding: PixelEncoding = msg.encoding.parse()?;
+    let raw = RawFrame { width: msg.width, height: msg.height, step: msg.step, encoding, data: &msg.data };
+    raw.check()?;
+    let frame = OwnedFrame::Raw { width: msg.width, height: msg.height, step: msg.step, encoding, data: msg.data };
+    Ok((frame, seconds(&msg.header.stamp)))
+}
+
+/// A sensor_msgs/CompressedImage and its header stamp (s); the bytes are decoded (and checked) on
+/// the inference thread.
+pub fn frame_from_compressed(msg: CompressedImage) -> Result<(OwnedFrame, f64), FrameError> {
+    if msg.data.is_empty() {
+        return Err(FrameError::Decode("empty CompressedImage".into()));
+    }
+    Ok((OwnedFrame::Compressed(msg.data), seconds(&msg.header.stamp)))
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InstructionError {
+    #[error("instruction message is truncated or not CDR")]
+    Malformed,
+    #[error("instruction is not valid UTF-8 (byte {at})")]
+    InvalidUtf8 { at: usize },
+    #[error("instruction is {bytes} bytes; at most {MAX_INSTRUCTION_BYTES} are accepted")]
+    TooLong { bytes: usize },
+    #[error("instruction is empty")]
+    Empty,
+}
+
+/// Reads a serialized std_msgs/String. r2r's typed String turns invalid UTF-8 into "" silently,
+/// so the node takes the CDR bytes and says what was wrong.
+pub fn instruction_from_cdr(bytes: &[u8]) -> Result<String, InstructionError> {
+    // 4-byte encapsulation header (representation id, options), then uint32 length with the NUL.
+    let (header, rest) = bytes.split_at_checked(4).ok_or(InstructionError::Malformed)?;
+    let (len, body) = rest.split_at_checked(4).ok_or(InstructionError::Malformed)?;
+    let len = match header[1] {
+        0x01 => u32::from_le_bytes(len.try_into().expect("4 bytes")),
+        0x00 => u32::from_be_bytes(len.try_into().expect("4 bytes")),
+        _ => return Err(InstructionError::Malformed),
+    } as usize;
+    let text = body.get(..len.saturating_sub(1)).ok_or(InstructionError::Malformed)?;
+    if text.len() > MAX_INSTRUCTION_BYTES {
+        return Err(InstructionError::TooLong { bytes: text.len() });
+    }
+    let text = std::str::from_utf8(text).map_err(|e| InstructionError::InvalidUtf8 { at: e.valid_up_to() })?;
+    let text = text.trim_end_matches('\0').trim();
+    if text.is_empty() {
+        return Err(InstructionError::Empty);
+    }
+    Ok(text.to_owned())
+}
+
+pub fn header(stamp: Duration, frame_id: &str) -> Header {
+    Header { stamp: time(stamp), frame_id: frame_id.to_owned() }
+}
+
+pub fn time(stamp: Duration) -> Time {
+    r2r::Clock::to_builtin_time(&stamp)
+}
+
+pub fn seconds(t: &Time) -> f64 {
+    t.sec as f64 + t.nanosec as f64 * 1e-9
+}
+
+pub fn twist(t: PlanarTwist) -> Twist {
+    Twist {
+        linear: Vector3 { x: t.x_vel.into(), y: t.y_vel.into(), z: 0.0 },
+        angular: Vector3 { x: 0.0, y: 0.0, z: t.yaw_vel.into() },
+    }
+}
+
+pub fn twist_stamped(t: PlanarTwist, header: Header) -> TwistStamped {
+    TwistStamped { header, twist: twist(t) }
+}
+
+pub fn gait_command(g: &GaitFields, header: Header) -> GaitCommand {
+    let gait = match GaitPreset::nearest(g.phase_offsets) {
+        GaitPreset::Pronk => GaitCommand::PRONK,
+        GaitPreset::Trot => GaitCommand::TROT,
+        GaitPreset::Bound => GaitCommand::BOUND,
+        GaitPreset::Pace => GaitCommand::PACE,
+    };
+    GaitCommand {
+        header,
+        gait,
+        phase_offsets: g.phase_offsets.to_vec(),
+        body_height: g.body_height,
+        step_frequency: g.step_frequency,
+        footswing_height: g.footswing_height,
+        pitch: g.pitch,
+        stance_width: g.stance_width,
+    }
+}
+
+pub struct DecisionInfo<'a> {
+    pub header: Header,
+    pub instruction: &'a str,
+    pub names: &'a [String],
+    pub latency_ms: f32,
+    pub model_id: &'a str,
+}
+
+pub fn decision(out: &PolicyOutput, info: DecisionInfo<'_>) -> VlaDecision {
+    VlaDecision {
+        header: info.header,
+        instruction: info.instruction.to_owned(),
+        bins: out.bins.clone(),
+        q_values: out.q.clone(),
+        values: out.command.values.clone(),
+        dimension_names: info.names.to_vec(),
+        terminate: out.command.terminate,
+        latency_ms: info.latency_ms,
+        inference_ms: out.timing.inference_ms,
+        expert_load: out.expert_load.clone(),
+        model_id: info.model_id.to_owned(),
+    }
+}

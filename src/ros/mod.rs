@@ -1,0 +1,9 @@
+//! The ROS 2 adapter (r2r): the only module that touches ROS.
+
+pub mod convert;
+pub mod logging;
+pub mod node;
+pub mod params;
+
+pub use node::{run, NodeError, NODE_NAME};
+pub use params::NodeParams;

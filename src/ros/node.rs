@@ -1,0 +1,461 @@
+//! `moe_vla_node`: camera frames and an instruction in; cmd_vel, gait_command, ~/decision and
+//! /diagnostics out. One task per input feeds a single control task that owns the `Controller`;
+//! inference runs on its own thread behind a newest-frame slot.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use futures::channel::mpsc::{self, UnboundedSender};
+use futures::executor::LocalPool;
+use futures::prelude::*;
+use futures::task::LocalSpawnExt;
+use r2r::diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue};
+use r2r::geometry_msgs::msg::{Twist, TwistStamped};
+use r2r::moe_vla::msg::{GaitCommand, VlaDecision};
+use r2r::sensor_msgs::msg::{CompressedImage, Image};
+use r2r::std_srvs::srv::SetBool;
+use r2r::{Clock, Publisher, QosProfile, ServiceRequest};
+
+use super::convert::{self, DecisionInfo, InstructionError};
+use super::logging::{self, Throttle};
+use super::params::{ImageInput, NodeParams, ParamError};
+use crate::control::{Applied, ConfigError, ControlOutput, Controller, Decided, FrameJob, InferenceWorker, LatencyStats, StopReason};
+use crate::policy::{FrameError, OwnedFrame, Policy, PolicyError};
+
+pub const NODE_NAME: &str = "moe_vla_node";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("ROS: {0}")]
+    Ros(#[from] r2r::Error),
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error("cannot load model {}: {source}", dir.display())]
+    Model { dir: PathBuf, source: PolicyError },
+    #[error(transparent)]
+    Control(#[from] ConfigError),
+    #[error("cannot start a thread: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot start a task: {0}")]
+    Spawn(#[from] futures::task::SpawnError),
+}
+
+/// Everything the control task hears about.
+enum Event {
+    Frame { stamp: f64, dropped: bool },
+    BadFrame(FrameError),
+    Instruction(Result<String, InstructionError>),
+    Enable(ServiceRequest<SetBool::Service>),
+    Decided(Decided),
+    Tick,
+    Diagnostics,
+}
+
+#[derive(Clone)]
+enum CmdPublisher {
+    Plain(Publisher<Twist>),
+    Stamped(Publisher<TwistStamped>),
+}
+
+/// The node's publishers.
+#[derive(Clone)]
+struct Outputs {
+    cmd: CmdPublisher,
+    gait: Publisher<GaitCommand>,
+    decision: Publisher<VlaDecision>,
+    diagnostics: Publisher<DiagnosticArray>,
+    frame_id: String,
+}
+
+impl Outputs {
+    fn create(node: &mut r2r::Node, params: &NodeParams) -> Result<Self, r2r::Error> {
+        let reliable = QosProfile::default().keep_last(10);
+        let cmd = if params.use_stamped {
+            CmdPublisher::Stamped(node.create_publisher("cmd_vel", reliable.clone())?)
+        } else {
+            CmdPublisher::Plain(node.create_publisher("cmd_vel", reliable.clone())?)
+        };
+        Ok(Self {
+            cmd,
+            gait: node.create_publisher("gait_command", reliable.clone())?,
+            decision: node.create_publisher("~/decision", reliable)?,
+            diagnostics: node.create_publisher("/diagnostics", QosProfile::default())?,
+            frame_id: params.frame_id.clone(),
+        })
+    }
+
+    fn publish(&self, out: &ControlOutput, now: Duration) -> Result<(), r2r::Error> {
+        let header = convert::header(now, &self.frame_id);
+        match &self.cmd {
+            CmdPublisher::Plain(p) => p.publish(&convert::twist(out.twist))?,
+            CmdPublisher::Stamped(p) => p.publish(&convert::twist_stamped(out.twist, header.clone()))?,
+        }
+        if let Some(gait) = &out.gait {
+            self.gait.publish(&convert::gait_command(gait, header))?;
+        }
+        Ok(())
+    }
+
+    fn stop(&self, now: Duration) -> Result<(), r2r::Error> {
+        self.publish(&ControlOutput { twist: Default::default(), gait: None, stop: None }, now)
+    }
+}
+
+/// Counters for /diagnostics.
+#[derive(Default)]
+struct Counters {
+    frames: u64,
+    dropped_frames: u64,
+    bad_frames: u64,
+    bad_instructions: u64,
+    decisions: u64,
+    failed_decisions: u64,
+    stale_decisions: u64,
+    commands: u64,
+}
+
+fn now(clock: &Mutex<Clock>) -> Duration {
+    clock.lock().map_or(Duration::ZERO, |mut c| c.get_now().unwrap_or(Duration::ZERO))
+}
+
+/// Set by SIGINT/SIGTERM.
+fn shutdown_flag() -> Result<Arc<AtomicBool>, std::io::Error> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, flag.clone())?;
+    }
+    Ok(flag)
+}
+
+/// Runs the node until SIGINT or SIGTERM, then publishes a final stop.
+pub fn run() -> Result<(), NodeError> {
+    let shutdown = shutdown_flag()?;
+    let ctx = r2r::Context::create()?;
+    let mut node = r2r::Node::create(ctx, NODE_NAME, "")?;
+    logging::init(node.logger());
+
+    let params = Arc::new(Mutex::new(NodeParams::default()));
+    let (param_handler, _param_events) = node.make_derived_parameter_handler(params.clone())?;
+    let params = params.lock().expect("not shared yet").clone();
+    let declared: Vec<String> = NodeParams::declared().into_iter().map(|(name, _)| name).collect();
+    for name in node.params.lock().expect("not shared yet").keys() {
+        if !declared.contains(name) {
+            tracing::warn!("ignoring unknown parameter '{name}'");
+        }
+    }
+    let input = params.image_input()?;
+    let mut controller = Controller::new(params.control_config())?;
+    controller.set_enabled(params.start_enabled);
+
+    let model_dir = params.model_dir()?;
+    let model_err = |source| NodeError::Model { dir: model_dir.clone(), source };
+    let mut policy = Policy::load(&model_dir, &Device::Cpu).map_err(model_err)?;
+    if let Some(threads) = params.inference_threads()? {
+        policy.set_threads(threads).map_err(model_err)?;
+    }
+    let model = ModelInfo {
+        id: policy.model_id().to_owned(),
+        names: policy.action_space().names().to_vec(),
+        trained: policy.config().trained,
+    };
+    tracing::info!(
+        "model '{}' from {} ({} parameters, {} active per token){}; {} inference threads",
+        model.id,
+        model_dir.display(),
+        policy.params().total,
+        policy.params().active,
+        if model.trained { "" } else { " -- UNTRAINED: its commands are meaningless" },
+        policy.threads(),
+    );
+
+    let (events, event_stream) = mpsc::unbounded::<Event>();
+    let worker = {
+        let events = events.clone();
+        Arc::new(InferenceWorker::spawn(policy, move |decided| {
+            let _ = events.unbounded_send(Event::Decided(decided));
+        })?)
+    };
+
+    let mut pool = LocalPool::new();
+    let spawner = pool.spawner();
+    spawner.spawn_local(param_handler)?;
+    let clock = node.get_ros_clock();
+    let outputs = Outputs::create(&mut node, &params)?;
+
+    // Camera: only the newest frame is kept; what the model has not taken yet is replaced.
+    match input {
+        ImageInput::Raw => {
+            let frames = node.subscribe::<Image>("camera/image_raw", QosProfile::sensor_data())?;
+            spawner.spawn_local(feed_frames(frames, convert::frame_from_image, worker.clone(), clock.clone(), events.clone()))?;
+        }
+        ImageInput::Compressed => {
+            let frames = node.subscribe::<CompressedImage>("camera/image_raw/compressed", QosProfile::sensor_data())?;
+            spawner.spawn_local(feed_frames(frames, convert::frame_from_compressed, worker.clone(), clock.clone(), events.clone()))?;
+        }
+    }
+
+    // The latest instruction is kept by the publisher (transient local) for late joiners.
+    let instruction_qos = QosProfile::default().keep_last(1).reliable().transient_local();
+    let instructions = node.subscribe_raw("instruction", "std_msgs/msg/String", instruction_qos)?;
+    spawner.spawn_local(forward(instructions.map(|cdr| Event::Instruction(convert::instruction_from_cdr(&cdr))), events.clone()))?;
+
+    let enable = node.create_service::<SetBool::Service>("~/enable", QosProfile::services_default())?;
+    spawner.spawn_local(forward(enable.map(Event::Enable), events.clone()))?;
+
+    let period = Duration::from_secs_f64(controller.config().period_s());
+    let ticks = node.create_timer(period)?;
+    spawner.spawn_local(forward(timer_stream(ticks).map(|_| Event::Tick), events.clone()))?;
+    let diagnostics = node.create_timer(Duration::from_secs(1))?;
+    spawner.spawn_local(forward(timer_stream(diagnostics).map(|_| Event::Diagnostics), events.clone()))?;
+
+    if !params.instruction.trim().is_empty() {
+        events.unbounded_send(Event::Instruction(Ok(params.instruction.trim().to_owned()))).expect("receiver alive");
+    }
+    let control = ControlTask {
+        controller,
+        worker,
+        outputs: outputs.clone(),
+        clock: clock.clone(),
+        model,
+        latency: LatencyStats::new(200),
+        counters: Counters::default(),
+        throttle: Throttle::new(Duration::from_secs(2)),
+        stop: None,
+        started: Instant::now(),
+    };
+    spawner.spawn_local(control.run(event_stream))?;
+    tracing::info!(
+        "ready: {} input, cmd_vel as {}, control at {:.1} Hz, image timeout {:.2} s",
+        if input == ImageInput::Raw { "raw image" } else { "compressed image" },
+        if params.use_stamped { "TwistStamped" } else { "Twist" },
+        params.control_rate_hz,
+        params.image_timeout_s,
+    );
+
+    while !shutdown.load(Ordering::Relaxed) {
+        node.spin_once(Duration::from_millis(5));
+        pool.run_until_stalled();
+    }
+    tracing::info!("shutting down: publishing a stop");
+    outputs.stop(now(&clock))?;
+    // Give reliable subscribers a moment to take the stop before the publishers go away.
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < deadline {
+        node.spin_once(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+struct ModelInfo {
+    id: String,
+    names: Vec<String>,
+    trained: bool,
+}
+
+fn timer_stream(timer: r2r::Timer) -> impl Stream<Item = ()> {
+    stream::unfold(timer, |mut timer| async move { timer.tick().await.ok().map(|_| ((), timer)) })
+}
+
+async fn forward(stream: impl Stream<Item = Event>, events: UnboundedSender<Event>) {
+    let _ = stream.map(Ok).forward(events).await;
+}
+
+async fn feed_frames<M>(
+    frames: impl Stream<Item = M> + Unpin,
+    to_frame: fn(M) -> Result<(OwnedFrame, f64), FrameError>,
+    worker: Arc<InferenceWorker>,
+    clock: Arc<Mutex<Clock>>,
+    events: UnboundedSender<Event>,
+) {
+    let mut frames = frames;
+    while let Some(msg) = frames.next().await {
+        let received = Instant::now();
+        let event = match to_frame(msg) {
+            Ok((frame, source_stamp)) => {
+                let stamp = now(&clock).as_secs_f64();
+                let dropped = worker.submit(FrameJob { frame, stamp, source_stamp, received });
+                Event::Frame { stamp, dropped }
+            }
+            Err(e) => Event::BadFrame(e),
+        };
+        if events.unbounded_send(event).is_err() {
+            return;
+        }
+    }
+}
+
+struct ControlTask {
+    controller: Controller,
+    worker: Arc<InferenceWorker>,
+    outputs: Outputs,
+    clock: Arc<Mutex<Clock>>,
+    model: ModelInfo,
+    latency: LatencyStats,
+    counters: Counters,
+    throttle: Throttle,
+    /// The stop reason last published, to log changes only.
+    stop: Option<StopReason>,
+    started: Instant,
+}
+
+impl ControlTask {
+    async fn run(mut self, mut events: impl Stream<Item = Event> + Unpin) {
+        while let Some(event) = events.next().await {
+            self.handle(event);
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Frame { stamp, dropped } => {
+                self.counters.frames += 1;
+                self.counters.dropped_frames += dropped as u64;
+                self.controller.frame_received(stamp);
+            }
+            Event::BadFrame(e) => {
+                self.counters.bad_frames += 1;
+                if let Some(held) = self.throttle.allow("bad_frame") {
+                    tracing::error!("dropping camera frame: {e}{}", held_note(held));
+                }
+            }
+            Event::Instruction(Ok(text)) => {
+                tracing::info!("new instruction: \"{}\"", preview(&text));
+                let text: Arc<str> = text.into();
+                self.worker.set_instruction(Some(text.clone()));
+                self.controller.set_instruction(Some(text));
+            }
+            Event::Instruction(Err(e)) => {
+                self.counters.bad_instructions += 1;
+                if let Some(held) = self.throttle.allow("bad_instruction") {
+                    tracing::error!("rejected instruction, stopping until a valid one: {e}{}", held_note(held));
+                }
+                self.worker.set_instruction(None);
+                self.controller.set_instruction(None);
+                self.tick();
+            }
+            Event::Enable(request) => {
+                let enable = request.message.data;
+                self.controller.set_enabled(enable);
+                tracing::info!("{} through ~/enable", if enable { "enabled" } else { "disabled" });
+                let message = if enable { "enabled" } else { "disabled: stopped and holding" };
+                if let Err(e) = request.respond(SetBool::Response { success: true, message: message.into() }) {
+                    tracing::warn!("cannot answer ~/enable: {e}");
+                }
+                self.tick();
+            }
+            Event::Decided(decided) => self.decided(decided),
+            Event::Tick => self.tick(),
+            Event::Diagnostics => self.diagnostics(),
+        }
+    }
+
+    fn decided(&mut self, d: Decided) {
+        self.latency.record(d.latency_ms);
+        let applied = self.controller.apply(&d.instruction, &d.result);
+        match (&applied, &d.result) {
+            (Applied::Stale, _) => self.counters.stale_decisions += 1,
+            (_, Err(e)) => {
+                self.counters.failed_decisions += 1;
+                if let Some(held) = self.throttle.allow("failed_decision") {
+                    tracing::error!("decision failed, stopping: {e}{}", held_note(held));
+                }
+            }
+            (_, Ok(out)) => {
+                self.counters.decisions += 1;
+                if applied == Applied::Failed {
+                    self.counters.failed_decisions += 1;
+                }
+                let info = DecisionInfo {
+                    // The camera's stamp: which frame this decision was made on.
+                    header: convert::header(Duration::from_secs_f64(d.source_stamp.max(0.0)), &self.outputs.frame_id),
+                    instruction: &d.instruction,
+                    names: &self.model.names,
+                    latency_ms: d.latency_ms,
+                    model_id: &self.model.id,
+                };
+                if let Err(e) = self.outputs.decision.publish(&convert::decision(out, info)) {
+                    tracing::warn!("cannot publish ~/decision: {e}");
+                }
+            }
+        }
+        if applied != Applied::Stale {
+            // A new decision goes out at once rather than waiting for the next tick.
+            self.tick();
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = now(&self.clock);
+        let out = self.controller.tick(now.as_secs_f64());
+        if out.stop.as_ref().map(StopReason::kind) != self.stop.as_ref().map(StopReason::kind) {
+            match &out.stop {
+                Some(reason) => tracing::info!("stopping: {reason}"),
+                None => tracing::info!("following \"{}\"", self.controller.instruction().map_or("", |i| preview(i))),
+            }
+        }
+        self.stop = out.stop.clone();
+        self.counters.commands += 1;
+        if let Err(e) = self.outputs.publish(&out, now) {
+            tracing::error!("cannot publish commands: {e}");
+        }
+    }
+
+    fn diagnostics(&mut self) {
+        let (level, message) = match &self.stop {
+            None => (DiagnosticStatus::OK, "following the instruction".to_owned()),
+            Some(StopReason::DecisionFailed(_) | StopReason::NonFinite) => {
+                (DiagnosticStatus::ERROR, format!("stopped: {}", self.stop.as_ref().expect("some")))
+            }
+            Some(StopReason::StaleFrame { .. } | StopReason::NoFrame) => {
+                (DiagnosticStatus::WARN, format!("stopped: {}", self.stop.as_ref().expect("some")))
+            }
+            Some(reason) => (DiagnosticStatus::OK, format!("stopped: {reason}")),
+        };
+        let c = &self.counters;
+        let ms = |q| self.latency.quantile(q).map_or("n/a".to_owned(), |v| format!("{v:.1}"));
+        let values = [
+            ("model", self.model.id.clone()),
+            ("trained", self.model.trained.to_string()),
+            ("enabled", self.controller.enabled().to_string()),
+            ("instruction", self.controller.instruction().map_or(String::new(), |i| preview(i).to_owned())),
+            ("frames_received", c.frames.to_string()),
+            ("frames_dropped", c.dropped_frames.to_string()),
+            ("bad_frames", c.bad_frames.to_string()),
+            ("bad_instructions", c.bad_instructions.to_string()),
+            ("decisions", c.decisions.to_string()),
+            ("failed_decisions", c.failed_decisions.to_string()),
+            ("stale_decisions", c.stale_decisions.to_string()),
+            ("commands_published", c.commands.to_string()),
+            ("decision_latency_median_ms", ms(0.5)),
+            ("decision_latency_p99_ms", ms(0.99)),
+            ("uptime_s", format!("{:.0}", self.started.elapsed().as_secs_f64())),
+        ];
+        let status = DiagnosticStatus {
+            level,
+            name: format!("{NODE_NAME}: controller"),
+            message,
+            hardware_id: self.model.id.clone(),
+            values: values.into_iter().map(|(key, value)| KeyValue { key: key.into(), value }).collect(),
+        };
+        let array = DiagnosticArray { header: convert::header(now(&self.clock), ""), status: vec![status] };
+        if let Err(e) = self.outputs.diagnostics.publish(&array) {
+            tracing::warn!("cannot publish /diagnostics: {e}");
+        }
+    }
+}
+
+fn held_note(held: u64) -> String {
+    if held == 0 {
+        String::new()
+    } else {
+        format!(" ({held} more like this not shown)")
+    }
+}
+
+/// At most 80 characters of an instruction, for logs.
+fn preview(text: &str) -> &str {
+    text.char_indices().nth(80).map_or(text, |(i, _)| &text[..i])
+}

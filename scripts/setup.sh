@@ -29,6 +29,17 @@ install_apt() {
   "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# CMake refuses exported include directories inside the source tree, and the venv is inside it:
+# numpy's headers are reached through a link outside (one per checkout).
+numpy_include="${XDG_CACHE_HOME:-$HOME/.cache}/moe_vla/numpy-include-$(echo "$root" | cksum | cut -d' ' -f1)"
+
+link_numpy_include() {
+  local target
+  target="$("$root/.ros/bin/python" -c 'import numpy; print(numpy.get_include())')"
+  mkdir -p "$(dirname "$numpy_include")"
+  ln -sfn "$target" "$numpy_include"
+}
+
 ROS_WHEELS=(
   ros-kilted-rcl ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp
   ros-kilted-std-msgs ros-kilted-sensor-msgs ros-kilted-geometry-msgs ros-kilted-std-srvs
@@ -52,9 +63,8 @@ make_venv() {
   # Workaround: no librmw_implementation.so in the wheels; r2r links it, fastrtps is the only rmw.
   ln -sf librmw_fastrtps_cpp.so "$venv/lib/librmw_implementation.so"
   # Workaround: the wheels' CMake files name the wheel builder's Python and numpy.
-  local py_include numpy_include
+  local py_include
   py_include="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
-  numpy_include="$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')"
   grep -rlF /opt/python/cp311-cp311 "$venv/share" "$venv/lib/cmake" 2>/dev/null | while read -r f; do
     sed -i \
       -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$numpy_include#g" \
@@ -72,6 +82,7 @@ if [ -n "${ROS_DISTRO:-}" ] && [ -n "${AMENT_PREFIX_PATH:-}" ] && [ -z "${MOE_VL
 else
   install_apt
   make_venv
+  link_numpy_include
 fi
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh
@@ -83,8 +94,10 @@ quiet() { # runs a step with its output in a log, shown only when it fails
   local step=$1; shift
   "$@" >"$build/$step.log" 2>&1 || { tail -n 60 "$build/$step.log"; log "$step failed (log: $build/$step.log)"; exit 1; }
 }
-quiet configure cmake -S "$root" -B "$build" -DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_BUILD_TYPE=Release \
-  -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$(command -v python3)"
+cmake_args=(-DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF
+  -DPython3_EXECUTABLE="$(command -v python3)")
+[ -n "${MOE_VLA_ROS_VENV:-}" ] && cmake_args+=(-DPython3_NumPy_INCLUDE_DIR="$numpy_include")
+quiet configure cmake -S "$root" -B "$build" "${cmake_args[@]}"
 quiet messages cmake --build "$build" -j"$(nproc)"
 log "messages built ($((SECONDS - start)) s); building the Rust binaries"
 # cargo's own progress stays visible: a cold build takes minutes.

@@ -4,6 +4,11 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // As in the CLI: candle would split batch-1 matrix products over every core, which costs more
+    // than it gains; the policy's own pool runs experts side by side instead.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     let args: Vec<String> = std::env::args().skip(1).take_while(|a| a != "--ros-args").collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(

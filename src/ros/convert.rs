@@ -91,10 +91,11 @@ pub fn twist_stamped(t: PlanarTwist, header: Header) -> TwistStamped {
 
 pub fn gait_command(g: &GaitFields, header: Header) -> GaitCommand {
     let gait = match GaitPreset::nearest(g.phase_offsets) {
-        GaitPreset::Pronk => GaitCommand::PRONK,
-        GaitPreset::Trot => GaitCommand::TROT,
-        GaitPreset::Bound => GaitCommand::BOUND,
-        GaitPreset::Pace => GaitCommand::PACE,
+        // r2r's message constants are bindgen integers of distinct types; the field is a byte.
+        GaitPreset::Pronk => GaitCommand::PRONK as u8,
+        GaitPreset::Trot => GaitCommand::TROT as u8,
+        GaitPreset::Bound => GaitCommand::BOUND as u8,
+        GaitPreset::Pace => GaitCommand::PACE as u8,
     };
     GaitCommand {
         header,

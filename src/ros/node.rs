@@ -29,17 +29,17 @@ pub const NODE_NAME: &str = "moe_vla_node";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("ROS: {0}")]
+    #[error("ROS")]
     Ros(#[from] r2r::Error),
     #[error(transparent)]
     Param(#[from] ParamError),
-    #[error("cannot load model {}: {source}", dir.display())]
+    #[error("cannot load model {}", dir.display())]
     Model { dir: PathBuf, source: PolicyError },
     #[error(transparent)]
     Control(#[from] ConfigError),
-    #[error("cannot start a thread: {0}")]
+    #[error("cannot start a thread or signal handler")]
     Io(#[from] std::io::Error),
-    #[error("cannot start a task: {0}")]
+    #[error("cannot start a task")]
     Spawn(#[from] futures::task::SpawnError),
 }
 
@@ -166,7 +166,7 @@ pub fn run() -> Result<(), NodeError> {
         model.id,
         model_dir.display(),
         policy.params().total,
-        policy.params().active,
+        policy.params().active_per_token,
         if model.trained { "" } else { " -- UNTRAINED: its commands are meaningless" },
         policy.threads(),
     );
@@ -405,14 +405,15 @@ impl ControlTask {
 
     fn diagnostics(&mut self) {
         let (level, message) = match &self.stop {
-            None => (DiagnosticStatus::OK, "following the instruction".to_owned()),
+            // r2r's message constants are bindgen integers; the field is a byte.
+            None => (DiagnosticStatus::OK as u8, "following the instruction".to_owned()),
             Some(StopReason::DecisionFailed(_) | StopReason::NonFinite) => {
-                (DiagnosticStatus::ERROR, format!("stopped: {}", self.stop.as_ref().expect("some")))
+                (DiagnosticStatus::ERROR as u8, format!("stopped: {}", self.stop.as_ref().expect("some")))
             }
             Some(StopReason::StaleFrame { .. } | StopReason::NoFrame) => {
-                (DiagnosticStatus::WARN, format!("stopped: {}", self.stop.as_ref().expect("some")))
+                (DiagnosticStatus::WARN as u8, format!("stopped: {}", self.stop.as_ref().expect("some")))
             }
-            Some(reason) => (DiagnosticStatus::OK, format!("stopped: {reason}")),
+            Some(reason) => (DiagnosticStatus::OK as u8, format!("stopped: {reason}")),
         };
         let c = &self.counters;
         let ms = |q| self.latency.quantile(q).map_or("n/a".to_owned(), |v| format!("{v:.1}"));

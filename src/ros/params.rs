@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use r2r::{IndexMap, Parameter, RosParams};
+use r2r::indexmap::IndexMap;
+use r2r::{Parameter, RosParams};
 
 use crate::control::{AxisLimit, ControlConfig};
 

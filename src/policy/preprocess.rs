@@ -29,6 +29,20 @@ pub enum FrameError {
     Decode(String),
 }
 
+impl FrameError {
+    /// A stable name per kind of problem, for counters and throttled logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnknownEncoding(_) => "unknown_encoding",
+            Self::BadSize { .. } => "bad_size",
+            Self::BadStep { .. } => "bad_step",
+            Self::BadLength { .. } => "bad_length",
+            Self::UnknownFormat => "unknown_format",
+            Self::Decode(_) => "decode",
+        }
+    }
+}
+
 /// sensor_msgs/Image encodings the policy reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PixelEncoding {

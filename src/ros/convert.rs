@@ -43,6 +43,18 @@ pub enum InstructionError {
     Empty,
 }
 
+impl InstructionError {
+    /// A stable name per kind of problem, for throttled logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::InvalidUtf8 { .. } => "invalid_utf8",
+            Self::TooLong { .. } => "too_long",
+            Self::Empty => "empty",
+        }
+    }
+}
+
 /// Reads a serialized std_msgs/String. r2r's typed String turns invalid UTF-8 into "" silently,
 /// so the node takes the CDR bytes and says what was wrong.
 pub fn instruction_from_cdr(bytes: &[u8]) -> Result<String, InstructionError> {

@@ -317,7 +317,7 @@ impl ControlTask {
             }
             Event::BadFrame(e) => {
                 self.counters.bad_frames += 1;
-                if let Some(held) = self.throttle.allow("bad_frame") {
+                if let Some(held) = self.throttle.allow(e.kind()) {
                     tracing::error!("dropping camera frame: {e}{}", held_note(held));
                 }
             }
@@ -329,7 +329,7 @@ impl ControlTask {
             }
             Event::Instruction(Err(e)) => {
                 self.counters.bad_instructions += 1;
-                if let Some(held) = self.throttle.allow("bad_instruction") {
+                if let Some(held) = self.throttle.allow(e.kind()) {
                     tracing::error!("rejected instruction, stopping until a valid one: {e}{}", held_note(held));
                 }
                 self.worker.set_instruction(None);

@@ -1,0 +1,73 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import peer as p  # noqa: E402
+
+# Frame size for the behaviour tests; the flood test uses full VGA.
+WIDTH, HEIGHT = 160, 120
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny model made by `moe_vla init` (untrained, fixed seed)."""
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    subprocess.run(
+        [str(p.installed("moe_vla")), "init", "--preset", "tiny", "--seed", "7",
+         "--instructions", str(p.ROOT / "data/instructions.txt"), "--out", str(out)],
+        check=True, capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def scenes(model_dir, tmp_path_factory):
+    """Pictures whose offline decisions move the robot, and one where the model terminates.
+    The model is untrained, so which picture does what is looked up, not assumed."""
+    tmp = tmp_path_factory.mktemp("frames")
+    instruction = p.INSTRUCTIONS[0]
+    moving, terminating = [], []
+    for seed in range(40):
+        img = p.picture(WIDTH, HEIGHT, seed)
+        decision = p.offline_decision(model_dir, img, instruction, tmp)
+        if decision["terminate"]:
+            terminating.append((img, decision))
+        elif abs(decision["twist"]["x_vel"]) > 0.05:
+            moving.append((img, decision))
+        if len(moving) >= 2 and terminating:
+            break
+    assert moving, "no test picture makes the model move"
+    return {"instruction": instruction, "moving": moving, "terminating": terminating}
+
+
+@pytest.fixture
+def domain_id() -> int:
+    return p.fresh_domain_id()
+
+
+@pytest.fixture
+def peer(domain_id):
+    peer = p.Peer(domain_id)
+    yield peer
+    peer.close()
+
+
+@pytest.fixture
+def start_node(domain_id, model_dir, tmp_path):
+    """Starts moe_vla_node with the test model; every node is stopped at the end of the test."""
+    nodes = []
+
+    def start(params=None, remaps=(), name="node", domain=None, extra_args=()):
+        params = {"model_dir": str(model_dir), "inference_threads": 2, **(params or {})}
+        node = p.NodeProcess(tmp_path, domain if domain is not None else domain_id, params, remaps, name,
+                             extra_args)
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()

@@ -1,0 +1,369 @@
+"""moe_vla_node against real rclpy peers: each test has its own ROS_DOMAIN_ID and waits for
+matched publishers and subscribers rather than sleeping."""
+
+import math
+import threading
+import time
+
+import numpy as np
+from conftest import HEIGHT, WIDTH
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Twist, TwistStamped
+from moe_vla.msg import GaitCommand, VlaDecision
+from std_msgs.msg import String
+from std_srvs.srv import SetBool
+
+import peer as p
+
+FULL_RANGE = {  # the action space's own ranges: the node then sends the model's values unclamped
+    "min_linear_x": -0.81, "max_linear_x": 3.1, "max_linear_y": 0.9, "max_angular_z": 1.6,
+    "max_accel_x": 1000.0, "max_accel_y": 1000.0, "max_accel_z": 1000.0,
+}
+
+
+def f32(x) -> np.float32:
+    return np.float32(x)
+
+
+def is_zero(twist: Twist) -> bool:
+    return all(v == 0.0 for v in (twist.linear.x, twist.linear.y, twist.linear.z,
+                                  twist.angular.x, twist.angular.y, twist.angular.z))
+
+
+def within_limits(twist: Twist, params: dict) -> bool:
+    values = (twist.linear.x, twist.linear.y, twist.angular.z)
+    return (all(math.isfinite(v) for v in values)
+            and params["min_linear_x"] <= twist.linear.x <= params["max_linear_x"]
+            and abs(twist.linear.y) <= params["max_linear_y"]
+            and abs(twist.angular.z) <= params["max_angular_z"])
+
+
+class Camera:
+    """Publishes one picture at a fixed rate on a background thread until stopped."""
+
+    def __init__(self, peer, publisher, msg, rate_hz):
+        self.peer, self.publisher, self.msg, self.period = peer, publisher, msg, 1.0 / rate_hz
+        self.sent = 0
+        self.last_sent = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        next_time = time.monotonic()
+        while not self._stop.is_set():
+            self.msg.header.stamp = p.now_stamp(self.peer.node)
+            self.publisher.publish(self.msg)
+            self.last_sent = time.monotonic()
+            self.sent += 1
+            next_time += self.period
+            self._stop.wait(max(0.0, next_time - time.monotonic()))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.last_sent
+
+
+def connect(peer, stamped=False, cmd_topic="cmd_vel", ns="", compressed=False):
+    """Publishers and subscriptions for a node; waits until the node sees and is seen."""
+    base = f"{ns}/" if ns else ""
+    camera = peer.camera(base + ("camera/image_raw/compressed" if compressed else "camera/image_raw"),
+                         compressed=compressed)
+    instruction = peer.instruction_publisher(base + "instruction")
+    peer.subscribe(cmd_topic, TwistStamped if stamped else Twist)
+    peer.subscribe(base + "gait_command", GaitCommand)
+    peer.subscribe(base + "moe_vla_node/decision", VlaDecision)
+    peer.subscribe("/diagnostics", DiagnosticArray)
+    peer.wait_matched(camera)
+    peer.wait_matched(instruction)
+    peer.wait_publisher(cmd_topic)
+    return camera, instruction
+
+
+def say(publisher, text):
+    publisher.publish(String(data=text))
+
+
+def twists(peer, since=0.0, topic="cmd_vel"):
+    return [(t, m) for t, m in peer.messages(topic, since)]
+
+
+def test_frame_and_instruction_give_the_offline_policys_command(peer, start_node, scenes):
+    img, offline = scenes["moving"][0]
+    params = dict(FULL_RANGE)
+    node = start_node(params)
+    camera, instruction = connect(peer)
+    say(instruction, scenes["instruction"])
+    cam = Camera(peer, camera, p.image_msg(img), rate_hz=10)
+    decisions = p.wait_until(lambda: peer.messages("moe_vla_node/decision"), 30, "a decision")
+    start = decisions[0][0]
+    gaits = p.wait_until(lambda: peer.messages("gait_command", start), 10, "a gait command")
+    moving = p.wait_until(lambda: [m for _, m in twists(peer, start) if not is_zero(m)], 10, "a moving twist")
+    cam.stop()
+
+    decision = decisions[0][1]
+    assert list(decision.bins) == offline["bins"]
+    assert [f32(v) for v in decision.values] == [f32(v) for v in offline["values"]]
+    assert [f32(q) for q in decision.q_values] == [f32(q) for q in offline["q"]]
+    assert list(decision.dimension_names) == offline["names"]
+    assert decision.instruction == scenes["instruction"] and not decision.terminate
+    assert decision.model_id == "tiny" and decision.latency_ms > 0
+    assert len(decision.expert_load) == 8 and abs(sum(decision.expert_load) - 1) < 1e-3
+
+    twist = moving[0]
+    want = offline["twist"]
+    assert (f32(twist.linear.x), f32(twist.linear.y), f32(twist.angular.z)) == (
+        f32(want["x_vel"]), f32(want["y_vel"]), f32(want["yaw_vel"]))
+    assert within_limits(twist, params)
+
+    gait = gaits[0][1]
+    g = offline["gait"]
+    assert [f32(v) for v in gait.phase_offsets] == [f32(v) for v in g["phase_offsets"]]
+    for field in ("body_height", "step_frequency", "footswing_height", "pitch", "stance_width"):
+        assert f32(getattr(gait, field)) == f32(g[field]), field
+    assert gait.header.frame_id == "base_link"
+    assert node.alive()
+
+
+def test_limits_clamp_the_models_command(peer, start_node, scenes):
+    img, offline = scenes["moving"][0]
+    cap = abs(offline["twist"]["x_vel"]) / 2
+    params = dict(FULL_RANGE, min_linear_x=-cap, max_linear_x=cap, max_accel_x=1.0)
+    start_node(params)
+    camera, instruction = connect(peer)
+    say(instruction, scenes["instruction"])
+    cam = Camera(peer, camera, p.image_msg(img), rate_hz=20)
+    p.wait_until(lambda: peer.messages("moe_vla_node/decision"), 30, "a decision")
+    # Ramping at 1 m/s^2 to the cap: every step at most 1 m/s^2 x elapsed time, never past the cap.
+    p.wait_until(lambda: any(abs(abs(m.linear.x) - cap) < 1e-6 for _, m in twists(peer)), 10, "the capped speed")
+    cam.stop()
+    xs = [(t, m.linear.x) for t, m in twists(peer)]
+    assert all(abs(x) <= cap + 1e-9 for _, x in xs)
+    for (t0, x0), (t1, x1) in zip(xs, xs[1:]):
+        if x0 != 0.0 and x1 != 0.0:
+            # arrival times jitter; the node limits by its own clock, so allow a little slack
+            assert abs(x1 - x0) <= 1.0 * max(t1 - t0, 0.1) + 0.05
+
+
+def test_camera_loss_stops_within_the_timeout_and_frames_resume(peer, start_node, scenes):
+    img, _ = scenes["moving"][0]
+    timeout, rate = 0.5, 10.0
+    start_node(dict(FULL_RANGE, image_timeout_s=timeout, control_rate_hz=rate))
+    camera, instruction = connect(peer)
+    say(instruction, scenes["instruction"])
+    cam = Camera(peer, camera, p.image_msg(img), rate_hz=20)
+    p.wait_until(lambda: [m for _, m in twists(peer) if not is_zero(m)], 30, "a moving twist")
+    last_frame = cam.stop()
+    zero = p.wait_until(lambda: [t for t, m in twists(peer, last_frame) if is_zero(m)], 5, "a zero twist")
+    # Within the timeout plus one control period (and 50 ms for transport and scheduling).
+    assert zero[0] - last_frame <= timeout + 1.0 / rate + 0.05, zero[0] - last_frame
+    # Stopped means stopped: nothing but zeros until frames return.
+    time.sleep(0.5)  # observation window, not synchronisation
+    resumed_at = time.monotonic()
+    assert all(is_zero(m) for t, m in twists(peer, zero[0]))
+    cam = Camera(peer, camera, p.image_msg(img), rate_hz=20)
+    p.wait_until(lambda: [m for _, m in twists(peer, resumed_at) if not is_zero(m)], 10, "commands to resume")
+    cam.stop()
+
+
+def test_enable_service_stops_holds_and_resumes(peer, start_node, scenes):
+    img, _ = scenes["moving"][0]
+    start_node(FULL_RANGE)
+    camera, instruction = connect(peer)
+    client = peer.node.create_client(SetBool, "moe_vla_node/enable")
+    assert client.wait_for_service(timeout_sec=20)
+    say(instruction, scenes["instruction"])
+    cam = Camera(peer, camera, p.image_msg(img), rate_hz=20)
+    p.wait_until(lambda: [m for _, m in twists(peer) if not is_zero(m)], 30, "a moving twist")
+
+    def call(value):
+        future = client.call_async(SetBool.Request(data=value))
+        return p.wait_until(lambda: future.done() and future.result(), 10, "the ~/enable response")
+
+    response = call(False)
+    answered = time.monotonic()
+    assert response.success
+    first = p.wait_until(lambda: twists(peer, answered), 5, "a twist after disabling")
+    time.sleep(0.6)  # frames keep coming while disabled: the node must hold the stop
+    held = twists(peer, answered)
+    assert len(held) >= 5 and all(is_zero(m) for _, m in held), [m for _, m in held if not is_zero(m)]
+    assert first
+
+    assert call(True).success
+    enabled = time.monotonic()
+    p.wait_until(lambda: [m for _, m in twists(peer, enabled) if not is_zero(m)], 10, "commands to resume")
+    cam.stop()
+
+
+def test_terminate_stops_and_holds_until_a_new_instruction(peer, start_node, scenes):
+    if not scenes["terminating"]:
+        raise AssertionError("no test picture makes the model terminate")
+    stop_img, offline = scenes["terminating"][0]
+    go_img, _ = scenes["moving"][0]
+    start_node(FULL_RANGE)
+    camera, instruction = connect(peer)
+    say(instruction, scenes["instruction"])
+    cam = Camera(peer, camera, p.image_msg(go_img), rate_hz=20)
+    p.wait_until(lambda: [m for _, m in twists(peer) if not is_zero(m)], 30, "a moving twist")
+    cam.stop()
+    # A new instruction starts a new history; the terminating picture then ends the episode.
+    say(instruction, scenes["instruction"])
+    cam = Camera(peer, camera, p.image_msg(stop_img), rate_hz=20)
+    terminated = p.wait_until(
+        lambda: [t for t, m in peer.messages("moe_vla_node/decision") if m.terminate], 20, "a terminate decision")
+    cam.stop()
+    assert offline["terminate"]
+    after = terminated[0]
+    # Moving pictures do not restart it: only a new instruction does.
+    cam = Camera(peer, camera, p.image_msg(go_img), rate_hz=20)
+    time.sleep(1.0)  # observation window
+    assert all(is_zero(m) for _, m in twists(peer, after + 0.05))
+    renewed = time.monotonic()
+    say(instruction, scenes["instruction"])
+    p.wait_until(lambda: [m for _, m in twists(peer, renewed) if not is_zero(m)], 10, "commands after a new instruction")
+    cam.stop()
+
+
+def test_flood_of_vga_frames_keeps_rate_memory_and_latency_bounded(peer, start_node, scenes):
+    params = dict(FULL_RANGE, min_linear_x=-0.5, max_linear_x=1.0, max_linear_y=0.5, max_angular_z=1.0,
+                  control_rate_hz=10.0)
+    node = start_node(params)
+    camera, instruction = connect(peer)
+    say(instruction, scenes["instruction"])
+    vga = p.image_msg(p.picture(640, 480, 3))
+    warm = Camera(peer, camera, vga, rate_hz=10)
+    p.wait_until(lambda: len(peer.messages("moe_vla_node/decision")) >= 5, 30, "the first decisions")
+    warm.stop()
+    rss_before = node.rss_mb()
+
+    start = time.monotonic()
+    flood = Camera(peer, camera, vga, rate_hz=200)
+    time.sleep(5.0)  # the flood's duration
+    flood.stop()
+    end = time.monotonic()
+    rate = flood.sent / (end - start)
+    assert node.alive(), node.log()[-2000:]
+    rss_after = node.rss_mb()
+
+    cmds = twists(peer, start)
+    cmds = [m for t, m in cmds if t <= end]
+    assert len(cmds) >= 0.9 * 10 * (end - start), f"{len(cmds)} commands in {end - start:.1f} s"
+    assert all(within_limits(m, params) for m in cmds)
+    decisions = [m for t, m in peer.messages("moe_vla_node/decision", start) if t <= end]
+    latencies = sorted(d.latency_ms for d in decisions)
+    assert decisions and len(decisions) < flood.sent, "inference was not slower than the camera"
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    # No queue: a frame waits at most for the decision in progress.
+    assert p99 < 1000, latencies[-10:]
+    assert rss_after - rss_before < 150, (rss_before, rss_after)
+    diag = p.wait_until(lambda: peer.messages("/diagnostics", end), 5, "diagnostics")
+    values = {kv.key: kv.value for kv in diag[-1][1].status[0].values}
+    assert int(values["frames_dropped"]) > 0
+    print(f"flood: {rate:.0f} frames/s sent, {len(decisions)} decisions, latency median "
+          f"{latencies[len(latencies) // 2]:.1f} ms p99 {p99:.1f} ms, RSS {rss_before:.0f} -> {rss_after:.0f} MB")
+
+
+def test_bad_input_is_logged_and_never_moves_the_robot(peer, start_node, scenes, domain_id):
+    node = start_node(FULL_RANGE)
+    camera, instruction = connect(peer)
+    say(instruction, scenes["instruction"])
+    good = p.picture(WIDTH, HEIGHT, 1)
+    bad_frames = []
+    unknown = p.image_msg(good)
+    unknown.encoding = "yuv422"
+    bad_frames.append(unknown)
+    short = p.image_msg(good)
+    short.data = bytes(short.data)[:-7]
+    bad_frames.append(short)
+    empty = p.image_msg(good)
+    empty.width = empty.height = empty.step = 0
+    empty.data = b""
+    bad_frames.append(empty)
+    reasons = ["unsupported encoding 'yuv422'", "frame data is 57593 bytes", "frame is 0x0"]
+    for msg, reason in zip(bad_frames, reasons):
+        # Best-effort QoS may drop a frame: publish until the node has said what was wrong.
+        p.wait_until(lambda: camera.publish(msg) or reason in node.log(), 10, f"'{reason}' in the log")
+    # Cheaper bad input first, then instructions: a 1 MB one and invalid UTF-8.
+    say(instruction, "go " * 350_000)
+    p.wait_until(lambda: "rejected instruction" in node.log(), 10, "the huge instruction to be rejected")
+    raw_pub = peer.publisher("instruction", String, p.INSTRUCTION_QOS)
+    raw_pub.publish(p.string_cdr(b"go to the \xff\xfe ball"))
+    p.wait_until(lambda: "not valid UTF-8" in node.log(), 10, "invalid UTF-8 to be rejected")
+    assert node.alive()
+    for t, m in twists(peer):
+        assert is_zero(m), m
+
+    # Compressed input: a corrupt JPEG fails its decision, and the robot stays stopped.
+    compressed = start_node(dict(FULL_RANGE, image_input="compressed"), name="compressed",
+                            remaps=["__ns:=/cmp"])
+    cam_c, instr_c = connect(peer, cmd_topic="/cmp/cmd_vel", ns="/cmp", compressed=True)
+    say(instr_c, scenes["instruction"])
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
+    for _ in range(10):
+        cam_c.publish(p.compressed_msg(jpeg))
+        time.sleep(0.02)
+    p.wait_until(lambda: "decision failed" in compressed.log(), 20, "the corrupt JPEG to be reported")
+    assert "cannot decode compressed frame" in compressed.log()
+    assert compressed.alive() and node.alive()
+    assert all(is_zero(m) for _, m in twists(peer, topic="/cmp/cmd_vel"))
+    # Repeated bad input is reported at a limited rate: one line per kind here.
+    for _ in range(20):
+        camera.publish(bad_frames[0])
+    time.sleep(0.3)  # let them arrive
+    assert node.log().count("unsupported encoding") <= 2
+
+
+def test_stamped_output_namespace_and_remap(peer, start_node, scenes):
+    img, offline = scenes["moving"][0]
+    start_node(dict(FULL_RANGE, use_stamped=True, frame_id="trunk"),
+               remaps=["__ns:=/robot1", "cmd_vel:=/mux/vla_cmd_vel"])
+    camera, instruction = connect(peer, stamped=True, cmd_topic="/mux/vla_cmd_vel", ns="/robot1")
+    say(instruction, scenes["instruction"])
+    cam = Camera(peer, camera, p.image_msg(img), rate_hz=10)
+    moving = p.wait_until(
+        lambda: [m for _, m in twists(peer, topic="/mux/vla_cmd_vel") if not is_zero(m.twist)], 30,
+        "a moving TwistStamped on the remapped topic")
+    cam.stop()
+    msg = moving[0]
+    assert msg.header.frame_id == "trunk" and p.stamp_seconds(msg.header.stamp) > 0
+    assert f32(msg.twist.linear.x) == f32(offline["twist"]["x_vel"])
+    assert peer.messages("/robot1/moe_vla_node/decision")
+    assert peer.messages("/robot1/gait_command")
+    assert not peer.node.count_publishers("/cmd_vel") and not peer.node.count_publishers("/robot1/cmd_vel")
+
+
+def test_final_stop_on_sigterm(peer, start_node, scenes):
+    import signal
+
+    img, _ = scenes["moving"][0]
+    node = start_node(FULL_RANGE)
+    camera, instruction = connect(peer)
+    say(instruction, scenes["instruction"])
+    cam = Camera(peer, camera, p.image_msg(img), rate_hz=20)
+    p.wait_until(lambda: [m for _, m in twists(peer) if not is_zero(m)], 30, "a moving twist")
+    signalled = time.monotonic()
+    assert node.stop(signal.SIGTERM) == 0
+    cam.stop()
+    after = twists(peer, signalled)
+    assert after and is_zero(after[-1][1])
+
+
+def test_missing_or_corrupt_model_exits_with_a_one_line_reason(tmp_path, model_dir, domain_id):
+    import shutil
+    import subprocess
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(model_dir, corrupt)
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    cases = {tmp_path / "missing": "config.json is missing", corrupt: "model.safetensors"}
+    for model, reason in cases.items():
+        out = subprocess.run(
+            [str(p.installed("moe_vla_node")), "--ros-args", "-p", f"model_dir:={model}"],
+            capture_output=True, text=True, timeout=60,
+            env=dict(__import__("os").environ, ROS_DOMAIN_ID=str(domain_id)),
+        )
+        assert out.returncode != 0
+        lines = [line for line in out.stderr.splitlines() if line.startswith("moe_vla_node:")]
+        assert len(lines) == 1 and reason in lines[0] and str(model) in lines[0], out.stderr

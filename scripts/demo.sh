@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Builds the CLI, creates an (untrained) tiny model if there is none, describes it and measures
-# batch-1 decision latency. Safe to run repeatedly; non-interactive.
+# The main job on the default model: sets up and builds the ROS 2 package, starts moe_vla_node,
+# drives it with a real rclpy camera/instruction peer, and reports end-to-end latency
+# (image published -> cmd_vel received). Safe to run repeatedly; non-interactive.
+#
+# Until a trained default model ships (models/default), it runs a model made by `moe_vla init`
+# and says UNTRAINED: the commands then mean nothing, the latency is real.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moe_vla/target}"
-cargo build --release --locked --bin moe_vla
-bin="$CARGO_TARGET_DIR/release/moe_vla"
-model=models/untrained-tiny
+
+./scripts/setup.sh
+# shellcheck source=scripts/ros_env.sh
+source scripts/ros_env.sh
+model=models/default
 if [ ! -f "$model/config.json" ]; then
-  "$bin" init --preset tiny --instructions data/instructions.txt --out "$model"
+  model=models/untrained-tiny
+  [ -f "$model/config.json" ] || moe_vla init --preset tiny --instructions data/instructions.txt --out "$model"
+  echo "demo: no trained default model yet; using the UNTRAINED $model"
 fi
-"$bin" info "$model"
-"$bin" bench "$model" --threads 2
+moe_vla info "$model"
+python3 scripts/latency.py "$model" --frames 100

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Builds and runs the whole test suite. Safe to run repeatedly; non-interactive.
+# Sets up (scripts/setup.sh), then runs the whole test suite: Rust unit and integration tests,
+# one pass of each benchmark as a smoke test, and the ROS 2 tests against real rclpy peers.
+# Safe to run repeatedly; non-interactive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Dependencies build once into a cache outside the checkout, so fresh clones rebuild only this crate.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moe_vla/target}"
-# Each criterion benchmark runs once as a smoke test, then the unit and integration tests.
+
+./scripts/setup.sh
 cargo test --locked --bench decode
 cargo test --locked --lib --bins --tests
+# shellcheck source=scripts/ros_env.sh
+source scripts/ros_env.sh
+python3 -m pytest -q -p no:cacheprovider tests/ros

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::policy::{Decoding, OwnedFrame, Policy, PolicyError, PolicyOutput};
 
@@ -14,8 +14,8 @@ pub struct FrameJob {
     pub frame: OwnedFrame,
     /// Receipt time on the controller's clock, seconds.
     pub stamp: f64,
-    /// The frame's own timestamp (the camera's header stamp), seconds.
-    pub source_stamp: f64,
+    /// The frame's own timestamp (the camera's header stamp), kept exact to the nanosecond.
+    pub source_stamp: Duration,
     /// Receipt time on the wall clock, for latency.
     pub received: Instant,
 }
@@ -27,7 +27,7 @@ pub struct Decided {
     /// Receipt stamp of the frame it was made on (controller clock).
     pub stamp: f64,
     /// The frame's own timestamp.
-    pub source_stamp: f64,
+    pub source_stamp: Duration,
     /// Frame received -> decision ready.
     pub latency_ms: f32,
     pub result: Result<PolicyOutput, PolicyError>,

@@ -14,21 +14,21 @@ use crate::policy::{FrameError, OwnedFrame, PixelEncoding, PolicyOutput, RawFram
 
 /// A sensor_msgs/Image as a checked frame and its header stamp (s); the pixel buffer moves, it is
 /// not copied.
-pub fn frame_from_image(msg: Image) -> Result<(OwnedFrame, f64), FrameError> {
+pub fn frame_from_image(msg: Image) -> Result<(OwnedFrame, Duration), FrameError> {
     let encoding: PixelEncoding = msg.encoding.parse()?;
     let raw = RawFrame { width: msg.width, height: msg.height, step: msg.step, encoding, data: &msg.data };
     raw.check()?;
     let frame = OwnedFrame::Raw { width: msg.width, height: msg.height, step: msg.step, encoding, data: msg.data };
-    Ok((frame, seconds(&msg.header.stamp)))
+    Ok((frame, duration(&msg.header.stamp)))
 }
 
 /// A sensor_msgs/CompressedImage and its header stamp (s); the bytes are decoded (and checked) on
 /// the inference thread.
-pub fn frame_from_compressed(msg: CompressedImage) -> Result<(OwnedFrame, f64), FrameError> {
+pub fn frame_from_compressed(msg: CompressedImage) -> Result<(OwnedFrame, Duration), FrameError> {
     if msg.data.is_empty() {
         return Err(FrameError::Decode("empty CompressedImage".into()));
     }
-    Ok((OwnedFrame::Compressed(msg.data), seconds(&msg.header.stamp)))
+    Ok((OwnedFrame::Compressed(msg.data), duration(&msg.header.stamp)))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -86,8 +86,9 @@ pub fn time(stamp: Duration) -> Time {
     r2r::Clock::to_builtin_time(&stamp)
 }
 
-pub fn seconds(t: &Time) -> f64 {
-    t.sec as f64 + t.nanosec as f64 * 1e-9
+/// A stamp as time since the epoch (stamps before it count as the epoch).
+pub fn duration(t: &Time) -> Duration {
+    Duration::new(t.sec.max(0) as u64, t.nanosec.min(999_999_999))
 }
 
 pub fn twist(t: PlanarTwist) -> Twist {

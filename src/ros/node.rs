@@ -265,7 +265,7 @@ async fn forward(stream: impl Stream<Item = Event>, events: UnboundedSender<Even
 
 async fn feed_frames<M>(
     frames: impl Stream<Item = M> + Unpin,
-    to_frame: fn(M) -> Result<(OwnedFrame, f64), FrameError>,
+    to_frame: fn(M) -> Result<(OwnedFrame, Duration), FrameError>,
     worker: Arc<InferenceWorker>,
     clock: Arc<Mutex<Clock>>,
     events: UnboundedSender<Event>,
@@ -355,6 +355,10 @@ impl ControlTask {
     fn decided(&mut self, d: Decided) {
         self.latency.record(d.latency_ms);
         let applied = self.controller.apply(&d.instruction, &d.result);
+        if applied != Applied::Stale {
+            // The command goes out at once rather than waiting for the next tick, before the report.
+            self.tick();
+        }
         match (&applied, &d.result) {
             (Applied::Stale, _) => self.counters.stale_decisions += 1,
             (_, Err(e)) => {
@@ -370,7 +374,7 @@ impl ControlTask {
                 }
                 let info = DecisionInfo {
                     // The camera's stamp: which frame this decision was made on.
-                    header: convert::header(Duration::from_secs_f64(d.source_stamp.max(0.0)), &self.outputs.frame_id),
+                    header: convert::header(d.source_stamp, &self.outputs.frame_id),
                     instruction: &d.instruction,
                     names: &self.model.names,
                     latency_ms: d.latency_ms,
@@ -380,10 +384,6 @@ impl ControlTask {
                     tracing::warn!("cannot publish ~/decision: {e}");
                 }
             }
-        }
-        if applied != Applied::Stale {
-            // A new decision goes out at once rather than waiting for the next tick.
-            self.tick();
         }
     }
 

@@ -13,12 +13,17 @@ import zlib
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
+# Fast DDS's default transports lose best-effort samples larger than its shared-memory segment
+# (a 640x480 rgb8 frame is 900 KB) on one host; LARGE_DATA is its documented fix. Set before any
+# participant exists, for the peer and the node it starts (README, "Large images").
+os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+
+import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTRUCTIONS = [
@@ -110,14 +115,14 @@ class NodeProcess:
 
     def __init__(self, log_dir: Path, domain_id: int, params: dict, remaps=(), name="node", extra_args=()):
         self.log_path = Path(log_dir) / f"{name}.log"
-        args = [str(installed("moe_vla_node")), "--ros-args"]
+        # Extra arguments (a --params-file) first: a later -p overrides them, as in every ROS 2 node.
+        args = [str(installed("moe_vla_node")), "--ros-args", *extra_args]
         for key, value in params.items():
             if isinstance(value, bool):
                 value = "true" if value else "false"
             args += ["-p", f"{key}:={value}"]
         for remap in remaps:
             args += ["-r", remap]
-        args += list(extra_args)
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), RCUTILS_COLORIZED_OUTPUT="0",
                    RCUTILS_LOGGING_BUFFERED_STREAM="0")
         self._log = open(self.log_path, "wb")

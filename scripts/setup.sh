@@ -101,7 +101,7 @@ quiet configure cmake -S "$root" -B "$build" "${cmake_args[@]}"
 quiet messages cmake --build "$build" -j"$(nproc)"
 log "messages built ($((SECONDS - start)) s); building the Rust binaries"
 # cargo's own progress stays visible: a cold build takes minutes.
-cmake --install "$build" | { grep -v "^-- \(Up-to-date\|Installing\):" || true; }
+cmake --install "$build" | { grep -v -e '^-- \(Up-to-date\|Installing\|Set runtime path\)' -e "^\(Listing\|Compiling\) '" || true; }
 [ -x "$prefix/lib/moe_vla/moe_vla_node" ] || { log "install failed"; exit 1; }
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh

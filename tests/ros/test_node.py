@@ -367,3 +367,39 @@ def test_missing_or_corrupt_model_exits_with_a_one_line_reason(tmp_path, model_d
         assert out.returncode != 0
         lines = [line for line in out.stderr.splitlines() if line.startswith("moe_vla_node:")]
         assert len(lines) == 1 and reason in lines[0] and str(model) in lines[0], out.stderr
+
+
+def test_sim_time_drives_stamps_and_the_watchdog(peer, start_node, scenes):
+    from rclpy.qos import qos_profile_system_default
+    from rosgraph_msgs.msg import Clock
+
+    img, _ = scenes["moving"][0]
+    start_node(dict(FULL_RANGE, use_sim_time=True, use_stamped=True, image_timeout_s=0.5))
+    clock = peer.publisher("/clock", Clock, qos_profile_system_default)
+    camera, instruction = connect(peer, stamped=True)
+    peer.wait_matched(clock)
+
+    def set_clock(seconds):
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = int(seconds), int(round(seconds % 1 * 1e9))
+        clock.publish(msg)
+
+    set_clock(100.0)
+    say(instruction, scenes["instruction"])
+    cam = Camera(peer, camera, p.image_msg(img), rate_hz=20)
+    moving = p.wait_until(lambda: [m for _, m in twists(peer) if not is_zero(m.twist)], 30,
+                          "a moving command stamped with /clock time")
+    cam.stop()
+    assert abs(p.stamp_seconds(moving[0].header.stamp) - 100.0) < 1e-6
+    # /clock stands still: however long the wall clock runs, the newest frame is not stale and
+    # the control timer does not fire.
+    paused = time.monotonic()
+    time.sleep(1.0)  # observation window, twice the image timeout in wall time
+    assert not [m for _, m in twists(peer, paused + 0.05) if is_zero(m.twist)]
+    # Sim time moves past the timeout: the next tick stops the robot, stamped in sim time.
+    advanced = time.monotonic()
+    for t in (100.2, 100.4, 100.6, 100.8):
+        set_clock(t)
+        time.sleep(0.05)  # pacing the simulated clock
+    stop = p.wait_until(lambda: [m for _, m in twists(peer, advanced) if is_zero(m.twist)], 10, "a stop in sim time")
+    assert 100.5 < p.stamp_seconds(stop[0].header.stamp) <= 100.8 + 1e-6

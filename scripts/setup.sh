@@ -51,15 +51,15 @@ ROS_WHEELS=(
   ros-kilted-ament-cmake-ros-core ros-kilted-ament-cmake-ros
   colcon-common-extensions
 )
-# Test peers and third-party bag readers.
-TEST_WHEELS=(pytest pyyaml)
+# Test runner, and the third-party rosbag2/MCAP readers and writers the bag tests check against.
+TEST_WHEELS=(pytest pyyaml rosbags mcap mcap-ros2-support)
 
 make_venv() {
   local venv="$root/.ros" stamp="$root/.ros/.moe_vla-setup-v1"
   [ -f "$stamp" ] && return 0
   log "creating $venv from the ROS 2 kilted wheels on PyPI"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "${ROS_WHEELS[@]}" "${TEST_WHEELS[@]}"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${ROS_WHEELS[@]}"
   # Workaround: no librmw_implementation.so in the wheels; r2r links it, fastrtps is the only rmw.
   ln -sf librmw_fastrtps_cpp.so "$venv/lib/librmw_implementation.so"
   # Workaround: the wheels' CMake files name the wheel builder's Python and numpy.
@@ -76,7 +76,22 @@ make_venv() {
   touch "$stamp"
 }
 
+# Into the venv, or with a sourced ROS 2 into the user's Python.
+install_test_wheels() {
+  local pip=(python3 -m pip) dir="$root/build"
+  if [ -z "${ROS_DISTRO_SOURCED:-}" ]; then
+    pip=("$root/.ros/bin/pip") dir="$root/.ros"
+  fi
+  local stamp
+  stamp="$dir/.test-wheels-$(echo "${TEST_WHEELS[*]}" | cksum | cut -d' ' -f1)"
+  [ -f "$stamp" ] && return 0
+  log "installing test tools: ${TEST_WHEELS[*]}"
+  "${pip[@]}" install -q --disable-pip-version-check "${TEST_WHEELS[@]}"
+  mkdir -p "$dir" && touch "$stamp"
+}
+
 if [ -n "${ROS_DISTRO:-}" ] && [ -n "${AMENT_PREFIX_PATH:-}" ] && [ -z "${MOE_VLA_ROS_VENV:-}" ]; then
+  ROS_DISTRO_SOURCED=1
   log "using the sourced ROS 2 $ROS_DISTRO"
   install_apt
 else
@@ -84,6 +99,7 @@ else
   make_venv
   link_numpy_include
 fi
+install_test_wheels
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh
 log "ROS 2 from $MOE_VLA_ROS_SOURCE ($((SECONDS - start)) s)"

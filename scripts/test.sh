@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up (scripts/setup.sh), then runs the whole test suite: Rust unit and integration tests,
-# one pass of each benchmark as a smoke test, and the ROS 2 tests against real rclpy peers.
+# one pass of each benchmark as a smoke test, the ROS 2 tests against real rclpy peers, and the
+# rosbag2 tests against third-party readers and writers.
 # Safe to run repeatedly; non-interactive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,4 +13,4 @@ cargo test --locked --bench decode
 cargo test --locked --lib --bins --tests
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh
-python3 -m pytest -q -p no:cacheprovider tests/ros
+python3 -m pytest -q -p no:cacheprovider tests/ros tests/bags

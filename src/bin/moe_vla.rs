@@ -7,7 +7,11 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use moe_vla::action::ActionSpace;
+use moe_vla::bag::{BagReader, BagWriter};
+use moe_vla::control::{AxisLimit, ControlConfig};
+use moe_vla::replay::ReplayOptions;
 use moe_vla::bench::{instruction_lines, random_policy, synthetic_frame, SAMPLE_INSTRUCTIONS};
 use moe_vla::model::{count_params, init_model, save_weights, ParamCount, VlaConfig};
 use moe_vla::policy::tokenize::train_word_level;
@@ -34,6 +38,56 @@ enum Command {
     /// What the policy decides for a picture (png or jpeg) and an instruction: what the node
     /// would command for the same camera frame.
     Decide(DecideArgs),
+    /// Feed a rosbag2 bag's camera frames and instructions through the node's controller, with
+    /// the bag's timestamps as the clock, and record what it commands.
+    Replay(ReplayArgs),
+    /// Inspect rosbag2 bags (MCAP).
+    Bag {
+        #[command(subcommand)]
+        command: BagCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BagCommand {
+    /// Topics, types, message counts and duration, like `ros2 bag info`.
+    Info { bag: PathBuf },
+    /// Decoded messages of the types moe_vla knows, one JSON object per line (byte arrays as
+    /// their length and CRC32).
+    Echo {
+        bag: PathBuf,
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Input bag: a rosbag2 directory or a .mcap file.
+    #[arg(long)]
+    bag: PathBuf,
+    #[arg(long)]
+    model: PathBuf,
+    /// Output bag directory (must not exist).
+    #[arg(long)]
+    out: PathBuf,
+    /// Follow this instruction from the start, ignoring the bag's instruction topic.
+    #[arg(long)]
+    instruction: Option<String>,
+    #[arg(long, default_value = "/camera/image_raw")]
+    image_topic: String,
+    #[arg(long, default_value = "/instruction")]
+    instruction_topic: String,
+    /// The node's parameter file (its control rate, timeout and limits apply).
+    #[arg(long)]
+    params_file: Option<PathBuf>,
+    /// CPU threads for inference (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// One JSON summary on stdout instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -106,6 +160,9 @@ fn main() -> Result<()> {
         Command::Info { model_dir } => info(&model_dir),
         Command::Bench(args) => bench(args),
         Command::Decide(args) => decide(args),
+        Command::Replay(args) => replay(args),
+        Command::Bag { command: BagCommand::Info { bag } } => bag_info(&bag),
+        Command::Bag { command: BagCommand::Echo { bag, topic } } => bag_echo(&bag, topic.as_deref()),
     }
 }
 
@@ -189,6 +246,197 @@ fn decide(args: DecideArgs) -> Result<()> {
     println!("{:<18} {:>5} {:>10} {:>7}", "dimension", "bin", "value", "Q");
     for (i, name) in names.iter().enumerate() {
         println!("{name:<18} {:>5} {:>10.4} {:>7.4}", out.bins[i], out.command.values[i], out.q[i]);
+    }
+    Ok(())
+}
+
+fn replay(args: ReplayArgs) -> Result<()> {
+    let mut policy = Policy::load(&args.model, &Device::Cpu)?;
+    if let Some(threads) = args.threads {
+        policy.set_threads(threads)?;
+    }
+    let control = match &args.params_file {
+        Some(path) => control_from_params_file(path)?,
+        None => ControlConfig::default(),
+    };
+    let bag = BagReader::open(&args.bag)?;
+    let mut out = BagWriter::create(&args.out)?;
+    let opts = ReplayOptions {
+        image_topic: args.image_topic,
+        instruction_topic: args.instruction_topic,
+        instruction: args.instruction,
+        control,
+        frame_id: "base_link".into(),
+    };
+    let bar = ProgressBar::new(bag.size()).with_style(
+        ProgressStyle::with_template("{spinner} replaying [{bar:40}] {bytes}/{total_bytes} {elapsed} (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    if args.json {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let summary = moe_vla::replay::replay(&bag, &mut policy, &opts, &mut out, |bytes| bar.inc(bytes))?;
+    bar.finish_and_clear();
+    let dir = out.finish()?;
+    let ms = |q| summary.latency.quantile(q).unwrap_or(f32::NAN);
+    if args.json {
+        let stops: serde_json::Map<String, serde_json::Value> =
+            summary.stops.iter().map(|(k, (n, _))| (k.to_string(), (*n).into())).collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "out": dir, "messages": summary.read.messages, "damage": summary.read.damage,
+                "frames": summary.frames, "bad_frames": summary.bad_frames,
+                "instructions": summary.instructions, "bad_instructions": summary.bad_instructions,
+                "decisions": summary.decisions, "failed_decisions": summary.failed_decisions,
+                "commands": summary.commands, "skipped": summary.skipped, "stops": stops,
+                "latency_median_ms": ms(0.5), "latency_p99_ms": ms(0.99),
+            })
+        );
+        return Ok(());
+    }
+    if !policy.config().trained {
+        println!("UNTRAINED model: its commands are meaningless");
+    }
+    println!("replayed {} -> {}", args.bag.display(), dir.display());
+    println!(
+        "  messages read  {} over {:.2} s",
+        summary.read.messages,
+        (summary.span.1.saturating_sub(summary.span.0)) as f64 * 1e-9
+    );
+    for damage in &summary.read.damage {
+        println!("  DAMAGED        {damage}");
+    }
+    println!("  frames         {} ({} unusable)", summary.frames, summary.bad_frames);
+    println!("  instructions   {} ({} rejected)", summary.instructions, summary.bad_instructions);
+    println!("  decisions      {} ({} failed)", summary.decisions, summary.failed_decisions);
+    println!("  commands       {}", summary.commands);
+    for (topic, n) in &summary.skipped {
+        println!("  skipped        {n} on {topic}");
+    }
+    for (kind, (n, text)) in &summary.stops {
+        println!("  stops          {n} x {kind}: {text}");
+    }
+    println!("  decision latency (wall clock) median {:.1} ms, p99 {:.1} ms", ms(0.5), ms(0.99));
+    Ok(())
+}
+
+/// The control settings of a moe_vla_node parameter file (`/**` or `moe_vla_node` section).
+fn control_from_params_file(path: &Path) -> Result<ControlConfig> {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let docs = YamlLoader::load_from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
+    let doc = docs.first().context("empty parameter file")?;
+    let params = ["/**", "moe_vla_node", "/moe_vla_node"]
+        .iter()
+        .map(|section| &doc[*section]["ros__parameters"])
+        .find(|p| !p.is_badvalue())
+        .with_context(|| format!("{} has no /** or moe_vla_node ros__parameters", path.display()))?;
+    let number = |name: &str, default: f32| -> Result<f64> {
+        match &params[name] {
+            Yaml::Real(r) => r.parse().with_context(|| format!("{}: {name} = {r}", path.display())),
+            Yaml::Integer(i) => Ok(*i as f64),
+            Yaml::BadValue => Ok(default.into()),
+            other => bail!("{}: {name} is {other:?}, not a number", path.display()),
+        }
+    };
+    let d = ControlConfig::default();
+    let axis = |min: f64, max: f64, accel: f64| AxisLimit { min: min as f32, max: max as f32, max_accel: accel as f32 };
+    Ok(ControlConfig {
+        control_rate_hz: number("control_rate_hz", d.control_rate_hz as f32)?,
+        image_timeout_s: number("image_timeout_s", d.image_timeout_s as f32)?,
+        x_vel: axis(
+            number("min_linear_x", d.x_vel.min)?,
+            number("max_linear_x", d.x_vel.max)?,
+            number("max_accel_x", d.x_vel.max_accel)?,
+        ),
+        y_vel: {
+            let max = number("max_linear_y", d.y_vel.max)?;
+            axis(-max, max, number("max_accel_y", d.y_vel.max_accel)?)
+        },
+        yaw_vel: {
+            let max = number("max_angular_z", d.yaw_vel.max)?;
+            axis(-max, max, number("max_accel_z", d.yaw_vel.max_accel)?)
+        },
+    })
+}
+
+fn bag_echo(path: &Path, only: Option<&str>) -> Result<()> {
+    use moe_vla::bag::msgs::*;
+    use moe_vla::bag::{decode, CdrError};
+    use serde_json::{json, Value};
+
+    fn value<M: RosMessage>(data: &[u8]) -> Result<Value, CdrError> {
+        let mut v = serde_json::to_value(decode::<M>(data)?).expect("messages are plain data");
+        if let Some(bytes) = v.get("data").and_then(Value::as_array) {
+            let bytes: Vec<u8> = bytes.iter().filter_map(|b| b.as_u64().map(|b| b as u8)).collect();
+            v["data"] = json!({ "len": bytes.len(), "crc32": crc32fast::hash(&bytes) });
+        }
+        Ok(v)
+    }
+
+    let bag = BagReader::open(path)?;
+    let mut unknown = 0u64;
+    let report = bag.for_each(|m| {
+        if only.is_some_and(|t| t != m.topic) {
+            return;
+        }
+        let decoded = match m.type_name {
+            Image::TYPE => value::<Image>(m.data),
+            CompressedImage::TYPE => value::<CompressedImage>(m.data),
+            StringMsg::TYPE => value::<StringMsg>(m.data),
+            Twist::TYPE => value::<Twist>(m.data),
+            TwistStamped::TYPE => value::<TwistStamped>(m.data),
+            GaitCommand::TYPE => value::<GaitCommand>(m.data),
+            VlaDecision::TYPE => value::<VlaDecision>(m.data),
+            Header::TYPE => value::<Header>(m.data),
+            _ => {
+                unknown += 1;
+                return;
+            }
+        };
+        let line = match decoded {
+            Ok(msg) => json!({ "topic": m.topic, "type": m.type_name, "log_time": m.log_time, "msg": msg }),
+            Err(e) => json!({ "topic": m.topic, "type": m.type_name, "log_time": m.log_time, "error": e.to_string() }),
+        };
+        println!("{line}");
+    })?;
+    if unknown > 0 {
+        eprintln!("skipped {unknown} messages of types moe_vla does not decode");
+    }
+    for damage in &report.damage {
+        eprintln!("DAMAGED: {damage}");
+    }
+    Ok(())
+}
+
+fn bag_info(path: &Path) -> Result<()> {
+    let bag = BagReader::open(path)?;
+    let info = bag.info()?;
+    let files: Vec<String> = info.files.iter().map(|f| f.display().to_string()).collect();
+    println!("Files:             {}", files.join("\n                   "));
+    println!("Bag size:          {:.1} MiB", info.size as f64 / (1024.0 * 1024.0));
+    println!("Storage id:        mcap");
+    let (start, end) = (info.start.unwrap_or(0), info.end.unwrap_or(0));
+    println!("Duration:          {:.3}s", end.saturating_sub(start) as f64 * 1e-9);
+    println!("Start:             {:.3} (ns since epoch: {start})", start as f64 * 1e-9);
+    println!("End:               {:.3} (ns since epoch: {end})", end as f64 * 1e-9);
+    println!("Messages:          {}", info.report.messages);
+    let width = info.topics.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    let type_width = info.topics.iter().map(|t| t.type_name.len()).max().unwrap_or(0);
+    for (i, t) in info.topics.iter().enumerate() {
+        println!(
+            "{}Topic: {:<width$} | Type: {:<type_width$} | Count: {} | Serialization Format: {}",
+            if i == 0 { "Topic information: " } else { "                   " },
+            t.name,
+            t.type_name,
+            t.count,
+            t.encoding
+        );
+    }
+    for damage in &info.report.damage {
+        println!("DAMAGED:           {damage}");
     }
     Ok(())
 }

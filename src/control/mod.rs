@@ -289,9 +289,10 @@ impl Controller {
     /// to the velocity limits and approach the decision's twist at the acceleration limits.
     pub fn tick(&mut self, now: f64) -> ControlOutput {
         let period = self.config.period_s();
-        // A clock that jumped backwards (a looping bag) or stalled gets one nominal period.
+        // A clock that jumped backwards (a looping bag) gets one nominal period; a long pause at
+        // most two, so a late tick cannot leap.
         let dt = match self.last_tick {
-            Some(last) if now > last => (now - last).min(2.0 * period),
+            Some(last) if now >= last => (now - last).min(2.0 * period),
             _ => period,
         } as f32;
         self.last_tick = Some(now);

@@ -169,3 +169,11 @@ fn latency_quantiles_use_the_window() {
     assert_eq!(s.quantile(0.99), Some(4.0));
     assert_eq!(s.quantile(0.0), Some(1.0));
 }
+
+#[test]
+fn two_ticks_at_the_same_instant_change_nothing() {
+    let mut c = following();
+    c.apply("go", &decision(1.0, 0.0, 0.0, false));
+    let first = c.tick(0.1).twist;
+    assert_eq!(c.tick(0.1).twist, first);
+}

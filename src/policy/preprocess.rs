@@ -136,6 +136,13 @@ pub enum OwnedFrame {
 }
 
 impl OwnedFrame {
+    /// A sensor_msgs/Image's fields as a checked frame; `data` moves in, it is not copied.
+    pub fn raw(width: u32, height: u32, step: u32, encoding: &str, data: Vec<u8>) -> Result<Self, FrameError> {
+        let encoding: PixelEncoding = encoding.parse()?;
+        RawFrame { width, height, step, encoding, data: &data }.check()?;
+        Ok(Self::Raw { width, height, step, encoding, data })
+    }
+
     pub fn as_frame(&self) -> Frame<'_> {
         match self {
             Self::Raw { width, height, step, encoding, data } => {

@@ -19,10 +19,25 @@ pub const MAX_INSTRUCTION_BYTES: usize = 16 * 1024;
 pub enum TokenizeError {
     #[error("instruction is empty")]
     Empty,
+    #[error("instruction is {bytes} bytes; at most {MAX_INSTRUCTION_BYTES} are accepted")]
+    TooLong { bytes: usize },
     #[error("tokenizer failed: {0}")]
     Failed(String),
     #[error("token id {id} is outside the model's vocabulary of {vocab}")]
     OutOfVocabulary { id: u32, vocab: usize },
+}
+
+/// The text a controller accepts as a new instruction: trimmed, not empty, at most
+/// `MAX_INSTRUCTION_BYTES` (a longer one is refused rather than silently cut).
+pub fn accept_instruction(text: &str) -> Result<&str, TokenizeError> {
+    if text.len() > MAX_INSTRUCTION_BYTES {
+        return Err(TokenizeError::TooLong { bytes: text.len() });
+    }
+    let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    if text.is_empty() {
+        return Err(TokenizeError::Empty);
+    }
+    Ok(text)
 }
 
 #[derive(Clone)]

@@ -9,16 +9,13 @@ use r2r::sensor_msgs::msg::{CompressedImage, Image};
 use r2r::std_msgs::msg::Header;
 
 use crate::action::{GaitFields, GaitPreset, PlanarTwist};
-use crate::policy::tokenize::MAX_INSTRUCTION_BYTES;
-use crate::policy::{FrameError, OwnedFrame, PixelEncoding, PolicyOutput, RawFrame};
+use crate::policy::tokenize::{accept_instruction, TokenizeError, MAX_INSTRUCTION_BYTES};
+use crate::policy::{FrameError, OwnedFrame, PolicyOutput};
 
-/// A sensor_msgs/Image as a checked frame and its header stamp (s); the pixel buffer moves, it is
-/// not copied.
+/// A sensor_msgs/Image as a checked frame and its header stamp; the pixel buffer moves, it is not
+/// copied.
 pub fn frame_from_image(msg: Image) -> Result<(OwnedFrame, Duration), FrameError> {
-    let encoding: PixelEncoding = msg.encoding.parse()?;
-    let raw = RawFrame { width: msg.width, height: msg.height, step: msg.step, encoding, data: &msg.data };
-    raw.check()?;
-    let frame = OwnedFrame::Raw { width: msg.width, height: msg.height, step: msg.step, encoding, data: msg.data };
+    let frame = OwnedFrame::raw(msg.width, msg.height, msg.step, &msg.encoding, msg.data)?;
     Ok((frame, duration(&msg.header.stamp)))
 }
 
@@ -37,10 +34,8 @@ pub enum InstructionError {
     Malformed,
     #[error("instruction is not valid UTF-8 (byte {at})")]
     InvalidUtf8 { at: usize },
-    #[error("instruction is {bytes} bytes; at most {MAX_INSTRUCTION_BYTES} are accepted")]
-    TooLong { bytes: usize },
-    #[error("instruction is empty")]
-    Empty,
+    #[error(transparent)]
+    Rejected(#[from] TokenizeError),
 }
 
 impl InstructionError {
@@ -49,8 +44,8 @@ impl InstructionError {
         match self {
             Self::Malformed => "malformed",
             Self::InvalidUtf8 { .. } => "invalid_utf8",
-            Self::TooLong { .. } => "too_long",
-            Self::Empty => "empty",
+            Self::Rejected(TokenizeError::TooLong { .. }) => "too_long",
+            Self::Rejected(_) => "rejected",
         }
     }
 }
@@ -68,14 +63,11 @@ pub fn instruction_from_cdr(bytes: &[u8]) -> Result<String, InstructionError> {
     } as usize;
     let text = body.get(..len.saturating_sub(1)).ok_or(InstructionError::Malformed)?;
     if text.len() > MAX_INSTRUCTION_BYTES {
-        return Err(InstructionError::TooLong { bytes: text.len() });
+        // Refused before the UTF-8 check, which would otherwise read all of it.
+        return Err(TokenizeError::TooLong { bytes: text.len() }.into());
     }
     let text = std::str::from_utf8(text).map_err(|e| InstructionError::InvalidUtf8 { at: e.valid_up_to() })?;
-    let text = text.trim_end_matches('\0').trim();
-    if text.is_empty() {
-        return Err(InstructionError::Empty);
-    }
-    Ok(text.to_owned())
+    Ok(accept_instruction(text)?.to_owned())
 }
 
 pub fn header(stamp: Duration, frame_id: &str) -> Header {

@@ -1,0 +1,25 @@
+//! rosbag2 bags without ROS installed: MCAP storage, CDR messages, `ros2msg` schemas and
+//! `metadata.yaml`, read and written with the `mcap` and `cdr-encoding` crates.
+
+mod cdr;
+pub mod msgs;
+mod read;
+mod write;
+
+use std::path::PathBuf;
+
+pub use cdr::{decode, encode, CdrError};
+pub use read::{BagInfo, BagReader, RawMessage, ReadReport, TopicInfo};
+pub use write::{BagWriter, TopicQos};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BagError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: no .mcap files", path.display())]
+    NoFiles { path: PathBuf },
+    #[error("{} already exists", path.display())]
+    Exists { path: PathBuf },
+    #[error("writing {}: {reason}", path.display())]
+    Write { path: PathBuf, reason: String },
+}

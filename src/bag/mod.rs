@@ -23,3 +23,6 @@ pub enum BagError {
     #[error("writing {}: {reason}", path.display())]
     Write { path: PathBuf, reason: String },
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,24 +1,12 @@
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests/ros"))
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ros"))
 
-
-def moe_vla(*args, check=True) -> subprocess.CompletedProcess:
-    binary = ROOT / "install/moe_vla/lib/moe_vla/moe_vla"
-    if not binary.exists():
-        raise RuntimeError(f"{binary} is missing: run scripts/setup.sh")
-    return subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, check=check, timeout=600)
-
-
-def echo(bag, topic=None) -> list:
-    args = ["bag", "echo", bag] + (["--topic", topic] if topic else [])
-    return [json.loads(line) for line in moe_vla(*args).stdout.splitlines()]
+from bagtools import ROOT, moe_vla  # noqa: E402
 
 
 @pytest.fixture(scope="session")

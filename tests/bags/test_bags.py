@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import echo, moe_vla
+from bagtools import echo, moe_vla
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 from mcap_ros2.writer import Writer as McapRos2Writer

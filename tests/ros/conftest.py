@@ -8,8 +8,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import peer as p  # noqa: E402
 
-# Frame size for the behaviour tests; the flood test uses full VGA.
-WIDTH, HEIGHT = 160, 120
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +30,7 @@ def scenes(model_dir, tmp_path_factory):
     instruction = p.INSTRUCTIONS[0]
     moving, terminating = [], []
     for seed in range(40):
-        img = p.picture(WIDTH, HEIGHT, seed)
+        img = p.picture(p.WIDTH, p.HEIGHT, seed)
         decision = p.offline_decision(model_dir, img, instruction, tmp)
         if decision["terminate"]:
             terminating.append((img, decision))

@@ -35,6 +35,9 @@ INSTRUCTION_QOS = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
 
+# Frame size for the behaviour tests (the flood test and the latency script use full VGA).
+WIDTH, HEIGHT = 160, 120
+
 _domains = itertools.count(random.Random(os.getpid()).randrange(1, 120))
 
 

@@ -6,7 +6,6 @@ import threading
 import time
 
 import numpy as np
-from conftest import HEIGHT, WIDTH
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
 from moe_vla.msg import GaitCommand, VlaDecision
@@ -155,7 +154,15 @@ def test_camera_loss_stops_within_the_timeout_and_frames_resume(peer, start_node
     cam = Camera(peer, camera, p.image_msg(img), rate_hz=20)
     p.wait_until(lambda: [m for _, m in twists(peer) if not is_zero(m)], 30, "a moving twist")
     last_frame = cam.stop()
-    zero = p.wait_until(lambda: [t for t, m in twists(peer, last_frame) if is_zero(m)], 5, "a zero twist")
+
+    def stop_after_moving():
+        # The first zero twist after the last moving one (zeros from before the first decision
+        # may still arrive after the last frame).
+        received = twists(peer)
+        last_moving = max(t for t, m in received if not is_zero(m))
+        return [t for t, m in received if t > last_moving and is_zero(m)]
+
+    zero = p.wait_until(stop_after_moving, 5, "a zero twist")
     # Within the timeout plus one control period (and 50 ms for transport and scheduling).
     assert zero[0] - last_frame <= timeout + 1.0 / rate + 0.05, zero[0] - last_frame
     # Stopped means stopped: nothing but zeros until frames return.
@@ -268,7 +275,7 @@ def test_bad_input_is_logged_and_never_moves_the_robot(peer, start_node, scenes,
     node = start_node(FULL_RANGE)
     camera, instruction = connect(peer)
     say(instruction, scenes["instruction"])
-    good = p.picture(WIDTH, HEIGHT, 1)
+    good = p.picture(p.WIDTH, p.HEIGHT, 1)
     bad_frames = []
     unknown = p.image_msg(good)
     unknown.encoding = "yuv422"
@@ -379,27 +386,40 @@ def test_sim_time_drives_stamps_and_the_watchdog(peer, start_node, scenes):
     camera, instruction = connect(peer, stamped=True)
     peer.wait_matched(clock)
 
-    def set_clock(seconds):
-        msg = Clock()
-        msg.clock.sec, msg.clock.nanosec = int(seconds), int(round(seconds % 1 * 1e9))
-        clock.publish(msg)
+    sim = {"now": 100.0, "rate": 1.0}
+    running = threading.Event()
+    running.set()
 
-    set_clock(100.0)
+    def publish_clock():  # as `ros2 bag play --clock` does: sim time advancing at `rate`
+        while running.is_set():
+            msg = Clock()
+            msg.clock.sec, msg.clock.nanosec = int(sim["now"]), int(round(sim["now"] % 1 * 1e9))
+            clock.publish(msg)
+            time.sleep(0.02)
+            sim["now"] += sim["rate"] * 0.02
+
+    clock_thread = threading.Thread(target=publish_clock, daemon=True)
+    clock_thread.start()
     say(instruction, scenes["instruction"])
     cam = Camera(peer, camera, p.image_msg(img), rate_hz=20)
-    moving = p.wait_until(lambda: [m for _, m in twists(peer) if not is_zero(m.twist)], 30,
-                          "a moving command stamped with /clock time")
+    moving = p.wait_until(
+        lambda: [m for _, m in twists(peer) if not is_zero(m.twist) and p.stamp_seconds(m.header.stamp) > 0], 30,
+        "a moving command stamped with /clock time")
+    assert 100.0 <= p.stamp_seconds(moving[0].header.stamp) <= sim["now"] + 1e-6
+    # Pause the clock, then stop the camera: however long the wall clock runs, the newest frame
+    # is not stale in sim time.
+    sim["rate"] = 0.0
+    time.sleep(0.1)  # let the last frames in
     cam.stop()
-    assert abs(p.stamp_seconds(moving[0].header.stamp) - 100.0) < 1e-6
-    # /clock stands still: however long the wall clock runs, the newest frame is not stale and
-    # the control timer does not fire.
     paused = time.monotonic()
     time.sleep(1.0)  # observation window, twice the image timeout in wall time
-    assert not [m for _, m in twists(peer, paused + 0.05) if is_zero(m.twist)]
-    # Sim time moves past the timeout: the next tick stops the robot, stamped in sim time.
+    assert not [m for _, m in twists(peer, paused) if is_zero(m.twist)]
+    # Sim time moves on: within the timeout (sim) the robot stops, stamped in sim time.
+    resumed_sim = sim["now"]
     advanced = time.monotonic()
-    for t in (100.2, 100.4, 100.6, 100.8):
-        set_clock(t)
-        time.sleep(0.05)  # pacing the simulated clock
+    sim["rate"] = 1.0
     stop = p.wait_until(lambda: [m for _, m in twists(peer, advanced) if is_zero(m.twist)], 10, "a stop in sim time")
-    assert 100.5 < p.stamp_seconds(stop[0].header.stamp) <= 100.8 + 1e-6
+    running.clear()
+    clock_thread.join()
+    stopped_at = p.stamp_seconds(stop[0].header.stamp)
+    assert resumed_sim < stopped_at <= resumed_sim + 0.5 + 0.1 + 0.05, (resumed_sim, stopped_at)

@@ -71,6 +71,8 @@ struct Replay<'a> {
     opts: &'a ReplayOptions,
     fixed_instruction: bool,
     period_ns: u64,
+    /// Log time of the first message.
+    origin: Option<u64>,
     next_tick: Option<u64>,
     stop: Option<StopReason>,
     summary: ReplaySummary,
@@ -78,11 +80,14 @@ struct Replay<'a> {
     error: Option<BagError>,
 }
 
-fn seconds(ns: u64) -> f64 {
-    ns as f64 * 1e-9
-}
-
 impl Replay<'_> {
+    /// Controller time: seconds since the first message, which keeps f64 exact to the nanosecond
+    /// over any bag length (seconds since the epoch would not be).
+    fn seconds(&mut self, ns: u64) -> f64 {
+        let origin = *self.origin.get_or_insert(ns);
+        ns.saturating_sub(origin) as f64 * 1e-9
+    }
+
     fn write<M: crate::bag::msgs::RosMessage>(&mut self, topic: &str, time: u64, msg: &M) {
         if self.error.is_none() {
             if let Err(e) = self.out.write(topic, time, msg) {
@@ -95,7 +100,8 @@ impl Replay<'_> {
     fn advance(&mut self, now: u64) {
         let mut tick = *self.next_tick.get_or_insert(now);
         while tick <= now {
-            let out = self.controller.tick(seconds(tick));
+            let now = self.seconds(tick);
+            let out = self.controller.tick(now);
             self.emit(&out, tick);
             tick += self.period_ns;
         }
@@ -148,7 +154,8 @@ impl Replay<'_> {
 
     fn frame(&mut self, frame: OwnedFrame, stamp: Time, time: u64) {
         self.summary.frames += 1;
-        self.controller.frame_received(seconds(time));
+        let now = self.seconds(time);
+        self.controller.frame_received(now);
         self.write(FRAMES, time, &Header { stamp, frame_id: String::new() });
         let Some(instruction) = self.controller.instruction().cloned() else {
             return;
@@ -158,7 +165,7 @@ impl Replay<'_> {
         self.summary.latency.record(start.elapsed().as_secs_f32() * 1e3);
         let applied = self.controller.apply(&instruction, &result);
         if applied != Applied::Stale {
-            let out = self.controller.tick(seconds(time));
+            let out = self.controller.tick(now);
             self.emit(&out, time);
         }
         match result {
@@ -242,6 +249,7 @@ pub fn replay(
         out,
         opts,
         fixed_instruction: opts.instruction.is_some(),
+        origin: None,
         next_tick: None,
         stop: None,
         summary: ReplaySummary {
@@ -275,7 +283,7 @@ pub fn replay(
         return Err(ReplayError::NoFrames(opts.image_topic.clone()));
     }
     // Run on past the last message until the watchdog has had its say.
-    let end = replay.summary.span.1 + ((opts.control.image_timeout_s + opts.control.period_s()) * 1e9) as u64;
+    let end = replay.summary.span.1 + ((opts.control.image_timeout_s + 2.0 * opts.control.period_s()) * 1e9) as u64;
     replay.advance(end);
     if let Some(e) = replay.error {
         return Err(e.into());

@@ -12,8 +12,6 @@ use crate::policy::{Decoding, OwnedFrame, Policy, PolicyError, PolicyOutput};
 #[derive(Debug)]
 pub struct FrameJob {
     pub frame: OwnedFrame,
-    /// Receipt time on the controller's clock, seconds.
-    pub stamp: f64,
     /// The frame's own timestamp (the camera's header stamp), kept exact to the nanosecond.
     pub source_stamp: Duration,
     /// Receipt time on the wall clock, for latency.
@@ -24,9 +22,7 @@ pub struct FrameJob {
 #[derive(Debug)]
 pub struct Decided {
     pub instruction: Arc<str>,
-    /// Receipt stamp of the frame it was made on (controller clock).
-    pub stamp: f64,
-    /// The frame's own timestamp.
+    /// The timestamp of the frame it was made on.
     pub source_stamp: Duration,
     /// Frame received -> decision ready.
     pub latency_ms: f32,
@@ -84,7 +80,7 @@ impl InferenceWorker {
             }
             let result = policy.decide(&job.frame.as_frame(), &instruction, Decoding::Cached);
             let latency_ms = job.received.elapsed().as_secs_f32() * 1e3;
-            deliver(Decided { instruction, stamp: job.stamp, source_stamp: job.source_stamp, latency_ms, result });
+            deliver(Decided { instruction, source_stamp: job.source_stamp, latency_ms, result });
         })?;
         Ok(Self { shared, thread: Some(thread) })
     }

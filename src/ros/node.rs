@@ -23,9 +23,13 @@ use super::convert::{self, DecisionInfo, InstructionError};
 use super::logging::{self, Throttle};
 use super::params::{ImageInput, NodeParams, ParamError};
 use crate::control::{Applied, ConfigError, ControlOutput, Controller, Decided, FrameJob, InferenceWorker, LatencyStats, StopReason};
+use crate::policy::tokenize::accept_instruction;
 use crate::policy::{FrameError, OwnedFrame, Policy, PolicyError};
 
 pub const NODE_NAME: &str = "moe_vla_node";
+
+// A build of r2r without /clock support would ignore use_sim_time silently; refuse to build.
+r2r::assert_compiled_with_use_sim_time_support!();
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -212,7 +216,9 @@ pub fn run() -> Result<(), NodeError> {
     spawner.spawn_local(forward(timer_stream(diagnostics).map(|_| Event::Diagnostics), events.clone()))?;
 
     if !params.instruction.trim().is_empty() {
-        events.unbounded_send(Event::Instruction(Ok(params.instruction.trim().to_owned()))).expect("receiver alive");
+        // Checked like one from the topic: a parameter cannot bypass the length limit.
+        let instruction = accept_instruction(&params.instruction).map(str::to_owned).map_err(InstructionError::from);
+        events.unbounded_send(Event::Instruction(instruction)).expect("receiver alive");
     }
     let control = ControlTask {
         controller,
@@ -276,7 +282,7 @@ async fn feed_frames<M>(
         let event = match to_frame(msg) {
             Ok((frame, source_stamp)) => {
                 let stamp = now(&clock).as_secs_f64();
-                let dropped = worker.submit(FrameJob { frame, stamp, source_stamp, received });
+                let dropped = worker.submit(FrameJob { frame, source_stamp, received });
                 Event::Frame { stamp, dropped }
             }
             Err(e) => Event::BadFrame(e),

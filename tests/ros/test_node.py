@@ -423,3 +423,13 @@ def test_sim_time_drives_stamps_and_the_watchdog(peer, start_node, scenes):
     clock_thread.join()
     stopped_at = p.stamp_seconds(stop[0].header.stamp)
     assert resumed_sim < stopped_at <= resumed_sim + 0.5 + 0.1 + 0.05, (resumed_sim, stopped_at)
+
+
+def test_instruction_parameter_is_followed_from_start_up(peer, start_node, scenes):
+    img, _ = scenes["moving"][0]
+    node = start_node(dict(FULL_RANGE, instruction=scenes["instruction"]))
+    camera, _ = connect(peer)
+    cam = Camera(peer, camera, p.image_msg(img), rate_hz=20)
+    p.wait_until(lambda: [m for _, m in twists(peer) if not is_zero(m)], 30, "a moving twist without an instruction message")
+    cam.stop()
+    assert f'new instruction: "{scenes["instruction"]}"' in node.log()

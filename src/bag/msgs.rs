@@ -174,3 +174,22 @@ impl RosMessage for VlaDecision {
     const TEXT: &'static str = include_str!("../../msg/VlaDecision.msg");
     const DEPENDENCIES: &'static [(&'static str, &'static str)] = &[HEADER, TIME];
 }
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeOutcome {
+    pub header: Header,
+    pub family: String,
+    pub instruction: String,
+    pub success: bool,
+    pub reason: String,
+    pub terminated: bool,
+    pub steps: u32,
+    pub seed: u64,
+    pub held_out: bool,
+}
+
+impl RosMessage for EpisodeOutcome {
+    const TYPE: &'static str = "moe_vla/msg/EpisodeOutcome";
+    const TEXT: &'static str = include_str!("../../msg/EpisodeOutcome.msg");
+    const DEPENDENCIES: &'static [(&'static str, &'static str)] = &[HEADER, TIME];
+}

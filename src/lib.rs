@@ -12,5 +12,6 @@ pub mod control;
 pub mod model;
 pub mod policy;
 pub mod replay;
+pub mod train;
 #[cfg(feature = "ros")]
 pub mod ros;

@@ -6,8 +6,41 @@ use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilde
 
 use super::config::ExpertAct;
 
-pub fn norm(d: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
-    layer_norm(d, eps, vb)
+pub fn norm(d: usize, eps: f64, vb: VarBuilder) -> Result<Norm> {
+    Ok(Norm { inner: layer_norm(d, eps, vb)?, eps })
+}
+
+/// Layer norm that stays differentiable. candle's fused CPU kernel has no backward pass, so the
+/// generic form runs whenever a gradient can flow (training); inference keeps the fused one.
+#[derive(Debug, Clone)]
+pub struct Norm {
+    inner: LayerNorm,
+    eps: f64,
+}
+
+impl Module for Norm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if !(xs.track_op() || self.inner.weight().track_op()) {
+            return self.inner.forward(xs);
+        }
+        let centred = xs.broadcast_sub(&xs.mean_keepdim(D::Minus1)?)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.broadcast_mul(self.inner.weight())?;
+        match self.inner.bias() {
+            Some(bias) => normed.broadcast_add(bias),
+            None => Ok(normed),
+        }
+    }
+}
+
+/// Softmax over the last dimension: the fused kernel for inference, the generic (differentiable)
+/// form whenever a gradient can flow.
+pub fn softmax_last(xs: &Tensor) -> Result<Tensor> {
+    if xs.track_op() {
+        candle_nn::ops::softmax(xs, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(xs)
+    }
 }
 
 /// Multi-head self-attention with a fused QKV projection.
@@ -49,7 +82,7 @@ impl Attention {
             Some(bias) => scores.broadcast_add(bias)?,
             None => scores,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = softmax_last(&scores)?;
         let ctx = probs.matmul(&v)?; // [B, H, T, hd]
         let ctx = ctx.transpose(1, 2)?.reshape((b, t, d))?;
         self.out.forward(&ctx)

@@ -43,6 +43,25 @@ pub struct Routing {
     pub experts: Vec<Vec<u32>>,
     /// [N, k]: softmax over the selected logits, in the order of `experts`.
     pub weights: Tensor,
+    /// [N, E]: the router's logits over every expert.
+    pub logits: Tensor,
+}
+
+impl Routing {
+    /// The Switch Transformer's load-balancing loss `E * sum_e f_e * P_e`: `f_e` the share of
+    /// routed slots expert e received (no gradient), `P_e` its mean router probability. It is 1
+    /// for a perfectly even router and grows as routing collapses onto few experts.
+    pub fn balance_loss(&self) -> Result<Tensor> {
+        let experts = self.logits.dim(1)?;
+        let probs = candle_nn::ops::softmax(&self.logits, D::Minus1)?.mean(0)?; // [E]
+        let slots = self.experts.iter().map(Vec::len).sum::<usize>().max(1) as f32;
+        let mut share = vec![0f32; experts];
+        for &e in self.experts.iter().flatten() {
+            share[e as usize] += 1.0 / slots;
+        }
+        let share = Tensor::from_vec(share, experts, probs.device())?;
+        (probs * share)?.sum_all()? * experts as f64
+    }
 }
 
 /// The router: a linear map to expert logits, top-k selection, softmax over the selected logits.
@@ -67,7 +86,7 @@ impl Router {
         let selected = logits.gather(&idx, 1)?; // [N, k]
         // The generic softmax keeps the router trainable (the fused one has no CPU gradient).
         let weights = candle_nn::ops::softmax(&selected, D::Minus1)?;
-        Ok(Routing { experts, weights })
+        Ok(Routing { experts, weights, logits })
     }
 }
 
@@ -159,9 +178,12 @@ impl SparseMoe {
         Ok(Self { router: Router::new(d_model, cfg.experts, cfg.top_k, vb)?, experts })
     }
 
-    /// `xs`: [N, D] -> [N, D].
-    pub fn forward(&self, xs: &Tensor, load: Option<&mut [u32]>) -> Result<Tensor> {
+    /// `xs`: [N, D] -> [N, D]. `balance` receives this layer's load-balancing loss.
+    pub fn forward(&self, xs: &Tensor, load: Option<&mut [u32]>, balance: Option<&mut Vec<Tensor>>) -> Result<Tensor> {
         let routing = self.router.route(xs)?;
+        if let Some(balance) = balance {
+            balance.push(routing.balance_loss()?);
+        }
         let plan = dispatch(&routing, self.experts.len());
         mix(xs, &routing, &plan, load, |e, _, x| self.experts[e].forward(x))
     }
@@ -227,9 +249,12 @@ impl LoraMoe {
         self.shared.down(&hidden)? + a2.forward(&hidden)?
     }
 
-    /// `xs`: [N, D] -> [N, D].
-    pub fn forward(&self, xs: &Tensor, load: Option<&mut [u32]>) -> Result<Tensor> {
+    /// `xs`: [N, D] -> [N, D]. `balance` receives this layer's load-balancing loss.
+    pub fn forward(&self, xs: &Tensor, load: Option<&mut [u32]>, balance: Option<&mut Vec<Tensor>>) -> Result<Tensor> {
         let routing = self.router.route(xs)?;
+        if let Some(balance) = balance {
+            balance.push(routing.balance_loss()?);
+        }
         // The shared up projections are computed once for all tokens.
         let (u1, u3) = self.shared.up(xs)?;
         let plan = dispatch(&routing, self.adapters.len());
@@ -255,8 +280,9 @@ impl FeedForward {
         })
     }
 
-    /// `xs`: [B, T, D]. `load` receives this layer's per-expert token counts.
-    pub fn forward(&self, xs: &Tensor, load: Option<&mut [u32]>) -> Result<Tensor> {
+    /// `xs`: [B, T, D]. `load` receives this layer's per-expert token counts, `balance` its
+    /// load-balancing loss (nothing for a dense layer).
+    pub fn forward(&self, xs: &Tensor, load: Option<&mut [u32]>, balance: Option<&mut Vec<Tensor>>) -> Result<Tensor> {
         let (b, t, d) = xs.dims3()?;
         let flat = xs.reshape((b * t, d))?;
         let ys = match self {
@@ -266,8 +292,8 @@ impl FeedForward {
                 }
                 ffn.forward(&flat)?
             }
-            Self::Moe(moe) => moe.forward(&flat, load)?,
-            Self::Lora(lora) => lora.forward(&flat, load)?,
+            Self::Moe(moe) => moe.forward(&flat, load, balance)?,
+            Self::Lora(lora) => lora.forward(&flat, load, balance)?,
         };
         ys.reshape((b, t, d))
     }
@@ -339,7 +365,7 @@ mod tests {
             let outputs: Vec<Tensor> = moe.experts.iter().map(|e| e.forward(&xs).unwrap()).collect();
             let reference = dense_mixture(&gates, &outputs);
             let mut load = vec![0u32; c.experts];
-            let sparse = moe.forward(&xs, Some(&mut load)).unwrap();
+            let sparse = moe.forward(&xs, Some(&mut load), None).unwrap();
             assert!(max_abs_diff(&sparse, &reference) < 1e-5, "{act:?}");
             // Each token is counted once for each of its k experts, and only selected experts ran.
             let selected: Vec<u32> = (0..c.experts)
@@ -374,7 +400,7 @@ mod tests {
         // The adapters make the experts differ, or this test would prove little.
         assert!(max_abs_diff(&outputs[0], &outputs[1]) > 1e-4);
         let reference = dense_mixture(&gates, &outputs);
-        let sparse = lora.forward(&xs, None).unwrap();
+        let sparse = lora.forward(&xs, None, None).unwrap();
         assert!(max_abs_diff(&sparse, &reference) < 1e-5);
     }
 

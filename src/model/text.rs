@@ -1,16 +1,16 @@
 //! The instruction encoder: token and position embeddings, a few bidirectional blocks.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{embedding, Embedding, LayerNorm, VarBuilder};
+use candle_nn::{embedding, Embedding, VarBuilder};
 
 use super::config::VlaConfig;
-use super::layers::{masked_mean, norm, Attention, GatedFfn};
+use super::layers::{masked_mean, norm, Attention, GatedFfn, Norm};
 
 #[derive(Debug, Clone)]
 struct EncoderBlock {
-    norm1: LayerNorm,
+    norm1: Norm,
     attn: Attention,
-    norm2: LayerNorm,
+    norm2: Norm,
     ffn: GatedFfn,
 }
 
@@ -37,7 +37,7 @@ pub struct TextEncoder {
     tokens: Embedding,
     positions: Tensor,
     blocks: Vec<EncoderBlock>,
-    norm: LayerNorm,
+    norm: Norm,
 }
 
 impl TextEncoder {

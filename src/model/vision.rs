@@ -1,10 +1,10 @@
 //! Frame encoders: FiLM-conditioned convolutions or patch embedding, then TokenLearner.
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder};
+use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
 
 use super::config::{VisionKind, VlaConfig};
-use super::layers::norm;
+use super::layers::{norm, Norm};
 
 /// Feature-wise linear modulation: `x * (1 + gamma(e)) + beta(e)` per channel.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ impl Film {
 /// TokenLearner (as in RT-1): `tokens` learned spatial softmax maps pool [B, P, D] into [B, S, D].
 #[derive(Debug, Clone)]
 pub struct TokenLearner {
-    norm: LayerNorm,
+    norm: Norm,
     fc1: Linear,
     fc2: Linear,
 }

@@ -3,19 +3,19 @@
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
-use candle_nn::{embedding, linear, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
 
 use super::config::VlaConfig;
-use super::layers::{norm, Attention};
+use super::layers::{norm, Attention, Norm};
 use super::moe::{empty_load, ExpertLoad, FeedForward};
 use super::text::{key_padding_bias, TextEncoder, TextEncoding};
 use super::vision::VisionEncoder;
 
 #[derive(Debug, Clone)]
 struct DecoderBlock {
-    norm1: LayerNorm,
+    norm1: Norm,
     attn: Attention,
-    norm2: LayerNorm,
+    norm2: Norm,
     ffn: FeedForward,
 }
 
@@ -36,9 +36,10 @@ impl DecoderBlock {
         bias: Option<&Tensor>,
         cache: Option<&mut KvCache>,
         load: Option<&mut [u32]>,
+        balance: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
         let xs = (xs + self.attn.forward(&self.norm1.forward(xs)?, bias, cache)?)?;
-        &xs + self.ffn.forward(&self.norm2.forward(&xs)?, load)?
+        &xs + self.ffn.forward(&self.norm2.forward(&xs)?, load, balance)?
     }
 }
 
@@ -75,7 +76,7 @@ pub struct VlaModel {
     /// [dims, D]: which action dimension a token carries.
     dim_embedding: Tensor,
     blocks: Vec<DecoderBlock>,
-    norm: LayerNorm,
+    norm: Norm,
     head: Linear,
 }
 
@@ -146,12 +147,34 @@ impl VlaModel {
     /// 0..m with m < dims. Returns Q logits [B, m + 1, bins]: row i belongs to dimension i and is
     /// read at the position before that dimension's token (the last observation token for i = 0).
     pub fn forward(&self, obs: &ObservationBatch, bins: &Tensor, load: Option<&mut ExpertLoad>) -> Result<Tensor> {
+        self.forward_probed(obs, bins, load, None)
+    }
+
+    /// The training forward pass: like `forward`, plus the mean load-balancing loss over the
+    /// decoder's mixture layers (a scalar; zero for a dense decoder).
+    pub fn forward_train(&self, obs: &ObservationBatch, bins: &Tensor) -> Result<(Tensor, Tensor)> {
+        let mut balance = Vec::with_capacity(self.cfg.layers);
+        let logits = self.forward_probed(obs, bins, None, Some(&mut balance))?;
+        let balance = match balance.len() {
+            0 => Tensor::zeros((), candle_core::DType::F32, self.device())?,
+            n => (Tensor::stack(&balance, 0)?.sum_all()? / n as f64)?,
+        };
+        Ok((logits, balance))
+    }
+
+    fn forward_probed(
+        &self,
+        obs: &ObservationBatch,
+        bins: &Tensor,
+        load: Option<&mut ExpertLoad>,
+        balance: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor> {
         let text = self.encode_text(&obs.ids, obs.text_valid.as_ref())?;
         let (b, h, c, s, _) = obs.frames.dims5()?;
         let vision = self.vision_batch(&obs.frames.reshape((b * h, c, s, s))?, &text, h)?; // [B, h, T, D]
         let frames: Vec<Tensor> = (0..h).map(|i| vision.i((.., i))).collect::<Result<_>>()?;
         let prefix = self.observation(&text, &frames)?;
-        self.forward_tokens(&prefix, text.valid.as_ref(), bins, load)
+        self.decoder(&prefix, text.valid.as_ref(), bins, load, balance)
     }
 
     /// Encodes `B * h` frames at once with each sample's conditioning repeated `h` times.
@@ -169,7 +192,18 @@ impl VlaModel {
         prefix: &Tensor,
         text_valid: Option<&Tensor>,
         bins: &Tensor,
+        load: Option<&mut ExpertLoad>,
+    ) -> Result<Tensor> {
+        self.decoder(prefix, text_valid, bins, load, None)
+    }
+
+    fn decoder(
+        &self,
+        prefix: &Tensor,
+        text_valid: Option<&Tensor>,
+        bins: &Tensor,
         mut load: Option<&mut ExpertLoad>,
+        mut balance: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
         let (b, p, _) = prefix.dims3()?;
         let (_, m) = bins.dims2()?;
@@ -178,7 +212,7 @@ impl VlaModel {
         let mut xs = xs;
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_load = load.as_deref_mut().map(|l| l.counts[i].as_mut_slice());
-            xs = block.forward(&xs, Some(&bias), None, layer_load)?;
+            xs = block.forward(&xs, Some(&bias), None, layer_load, balance.as_deref_mut())?;
         }
         self.q_logits(&xs.narrow(1, p - 1, m + 1)?)
     }
@@ -188,7 +222,7 @@ impl VlaModel {
     pub fn prefill(&self, prefix: &Tensor, cache: &mut DecoderCache, load: &mut ExpertLoad) -> Result<Tensor> {
         let mut xs = prefix.clone();
         for ((block, kv), counts) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(load.counts.iter_mut()) {
-            xs = block.forward(&xs, None, Some(kv), Some(counts))?;
+            xs = block.forward(&xs, None, Some(kv), Some(counts), None)?;
         }
         let p = xs.dim(1)?;
         self.q_logits(&xs.narrow(1, p - 1, 1)?)?.squeeze(1)
@@ -199,7 +233,7 @@ impl VlaModel {
     pub fn step(&self, bins: &Tensor, dim: usize, cache: &mut DecoderCache, load: &mut ExpertLoad) -> Result<Tensor> {
         let mut xs = self.action_tokens(&bins.unsqueeze(1)?, dim)?;
         for ((block, kv), counts) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(load.counts.iter_mut()) {
-            xs = block.forward(&xs, None, Some(kv), Some(counts))?;
+            xs = block.forward(&xs, None, Some(kv), Some(counts), None)?;
         }
         self.q_logits(&xs)?.squeeze(1)
     }

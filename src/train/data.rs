@@ -1,0 +1,521 @@
+//! Episodes from rosbag2 bags: every camera frame is one step, its action the command that
+//! followed it, its reward from the episode's outcome. Frames are decoded once, resized to the
+//! model's input size and kept in a memory-mapped cache file, so a dataset larger than memory
+//! still trains.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::action::ActionSpace;
+use crate::bag::msgs::{CompressedImage, EpisodeOutcome, GaitCommand, Image, StringMsg, Twist, TwistStamped};
+use crate::bag::{decode, BagReader};
+use crate::model::{ObservationBatch, PreprocessConfig};
+use crate::policy::{preprocess, InstructionTokenizer, OwnedFrame};
+
+/// Topic names of the bags a dataset is read from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Topics {
+    pub image: String,
+    pub instruction: String,
+    pub cmd_vel: String,
+    pub gait: String,
+    pub outcome: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self {
+            image: "/camera/image_raw".into(),
+            instruction: "/instruction".into(),
+            cmd_vel: "/cmd_vel".into(),
+            gait: "/gait_command".into(),
+            outcome: "/moe_vla/episode".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {reason}")]
+    Bag { path: PathBuf, reason: String },
+    #[error("no episodes found under {0} (bags need {1}, an instruction and an episode outcome)")]
+    Empty(PathBuf, String),
+    #[error("frame cache {path}: {reason}")]
+    Cache { path: PathBuf, reason: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io { path: path.to_path_buf(), source }
+}
+
+/// One episode: a run of consecutive steps in the frame cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Episode {
+    pub bag: PathBuf,
+    pub instruction: String,
+    pub family: String,
+    pub success: bool,
+    /// Ended by the terminate action: the last step's terminate bin is set.
+    pub terminated: bool,
+    /// Index of the first step (frame) in the dataset.
+    pub first: usize,
+    pub len: usize,
+}
+
+/// What the cache index records besides the frames.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CacheIndex {
+    /// Bag files with sizes: the cache is rebuilt when they change.
+    sources: Vec<(PathBuf, u64)>,
+    image_size: usize,
+    topics: Topics,
+    episodes: Vec<Episode>,
+    /// Per step, the bin of every action dimension.
+    bins: Vec<Vec<u32>>,
+    skipped: Vec<String>,
+}
+
+/// A loaded dataset: episode table, action bins and memory-mapped frames.
+pub struct Dataset {
+    pub episodes: Vec<Episode>,
+    /// Per step, one bin per action dimension.
+    pub bins: Vec<Vec<u32>>,
+    /// Bags that yielded no episode, with the reason.
+    pub skipped: Vec<String>,
+    episode_of: Vec<u32>,
+    frames: memmap2::Mmap,
+    image_size: usize,
+}
+
+/// Every bag under `dir`: folders with a metadata.yaml, and .mcap files outside such folders.
+pub fn find_bags(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if d.join("metadata.yaml").is_file() {
+            found.push(d);
+            continue;
+        }
+        let entries = std::fs::read_dir(&d).map_err(io(&d))?;
+        for entry in entries {
+            let path = entry.map_err(io(&d))?.path();
+            let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "mcap") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// A bag's messages reduced to what training needs, frames already resized.
+enum Event {
+    Frame(Vec<u8>),
+    Instruction(String),
+    Twist([f32; 3]),
+    Gait(GaitCommand),
+    Outcome(EpisodeOutcome),
+}
+
+impl Dataset {
+    /// Loads every episode under `dir`, using (or building) the frame cache in `cache_dir`.
+    pub fn load(
+        dir: &Path,
+        cache_dir: &Path,
+        image_size: usize,
+        space: &ActionSpace,
+        topics: &Topics,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self, DataError> {
+        let bags = find_bags(dir)?;
+        let sources: Vec<(PathBuf, u64)> = bags
+            .iter()
+            .map(|b| BagReader::open(b).map(|r| (b.clone(), r.size())))
+            .collect::<Result<_, _>>()
+            .map_err(|e| DataError::Bag { path: dir.to_path_buf(), reason: e.to_string() })?;
+        std::fs::create_dir_all(cache_dir).map_err(io(cache_dir))?;
+        let index_path = cache_dir.join(format!("index-{image_size}.json"));
+        let frames_path = cache_dir.join(format!("frames-{image_size}.u8"));
+        let cached: Option<CacheIndex> = std::fs::read(&index_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|c: &CacheIndex| c.sources == sources && c.image_size == image_size && &c.topics == topics);
+        let index = match cached {
+            Some(index) => index,
+            None => {
+                let index = build_cache(&sources, &frames_path, image_size, space, topics, &mut progress)?;
+                let json = serde_json::to_vec(&index).expect("plain data serialises");
+                std::fs::write(&index_path, json).map_err(io(&index_path))?;
+                index
+            }
+        };
+        if index.episodes.is_empty() {
+            return Err(DataError::Empty(dir.to_path_buf(), topics.image.clone()));
+        }
+        let file = File::open(&frames_path).map_err(io(&frames_path))?;
+        // SAFETY: read-only map of a cache file only this program writes; a concurrent rewrite
+        // yields wrong pixels, not undefined behaviour in code that only copies bytes out.
+        let frames = unsafe { memmap2::Mmap::map(&file) }.map_err(io(&frames_path))?;
+        let frame_bytes = image_size * image_size * 3;
+        if frames.len() != index.bins.len() * frame_bytes {
+            return Err(DataError::Cache {
+                path: frames_path,
+                reason: format!("holds {} bytes, expected {} frames", frames.len(), index.bins.len()),
+            });
+        }
+        let mut episode_of = vec![0u32; index.bins.len()];
+        for (e, ep) in index.episodes.iter().enumerate() {
+            episode_of[ep.first..ep.first + ep.len].fill(e as u32);
+        }
+        Ok(Self { episodes: index.episodes, bins: index.bins, skipped: index.skipped, episode_of, frames, image_size })
+    }
+
+    pub fn steps(&self) -> usize {
+        self.bins.len()
+    }
+
+    pub fn image_size(&self) -> usize {
+        self.image_size
+    }
+
+    /// Keeps only successful episodes' steps eligible for sampling (behaviour cloning on
+    /// demonstrations). Returns the eligible step indices.
+    pub fn step_indices(&self, successes_only: bool) -> Vec<usize> {
+        self.episodes
+            .iter()
+            .filter(|e| e.success || !successes_only)
+            .flat_map(|e| e.first..e.first + e.len)
+            .collect()
+    }
+
+    /// The RGB bytes ([S, S, 3]) of step `i`'s frame.
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let n = self.image_size * self.image_size * 3;
+        &self.frames[i * n..(i + 1) * n]
+    }
+
+    pub fn episode_of(&self, step: usize) -> &Episode {
+        &self.episodes[self.episode_of[step] as usize]
+    }
+
+    /// Frame indices of the observation at `step`, oldest first; the episode's first frame
+    /// repeats where the history reaches before it (as the policy's history ring does).
+    pub fn history(&self, step: usize, history: usize) -> Vec<usize> {
+        let first = self.episode_of(step).first;
+        (0..history).rev().map(|back| step.saturating_sub(back).max(first)).collect()
+    }
+
+    /// Draws `batch` steps uniformly from `eligible`.
+    pub fn sample_steps(eligible: &[usize], batch: usize, rng: &mut impl Rng) -> Vec<usize> {
+        (0..batch).map(|_| eligible[rng.random_range(0..eligible.len())]).collect()
+    }
+}
+
+fn build_cache(
+    sources: &[(PathBuf, u64)],
+    frames_path: &Path,
+    image_size: usize,
+    space: &ActionSpace,
+    topics: &Topics,
+    progress: &mut impl FnMut(usize, usize),
+) -> Result<CacheIndex, DataError> {
+    let tmp = frames_path.with_extension("partial");
+    let mut out = BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
+    let mut index = CacheIndex {
+        sources: sources.to_vec(),
+        image_size,
+        topics: topics.clone(),
+        episodes: Vec::new(),
+        bins: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for (n, (bag, _)) in sources.iter().enumerate() {
+        progress(n, sources.len());
+        let events = match read_events(bag, image_size, topics) {
+            Ok(events) => events,
+            Err(reason) => {
+                index.skipped.push(format!("{}: {reason}", bag.display()));
+                continue;
+            }
+        };
+        let before = index.episodes.len();
+        for (episode, frames, bins) in split_episodes(bag, events, space) {
+            let first = index.bins.len();
+            for frame in &frames {
+                out.write_all(frame).map_err(io(&tmp))?;
+            }
+            index.bins.extend(bins);
+            index.episodes.push(Episode { first, len: frames.len(), ..episode });
+        }
+        if index.episodes.len() == before {
+            index.skipped.push(format!("{}: no complete episode (frames, instruction and outcome)", bag.display()));
+        }
+    }
+    progress(sources.len(), sources.len());
+    out.flush().map_err(io(&tmp))?;
+    drop(out);
+    std::fs::rename(&tmp, frames_path).map_err(io(frames_path))?;
+    Ok(index)
+}
+
+/// The bag's relevant messages in log-time order, frames resized. Undecodable messages are
+/// skipped; a damaged bag gives what could be read.
+fn read_events(bag: &Path, image_size: usize, topics: &Topics) -> Result<Vec<Event>, String> {
+    let reader = BagReader::open(bag).map_err(|e| e.to_string())?;
+    let mut events: Vec<(u64, usize, Event)> = Vec::new();
+    let size = image_size as u32;
+    reader
+        .for_each(|m| {
+            let event = if m.topic == topics.image {
+                let frame = match m.type_name {
+                    "sensor_msgs/msg/Image" => decode::<Image>(m.data).ok().and_then(|img| {
+                        OwnedFrame::raw(img.width, img.height, img.step, &img.encoding, img.data).ok()
+                    }),
+                    "sensor_msgs/msg/CompressedImage" => {
+                        decode::<CompressedImage>(m.data).ok().map(|c| OwnedFrame::Compressed(c.data))
+                    }
+                    _ => None,
+                };
+                frame.and_then(|f| preprocess::resize_frame(&f.as_frame(), size).ok()).map(|rgb| Event::Frame(rgb.into_raw()))
+            } else if m.topic == topics.instruction {
+                decode::<StringMsg>(m.data).ok().map(|s| Event::Instruction(s.data))
+            } else if m.topic == topics.cmd_vel {
+                let twist = match m.type_name {
+                    "geometry_msgs/msg/TwistStamped" => decode::<TwistStamped>(m.data).ok().map(|t| t.twist),
+                    _ => decode::<Twist>(m.data).ok(),
+                };
+                twist.map(|t| Event::Twist([t.linear.x as f32, t.linear.y as f32, t.angular.z as f32]))
+            } else if m.topic == topics.gait {
+                decode::<GaitCommand>(m.data).ok().map(Event::Gait)
+            } else if m.topic == topics.outcome {
+                decode::<EpisodeOutcome>(m.data).ok().map(Event::Outcome)
+            } else {
+                None
+            };
+            if let Some(event) = event {
+                let order = events.len();
+                events.push((m.log_time, order, event));
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    events.sort_by_key(|(t, order, _)| (*t, *order));
+    Ok(events.into_iter().map(|(_, _, e)| e).collect())
+}
+
+/// The neutral gait used before any gait command was recorded.
+fn default_gait() -> GaitCommand {
+    GaitCommand {
+        gait: 1,
+        phase_offsets: [0.5, 0.0, 0.0],
+        body_height: 0.0,
+        step_frequency: 3.0,
+        footswing_height: 0.08,
+        pitch: 0.0,
+        stance_width: 0.3,
+        ..Default::default()
+    }
+}
+
+/// Cuts the event stream into episodes: an instruction starts one, an outcome ends it. Each
+/// frame's action is the first twist after it (a stop when none came before the next frame)
+/// with the newest gait command.
+fn split_episodes(bag: &Path, events: Vec<Event>, space: &ActionSpace) -> Vec<(Episode, Vec<Vec<u8>>, Vec<Vec<u32>>)> {
+    let mut episodes = Vec::new();
+    let mut instruction: Option<String> = None;
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    let mut twists: Vec<Option<[f32; 3]>> = Vec::new();
+    let mut gaits: Vec<GaitCommand> = Vec::new();
+    let mut gait = default_gait();
+    for event in events {
+        match event {
+            Event::Instruction(text) => {
+                instruction = Some(text);
+                frames.clear();
+                twists.clear();
+                gaits.clear();
+            }
+            Event::Frame(rgb) => {
+                frames.push(rgb);
+                twists.push(None);
+                gaits.push(gait.clone());
+            }
+            Event::Twist(t) => {
+                if let Some(slot) = twists.last_mut().filter(|s| s.is_none()) {
+                    *slot = Some(t);
+                }
+            }
+            Event::Gait(g) => {
+                gait = g;
+                if let Some(last) = gaits.last_mut() {
+                    *last = gait.clone();
+                }
+            }
+            Event::Outcome(outcome) => {
+                let text = instruction.clone().filter(|s| !s.is_empty()).unwrap_or(outcome.instruction.clone());
+                if !frames.is_empty() && !text.is_empty() {
+                    let n = frames.len();
+                    let bins = (0..n)
+                        .map(|i| {
+                            let terminate = outcome.terminated && i + 1 == n;
+                            action_bins(space, terminate, twists[i].unwrap_or([0.0; 3]), &gaits[i])
+                        })
+                        .collect();
+                    let episode = Episode {
+                        bag: bag.to_path_buf(),
+                        instruction: text,
+                        family: outcome.family.clone(),
+                        success: outcome.success,
+                        terminated: outcome.terminated,
+                        first: 0,
+                        len: n,
+                    };
+                    episodes.push((episode, std::mem::take(&mut frames), bins));
+                }
+                frames.clear();
+                twists.clear();
+                gaits.clear();
+            }
+        }
+    }
+    episodes
+}
+
+/// Bins of one recorded action, by dimension name (so another action space maps what it has).
+fn action_bins(space: &ActionSpace, terminate: bool, twist: [f32; 3], gait: &GaitCommand) -> Vec<u32> {
+    let value = |name: &str| -> f32 {
+        match name {
+            "terminate" => f32::from(u8::from(terminate)),
+            "x_vel" => twist[0],
+            "y_vel" => twist[1],
+            "yaw_vel" => twist[2],
+            "body_height" => gait.body_height,
+            "step_frequency" => gait.step_frequency,
+            "gait_phase" => gait.phase_offsets[0],
+            "gait_offset" => gait.phase_offsets[1],
+            "gait_bound" => gait.phase_offsets[2],
+            "footswing_height" => gait.footswing_height,
+            "pitch" => gait.pitch,
+            "stance_width" => gait.stance_width,
+            _ => 0.0,
+        }
+    };
+    (0..space.dims()).map(|d| space.encode(d, value(&space.names()[d]))).collect()
+}
+
+/// Builds the network's batches: normalised frames, padded instruction ids.
+pub struct Batcher<'a> {
+    pub data: &'a Dataset,
+    pub history: usize,
+    pub preprocess: PreprocessConfig,
+    /// Token ids of each episode's instruction.
+    pub ids: Vec<Vec<u32>>,
+    pub device: Device,
+}
+
+/// One training batch.
+pub struct Batch {
+    pub obs: ObservationBatch,
+    /// The observation at t + 1 (the same as `obs` where the episode ends there).
+    pub next: ObservationBatch,
+    /// [B, dims] u32.
+    pub bins: Tensor,
+    /// [B] f32: 1 at the final step of a successful episode.
+    pub reward: Tensor,
+    /// [B] f32: 0 at an episode's final step.
+    pub not_done: Tensor,
+    /// [B] f32: `gamma^(T - t) * success`, the Monte-Carlo return.
+    pub mc_return: Tensor,
+}
+
+impl<'a> Batcher<'a> {
+    pub fn new(data: &'a Dataset, tokenizer: &InstructionTokenizer, history: usize, preprocess: PreprocessConfig, device: &Device) -> Self {
+        let ids = data
+            .episodes
+            .iter()
+            .map(|e| tokenizer.encode(&e.instruction).unwrap_or_else(|_| vec![1]))
+            .collect();
+        Self { data, history, preprocess, ids, device: device.clone() }
+    }
+
+    fn observation(&self, steps: &[usize]) -> candle_core::Result<ObservationBatch> {
+        let s = self.data.image_size();
+        let plane = s * s;
+        let mut pixels = Vec::with_capacity(steps.len() * self.history * 3 * plane);
+        for &step in steps {
+            for f in self.data.history(step, self.history) {
+                let rgb = self.data.frame(f);
+                for c in 0..3 {
+                    let (mean, std) = (self.preprocess.mean[c], self.preprocess.std[c]);
+                    pixels.extend(rgb.iter().skip(c).step_by(3).map(|&v| (v as f32 / 255.0 - mean) / std));
+                }
+            }
+        }
+        let frames = Tensor::from_vec(pixels, (steps.len(), self.history, 3, s, s), &self.device)?;
+        let ids: Vec<&Vec<u32>> = steps.iter().map(|&i| &self.ids[self.data.episode_of[i] as usize]).collect();
+        let len = ids.iter().map(|v| v.len()).max().unwrap_or(1).max(1);
+        let padded = ids.iter().any(|v| v.len() != len);
+        let mut flat = Vec::with_capacity(steps.len() * len);
+        let mut valid = Vec::with_capacity(steps.len() * len);
+        for v in &ids {
+            for j in 0..len {
+                flat.push(v.get(j).copied().unwrap_or(0));
+                valid.push(if j < v.len() { 1f32 } else { 0.0 });
+            }
+        }
+        Ok(ObservationBatch {
+            ids: Tensor::from_vec(flat, (steps.len(), len), &self.device)?,
+            text_valid: padded.then(|| Tensor::from_vec(valid, (steps.len(), len), &self.device)).transpose()?,
+            frames,
+        })
+    }
+
+    pub fn batch(&self, steps: &[usize], gamma: f64) -> candle_core::Result<Batch> {
+        let dims = self.data.bins[0].len();
+        let mut bins = Vec::with_capacity(steps.len() * dims);
+        let (mut reward, mut not_done, mut mc, mut next) = (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new(), Vec::new());
+        for &step in steps {
+            bins.extend_from_slice(&self.data.bins[step]);
+            let ep = self.data.episode_of(step);
+            let last = ep.first + ep.len - 1;
+            let success = f32::from(u8::from(ep.success));
+            reward.push(if step == last { success } else { 0.0 });
+            not_done.push(if step == last { 0.0 } else { 1.0 });
+            mc.push(gamma.powi((last - step) as i32) as f32 * success);
+            next.push((step + 1).min(last));
+        }
+        let b = steps.len();
+        Ok(Batch {
+            obs: self.observation(steps)?,
+            next: self.observation(&next)?,
+            bins: Tensor::from_vec(bins, (b, dims), &self.device)?,
+            reward: Tensor::from_vec(reward, b, &self.device)?,
+            not_done: Tensor::from_vec(not_done, b, &self.device)?,
+            mc_return: Tensor::from_vec(mc, b, &self.device)?,
+        })
+    }
+}
+
+/// Steps per family and outcome, for the training summary.
+pub fn summary(data: &Dataset) -> BTreeMap<String, (usize, usize)> {
+    let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for e in &data.episodes {
+        let entry = out.entry(e.family.clone()).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(e.success);
+    }
+    out
+}

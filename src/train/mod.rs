@@ -1,0 +1,302 @@
+//! Offline training from recorded episodes: conservative Q-learning (the method) or behaviour
+//! cloning (the baseline), AdamW with a cosine schedule, an EMA target network, checkpoints that
+//! resume bit for bit.
+
+pub mod data;
+pub mod objective;
+pub mod optim;
+pub mod plot;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::action::ActionSpace;
+use crate::model::{init_model, read_weights, save_weights, ModelError, VlaConfig, VlaModel};
+use data::Batch;
+use objective::{bc_loss, mask_tensor, q_loss, q_targets};
+use optim::{cosine_lr, AdamW, AdamWConfig};
+
+pub use data::{Batcher, Dataset, Topics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: std::path::PathBuf, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Conservative Q-learning with per-dimension Bellman targets (the method).
+    Q,
+    /// Behaviour cloning: cross-entropy on the recorded bins (the baseline).
+    Bc,
+}
+
+/// Everything that decides a run besides the data and the architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub objective: Objective,
+    pub successes_only: bool,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub warmup: usize,
+    pub adamw: AdamWConfig,
+    /// Discount per control step.
+    pub gamma: f64,
+    /// EMA rate of the target network.
+    pub tau: f64,
+    /// Weight of the conservative term.
+    pub alpha: f64,
+    /// Weight of the load-balancing loss.
+    pub beta: f64,
+    pub seed: u64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            objective: Objective::Q,
+            successes_only: false,
+            steps: 2000,
+            batch_size: 32,
+            warmup: 100,
+            adamw: AdamWConfig::default(),
+            gamma: 0.99,
+            tau: 0.999,
+            alpha: 0.1,
+            beta: 0.01,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainOptions {
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: &str| Err(TrainError::Invalid(m.to_string()));
+        if self.steps == 0 || self.batch_size == 0 {
+            return bad("steps and batch size must be positive");
+        }
+        if !(0.0..1.0).contains(&self.tau) || !(0.0..=1.0).contains(&self.gamma) {
+            return bad("tau must be in [0, 1) and gamma in [0, 1]");
+        }
+        if !(self.adamw.lr > 0.0 && self.adamw.lr.is_finite()) || self.alpha < 0.0 || self.beta < 0.0 {
+            return bad("lr must be positive, alpha and beta not negative");
+        }
+        Ok(())
+    }
+}
+
+/// What one update measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepStats {
+    pub step: usize,
+    pub lr: f64,
+    pub loss: f32,
+    /// TD error (Q) or cross-entropy (BC).
+    pub main: f32,
+    pub conservative: f32,
+    pub balance: f32,
+    /// Mean Q of the data actions and mean target (0 for BC).
+    pub q_data: f32,
+    pub q_target: f32,
+    pub grad_norm: f32,
+}
+
+const CHECKPOINT: &str = "checkpoint";
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointState {
+    step: usize,
+    config: VlaConfig,
+    options: TrainOptions,
+    history: Vec<StepStats>,
+}
+
+/// The online network, its EMA target and the optimizer.
+pub struct Trainer {
+    cfg: VlaConfig,
+    opts: TrainOptions,
+    device: Device,
+    vars: Vec<(String, Var)>,
+    online: VlaModel,
+    target: BTreeMap<String, Tensor>,
+    optimizer: AdamW,
+    mask: Tensor,
+    /// Updates done.
+    pub step: usize,
+    pub history: Vec<StepStats>,
+}
+
+fn model_from(cfg: &VlaConfig, tensors: HashMap<String, Tensor>, device: &Device) -> candle_core::Result<VlaModel> {
+    VlaModel::new(cfg, VarBuilder::from_tensors(tensors, DType::F32, device))
+}
+
+impl Trainer {
+    /// A fresh run: weights initialised from the options' seed.
+    pub fn new(cfg: &VlaConfig, opts: &TrainOptions, device: &Device) -> Result<Self, TrainError> {
+        opts.validate()?;
+        let (_, tensors) = init_model(cfg, opts.seed, device)?;
+        Self::from_tensors(cfg, opts, tensors, None, device)
+    }
+
+    fn from_tensors(
+        cfg: &VlaConfig,
+        opts: &TrainOptions,
+        online: BTreeMap<String, Tensor>,
+        target: Option<BTreeMap<String, Tensor>>,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        let vars: Vec<(String, Var)> = online
+            .iter()
+            .map(|(n, t)| Ok((n.clone(), Var::from_tensor(t)?)))
+            .collect::<candle_core::Result<_>>()?;
+        let model = model_from(cfg, vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect(), device)?;
+        let target = match target {
+            Some(t) => t,
+            None => online.iter().map(|(n, t)| Ok((n.clone(), t.copy()?))).collect::<candle_core::Result<_>>()?,
+        };
+        let space = ActionSpace::new(&cfg.actions).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            opts: opts.clone(),
+            device: device.clone(),
+            optimizer: AdamW::new(vars.clone(), opts.adamw)?,
+            vars,
+            online: model,
+            target,
+            mask: mask_tensor(&space.valid_masks(), device)?,
+            step: 0,
+            history: Vec::new(),
+        })
+    }
+
+    pub fn config(&self) -> &VlaConfig {
+        &self.cfg
+    }
+
+    pub fn options(&self) -> &TrainOptions {
+        &self.opts
+    }
+
+    /// The random generator of update `step`: a resumed run draws the same batches.
+    pub fn batch_rng(&self, step: usize) -> rand::rngs::StdRng {
+        rand::rngs::StdRng::seed_from_u64(self.opts.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// One gradient update on `batch`.
+    pub fn update(&mut self, batch: &Batch) -> Result<StepStats, TrainError> {
+        let dims = self.cfg.action_dims();
+        let prefix_bins = batch.bins.narrow(1, 0, dims - 1)?;
+        let (logits, balance) = self.online.forward_train(&batch.obs, &prefix_bins)?;
+        let mut stats = StepStats { step: self.step, lr: cosine_lr(self.opts.adamw.lr, self.step, self.opts.warmup, self.opts.steps), ..Default::default() };
+        let main_loss = match self.opts.objective {
+            Objective::Q => {
+                let target_model = model_from(&self.cfg, self.target.clone().into_iter().collect(), &self.device)?;
+                let q_target = candle_nn::ops::sigmoid(&target_model.forward(&batch.obs, &prefix_bins, None)?)?;
+                let empty = Tensor::zeros((batch.bins.dim(0)?, 0), DType::U32, &self.device)?;
+                let q_next = candle_nn::ops::sigmoid(&target_model.forward(&batch.next, &empty, None)?)?.squeeze(1)?;
+                let targets = q_targets(&q_target, &q_next, &self.mask, &batch.reward, &batch.not_done, &batch.mc_return, self.opts.gamma)?;
+                let parts = q_loss(&logits, &batch.bins, &targets, &self.mask)?;
+                stats.main = parts.td.to_scalar()?;
+                stats.conservative = parts.conservative.to_scalar()?;
+                stats.q_data = parts.q_data.to_scalar()?;
+                stats.q_target = targets.mean_all()?.to_scalar()?;
+                (parts.td + (parts.conservative * self.opts.alpha)?)?
+            }
+            Objective::Bc => {
+                let ce = bc_loss(&logits, &batch.bins, &self.mask)?;
+                stats.main = ce.to_scalar()?;
+                ce
+            }
+        };
+        stats.balance = balance.to_scalar()?;
+        let loss = (main_loss + (balance * self.opts.beta)?)?;
+        stats.loss = loss.to_scalar()?;
+        if !stats.loss.is_finite() {
+            return Err(TrainError::Invalid(format!("the loss became {} at step {}", stats.loss, self.step)));
+        }
+        let grads = loss.backward()?;
+        stats.grad_norm = self.optimizer.step(&grads, stats.lr)?;
+        if self.opts.objective == Objective::Q {
+            self.update_target()?;
+        }
+        self.step += 1;
+        self.history.push(stats);
+        Ok(stats)
+    }
+
+    /// target <- tau * target + (1 - tau) * online.
+    fn update_target(&mut self) -> candle_core::Result<()> {
+        let tau = self.opts.tau;
+        for (name, var) in &self.vars {
+            let t = &self.target[name];
+            let blended = ((t * tau)? + (var.as_tensor().detach() * (1.0 - tau))?)?;
+            self.target.insert(name.clone(), blended);
+        }
+        Ok(())
+    }
+
+    /// The online weights as plain named tensors.
+    pub fn weights(&self) -> BTreeMap<String, Tensor> {
+        self.vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect()
+    }
+
+    /// Writes `<dir>/checkpoint/`: online and target weights, optimizer moments, step, history.
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<(), TrainError> {
+        let ck = dir.join(CHECKPOINT);
+        let fail = |reason: String| TrainError::Checkpoint { path: ck.clone(), reason };
+        let tmp = dir.join(format!("{CHECKPOINT}.partial"));
+        std::fs::create_dir_all(&tmp).map_err(|e| fail(e.to_string()))?;
+        save_weights(&self.weights(), &tmp.join("online.safetensors"))?;
+        save_weights(&self.target, &tmp.join("target.safetensors"))?;
+        save_weights(&self.optimizer.state(), &tmp.join("optimizer.safetensors"))?;
+        let state = CheckpointState { step: self.step, config: self.cfg.clone(), options: self.opts.clone(), history: self.history.clone() };
+        std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&state).expect("plain data")).map_err(|e| fail(e.to_string()))?;
+        // Replace the previous checkpoint only once the new one is complete.
+        if ck.exists() {
+            std::fs::remove_dir_all(&ck).map_err(|e| fail(e.to_string()))?;
+        }
+        std::fs::rename(&tmp, &ck).map_err(|e| fail(e.to_string()))
+    }
+
+    /// Continues the run saved in `<dir>/checkpoint/`. `steps` may extend the run; every other
+    /// option must match the checkpoint's.
+    pub fn resume(dir: &Path, steps: usize, device: &Device) -> Result<Self, TrainError> {
+        let ck = dir.join(CHECKPOINT);
+        let fail = |reason: String| TrainError::Checkpoint { path: ck.clone(), reason };
+        let text = std::fs::read(ck.join("state.json")).map_err(|e| fail(e.to_string()))?;
+        let state: CheckpointState = serde_json::from_slice(&text).map_err(|e| fail(e.to_string()))?;
+        let mut opts = state.options.clone();
+        opts.steps = steps.max(state.step);
+        let read = |name: &str| -> Result<BTreeMap<String, Tensor>, TrainError> {
+            Ok(read_weights(&ck.join(name), device)?.into_iter().collect())
+        };
+        let mut trainer = Self::from_tensors(&state.config, &opts, read("online.safetensors")?, Some(read("target.safetensors")?), device)?;
+        let moments = read_weights(&ck.join("optimizer.safetensors"), device)?;
+        trainer.optimizer.restore(&moments, state.step).map_err(fail)?;
+        trainer.step = state.step;
+        trainer.history = state.history;
+        Ok(trainer)
+    }
+
+    /// Whether `<dir>` holds a checkpoint.
+    pub fn has_checkpoint(dir: &Path) -> bool {
+        dir.join(CHECKPOINT).join("state.json").is_file()
+    }
+}

@@ -1,0 +1,285 @@
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::data::{Batch, Batcher, Dataset, Topics};
+use super::objective::{mask_tensor, q_loss, q_targets};
+use super::*;
+use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist, Vector3};
+use crate::bag::{BagWriter, TopicQos};
+use crate::model::{ExpertAct, FeedForwardConfig, FeedForwardKind, ObservationBatch, VisionConfig, VisionKind};
+use crate::policy::tokenize::train_word_level;
+use crate::policy::InstructionTokenizer;
+
+/// A network small enough to train in a debug test.
+fn micro() -> VlaConfig {
+    let mut cfg = VlaConfig::tiny();
+    cfg.image_size = 16;
+    cfg.history = 2;
+    cfg.tokens_per_frame = 4;
+    cfg.vision = VisionConfig { kind: VisionKind::FilmConv, channels: vec![8, 16], patch_size: 0, token_learner_hidden: 16 };
+    cfg.text.vocab_size = 32;
+    cfg.text.max_tokens = 8;
+    cfg.text.ffn_hidden = 32;
+    cfg.d_model = 32;
+    cfg.layers = 2;
+    cfg.heads = 2;
+    cfg.ffn = FeedForwardConfig { kind: FeedForwardKind::Moe, experts: 4, top_k: 2, hidden: 32, expert_act: ExpertAct::Germ, lora_rank: 0 };
+    cfg
+}
+
+fn t2(rows: &[&[f32]]) -> Tensor {
+    let cols = rows[0].len();
+    Tensor::from_vec(rows.concat(), (rows.len(), cols), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn targets_match_a_hand_computed_two_step_episode() {
+    // 3 dimensions of 4 bins; dimension 0 (terminate) may only take bins 0 and 3.
+    let masks = vec![vec![true, false, false, true], vec![true; 4], vec![true; 4]];
+    let mask = mask_tensor(&masks, &Device::Cpu).unwrap();
+    // Row 0 is step t = 0 of a successful two-step episode, row 1 its final step t = 1.
+    let q_target = Tensor::stack(
+        &[
+            t2(&[&[0.9, 0.95, 0.95, 0.2], &[0.1, 0.3, 0.2, 0.4], &[0.5, 0.6, 0.7, 0.1]]),
+            t2(&[&[0.3, 0.99, 0.99, 0.4], &[0.2, 0.25, 0.1, 0.05], &[0.8, 0.1, 0.1, 0.1]]),
+        ],
+        0,
+    )
+    .unwrap();
+    // Dimension 0 at s_{t+1}: row 0 sees s_1, row 1 has no successor (masked by not_done).
+    let q_next = t2(&[&[0.6, 0.99, 0.99, 0.7], &[0.9, 0.9, 0.9, 0.9]]);
+    let reward = Tensor::new(&[0f32, 1.0], &Device::Cpu).unwrap();
+    let not_done = Tensor::new(&[1f32, 0.0], &Device::Cpu).unwrap();
+    let gamma = 0.9;
+    let mc = Tensor::new(&[0.9f32, 1.0], &Device::Cpu).unwrap(); // gamma^(T - t) * success
+    let targets = q_targets(&q_target, &q_next, &mask, &reward, &not_done, &mc, gamma).unwrap();
+    let got = targets.to_vec2::<f32>().unwrap();
+    // t = 0: dim 0 <- max Q[1] = 0.4, raised to MC 0.9; dim 1 <- max Q[2] = 0.7 -> 0.9;
+    //        dim 2 <- 0 + 0.9 * max over the valid bins {0, 3} of q_next = 0.9 * 0.7 = 0.63 -> 0.9.
+    // t = 1: dim 0 <- 0.25 -> 1.0; dim 1 <- 0.8 -> 1.0; dim 2 <- reward 1.
+    let expected = [[0.9f32, 0.9, 0.9], [1.0, 1.0, 1.0]];
+    for (g, e) in got.iter().zip(expected) {
+        for (a, b) in g.iter().zip(e) {
+            assert!((a - b).abs() < 1e-6, "{got:?}");
+        }
+    }
+    // Without the Monte-Carlo bound (a failed episode) the bootstrapped values show through, and
+    // the invalid terminate bins (0.99) are never used.
+    let zero = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
+    let targets = q_targets(&q_target, &q_next, &mask, &zero, &not_done, &zero, gamma).unwrap();
+    let got = targets.to_vec2::<f32>().unwrap();
+    let expected = [[0.4f32, 0.7, 0.63], [0.25, 0.8, 0.0]];
+    for (g, e) in got.iter().zip(expected) {
+        for (a, b) in g.iter().zip(e) {
+            assert!((a - b).abs() < 1e-6, "{got:?}");
+        }
+    }
+}
+
+/// A fixed synthetic batch for `cfg`.
+fn synthetic_batch(cfg: &VlaConfig, b: usize) -> Batch {
+    let dev = Device::Cpu;
+    let s = cfg.image_size;
+    let obs = || ObservationBatch {
+        ids: Tensor::new(&[[2u32, 3, 4]], &dev).unwrap().repeat((b, 1)).unwrap(),
+        text_valid: None,
+        frames: Tensor::randn(0f32, 1.0, (b, cfg.history, 3, s, s), &dev).unwrap(),
+    };
+    let bins: Vec<u32> = (0..b * cfg.action_dims()).map(|i| if i % cfg.action_dims() == 0 { 0 } else { (i * 37 % 256) as u32 }).collect();
+    Batch {
+        obs: obs(),
+        next: obs(),
+        bins: Tensor::from_vec(bins, (b, cfg.action_dims()), &dev).unwrap(),
+        reward: Tensor::zeros(b, DType::F32, &dev).unwrap(),
+        not_done: Tensor::ones(b, DType::F32, &dev).unwrap(),
+        mc_return: Tensor::zeros(b, DType::F32, &dev).unwrap(),
+    }
+}
+
+/// Mean Q over the valid bins the batch's actions did not take.
+fn unseen_q(trainer: &Trainer, batch: &Batch) -> f32 {
+    let dims = trainer.config().action_dims();
+    let logits = trainer.online.forward(&batch.obs, &batch.bins.narrow(1, 0, dims - 1).unwrap(), None).unwrap();
+    let targets = Tensor::zeros((batch.bins.dim(0).unwrap(), dims), DType::F32, &Device::Cpu).unwrap();
+    let parts = q_loss(&logits, &batch.bins, &targets, &trainer.mask).unwrap();
+    // The conservative term is the mean Q^2 over exactly those bins.
+    parts.conservative.to_scalar::<f32>().unwrap() / dims as f32
+}
+
+#[test]
+fn conservative_term_lowers_unseen_bins() {
+    let cfg = micro();
+    let batch = synthetic_batch(&cfg, 4);
+    let run = |alpha: f64| {
+        let opts = TrainOptions { steps: 8, warmup: 1, alpha, beta: 0.0, adamw: AdamWConfig { lr: 3e-3, ..Default::default() }, ..Default::default() };
+        let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
+        let before = unseen_q(&trainer, &batch);
+        for _ in 0..8 {
+            trainer.update(&batch).unwrap();
+        }
+        (before, unseen_q(&trainer, &batch))
+    };
+    let (before, without) = run(0.0);
+    let (same_start, with) = run(1.0);
+    assert_eq!(before, same_start, "both runs start from the same weights");
+    assert!(with < before, "conservative term did not lower unseen bins: {before} -> {with}");
+    assert!(with < without, "with the term {with}, without {without}");
+}
+
+#[test]
+fn every_parameter_receives_a_gradient() {
+    let cfg = micro();
+    let batch = synthetic_batch(&cfg, 3);
+    let opts = TrainOptions::default();
+    let trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
+    let dims = cfg.action_dims();
+    let (logits, balance) = trainer.online.forward_train(&batch.obs, &batch.bins.narrow(1, 0, dims - 1).unwrap()).unwrap();
+    let targets = Tensor::ones((3, dims), DType::F32, &Device::Cpu).unwrap();
+    let parts = q_loss(&logits, &batch.bins, &targets, &trainer.mask).unwrap();
+    let loss = (parts.td + parts.conservative + balance).unwrap();
+    let grads = loss.backward().unwrap();
+    for (name, var) in &trainer.vars {
+        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} has no gradient"));
+        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        // A text position the 3-token instruction never uses and bins no data took get none.
+        if name == "text.positions" || name.starts_with("bin_embedding") {
+            continue;
+        }
+        assert!(norm > 0.0, "{name} has a zero gradient");
+    }
+}
+
+const SIZE: u32 = 16;
+
+/// Writes a bag of `episodes` synthetic episodes: the frame colour says which way to turn.
+fn write_bag(dir: &Path, episodes: usize) {
+    let mut bag = BagWriter::create(dir).unwrap();
+    bag.add_topic::<Image>("/camera/image_raw", TopicQos::SensorData).unwrap();
+    bag.add_topic::<StringMsg>("/instruction", TopicQos::Latched).unwrap();
+    bag.add_topic::<Twist>("/cmd_vel", TopicQos::Reliable).unwrap();
+    bag.add_topic::<GaitCommand>("/gait_command", TopicQos::Reliable).unwrap();
+    bag.add_topic::<EpisodeOutcome>("/moe_vla/episode", TopicQos::Reliable).unwrap();
+    let mut t = 1_000_000_000u64;
+    for e in 0..episodes {
+        let left = e % 2 == 0;
+        bag.write("/instruction", t, &StringMsg { data: "turn to the light".into() }).unwrap();
+        for step in 0..5u32 {
+            t += 200_000_000;
+            let header = Header { stamp: Time { sec: (t / 1_000_000_000) as i32, nanosec: (t % 1_000_000_000) as u32 }, frame_id: "camera".into() };
+            let colour = if left { [250u8, 20, 20] } else { [20u8, 20, 250] };
+            let data = colour.iter().copied().cycle().take((SIZE * SIZE * 3) as usize).map(|c| c.saturating_add(step as u8)).collect();
+            let image = Image { header, height: SIZE, width: SIZE, encoding: "rgb8".into(), is_bigendian: 0, step: SIZE * 3, data };
+            bag.write("/camera/image_raw", t, &image).unwrap();
+            let yaw = if left { 0.8 } else { -0.8 };
+            let twist = Twist { linear: Vector3 { x: 0.5, y: 0.0, z: 0.0 }, angular: Vector3 { x: 0.0, y: 0.0, z: yaw } };
+            bag.write("/cmd_vel", t + 1_000_000, &twist).unwrap();
+            let gait = GaitCommand { body_height: -0.1, step_frequency: 3.0, phase_offsets: [0.5, 0.0, 0.0], footswing_height: 0.1, stance_width: 0.3, ..Default::default() };
+            bag.write("/gait_command", t + 1_000_000, &gait).unwrap();
+        }
+        let outcome = EpisodeOutcome {
+            family: "synthetic".into(),
+            instruction: "turn to the light".into(),
+            success: left,
+            reason: if left { "reached".into() } else { "timeout".into() },
+            terminated: false,
+            steps: 5,
+            ..Default::default()
+        };
+        bag.write("/moe_vla/episode", t + 2_000_000, &outcome).unwrap();
+        t += 1_000_000_000;
+    }
+    bag.finish().unwrap();
+}
+
+fn load(dir: &Path, cfg: &VlaConfig) -> Dataset {
+    let space = ActionSpace::new(&cfg.actions).unwrap();
+    Dataset::load(dir, &dir.join(".cache"), cfg.image_size, &space, &Topics::default(), |_, _| {}).unwrap()
+}
+
+#[test]
+fn bags_become_episodes_with_rewards_and_bins() {
+    let dir = tempfile::tempdir().unwrap();
+    write_bag(&dir.path().join("bag"), 4);
+    let cfg = micro();
+    let data = load(dir.path(), &cfg);
+    assert_eq!(data.episodes.len(), 4);
+    assert_eq!(data.steps(), 20);
+    assert_eq!(data.episodes.iter().filter(|e| e.success).count(), 2);
+    let space = ActionSpace::new(&cfg.actions).unwrap();
+    let yaw = space.index_of("yaw_vel").unwrap();
+    let height = space.index_of("body_height").unwrap();
+    assert!((space.decode(yaw, data.bins[0][yaw]) - 0.8).abs() < 0.01);
+    assert!((space.decode(yaw, data.bins[5][yaw]) + 0.8).abs() < 0.01);
+    assert!((space.decode(height, data.bins[3][height]) + 0.1).abs() < 0.01);
+    assert_eq!(data.history(7, 3), vec![5, 6, 7]);
+    assert_eq!(data.history(5, 3), vec![5, 5, 5], "the episode's first frame pads its start");
+    // A second load reads the cache, not the bags.
+    let again = load(dir.path(), &cfg);
+    assert_eq!(again.bins, data.bins);
+    assert_eq!(again.frame(13), data.frame(13));
+
+    let tokenizer = InstructionTokenizer::new(train_word_level(["turn to the light"].iter(), 32).unwrap(), 8, 32);
+    let batcher = Batcher::new(&data, &tokenizer, cfg.history, cfg.preprocess.clone(), &Device::Cpu);
+    let batch = batcher.batch(&[4, 9, 0], 0.9).unwrap();
+    assert_eq!(batch.reward.to_vec1::<f32>().unwrap(), vec![1.0, 0.0, 0.0]);
+    assert_eq!(batch.not_done.to_vec1::<f32>().unwrap(), vec![0.0, 0.0, 1.0]);
+    let mc = batch.mc_return.to_vec1::<f32>().unwrap();
+    assert_eq!(mc[0], 1.0);
+    assert_eq!(mc[1], 0.0, "failed episodes have no return");
+    assert!((mc[2] - 0.9f32.powi(4)).abs() < 1e-6);
+    assert_eq!(batch.obs.frames.dims(), &[3, 2, 3, 16, 16]);
+}
+
+fn train_steps(trainer: &mut Trainer, batcher: &Batcher, eligible: &[usize], until: usize) -> Vec<StepStats> {
+    let mut out = Vec::new();
+    while trainer.step < until {
+        let steps = Dataset::sample_steps(eligible, trainer.options().batch_size, &mut trainer.batch_rng(trainer.step));
+        let batch = batcher.batch(&steps, trainer.options().gamma).unwrap();
+        out.push(trainer.update(&batch).unwrap());
+    }
+    out
+}
+
+#[test]
+fn loss_falls_and_resume_gives_identical_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    write_bag(&dir.path().join("bag"), 6);
+    let cfg = micro();
+    let data = load(dir.path(), &cfg);
+    let tokenizer = InstructionTokenizer::new(train_word_level(["turn to the light"].iter(), 32).unwrap(), 8, 32);
+    let batcher = Batcher::new(&data, &tokenizer, cfg.history, cfg.preprocess.clone(), &Device::Cpu);
+    let eligible = data.step_indices(false);
+    for objective in [Objective::Bc, Objective::Q] {
+        let opts = TrainOptions { objective, steps: 40, batch_size: 8, warmup: 2, tau: 0.9, adamw: AdamWConfig { lr: 2e-3, ..Default::default() }, ..Default::default() };
+        let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
+        let stats = train_steps(&mut trainer, &batcher, &eligible, 40);
+        let mean = |s: &[StepStats]| s.iter().map(|x| x.loss).sum::<f32>() / s.len() as f32;
+        let (first, last) = (mean(&stats[..5]), mean(&stats[35..]));
+        assert!(last < 0.7 * first, "{objective:?} loss did not fall: {first} -> {last}");
+    }
+
+    // Resume: 3 + 3 updates with a checkpoint in between equal 6 uninterrupted ones, bit for bit.
+    let opts = TrainOptions { steps: 6, batch_size: 4, warmup: 2, tau: 0.9, ..Default::default() };
+    let mut straight = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
+    train_steps(&mut straight, &batcher, &eligible, 6);
+    let mut first = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
+    train_steps(&mut first, &batcher, &eligible, 3);
+    let out = dir.path().join("run");
+    first.save_checkpoint(&out).unwrap();
+    drop(first);
+    assert!(Trainer::has_checkpoint(&out));
+    let mut resumed = Trainer::resume(&out, 6, &Device::Cpu).unwrap();
+    assert_eq!(resumed.step, 3);
+    train_steps(&mut resumed, &batcher, &eligible, 6);
+    let (a, b) = (straight.weights(), resumed.weights());
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        let x = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = b[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(x == y, "{name} differs after resume");
+    }
+    let png = dir.path().join("loss.png");
+    plot::loss_curves(&resumed.history, Objective::Q, "test", &png).unwrap();
+    assert!(image::open(&png).unwrap().width() == 1000);
+}

@@ -1,4 +1,7 @@
-//! `moe_vla`: create, inspect and benchmark models.
+//! `moe_vla`: create, train, inspect and benchmark models; replay bags.
+
+#[path = "../cli/train.rs"]
+mod train_cmd;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -41,6 +44,8 @@ enum Command {
     /// Feed a rosbag2 bag's camera frames and instructions through the node's controller, with
     /// the bag's timestamps as the clock, and record what it commands.
     Replay(ReplayArgs),
+    /// Train a model from episode bags: conservative Q-learning (default) or behaviour cloning.
+    Train(train_cmd::TrainArgs),
     /// Inspect rosbag2 bags (MCAP).
     Bag {
         #[command(subcommand)]
@@ -145,22 +150,29 @@ struct BenchArgs {
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
     // candle splits even batch-1 matrix products across threads, which costs more than it gains
     // here; parallelism comes from the policy's own pool (experts run side by side) instead.
+    // Training's large batches do gain: there the kernels get every core (or --threads).
     // Set before any thread exists; an explicit RAYON_NUM_THREADS is respected.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", "1");
+        let threads = match &cli.command {
+            Command::Train(args) => args.threads().map_or_else(|| "0".to_string(), |n| n.to_string()),
+            _ => "1".to_string(),
+        };
+        std::env::set_var("RAYON_NUM_THREADS", threads);
     }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Init(args) => init(args),
         Command::Info { model_dir } => info(&model_dir),
         Command::Bench(args) => bench(args),
         Command::Decide(args) => decide(args),
         Command::Replay(args) => replay(args),
+        Command::Train(args) => train_cmd::train(args),
         Command::Bag { command: BagCommand::Info { bag } } => bag_info(&bag),
         Command::Bag { command: BagCommand::Echo { bag, topic } } => bag_echo(&bag, topic.as_deref()),
     }

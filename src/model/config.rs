@@ -218,15 +218,31 @@ impl VlaConfig {
         }
     }
 
+    /// `tiny` with a dense feed-forward of the same active size (top_k x the expert width): the
+    /// baseline for "a sparse MoE beats a dense network of the same active size".
+    pub fn tiny_dense() -> Self {
+        let mut cfg = Self::tiny();
+        cfg.ffn = FeedForwardConfig {
+            kind: FeedForwardKind::Dense,
+            experts: 1,
+            top_k: 1,
+            hidden: cfg.ffn.top_k * cfg.ffn.hidden,
+            expert_act: cfg.ffn.expert_act,
+            lora_rank: 0,
+        };
+        cfg
+    }
+
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "tiny" => Some(Self::tiny()),
+            "tiny-dense" => Some(Self::tiny_dense()),
             "germ" => Some(Self::germ()),
             _ => None,
         }
     }
 
-    pub const PRESETS: &'static [&'static str] = &["tiny", "germ"];
+    pub const PRESETS: &'static [&'static str] = &["tiny", "tiny-dense", "germ"];
 
     pub fn action_dims(&self) -> usize {
         self.actions.names.len()

@@ -1,0 +1,246 @@
+//! Data collection: scripted experts in sampled scenarios, one rosbag2 bag per episode, recorded
+//! as a robot records them and stamped with simulated time.
+//!
+//! Bag contract (what the training loader reads): `/instruction` once at the episode's epoch
+//! (before the first frame); `/camera/image_raw` (rgb8, frame_id "camera") once per control step
+//! at epoch + 10 ms + step x 200 ms; after each frame, 1 ms later, the controller's output:
+//! `/cmd_vel` always (zero on a stop) and `/gait_command` unless stopped; `/moe_vla/episode` at
+//! the end, whose `terminated` flag is the terminate bit of the last step and whose `success` is
+//! the reward.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::action::{ActionSpace, GaitPreset};
+use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist, Vector3};
+use crate::bag::{BagWriter, TopicQos};
+use crate::model::config::quadruped_action_space;
+
+use super::episode::run_episode;
+use super::expert::{Expert, FailureMode};
+use super::task::{sample_task, TaskFamily};
+use super::world::Outcome;
+use super::SimError;
+
+pub const IMAGE_TOPIC: &str = "/camera/image_raw";
+pub const INSTRUCTION_TOPIC: &str = "/instruction";
+pub const CMD_VEL_TOPIC: &str = "/cmd_vel";
+pub const GAIT_TOPIC: &str = "/gait_command";
+pub const OUTCOME_TOPIC: &str = "/moe_vla/episode";
+/// Sim time of episode 0's start, ns since the epoch.
+pub const EPOCH_NS: u64 = 1_700_000_000_000_000_000;
+/// Episode i starts at EPOCH_NS + i x this, so bags never overlap.
+pub const EPISODE_SPACING_NS: u64 = 100_000_000_000;
+const FRAME_OFFSET_NS: u64 = 10_000_000;
+const ACTION_DELAY_NS: u64 = 1_000_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectOptions {
+    pub out: PathBuf,
+    pub episodes: usize,
+    pub seed: u64,
+    pub image_size: u32,
+    /// Episodes go round-robin over these.
+    pub families: Vec<TaskFamily>,
+    /// Episodes collected in parallel.
+    pub threads: usize,
+}
+
+/// One episode's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpisodeSummary {
+    pub index: usize,
+    pub family: TaskFamily,
+    pub held_out: bool,
+    pub seed: u64,
+    pub instruction: String,
+    pub outcome: Outcome,
+    /// The expert's deliberate failure mode, if it had one (collection only).
+    pub failure_mode: Option<FailureMode>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FamilyCounts {
+    pub episodes: u64,
+    pub successes: u64,
+    pub steps: u64,
+    /// Reason -> episodes.
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+impl FamilyCounts {
+    pub(super) fn add(&mut self, outcome: &Outcome) {
+        self.episodes += 1;
+        self.successes += u64::from(outcome.success);
+        self.steps += u64::from(outcome.steps);
+        *self.outcomes.entry(outcome.reason.name().to_owned()).or_default() += 1;
+    }
+
+    pub fn success_rate(&self) -> f64 {
+        if self.episodes == 0 {
+            0.0
+        } else {
+            self.successes as f64 / self.episodes as f64
+        }
+    }
+}
+
+/// What `collect` did; written to `collect.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CollectReport {
+    pub episodes: u64,
+    pub seed: u64,
+    pub image_size: u32,
+    pub success_rate: f64,
+    pub steps: u64,
+    pub all: FamilyCounts,
+    pub per_family: BTreeMap<String, FamilyCounts>,
+    pub seconds: f64,
+    pub episodes_per_s: f64,
+}
+
+/// The seed of episode `index` of a run seeded with `seed` (SplitMix64 of both).
+pub fn episode_seed(seed: u64, index: u64) -> u64 {
+    let mut z = seed ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Collects `opts.episodes` episodes into `opts.out/episode_NNNNNN/` and writes
+/// `opts.out/collect.json`. `progress` sees every finished episode (from worker threads).
+pub fn collect(opts: &CollectOptions, progress: &(dyn Fn(&EpisodeSummary) + Sync)) -> Result<CollectReport, SimError> {
+    if opts.families.is_empty() {
+        return Err(SimError::Invalid("no task families to collect".into()));
+    }
+    if opts.image_size == 0 {
+        return Err(SimError::Invalid("the image size must be positive".into()));
+    }
+    let io = |source| SimError::Io { path: opts.out.clone(), source };
+    std::fs::create_dir_all(&opts.out).map_err(io)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.max(1))
+        .build()
+        .map_err(|e| SimError::Threads { threads: opts.threads, reason: e.to_string() })?;
+    let space = ActionSpace::new(&quadruped_action_space())?;
+    let start = Instant::now();
+    let summaries: Vec<EpisodeSummary> = pool.install(|| {
+        (0..opts.episodes)
+            .into_par_iter()
+            .map(|index| {
+                let family = opts.families[index % opts.families.len()];
+                let dir = opts.out.join(format!("episode_{index:06}"));
+                let summary = collect_episode(&dir, index, family, opts.seed, opts.image_size, &space)?;
+                progress(&summary);
+                Ok(summary)
+            })
+            .collect::<Result<_, SimError>>()
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut all = FamilyCounts::default();
+    let mut per_family: BTreeMap<String, FamilyCounts> = BTreeMap::new();
+    for s in &summaries {
+        all.add(&s.outcome);
+        per_family.entry(s.family.name().to_owned()).or_default().add(&s.outcome);
+    }
+    let report = CollectReport {
+        episodes: all.episodes,
+        seed: opts.seed,
+        image_size: opts.image_size,
+        success_rate: all.success_rate(),
+        steps: all.steps,
+        all,
+        per_family,
+        seconds,
+        episodes_per_s: if seconds > 0.0 { summaries.len() as f64 / seconds } else { 0.0 },
+    };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| SimError::Invalid(e.to_string()))?;
+    let path = opts.out.join("collect.json");
+    std::fs::write(&path, json + "\n").map_err(|source| SimError::Io { path, source })?;
+    Ok(report)
+}
+
+/// Samples episode `index` of a run seeded with `seed`, plays it with a sampled expert and
+/// records it as a bag at `dir` (which must not exist).
+pub fn collect_episode(
+    dir: &Path,
+    index: usize,
+    family: TaskFamily,
+    seed: u64,
+    image_size: u32,
+    space: &ActionSpace,
+) -> Result<EpisodeSummary, SimError> {
+    let episode_seed = episode_seed(seed, index as u64);
+    let mut rng = StdRng::seed_from_u64(episode_seed);
+    let scenario = sample_task(family, false, &mut rng)?;
+    let mut expert = Expert::sampled(&scenario, space.clone(), &mut rng);
+    let failure_mode = expert.quality().failure;
+    let instruction = scenario.instruction.clone();
+
+    let mut bag = BagWriter::create(dir)?;
+    bag.add_topic::<StringMsg>(INSTRUCTION_TOPIC, TopicQos::Latched)?;
+    bag.add_topic::<Image>(IMAGE_TOPIC, TopicQos::SensorData)?;
+    bag.add_topic::<Twist>(CMD_VEL_TOPIC, TopicQos::Reliable)?;
+    bag.add_topic::<GaitCommand>(GAIT_TOPIC, TopicQos::Reliable)?;
+    bag.add_topic::<EpisodeOutcome>(OUTCOME_TOPIC, TopicQos::Latched)?;
+    let epoch = EPOCH_NS + index as u64 * EPISODE_SPACING_NS;
+    bag.write(INSTRUCTION_TOPIC, epoch, &StringMsg { data: instruction.clone() })?;
+    let mut last_ns = epoch;
+    let outcome = run_episode(scenario, &mut expert, image_size, &mut |step| {
+        let frame_ns = epoch + FRAME_OFFSET_NS + (step.time_s * 1e9).round() as u64;
+        let image = Image {
+            header: Header { stamp: Time::from_nanos(frame_ns), frame_id: "camera".into() },
+            height: image_size,
+            width: image_size,
+            encoding: "rgb8".into(),
+            is_bigendian: 0,
+            step: image_size * 3,
+            data: step.pixels.to_vec(),
+        };
+        bag.write(IMAGE_TOPIC, frame_ns, &image)?;
+        let action_ns = frame_ns + ACTION_DELAY_NS;
+        let t = step.output.twist;
+        let twist = Twist {
+            linear: Vector3 { x: t.x_vel.into(), y: t.y_vel.into(), z: 0.0 },
+            angular: Vector3 { x: 0.0, y: 0.0, z: t.yaw_vel.into() },
+        };
+        bag.write(CMD_VEL_TOPIC, action_ns, &twist)?;
+        if let Some(g) = step.output.gait {
+            let msg = GaitCommand {
+                header: Header { stamp: Time::from_nanos(action_ns), frame_id: "base_link".into() },
+                gait: GaitPreset::nearest(g.phase_offsets) as u8,
+                phase_offsets: g.phase_offsets,
+                body_height: g.body_height,
+                step_frequency: g.step_frequency,
+                footswing_height: g.footswing_height,
+                pitch: g.pitch,
+                stance_width: g.stance_width,
+            };
+            bag.write(GAIT_TOPIC, action_ns, &msg)?;
+        }
+        last_ns = action_ns;
+        Ok(())
+    })?;
+    let end_ns =
+        (epoch + FRAME_OFFSET_NS + (outcome.time_s as f64 * 1e9).round() as u64).max(last_ns + ACTION_DELAY_NS);
+    let msg = EpisodeOutcome {
+        header: Header { stamp: Time::from_nanos(end_ns), frame_id: String::new() },
+        family: family.name().into(),
+        instruction: instruction.clone(),
+        success: outcome.success,
+        reason: outcome.reason.name().into(),
+        terminated: outcome.terminated,
+        steps: outcome.steps,
+        seed: episode_seed,
+        held_out: false,
+    };
+    bag.write(OUTCOME_TOPIC, end_ns, &msg)?;
+    bag.finish()?;
+    Ok(EpisodeSummary { index, family, held_out: false, seed: episode_seed, instruction, outcome, failure_mode })
+}

@@ -1,0 +1,148 @@
+//! The closed loop shared by data collection and evaluation. Every control step (0.2 s): render
+//! the camera, let the driver decide, pass the decision through the node's `Controller` (frame
+//! received, apply, tick), and drive the world with what the controller commands. A terminate
+//! hold is the terminate action to the world.
+
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::action::ActionSpace;
+use crate::control::{ControlConfig, ControlOutput, Controller};
+use crate::policy::{Decoding, Frame, PixelEncoding, Policy, PolicyError, PolicyOutput, RawFrame};
+
+use super::expert::{output, random_bins};
+use super::render::render_into;
+use super::task::Scenario;
+use super::world::{Outcome, World, WorldCommand, CONTROL_PERIOD_S};
+use super::SimError;
+
+/// The controller settings of the simulator: the node's defaults at the simulator's 5 Hz.
+pub fn sim_control_config() -> ControlConfig {
+    ControlConfig { control_rate_hz: 1.0 / CONTROL_PERIOD_S as f64, ..ControlConfig::default() }
+}
+
+/// What a driver sees at a control step. Policies use the frame and the instruction only;
+/// scripted experts may read the world's privileged state.
+pub struct Observation<'a> {
+    /// rgb8, `width` x `height`, row-major.
+    pub pixels: &'a [u8],
+    pub width: u32,
+    pub height: u32,
+    pub instruction: &'a str,
+    pub world: &'a World,
+    /// Seconds since the episode started.
+    pub time_s: f64,
+}
+
+impl Observation<'_> {
+    pub fn frame(&self) -> Frame<'_> {
+        Frame::Raw(RawFrame::packed(self.width, self.height, PixelEncoding::Rgb8, self.pixels))
+    }
+}
+
+/// Anything that turns observations into decisions: a scripted expert, a random policy, a network.
+pub trait Driver {
+    /// A short name for reports ("expert", "random", "model").
+    fn name(&self) -> &str;
+
+    /// A new episode starts; `seed` is the episode's, for drivers with randomness.
+    fn reset(&mut self, _seed: u64) {}
+
+    fn decide(&mut self, obs: &Observation<'_>) -> Result<PolicyOutput, PolicyError>;
+}
+
+impl Driver for Policy {
+    fn name(&self) -> &str {
+        "model"
+    }
+
+    fn reset(&mut self, _seed: u64) {
+        Policy::reset(self);
+    }
+
+    fn decide(&mut self, obs: &Observation<'_>) -> Result<PolicyOutput, PolicyError> {
+        Policy::decide(self, &obs.frame(), obs.instruction, Decoding::Cached)
+    }
+}
+
+/// A uniformly random valid bin per dimension at every step (terminate takes bin 0 or the top
+/// bin, as under the network's masks).
+pub struct RandomDriver {
+    space: ActionSpace,
+    rng: StdRng,
+}
+
+impl RandomDriver {
+    pub fn new(space: ActionSpace, seed: u64) -> Self {
+        Self { space, rng: StdRng::seed_from_u64(seed) }
+    }
+}
+
+impl Driver for RandomDriver {
+    fn name(&self) -> &str {
+        "random"
+    }
+
+    fn reset(&mut self, seed: u64) {
+        self.rng = StdRng::seed_from_u64(seed);
+    }
+
+    fn decide(&mut self, _obs: &Observation<'_>) -> Result<PolicyOutput, PolicyError> {
+        output(&self.space, random_bins(&self.space, &mut self.rng))
+    }
+}
+
+/// One control step, as it happened.
+pub struct Step<'a> {
+    /// 0-based.
+    pub index: u32,
+    /// Seconds since the episode started (the frame's time).
+    pub time_s: f64,
+    /// The camera frame of this step: rgb8, image size x image size.
+    pub pixels: &'a [u8],
+    pub decision: &'a Result<PolicyOutput, PolicyError>,
+    /// What the controller commanded after this frame.
+    pub output: &'a ControlOutput,
+}
+
+/// Plays `scenario` with `driver` through a fresh `Controller`; `on_step` sees every step (for
+/// recording). Returns the world's verdict.
+pub fn run_episode(
+    scenario: Scenario,
+    driver: &mut dyn Driver,
+    image_size: u32,
+    on_step: &mut dyn FnMut(&Step<'_>) -> Result<(), SimError>,
+) -> Result<Outcome, SimError> {
+    if image_size == 0 {
+        return Err(SimError::Invalid("the image size must be positive".into()));
+    }
+    let instruction: Arc<str> = Arc::from(scenario.instruction.as_str());
+    let mut world = World::new(scenario);
+    let mut controller = Controller::new(sim_control_config())?;
+    controller.set_instruction(Some(instruction.clone()));
+    let mut pixels = Vec::new();
+    for index in 0..world.scenario().family.max_steps() {
+        let time_s = index as f64 * CONTROL_PERIOD_S as f64;
+        render_into(&world.scenario().scene, &world.pose(), image_size, image_size, &mut pixels);
+        let obs = Observation {
+            pixels: &pixels,
+            width: image_size,
+            height: image_size,
+            instruction: &instruction,
+            world: &world,
+            time_s,
+        };
+        let decision = driver.decide(&obs);
+        controller.frame_received(time_s);
+        controller.apply(&instruction, &decision);
+        let output = controller.tick(time_s);
+        on_step(&Step { index, time_s, pixels: &pixels, decision: &decision, output: &output })?;
+        if let Some(outcome) = world.step(&WorldCommand::from_control(&output)) {
+            return Ok(outcome);
+        }
+    }
+    // The world ends every episode at its family's step limit.
+    world.outcome().ok_or_else(|| SimError::Invalid("the episode did not end at its step limit".into()))
+}

@@ -1,0 +1,116 @@
+//! Closed-loop evaluation: episodes spread evenly over the task families, alternating seen and
+//! held-out instructions within each family, played through the node's `Controller`.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::collect::{episode_seed, EpisodeSummary, FamilyCounts};
+use super::episode::{run_episode, Driver};
+use super::task::{sample_task, TaskFamily};
+use super::SimError;
+
+/// Keeps evaluation scenarios apart from collection scenarios of the same seed.
+const EVAL_SALT: u64 = 0x6576_616c_5f73_696d;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalOptions {
+    pub episodes: usize,
+    pub seed: u64,
+    pub image_size: u32,
+}
+
+/// Family and instruction split of evaluation episode `index`: families round-robin, and each
+/// family's successive episodes alternate seen, held out.
+pub fn eval_plan(index: usize) -> (TaskFamily, bool) {
+    let n = TaskFamily::ALL.len();
+    (TaskFamily::ALL[index % n], (index / n) % 2 == 1)
+}
+
+/// Success rates, printed as the `eval --json` object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    pub policy: String,
+    pub seed: u64,
+    pub episodes: u64,
+    /// 0..1 over every episode.
+    pub success_rate: f64,
+    pub seen_success_rate: f64,
+    pub held_out_success_rate: f64,
+    /// Family -> success rate (families with episodes only).
+    pub per_family: BTreeMap<String, f64>,
+    pub per_family_seen: BTreeMap<String, f64>,
+    pub per_family_held_out: BTreeMap<String, f64>,
+    /// Reason -> episodes.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Family -> counts over all its episodes.
+    pub counts: BTreeMap<String, FamilyCounts>,
+    pub mean_steps: f64,
+}
+
+impl EvalReport {
+    fn from_summaries(policy: &str, seed: u64, summaries: &[EpisodeSummary]) -> Self {
+        let rate = |filter: &dyn Fn(&EpisodeSummary) -> bool| -> Option<f64> {
+            let picked: Vec<&EpisodeSummary> = summaries.iter().filter(|s| filter(s)).collect();
+            (!picked.is_empty())
+                .then(|| picked.iter().filter(|s| s.outcome.success).count() as f64 / picked.len() as f64)
+        };
+        let per = |held: Option<bool>| -> BTreeMap<String, f64> {
+            TaskFamily::ALL
+                .iter()
+                .filter_map(|&f| {
+                    rate(&|s| s.family == f && held.is_none_or(|h| s.held_out == h)).map(|r| (f.name().to_owned(), r))
+                })
+                .collect()
+        };
+        let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+        let mut counts: BTreeMap<String, FamilyCounts> = BTreeMap::new();
+        for s in summaries {
+            *outcomes.entry(s.outcome.reason.name().to_owned()).or_default() += 1;
+            counts.entry(s.family.name().to_owned()).or_default().add(&s.outcome);
+        }
+        let steps: u64 = summaries.iter().map(|s| u64::from(s.outcome.steps)).sum();
+        Self {
+            policy: policy.to_owned(),
+            seed,
+            episodes: summaries.len() as u64,
+            success_rate: rate(&|_| true).unwrap_or(0.0),
+            seen_success_rate: rate(&|s| !s.held_out).unwrap_or(0.0),
+            held_out_success_rate: rate(&|s| s.held_out).unwrap_or(0.0),
+            per_family: per(None),
+            per_family_seen: per(Some(false)),
+            per_family_held_out: per(Some(true)),
+            outcomes,
+            counts,
+            mean_steps: if summaries.is_empty() { 0.0 } else { steps as f64 / summaries.len() as f64 },
+        }
+    }
+}
+
+/// Plays `opts.episodes` evaluation episodes with `driver` (reset before each); `progress` sees
+/// every finished episode.
+pub fn evaluate(
+    driver: &mut dyn Driver,
+    opts: &EvalOptions,
+    progress: &mut dyn FnMut(&EpisodeSummary),
+) -> Result<EvalReport, SimError> {
+    if opts.episodes == 0 {
+        return Err(SimError::Invalid("evaluation needs at least one episode".into()));
+    }
+    let mut summaries = Vec::with_capacity(opts.episodes);
+    for index in 0..opts.episodes {
+        let (family, held_out) = eval_plan(index);
+        let seed = episode_seed(opts.seed ^ EVAL_SALT, index as u64);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let scenario = sample_task(family, held_out, &mut rng)?;
+        let instruction = scenario.instruction.clone();
+        driver.reset(rng.random());
+        let outcome = run_episode(scenario, driver, opts.image_size, &mut |_| Ok(()))?;
+        let summary = EpisodeSummary { index, family, held_out, seed, instruction, outcome, failure_mode: None };
+        progress(&summary);
+        summaries.push(summary);
+    }
+    Ok(EvalReport::from_summaries(driver.name(), opts.seed, &summaries))
+}

@@ -1,0 +1,289 @@
+//! Scripted experts with privileged state: waypoints (beside an obstacle, in front of a doorway or
+//! bar, then through it), proportional heading control, trot at 3 Hz. Each episode draws a
+//! quality: action noise, occasional random actions, and with overall probability ~40 % a
+//! deliberate failure mode. The world, not the expert, decides the label.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use serde::Serialize;
+
+use crate::action::{ActionSpace, GaitPreset, TERMINATE};
+use crate::policy::{PolicyError, PolicyOutput, Timing};
+
+use super::episode::{Driver, Observation};
+use super::task::{Goal, Scenario, TaskFamily, ARENA};
+use super::world::{wrap_angle, World, ROBOT_RADIUS};
+
+/// Probability that an episode's expert has a failure mode.
+pub const FAILURE_PROBABILITY: f64 = 0.4;
+/// Body-height offset the expert crouches to under a bar, m.
+pub const CROUCH_HEIGHT: f32 = -0.2;
+/// Step frequency of the expert's trot, Hz.
+pub const STEP_FREQUENCY: f32 = 3.0;
+
+/// A deliberate way to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Goes to another object than the named one.
+    Distractor,
+    /// Never lowers the body (crawl).
+    ForgetCrouch,
+    /// Straight at the goal, ignoring the obstacle or the doorway.
+    StraightLine,
+    /// Terminates at this step.
+    TerminateEarly { step: u32 },
+    /// Far too slow: times out.
+    TooSlow,
+    /// Heads for random points.
+    Wander,
+}
+
+impl FailureMode {
+    /// The modes that make sense in `family` (for `scenario`'s scene).
+    pub fn options(scenario: &Scenario, rng: &mut StdRng) -> Vec<FailureMode> {
+        let early = FailureMode::TerminateEarly { step: rng.random_range(1..12) };
+        match scenario.family {
+            TaskFamily::GoTo | TaskFamily::Distinguish => {
+                let mut v = vec![early, Self::TooSlow, Self::Wander];
+                if scenario.scene.objects.len() > 1 {
+                    v.extend([Self::Distractor, Self::Distractor]);
+                }
+                v
+            }
+            TaskFamily::GoAvoid => vec![Self::StraightLine, Self::StraightLine, early, Self::TooSlow, Self::Wander],
+            TaskFamily::GoThrough => vec![Self::StraightLine, Self::StraightLine, early, Self::TooSlow, Self::Wander],
+            TaskFamily::Crawl => vec![Self::ForgetCrouch, Self::ForgetCrouch, early, Self::TooSlow, Self::Wander],
+            TaskFamily::Stop => vec![Self::Wander],
+        }
+    }
+}
+
+/// How well an expert behaves in one episode.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ExpertQuality {
+    /// Standard deviation of Gaussian noise on the velocity commands (m/s, rad/s).
+    pub noise: f32,
+    /// Probability per step of a uniformly random command instead.
+    pub random_action: f32,
+    /// Cruise speed, m/s.
+    pub cruise: f32,
+    pub failure: Option<FailureMode>,
+    /// Stop family: terminate at once rather than stand still.
+    pub terminate_on_stop: bool,
+}
+
+impl ExpertQuality {
+    /// A noiseless expert that does its best.
+    pub fn clean() -> Self {
+        Self { noise: 0.0, random_action: 0.0, cruise: 0.7, failure: None, terminate_on_stop: false }
+    }
+
+    /// The quality of one episode's expert.
+    pub fn sample(scenario: &Scenario, rng: &mut StdRng) -> Self {
+        let noise = rng.random_range(0.0..0.15);
+        let random_action = if rng.random_bool(0.5) { rng.random_range(0.0..0.1) } else { 0.0 };
+        let cruise = rng.random_range(0.5..0.85);
+        let terminate_on_stop = rng.random_bool(0.5);
+        let options = FailureMode::options(scenario, rng);
+        let failure = rng.random_bool(FAILURE_PROBABILITY).then(|| options[rng.random_range(0..options.len())]);
+        Self { noise, random_action, cruise, failure, terminate_on_stop }
+    }
+}
+
+/// A scripted driver for one scenario.
+pub struct Expert {
+    space: ActionSpace,
+    quality: ExpertQuality,
+    rng: StdRng,
+    /// Points to visit in order; the last is the goal.
+    waypoints: Vec<(f32, f32)>,
+    next: usize,
+    /// Pass tasks: the gap's lane (y) and the wall's x, followed after the approach point.
+    lane: Option<(f32, f32)>,
+    crouch_from_x: Option<f32>,
+    steps: u32,
+}
+
+impl Expert {
+    /// An expert of the given quality; `seed` drives its noise and random actions.
+    pub fn new(scenario: &Scenario, space: ActionSpace, quality: ExpertQuality, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let start = (scenario.start.x, scenario.start.y);
+        let straight = quality.failure == Some(FailureMode::StraightLine);
+        let mut lane = None;
+        let mut crouch_from_x = None;
+        let waypoints = match scenario.goal {
+            Goal::Reach { object } => {
+                let objects = &scenario.scene.objects;
+                let mut target = object;
+                if quality.failure == Some(FailureMode::Distractor) && objects.len() > 1 {
+                    let others: Vec<usize> = (0..objects.len()).filter(|&i| i != object).collect();
+                    target = others[rng.random_range(0..others.len())];
+                }
+                let goal = objects.get(target).map_or(start, |o| (o.x, o.y));
+                let mut points = Vec::new();
+                if !straight {
+                    for obstacle in &scenario.scene.obstacles {
+                        let c = obstacle.footprint.center();
+                        if super::task::segment_distance(c, start, goal) < 0.9 {
+                            points.push(beside(start, goal, c, obstacle.footprint.bounding_radius()));
+                        }
+                    }
+                }
+                points.push(goal);
+                points
+            }
+            Goal::Pass { wall_x, gap_y } => {
+                if quality.failure != Some(FailureMode::ForgetCrouch) && !scenario.scene.bars.is_empty() {
+                    crouch_from_x = Some(wall_x - 1.4);
+                }
+                if straight {
+                    let yaw = scenario.start.yaw;
+                    let d = (wall_x + 1.5 - start.0).max(0.5);
+                    vec![(start.0 + d, start.1 + d * yaw.tan().clamp(-1.0, 1.0))]
+                } else {
+                    lane = Some((gap_y, wall_x));
+                    vec![(wall_x - 0.9, gap_y), (wall_x + 1.5, gap_y)]
+                }
+            }
+            Goal::Stay => vec![start],
+        };
+        Self { space, quality, rng, waypoints, next: 0, lane, crouch_from_x, steps: 0 }
+    }
+
+    /// An expert whose quality is drawn from `rng`.
+    pub fn sampled(scenario: &Scenario, space: ActionSpace, rng: &mut StdRng) -> Self {
+        let quality = ExpertQuality::sample(scenario, rng);
+        let seed = rng.random();
+        Self::new(scenario, space, quality, seed)
+    }
+
+    pub fn quality(&self) -> &ExpertQuality {
+        &self.quality
+    }
+
+    /// The physical command for this step: (terminate, x_vel, y_vel, yaw_vel, body_height).
+    fn command(&mut self, world: &World) -> (bool, f32, f32, f32, f32) {
+        let pose = world.pose();
+        let family = world.scenario().family;
+        let step = self.steps;
+        self.steps += 1;
+        match self.quality.failure {
+            Some(FailureMode::TerminateEarly { step: at }) if step >= at => return (true, 0.0, 0.0, 0.0, 0.0),
+            Some(FailureMode::Wander) if step % 10 == 0 => {
+                let p = (self.rng.random_range(0.5..ARENA.0 - 0.5), self.rng.random_range(0.5..ARENA.1 - 0.5));
+                self.waypoints = vec![p];
+                self.next = 0;
+            }
+            _ => {}
+        }
+        if family == TaskFamily::Stop && self.quality.failure.is_none() {
+            return (self.quality.terminate_on_stop, 0.0, 0.0, 0.0, 0.0);
+        }
+        while self.next + 1 < self.waypoints.len() {
+            let (wx, wy) = self.waypoints[self.next];
+            if (wx - pose.x).hypot(wy - pose.y) > 0.3 {
+                break;
+            }
+            self.next += 1;
+        }
+        let mut aim = self.waypoints.get(self.next).copied().unwrap_or((pose.x, pose.y));
+        if let Some((gap_y, wall_x)) = self.lane {
+            // After the approach point, pursue a point ahead on the lane through the gap.
+            if self.next > 0 || pose.x > wall_x - 0.9 - 0.3 {
+                aim = (pose.x.max(wall_x - 1.2) + 0.8, gap_y);
+            }
+        }
+        let error = wrap_angle((aim.1 - pose.y).atan2(aim.0 - pose.x) - pose.yaw);
+        let cruise = if self.quality.failure == Some(FailureMode::TooSlow) { 0.06 } else { self.quality.cruise };
+        let x_vel = cruise * error.cos().max(0.0).powi(3);
+        let yaw_vel = (2.0 * error).clamp(-1.0, 1.0);
+        let crouch = self.crouch_from_x.is_some_and(|x| pose.x > x);
+        (false, x_vel, 0.0, yaw_vel, if crouch { CROUCH_HEIGHT } else { 0.0 })
+    }
+
+    /// Values in action-space order for a command; unknown dimensions get the range's middle.
+    fn values(&mut self, terminate: bool, x: f32, y: f32, yaw: f32, body: f32) -> Vec<f32> {
+        let noise = self.quality.noise;
+        let mut jitter = |v: f32| v + noise * self.rng.sample::<f32, _>(StandardNormal);
+        let (x, y, yaw) = if terminate { (x, y, yaw) } else { (jitter(x), jitter(y), jitter(yaw)) };
+        let trot = GaitPreset::Trot.offsets();
+        (0..self.space.dims())
+            .map(|d| {
+                let (lo, hi) = self.space.range(d);
+                match self.space.names()[d].as_str() {
+                    TERMINATE => f32::from(u8::from(terminate)),
+                    "x_vel" => x,
+                    "y_vel" => y,
+                    "yaw_vel" => yaw,
+                    "body_height" => body,
+                    "step_frequency" => STEP_FREQUENCY,
+                    "gait_phase" => trot[0],
+                    "gait_offset" => trot[1],
+                    "gait_bound" => trot[2],
+                    "footswing_height" => 0.12,
+                    "pitch" => 0.0,
+                    "stance_width" => 0.3,
+                    _ => 0.5 * (lo + hi),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A point beside obstacle centre `c` (of half-size `size`), off the line start-goal, on the side
+/// away from the obstacle's offset.
+fn beside(start: (f32, f32), goal: (f32, f32), c: (f32, f32), size: f32) -> (f32, f32) {
+    let (dx, dy) = (goal.0 - start.0, goal.1 - start.1);
+    let len = dx.hypot(dy).max(1e-6);
+    let (nx, ny) = (-dy / len, dx / len);
+    let offset = (c.0 - start.0) * nx + (c.1 - start.1) * ny;
+    let side = if offset > 0.0 { -1.0 } else { 1.0 };
+    let clearance = size.max(0.0) + ROBOT_RADIUS + 0.45;
+    let along = (c.0 - start.0) * dx / len + (c.1 - start.1) * dy / len;
+    let base = (start.0 + along * dx / len, start.1 + along * dy / len);
+    (base.0 + side * clearance * nx, base.1 + side * clearance * ny)
+}
+
+impl Driver for Expert {
+    fn name(&self) -> &str {
+        "expert"
+    }
+
+    fn decide(&mut self, obs: &Observation<'_>) -> Result<PolicyOutput, PolicyError> {
+        let (terminate, x, y, yaw, body) = self.command(obs.world);
+        let bins = if !terminate && self.rng.random::<f32>() < self.quality.random_action {
+            let bins = random_bins(&self.space, &mut self.rng);
+            // A random command, but not the terminate action.
+            let mut values: Vec<f32> = bins.iter().enumerate().map(|(d, &b)| self.space.decode(d, b)).collect();
+            if let Some(t) = self.space.index_of(TERMINATE) {
+                values[t] = 0.0;
+            }
+            self.space.encode_values(&values)?
+        } else {
+            let values = self.values(terminate, x, y, yaw, body);
+            self.space.encode_values(&values)?
+        };
+        output(&self.space, bins)
+    }
+}
+
+/// A uniformly random valid bin per dimension (the terminate flag only takes its extremes).
+pub fn random_bins(space: &ActionSpace, rng: &mut StdRng) -> Vec<u32> {
+    space
+        .valid_masks()
+        .iter()
+        .map(|mask| {
+            let valid: Vec<u32> = (0..mask.len() as u32).filter(|&b| mask[b as usize]).collect();
+            valid.get(rng.random_range(0..valid.len().max(1))).copied().unwrap_or(0)
+        })
+        .collect()
+}
+
+/// A decision built from bins, quantised exactly as the network's.
+pub fn output(space: &ActionSpace, bins: Vec<u32>) -> Result<PolicyOutput, PolicyError> {
+    let command = space.command(&bins)?;
+    Ok(PolicyOutput { command, q: Vec::new(), expert_load: Vec::new(), timing: Timing::default(), bins })
+}

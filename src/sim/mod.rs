@@ -1,0 +1,56 @@
+//! The task world: a kinematic quadruped on a plane driven by the 11-value locomotion command, a
+//! software-rendered first-person camera, task families after QUARD with exact success and
+//! failure, scripted experts of mixed quality, and the closed loop through the node's
+//! `Controller` used both to collect episode bags and to evaluate policies.
+
+mod collect;
+mod episode;
+mod eval;
+pub mod expert;
+mod render;
+mod task;
+mod world;
+
+use std::path::PathBuf;
+
+pub use collect::{
+    collect, collect_episode, episode_seed, CollectOptions, CollectReport, EpisodeSummary, FamilyCounts, CMD_VEL_TOPIC,
+    EPISODE_SPACING_NS, EPOCH_NS, GAIT_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC, OUTCOME_TOPIC,
+};
+pub use episode::{run_episode, sim_control_config, Driver, Observation, RandomDriver, Step};
+pub use eval::{eval_plan, evaluate, EvalOptions, EvalReport};
+pub use expert::{Expert, ExpertQuality, FailureMode};
+pub use render::{render, render_into, FOV_DEG};
+pub use task::{all_instructions, sample_task, Goal, Scenario, TaskFamily, ARENA, BAR_BOTTOM, BAR_TOP};
+pub use world::{
+    gait_speed_factor, speed_limit, wrap_angle, Bar, Color, Footprint, Object, Obstacle, Outcome, Pose, Reason, Scene,
+    Shape, World, WorldCommand, BODY_OFFSET_RANGE, BODY_RATE, CONTROL_PERIOD_S, NOMINAL_BODY_TOP, REACH_DISTANCE,
+    ROBOT_RADIUS, STAY_RADIUS, SUBSTEP_S, WALL_HEIGHT, WALL_THICKNESS,
+};
+
+use crate::action::ActionError;
+use crate::bag::BagError;
+use crate::control::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("unknown task family '{0}' (known: go_to, distinguish, go_avoid, go_through, crawl, stop)")]
+    UnknownFamily(String),
+    #[error("could not sample a valid {0} scenario")]
+    Sampling(TaskFamily),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Bag(#[from] BagError),
+    #[error(transparent)]
+    Control(#[from] ConfigError),
+    #[error(transparent)]
+    Action(#[from] ActionError),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot start {threads} threads: {reason}")]
+    Threads { threads: usize, reason: String },
+}
+
+#[cfg(test)]
+mod tests;

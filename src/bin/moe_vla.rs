@@ -1,5 +1,7 @@
 //! `moe_vla`: create, train, inspect and benchmark models; replay bags.
 
+#[path = "../cli/sim.rs"]
+mod sim_cmd;
 #[path = "../cli/train.rs"]
 mod train_cmd;
 
@@ -46,6 +48,10 @@ enum Command {
     Replay(ReplayArgs),
     /// Train a model from episode bags: conservative Q-learning (default) or behaviour cloning.
     Train(train_cmd::TrainArgs),
+    /// Record episodes of scripted experts in the task world: one rosbag2 bag per episode.
+    Collect(sim_cmd::CollectArgs),
+    /// Closed-loop success rates in the task world, through the node's controller.
+    Eval(sim_cmd::EvalArgs),
     /// Inspect rosbag2 bags (MCAP).
     Bag {
         #[command(subcommand)]
@@ -173,6 +179,8 @@ fn main() -> Result<()> {
         Command::Decide(args) => decide(args),
         Command::Replay(args) => replay(args),
         Command::Train(args) => train_cmd::train(args),
+        Command::Collect(args) => sim_cmd::collect(args),
+        Command::Eval(args) => sim_cmd::eval(args),
         Command::Bag { command: BagCommand::Info { bag } } => bag_info(&bag),
         Command::Bag { command: BagCommand::Echo { bag, topic } } => bag_echo(&bag, topic.as_deref()),
     }

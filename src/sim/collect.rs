@@ -25,7 +25,7 @@ use crate::model::config::quadruped_action_space;
 use super::episode::run_episode;
 use super::expert::{Expert, FailureMode};
 use super::task::{sample_task, TaskFamily};
-use super::world::Outcome;
+use super::world::{Outcome, CONTROL_RATE_HZ};
 use super::SimError;
 
 pub const IMAGE_TOPIC: &str = "/camera/image_raw";
@@ -39,6 +39,7 @@ pub const EPOCH_NS: u64 = 1_700_000_000_000_000_000;
 pub const EPISODE_SPACING_NS: u64 = 100_000_000_000;
 const FRAME_OFFSET_NS: u64 = 10_000_000;
 const ACTION_DELAY_NS: u64 = 1_000_000;
+const PERIOD_NS: u64 = (1e9 / CONTROL_RATE_HZ) as u64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CollectOptions {
@@ -193,7 +194,7 @@ pub fn collect_episode(
     bag.write(INSTRUCTION_TOPIC, epoch, &StringMsg { data: instruction.clone() })?;
     let mut last_ns = epoch;
     let outcome = run_episode(scenario, &mut expert, image_size, &mut |step| {
-        let frame_ns = epoch + FRAME_OFFSET_NS + (step.time_s * 1e9).round() as u64;
+        let frame_ns = epoch + FRAME_OFFSET_NS + u64::from(step.index) * PERIOD_NS;
         let image = Image {
             header: Header { stamp: Time::from_nanos(frame_ns), frame_id: "camera".into() },
             height: image_size,

@@ -15,12 +15,12 @@ use crate::policy::{Decoding, Frame, PixelEncoding, Policy, PolicyError, PolicyO
 use super::expert::{output, random_bins};
 use super::render::render_into;
 use super::task::Scenario;
-use super::world::{Outcome, World, WorldCommand, CONTROL_PERIOD_S};
+use super::world::{Outcome, World, WorldCommand, CONTROL_RATE_HZ};
 use super::SimError;
 
 /// The controller settings of the simulator: the node's defaults at the simulator's 5 Hz.
 pub fn sim_control_config() -> ControlConfig {
-    ControlConfig { control_rate_hz: 1.0 / CONTROL_PERIOD_S as f64, ..ControlConfig::default() }
+    ControlConfig { control_rate_hz: CONTROL_RATE_HZ, ..ControlConfig::default() }
 }
 
 /// What a driver sees at a control step. Policies use the frame and the instruction only;
@@ -124,7 +124,7 @@ pub fn run_episode(
     controller.set_instruction(Some(instruction.clone()));
     let mut pixels = Vec::new();
     for index in 0..world.scenario().family.max_steps() {
-        let time_s = index as f64 * CONTROL_PERIOD_S as f64;
+        let time_s = index as f64 / CONTROL_RATE_HZ;
         render_into(&world.scenario().scene, &world.pose(), image_size, image_size, &mut pixels);
         let obs = Observation {
             pixels: &pixels,

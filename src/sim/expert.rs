@@ -172,7 +172,7 @@ impl Expert {
         self.steps += 1;
         match self.quality.failure {
             Some(FailureMode::TerminateEarly { step: at }) if step >= at => return (true, 0.0, 0.0, 0.0, 0.0),
-            Some(FailureMode::Wander) if step % 10 == 0 => {
+            Some(FailureMode::Wander) if step.is_multiple_of(10) => {
                 let p = (self.rng.random_range(0.5..ARENA.0 - 0.5), self.rng.random_range(0.5..ARENA.1 - 0.5));
                 self.waypoints = vec![p];
                 self.next = 0;

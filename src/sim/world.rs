@@ -16,7 +16,9 @@ pub const NOMINAL_BODY_TOP: f32 = 0.42;
 pub const BODY_OFFSET_RANGE: (f32, f32) = (-0.25, 0.05);
 /// How fast the body height follows its command, m/s.
 pub const BODY_RATE: f32 = 0.5;
-/// Duration of one control step (5 Hz control), s.
+/// Control rate of the simulator, Hz.
+pub const CONTROL_RATE_HZ: f64 = 5.0;
+/// Duration of one control step, s.
 pub const CONTROL_PERIOD_S: f32 = 0.2;
 /// Integration substep inside a control step, s.
 pub const SUBSTEP_S: f32 = 0.05;

@@ -1,0 +1,60 @@
+//! `moe_vla collect` and `moe_vla eval --policy random`, end to end.
+
+use std::process::Command;
+
+fn moe_vla(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_moe_vla")).args(args).output().expect("binary runs")
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[test]
+fn collect_then_eval_a_random_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("episodes");
+    let out = out.to_str().unwrap();
+    let args = ["collect", "--episodes", "4", "--out", out, "--seed", "3", "--image-size", "16"];
+    let collected = moe_vla(&[&args[..], &["--families", "go_to,crawl"]].concat());
+    assert!(collected.status.success(), "{}", text(&collected.stderr));
+    let summary = text(&collected.stdout);
+    assert!(summary.contains("collected 4 episodes") && summary.contains("episodes/min"), "{summary}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("episodes/collect.json")).unwrap()).unwrap();
+    assert_eq!(report["episodes"], 4);
+    assert_eq!(report["per_family"]["crawl"]["episodes"], 2);
+    for i in 0..4 {
+        assert!(dir.path().join(format!("episodes/episode_{i:06}/metadata.yaml")).is_file());
+    }
+    let bad = moe_vla(&["collect", "--episodes", "1", "--out", out, "--families", "fly"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("unknown task family"));
+
+    let eval =
+        moe_vla(&["eval", "--policy", "random", "--episodes", "12", "--seed", "1", "--image-size", "16", "--json"]);
+    assert!(eval.status.success(), "{}", text(&eval.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&eval.stdout).expect("one JSON object");
+    for key in [
+        "episodes",
+        "success_rate",
+        "per_family",
+        "per_family_seen",
+        "per_family_held_out",
+        "seen_success_rate",
+        "held_out_success_rate",
+        "outcomes",
+        "policy",
+        "seed",
+    ] {
+        assert!(report.get(key).is_some(), "{key} missing from {report}");
+    }
+    assert_eq!(report["episodes"], 12);
+    assert_eq!(report["policy"], "random");
+    assert_eq!(report["per_family"].as_object().unwrap().len(), 6);
+    let table = moe_vla(&["eval", "--policy", "random", "--episodes", "6", "--image-size", "16"]);
+    assert!(table.status.success(), "{}", text(&table.stderr));
+    assert!(text(&table.stdout).contains("held-out"));
+    let missing = moe_vla(&["eval", "--episodes", "6"]);
+    assert!(!missing.status.success(), "--model is required for the model policy");
+}

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The main job on the default model: sets up and builds the ROS 2 package, starts moe_vla_node,
-# drives it with a real rclpy camera/instruction peer, and reports end-to-end latency
-# (image published -> cmd_vel received). Safe to run repeatedly; non-interactive.
+# The main job on the default model: sets up and builds the ROS 2 package, then runs
+# moe_vla_node (the policy, models/default) closed-loop with moe_vla_sim_node (the task world)
+# over ROS 2 and prints each episode's outcome. Safe to run repeatedly; non-interactive.
 #
-# Until a trained default model ships (models/default), it runs a model made by `moe_vla init`
-# and says UNTRAINED: the commands then mean nothing, the latency is real.
+#   EPISODES=12 SEED=3 ./scripts/demo.sh     # more episodes, other scenes
+#   FAMILY=crawl ./scripts/demo.sh           # one task family only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moe_vla/target}"
@@ -13,10 +13,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moe_vla/target}"
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh
 model=models/default
-if [ ! -f "$model/config.json" ]; then
-  model=models/untrained-tiny
-  [ -f "$model/config.json" ] || moe_vla init --preset tiny --instructions data/instructions.txt --out "$model"
-  echo "demo: no trained default model yet; using the UNTRAINED $model"
-fi
 moe_vla info "$model"
-python3 scripts/latency.py "$model" --frames 100
+
+# A domain of its own, so the demo neither hears nor drives other ROS 2 systems on this network.
+export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 100 ))}"
+moe_vla_node --ros-args -p model_dir:="$PWD/$model" &
+node=$!
+trap 'kill -INT "$node" 2>/dev/null; wait "$node" 2>/dev/null || true' EXIT
+moe_vla_sim_node --ros-args -p episodes:="${EPISODES:-6}" -p seed:="${SEED:-0}" -p family:="${FAMILY:-all}"

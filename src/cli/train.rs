@@ -60,6 +60,11 @@ pub struct TrainArgs {
     /// Save a checkpoint every N updates (and at the end).
     #[arg(long, default_value_t = 250)]
     checkpoint_every: usize,
+    /// Stop after this many minutes of training even if --steps is not reached (the schedule
+    /// stays planned for --steps); the model and a checkpoint are written either way, so
+    /// --resume can continue later.
+    #[arg(long)]
+    max_minutes: Option<f64>,
     /// Continue the run in OUT/checkpoint up to --steps; the other options come from it.
     #[arg(long)]
     resume: bool,
@@ -183,7 +188,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let first_step = trainer.step;
     let started = Instant::now();
     let mut recent: Vec<StepStats> = Vec::new();
+    let deadline = args.max_minutes.map(|m| started + std::time::Duration::from_secs_f64(m.max(0.0) * 60.0));
     while trainer.step < opts.steps {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            tracing::warn!("stopping at update {} of {}: --max-minutes reached", trainer.step, opts.steps);
+            trainer.save_checkpoint(out)?;
+            break;
+        }
         let steps = Dataset::sample_steps(&eligible, opts.batch_size, &mut trainer.batch_rng(trainer.step));
         let batch = batcher.batch(&steps, opts.gamma)?;
         let stats = trainer.update(&batch)?;

@@ -4,6 +4,8 @@ pub mod convert;
 pub mod logging;
 pub mod node;
 pub mod params;
+pub mod sim_node;
 
 pub use node::{run, NodeError, NODE_NAME};
 pub use params::NodeParams;
+pub use sim_node::{SimParams, SIM_NODE_NAME};

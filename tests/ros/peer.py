@@ -114,12 +114,13 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 0.01):
 
 
 class NodeProcess:
-    """moe_vla_node as a subprocess, its console log in a file."""
+    """moe_vla_node (or another of the package's nodes) as a subprocess, its console log in a file."""
 
-    def __init__(self, log_dir: Path, domain_id: int, params: dict, remaps=(), name="node", extra_args=()):
+    def __init__(self, log_dir: Path, domain_id: int, params: dict, remaps=(), name="node", extra_args=(),
+                 binary="moe_vla_node"):
         self.log_path = Path(log_dir) / f"{name}.log"
         # Extra arguments (a --params-file) first: a later -p overrides them, as in every ROS 2 node.
-        args = [str(installed("moe_vla_node")), "--ros-args", *extra_args]
+        args = [str(installed(binary)), "--ros-args", *extra_args]
         for key, value in params.items():
             if isinstance(value, bool):
                 value = "true" if value else "false"

@@ -156,6 +156,12 @@ struct BenchArgs {
 }
 
 fn main() -> Result<()> {
+    // Like other command-line tools, end quietly when the reader of stdout goes away
+    // (`moe_vla bag echo ... | head`) instead of panicking on the broken pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     // candle splits even batch-1 matrix products across threads, which costs more than it gains
     // here; parallelism comes from the policy's own pool (experts run side by side) instead.
@@ -410,6 +416,7 @@ fn bag_echo(path: &Path, only: Option<&str>) -> Result<()> {
             TwistStamped::TYPE => value::<TwistStamped>(m.data),
             GaitCommand::TYPE => value::<GaitCommand>(m.data),
             VlaDecision::TYPE => value::<VlaDecision>(m.data),
+            EpisodeOutcome::TYPE => value::<EpisodeOutcome>(m.data),
             Header::TYPE => value::<Header>(m.data),
             _ => {
                 unknown += 1;

@@ -203,7 +203,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             recent.remove(0);
         }
         let mean = |f: fn(&StepStats) -> f32| recent.iter().map(f).sum::<f32>() / recent.len() as f32;
-        progress.set_message(match opts.objective {
+        let message = match opts.objective {
             Objective::Q => format!(
                 "loss {:.4} td {:.4} cql {:.4} Q {:.3} target {:.3}",
                 mean(|s| s.loss),
@@ -213,7 +213,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 mean(|s| s.q_target)
             ),
             Objective::Bc => format!("loss {:.4} ce {:.4} balance {:.3}", mean(|s| s.loss), mean(|s| s.main), mean(|s| s.balance)),
-        });
+        };
+        // Without a terminal (CI, nohup) the bar is hidden: a log line now and then instead.
+        if progress.is_hidden() && trainer.step % 50 == 0 {
+            tracing::info!("update {}/{}: {message}", trainer.step, opts.steps);
+        }
+        progress.set_message(message);
         progress.inc(1);
         if trainer.step % args.checkpoint_every.max(1) == 0 || trainer.step == opts.steps {
             trainer.save_checkpoint(out)?;

@@ -158,8 +158,11 @@ impl Dataset {
             Some(index) => index,
             None => {
                 let index = build_cache(&sources, &frames_path, image_size, space, topics, &mut progress)?;
+                // Written aside and renamed, so runs sharing a cache never read a half-written one.
                 let json = serde_json::to_vec(&index).expect("plain data serialises");
-                std::fs::write(&index_path, json).map_err(io(&index_path))?;
+                let tmp = index_path.with_extension(format!("partial-{}", std::process::id()));
+                std::fs::write(&tmp, json).map_err(io(&tmp))?;
+                std::fs::rename(&tmp, &index_path).map_err(io(&index_path))?;
                 index
             }
         };
@@ -233,7 +236,8 @@ fn build_cache(
     topics: &Topics,
     progress: &mut impl FnMut(usize, usize),
 ) -> Result<CacheIndex, DataError> {
-    let tmp = frames_path.with_extension("partial");
+    // Per process, so concurrent runs building the same cache do not write into one file.
+    let tmp = frames_path.with_extension(format!("partial-{}", std::process::id()));
     let mut out = BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
     let mut index = CacheIndex {
         sources: sources.to_vec(),
@@ -330,10 +334,13 @@ fn default_gait() -> GaitCommand {
     }
 }
 
+/// One episode cut from a bag: its entry, its frames and each step's bins.
+type EpisodeSteps = (Episode, Vec<Vec<u8>>, Vec<Vec<u32>>);
+
 /// Cuts the event stream into episodes: an instruction starts one, an outcome ends it. Each
 /// frame's action is the first twist after it (a stop when none came before the next frame)
 /// with the newest gait command.
-fn split_episodes(bag: &Path, events: Vec<Event>, space: &ActionSpace) -> Vec<(Episode, Vec<Vec<u8>>, Vec<Vec<u32>>)> {
+fn split_episodes(bag: &Path, events: Vec<Event>, space: &ActionSpace) -> Vec<EpisodeSteps> {
     let mut episodes = Vec::new();
     let mut instruction: Option<String> = None;
     let mut frames: Vec<Vec<u8>> = Vec::new();

@@ -52,7 +52,9 @@ impl AdamW {
 
     /// One update at learning rate `lr`. Returns the gradient norm before clipping.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<f32> {
-        let grads: Vec<Option<Tensor>> = self.vars.iter().map(|(_, v)| grads.get(v.as_tensor()).cloned()).collect();
+        // Gradients carry the graph that computed them; detached, the moments keep data only
+        // (kept with its graph, every step would hold on to all earlier ones).
+        let grads: Vec<Option<Tensor>> = self.vars.iter().map(|(_, v)| grads.get(v.as_tensor()).map(Tensor::detach)).collect();
         let mut sq = 0f64;
         for g in grads.iter().flatten() {
             sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;

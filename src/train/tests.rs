@@ -128,6 +128,21 @@ fn conservative_term_lowers_unseen_bins() {
 }
 
 #[test]
+fn optimizer_and_target_state_hold_no_graph() {
+    // A moment or target tensor that kept its autograd graph would keep every earlier step's
+    // graph alive: memory would grow without bound over a long run.
+    let cfg = micro();
+    let batch = synthetic_batch(&cfg, 2);
+    let mut trainer = Trainer::new(&cfg, &TrainOptions::default(), &Device::Cpu).unwrap();
+    for _ in 0..2 {
+        trainer.update(&batch).unwrap();
+    }
+    for (name, t) in trainer.optimizer.state().iter().chain(trainer.target.iter()) {
+        assert!(!t.track_op(), "{name} carries an autograd graph");
+    }
+}
+
+#[test]
 fn every_parameter_receives_a_gradient() {
     let cfg = micro();
     let batch = synthetic_batch(&cfg, 3);

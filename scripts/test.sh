@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moe_vla/target}"
 
 ./scripts/setup.sh
-cargo test --locked --bench decode
+cargo test --locked --bench decode --bench train_step
 cargo test --locked --lib --bins --tests
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh

@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::action::GaitPreset;
-use crate::bag::msgs::{CompressedImage, GaitCommand, Header, Image, StringMsg, Time, Twist, Vector3, VlaDecision};
+use crate::bag::msgs::{CompressedImage, GaitCommand, Header, Image, StringMsg, Time, Twist, VlaDecision};
 use crate::bag::{decode, BagError, BagReader, BagWriter, RawMessage, ReadReport, TopicQos};
 use crate::control::{Applied, ConfigError, ControlConfig, ControlOutput, Controller, LatencyStats, StopReason};
 use crate::policy::tokenize::accept_instruction;
@@ -117,23 +116,9 @@ impl Replay<'_> {
         }
         self.stop = out.stop.clone();
         self.summary.commands += 1;
-        let t = out.twist;
-        let twist = Twist {
-            linear: Vector3 { x: t.x_vel.into(), y: t.y_vel.into(), z: 0.0 },
-            angular: Vector3 { x: 0.0, y: 0.0, z: t.yaw_vel.into() },
-        };
-        self.write(CMD_VEL, time, &twist);
+        self.write(CMD_VEL, time, &Twist::from(out.twist));
         if let Some(g) = out.gait {
-            let msg = GaitCommand {
-                header: Header { stamp: Time::from_nanos(time), frame_id: self.opts.frame_id.clone() },
-                gait: GaitPreset::nearest(g.phase_offsets) as u8,
-                phase_offsets: g.phase_offsets,
-                body_height: g.body_height,
-                step_frequency: g.step_frequency,
-                footswing_height: g.footswing_height,
-                pitch: g.pitch,
-                stance_width: g.stance_width,
-            };
+            let msg = GaitCommand::from_fields(&g, Header { stamp: Time::from_nanos(time), frame_id: self.opts.frame_id.clone() });
             self.write(GAIT_COMMAND, time, &msg);
         }
     }

@@ -5,6 +5,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::action::{GaitFields, GaitPreset, PlanarTwist};
+
 /// A message type a bag can hold.
 pub trait RosMessage: Serialize + DeserializeOwned {
     /// Full type name, e.g. `sensor_msgs/msg/Image`.
@@ -118,6 +120,15 @@ pub struct Twist {
     pub angular: Vector3,
 }
 
+impl From<PlanarTwist> for Twist {
+    fn from(t: PlanarTwist) -> Self {
+        Self {
+            linear: Vector3 { x: t.x_vel.into(), y: t.y_vel.into(), z: 0.0 },
+            angular: Vector3 { x: 0.0, y: 0.0, z: t.yaw_vel.into() },
+        }
+    }
+}
+
 impl RosMessage for Twist {
     const TYPE: &'static str = "geometry_msgs/msg/Twist";
     const TEXT: &'static str = TWIST.1;
@@ -146,6 +157,22 @@ pub struct GaitCommand {
     pub footswing_height: f32,
     pub pitch: f32,
     pub stance_width: f32,
+}
+
+impl GaitCommand {
+    /// The message for a command's gait fields; `gait` is the preset nearest the phase offsets.
+    pub fn from_fields(g: &GaitFields, header: Header) -> Self {
+        Self {
+            header,
+            gait: GaitPreset::nearest(g.phase_offsets) as u8,
+            phase_offsets: g.phase_offsets,
+            body_height: g.body_height,
+            step_frequency: g.step_frequency,
+            footswing_height: g.footswing_height,
+            pitch: g.pitch,
+            stance_width: g.stance_width,
+        }
+    }
 }
 
 impl RosMessage for GaitCommand {

@@ -17,8 +17,8 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::action::{ActionSpace, GaitPreset};
-use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist, Vector3};
+use crate::action::ActionSpace;
+use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist};
 use crate::bag::{BagWriter, TopicQos};
 use crate::model::config::quadruped_action_space;
 
@@ -206,23 +206,9 @@ pub fn collect_episode(
         };
         bag.write(IMAGE_TOPIC, frame_ns, &image)?;
         let action_ns = frame_ns + ACTION_DELAY_NS;
-        let t = step.output.twist;
-        let twist = Twist {
-            linear: Vector3 { x: t.x_vel.into(), y: t.y_vel.into(), z: 0.0 },
-            angular: Vector3 { x: 0.0, y: 0.0, z: t.yaw_vel.into() },
-        };
-        bag.write(CMD_VEL_TOPIC, action_ns, &twist)?;
+        bag.write(CMD_VEL_TOPIC, action_ns, &Twist::from(step.output.twist))?;
         if let Some(g) = step.output.gait {
-            let msg = GaitCommand {
-                header: Header { stamp: Time::from_nanos(action_ns), frame_id: "base_link".into() },
-                gait: GaitPreset::nearest(g.phase_offsets) as u8,
-                phase_offsets: g.phase_offsets,
-                body_height: g.body_height,
-                step_frequency: g.step_frequency,
-                footswing_height: g.footswing_height,
-                pitch: g.pitch,
-                stance_width: g.stance_width,
-            };
+            let msg = GaitCommand::from_fields(&g, Header { stamp: Time::from_nanos(action_ns), frame_id: "base_link".into() });
             bag.write(GAIT_TOPIC, action_ns, &msg)?;
         }
         last_ns = action_ns;

@@ -5,6 +5,7 @@ pub mod logging;
 pub mod node;
 pub mod params;
 pub mod sim_node;
+mod streams;
 
 pub use node::{run, NodeError, NODE_NAME};
 pub use params::NodeParams;

@@ -21,6 +21,7 @@ use r2r::{Clock, Publisher, QosProfile, ServiceRequest};
 
 use super::convert::{self, DecisionInfo, InstructionError};
 use super::logging::{self, Throttle};
+use super::streams::{forward, timer_stream};
 use super::params::{ImageInput, NodeParams, ParamError};
 use crate::control::{Applied, ConfigError, ControlOutput, Controller, Decided, FrameJob, InferenceWorker, LatencyStats, StopReason};
 use crate::policy::tokenize::accept_instruction;
@@ -259,14 +260,6 @@ struct ModelInfo {
     id: String,
     names: Vec<String>,
     trained: bool,
-}
-
-fn timer_stream(timer: r2r::Timer) -> impl Stream<Item = ()> {
-    stream::unfold(timer, |mut timer| async move { timer.tick().await.ok().map(|_| ((), timer)) })
-}
-
-async fn forward(stream: impl Stream<Item = Event>, events: UnboundedSender<Event>) {
-    let _ = stream.map(Ok).forward(events).await;
 }
 
 async fn feed_frames<M>(

@@ -88,14 +88,17 @@ pub enum ParamError {
     NoDefaultModel,
 }
 
+/// Names and descriptions of the parameters a `RosParams` struct declares, in declaration order.
+pub fn declared_parameters<P: RosParams + Default>() -> Vec<(String, &'static str)> {
+    let mut map = IndexMap::new();
+    P::default().register_parameters("", Some(Parameter::empty()), &mut map).expect("defaults have the declared types");
+    map.into_iter().map(|(name, p)| (name, p.description)).collect()
+}
+
 impl NodeParams {
     /// Names and descriptions of every declared parameter, in declaration order.
     pub fn declared() -> Vec<(String, &'static str)> {
-        let mut map = IndexMap::new();
-        Self::default()
-            .register_parameters("", Some(Parameter::empty()), &mut map)
-            .expect("defaults have the declared types");
-        map.into_iter().map(|(name, p)| (name, p.description)).collect()
+        declared_parameters::<Self>()
     }
 
     pub fn image_input(&self) -> Result<ImageInput, ParamError> {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::channel::mpsc::{self, UnboundedSender};
+use futures::channel::mpsc;
 use futures::executor::LocalPool;
 use futures::prelude::*;
 use futures::task::LocalSpawnExt;
@@ -15,12 +15,13 @@ use r2r::geometry_msgs::msg::Twist;
 use r2r::moe_vla::msg::{EpisodeOutcome, GaitCommand, VlaDecision};
 use r2r::sensor_msgs::msg::Image;
 use r2r::std_msgs::msg::String as StringMsg;
-use r2r::indexmap::IndexMap;
-use r2r::{Clock, Parameter, Publisher, QosProfile, RosParams};
+use r2r::{Clock, Publisher, QosProfile, RosParams};
 use rand::SeedableRng;
 
 use super::convert;
 use super::logging;
+use super::params::declared_parameters;
+use super::streams::{forward, timer_stream};
 use crate::action::{GaitFields, PlanarTwist};
 use crate::sim::{episode_seed, render, sample_task, Outcome, SimError, TaskFamily, World, WorldCommand, CONTROL_RATE_HZ};
 
@@ -68,11 +69,7 @@ impl Default for SimParams {
 impl SimParams {
     /// Names and descriptions of the declared parameters.
     pub fn declared() -> Vec<(String, &'static str)> {
-        let mut map = IndexMap::new();
-        Self::default()
-            .register_parameters("", Some(Parameter::empty()), &mut map)
-            .expect("defaults have the declared types");
-        map.into_iter().map(|(name, p)| (name, p.description)).collect()
+        declared_parameters::<Self>()
     }
 
     fn families(&self) -> Result<Vec<TaskFamily>, SimNodeError> {
@@ -294,14 +291,6 @@ impl WorldTask {
         }
         Ok(())
     }
-}
-
-fn timer_stream(timer: r2r::Timer) -> impl Stream<Item = ()> {
-    stream::unfold(timer, |mut timer| async move { timer.tick().await.ok().map(|_| ((), timer)) })
-}
-
-async fn forward(stream: impl Stream<Item = Event>, events: UnboundedSender<Event>) {
-    let _ = stream.map(Ok).forward(events).await;
 }
 
 /// Runs the world until its episodes are done (exit 0) or SIGINT/SIGTERM.

@@ -211,3 +211,24 @@ fn decisions_stay_inside_the_action_space() {
         assert!((out.expert_load.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
 }
+
+#[test]
+fn decisions_take_only_the_bins_the_training_data_supports() {
+    let mut cfg = micro_config();
+    // x_vel may take bins 100..=110 only, yaw_vel only bin 3 or 250, the rest one bin each.
+    let mut supported = vec![vec![[128u32, 128]]; 12];
+    supported[0] = vec![[0, 0], [255, 255]];
+    supported[1] = vec![[100, 110]];
+    supported[3] = vec![[3, 3], [250, 250]];
+    cfg.actions.supported = Some(supported);
+    for decoding in [Decoding::Cached, Decoding::Uncached] {
+        let mut p = policy(cfg.clone(), 4);
+        for t in 0..4 {
+            let data = picture(32, 32, t);
+            let out = p.decide(&Frame::Raw(RawFrame::packed(32, 32, PixelEncoding::Rgb8, &data)), "go to the red ball", decoding).unwrap();
+            assert!((100..=110).contains(&out.bins[1]), "{decoding:?}: x_vel bin {}", out.bins[1]);
+            assert!(out.bins[3] == 3 || out.bins[3] == 250, "{decoding:?}: yaw bin {}", out.bins[3]);
+            assert!(out.bins[4..].iter().all(|&b| b == 128));
+        }
+    }
+}

@@ -115,6 +115,8 @@ pub struct ActionSpace {
     bins: usize,
     low: Vec<f32>,
     high: Vec<f32>,
+    /// Per dimension, whether the training data supports each bin (None: all do).
+    supported: Option<Vec<Vec<bool>>>,
 }
 
 impl ActionSpace {
@@ -131,7 +133,34 @@ impl ActionSpace {
                 return Err(ActionError::Invalid(format!("{} has range [{lo}, {hi}]", cfg.names[i])));
             }
         }
-        Ok(Self { names: cfg.names.clone(), bins: cfg.bins, low: cfg.low.clone(), high: cfg.high.clone() })
+        let supported = match &cfg.supported {
+            None => None,
+            Some(ranges) => {
+                if ranges.len() != n {
+                    return Err(ActionError::Invalid(format!("{} supported-bin lists for {n} dimensions", ranges.len())));
+                }
+                let masks = ranges
+                    .iter()
+                    .zip(&cfg.names)
+                    .map(|(dim_ranges, name)| {
+                        let mut mask = vec![false; cfg.bins];
+                        for &[lo, hi] in dim_ranges {
+                            if lo > hi || hi as usize >= cfg.bins {
+                                return Err(ActionError::Invalid(format!("{name}: supported range [{lo}, {hi}]")));
+                            }
+                            mask[lo as usize..=hi as usize].fill(true);
+                        }
+                        Ok(mask)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Some(masks)
+            }
+        };
+        let space = Self { names: cfg.names.clone(), bins: cfg.bins, low: cfg.low.clone(), high: cfg.high.clone(), supported };
+        if let Some(dim) = (0..n).find(|&d| !space.valid_bins(d).contains(&true)) {
+            return Err(ActionError::Invalid(format!("{} has no valid supported bin", cfg.names[dim])));
+        }
+        Ok(space)
     }
 
     pub fn dims(&self) -> usize {
@@ -179,9 +208,19 @@ impl ActionSpace {
         }
     }
 
-    /// Which bins of `dim` a decision may take: all, except for the terminate flag, whose only
-    /// valid bins are its two extremes.
+    /// Which bins of `dim` a decision may take: those the training data supports (all, for a
+    /// space without support ranges), and for the terminate flag only its two extremes.
     pub fn valid_bins(&self, dim: usize) -> Vec<bool> {
+        let mut valid = self.structurally_valid(dim);
+        if let Some(supported) = &self.supported {
+            valid.iter_mut().zip(&supported[dim]).for_each(|(v, s)| *v &= s);
+        }
+        valid
+    }
+
+    /// Bins of `dim` that make sense at all, whatever the data: every bin, except for the
+    /// terminate flag, whose only meaningful bins are its two extremes.
+    pub fn structurally_valid(&self, dim: usize) -> Vec<bool> {
         if self.names[dim] == TERMINATE {
             (0..self.bins).map(|b| b == 0 || b == self.bins - 1).collect()
         } else {
@@ -232,6 +271,40 @@ impl ActionSpace {
     }
 }
 
+/// The bins a dataset supports, as inclusive ranges per dimension (the form `config.json` keeps):
+/// every bin taken by at least `min_share` of the steps (and at least once). A dimension where no
+/// bin reaches the share keeps its most frequent bin.
+pub fn supported_ranges(steps: &[Vec<u32>], bins: usize, min_share: f64) -> Vec<Vec<[u32; 2]>> {
+    let dims = steps.first().map_or(0, Vec::len);
+    let threshold = ((min_share * steps.len() as f64).ceil() as usize).max(1);
+    (0..dims)
+        .map(|d| {
+            let mut counts = vec![0usize; bins];
+            for step in steps {
+                counts[(step[d] as usize).min(bins - 1)] += 1;
+            }
+            let mut keep: Vec<bool> = counts.iter().map(|&c| c >= threshold).collect();
+            if !keep.contains(&true) {
+                let best = (0..bins).max_by_key(|&b| (counts[b], std::cmp::Reverse(b))).unwrap_or(0);
+                keep[best] = true;
+            }
+            bin_ranges(&keep)
+        })
+        .collect()
+}
+
+/// Inclusive runs of `true` in `mask`.
+fn bin_ranges(mask: &[bool]) -> Vec<[u32; 2]> {
+    let mut ranges: Vec<[u32; 2]> = Vec::new();
+    for (b, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
+        match ranges.last_mut() {
+            Some(last) if last[1] + 1 == b as u32 => last[1] = b as u32,
+            _ => ranges.push([b as u32, b as u32]),
+        }
+    }
+    ranges
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +312,48 @@ mod tests {
 
     fn space() -> ActionSpace {
         ActionSpace::new(&quadruped_action_space()).unwrap()
+    }
+
+    #[test]
+    fn supported_bins_come_from_the_data_and_round_trip_through_config_json() {
+        // 1000 steps of 12 dimensions: x_vel takes bins 40..=49 evenly, plus bin 200 once (a
+        // random action); every other dimension sits on one bin, terminate on 0 except 10 steps.
+        let steps: Vec<Vec<u32>> = (0..1000u32)
+            .map(|i| {
+                let mut bins = vec![7u32; 12];
+                bins[0] = if i % 100 == 0 { 255 } else { 0 };
+                bins[1] = if i == 500 { 200 } else { 40 + i % 10 };
+                bins
+            })
+            .collect();
+        let ranges = supported_ranges(&steps, 256, 0.005);
+        assert_eq!(ranges[0], vec![[0, 0], [255, 255]]);
+        assert_eq!(ranges[1], vec![[40, 49]], "a bin taken once is below the share");
+        assert!(ranges[2..].iter().all(|r| r == &vec![[7, 7]]));
+        // A share nothing reaches keeps the most frequent bin (41: step 500 took 200, not 40).
+        assert_eq!(supported_ranges(&steps, 256, 0.5)[1], vec![[41, 41]]);
+
+        let mut cfg = quadruped_action_space();
+        cfg.supported = Some(ranges);
+        let json = serde_json::to_string(&cfg).unwrap();
+        let back: ActionSpaceConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, cfg);
+        let space = ActionSpace::new(&back).unwrap();
+        let masks = space.valid_masks();
+        assert_eq!(masks[1].iter().filter(|&&v| v).count(), 10);
+        assert!(masks[1][40] && masks[1][49] && !masks[1][39] && !masks[1][200]);
+        assert_eq!(masks[0].iter().filter(|&&v| v).count(), 2);
+        assert!(space.structurally_valid(1).iter().all(|&v| v), "structural validity ignores the data");
+        // A config without support ranges keeps every bin, and reads as before.
+        let plain: ActionSpaceConfig = serde_json::from_str(&serde_json::to_string(&quadruped_action_space()).unwrap()).unwrap();
+        assert!(plain.supported.is_none());
+        assert!(ActionSpace::new(&plain).unwrap().valid_bins(1).iter().all(|&v| v));
+        // Ranges past the bin count, or a terminate flag left without a valid bin, are rejected.
+        let mut bad = quadruped_action_space();
+        bad.supported = Some(vec![vec![[0, 300]]; 12]);
+        assert!(ActionSpace::new(&bad).is_err());
+        bad.supported = Some(vec![vec![[100, 120]]; 12]);
+        assert!(ActionSpace::new(&bad).is_err());
     }
 
     #[test]

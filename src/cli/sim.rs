@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use moe_vla::action::ActionSpace;
 use moe_vla::model::config::quadruped_action_space;
 use moe_vla::policy::Policy;
-use moe_vla::sim::{self, CollectOptions, Driver, EvalOptions, RandomDriver, TaskFamily};
+use moe_vla::sim::{self, CleanExpert, CollectOptions, Driver, EvalOptions, RandomDriver, TaskFamily};
 
 #[derive(Args)]
 pub struct CollectArgs {
@@ -37,6 +37,8 @@ pub enum PolicyKind {
     Model,
     /// A uniformly random valid bin per dimension.
     Random,
+    /// The noiseless scripted expert, which reads the world's privileged state: the ceiling.
+    Expert,
 }
 
 #[derive(Args)]
@@ -111,6 +113,7 @@ pub fn collect(args: CollectArgs) -> Result<()> {
 pub fn eval(args: EvalArgs) -> Result<()> {
     let mut policy;
     let mut random;
+    let mut expert;
     let driver: &mut dyn Driver = match args.policy {
         PolicyKind::Model => {
             let dir = args.model.as_ref().context("--model is required with --policy model")?;
@@ -126,6 +129,10 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         PolicyKind::Random => {
             random = RandomDriver::new(ActionSpace::new(&quadruped_action_space())?, args.seed);
             &mut random
+        }
+        PolicyKind::Expert => {
+            expert = CleanExpert::new(ActionSpace::new(&quadruped_action_space())?);
+            &mut expert
         }
     };
     let progress = bar(args.episodes, "evaluating", args.json);

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use moe_vla::action::ActionSpace;
+use moe_vla::action::{supported_ranges, ActionSpace};
 use moe_vla::model::{count_params, save_weights, VlaConfig};
 use moe_vla::policy::tokenize::train_word_level;
 use moe_vla::policy::{InstructionTokenizer, Policy, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
@@ -32,29 +32,41 @@ pub struct TrainArgs {
     #[arg(long)]
     successes_only: bool,
     /// Total gradient updates.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = TrainOptions::default().steps)]
     steps: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = TrainOptions::default().batch_size)]
     batch_size: usize,
     /// Peak learning rate (AdamW, cosine schedule after warm-up).
-    #[arg(long, default_value_t = 3e-4)]
+    #[arg(long, default_value_t = AdamWConfig::default().lr)]
     lr: f64,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = TrainOptions::default().warmup)]
     warmup: usize,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = AdamWConfig::default().weight_decay)]
     weight_decay: f64,
-    /// Weight of the conservative term.
-    #[arg(long, default_value_t = 0.1)]
+    /// Weight of the conservative term (both it and the TD term are per-dimension means).
+    #[arg(long, default_value_t = TrainOptions::default().alpha)]
     alpha: f64,
     /// Weight of the load-balancing loss.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = TrainOptions::default().beta)]
     beta: f64,
     /// Discount per control step.
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = TrainOptions::default().gamma)]
     gamma: f64,
     /// EMA rate of the target network.
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, default_value_t = TrainOptions::default().tau)]
     tau: f64,
+    /// The last action dimension bootstraps from the observation n steps later.
+    #[arg(long, default_value_t = TrainOptions::default().n_step)]
+    n_step: usize,
+    /// Train end to end for this many updates, then freeze the instruction and frame encoders
+    /// and train the decoder on their cached output (much faster); "never" trains end to end
+    /// throughout.
+    #[arg(long, default_value_t = Freeze(TrainOptions::default().freeze_encoders_after), value_parser = parse_freeze)]
+    freeze_encoders_after: Freeze,
+    /// A bin joins a dimension's supported bins (the only ones targets maximise over and the
+    /// policy chooses from) when at least this share of the training steps takes it.
+    #[arg(long, default_value_t = TrainOptions::default().min_bin_share)]
+    min_bin_share: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Save a checkpoint every N updates (and at the end).
@@ -74,6 +86,26 @@ pub struct TrainArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+}
+
+/// `--freeze-encoders-after`: a number of updates, or never.
+#[derive(Debug, Clone, Copy)]
+pub struct Freeze(Option<usize>);
+
+impl std::fmt::Display for Freeze {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => write!(f, "never"),
+        }
+    }
+}
+
+fn parse_freeze(text: &str) -> Result<Freeze, String> {
+    match text {
+        "never" => Ok(Freeze(None)),
+        n => n.parse().map(|n| Freeze(Some(n))).map_err(|_| format!("expected a number of updates or \"never\", got {n:?}")),
+    }
 }
 
 impl TrainArgs {
@@ -97,6 +129,21 @@ fn bar(len: u64, template: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
     bar
+}
+
+/// Every 50th update's mean target per dimension and greedy-outside-support share, for train.json.
+fn diagnostics_series(history: &[StepStats], names: &[String]) -> serde_json::Value {
+    let every: Vec<&StepStats> = history.iter().filter(|s| s.step % 50 == 0 || s.step + 1 == history.len()).collect();
+    let per_dim: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .enumerate()
+        .map(|(d, name)| (name.clone(), every.iter().map(|s| s.target_per_dim.get(d).copied().unwrap_or(f32::NAN)).collect()))
+        .collect();
+    serde_json::json!({
+        "step": every.iter().map(|s| s.step).collect::<Vec<_>>(),
+        "mean_target_per_dimension": per_dim,
+        "greedy_outside_support": every.iter().map(|s| s.greedy_outside).collect::<Vec<_>>(),
+    })
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
@@ -154,8 +201,15 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 alpha: args.alpha,
                 beta: args.beta,
                 seed: args.seed,
+                n_step: args.n_step,
+                freeze_encoders_after: args.freeze_encoders_after.0,
+                min_bin_share: args.min_bin_share,
             };
+            opts.validate()?;
             let mut cfg = cfg;
+            // The bins this run's data supports: targets maximise and the policy chooses over these.
+            let used: Vec<Vec<u32>> = dataset.step_indices(opts.successes_only).into_iter().map(|i| dataset.bins[i].clone()).collect();
+            cfg.actions.supported = Some(supported_ranges(&used, cfg.actions.bins, opts.min_bin_share));
             let words = train_word_level(dataset.episodes.iter().map(|e| e.instruction.as_str()), cfg.text.vocab_size)?;
             cfg.text.vocab_size = words.get_vocab_size(true);
             std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -182,7 +236,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
         eprintln!("  {family:<12} {n:>5} episodes, {:>5.1} % successful", 100.0 * ok as f64 / n.max(1) as f64);
     }
 
-    let batcher = Batcher::new(&dataset, &tokenizer, cfg.history, cfg.preprocess.clone(), &device);
+    let supported: Vec<usize> = ActionSpace::new(&cfg.actions)?.valid_masks().iter().map(|m| m.iter().filter(|&&v| v).count()).collect();
+    eprintln!("supported bins per dimension: {supported:?}");
+    let mut batcher = Batcher::new(&dataset, &tokenizer, cfg.history, cfg.preprocess.clone(), &device);
     let progress = bar(opts.steps as u64, "{spinner} training [{bar:30}] {pos}/{len} {per_sec} {elapsed} (eta {eta}) {msg}");
     progress.set_position(trainer.step as u64);
     let first_step = trainer.step;
@@ -195,10 +251,21 @@ pub fn train(args: TrainArgs) -> Result<()> {
             trainer.save_checkpoint(out)?;
             break;
         }
-        let steps = Dataset::sample_steps(&eligible, opts.batch_size, &mut trainer.batch_rng(trainer.step));
-        let batch = batcher.batch(&steps, opts.gamma)?;
+        let freezing = (trainer.encoders_frozen() && !batcher.is_encoded())
+            .then(|| (bar(0, "{spinner} encoders frozen: caching their output [{bar:30}] {pos}/{len} episodes {elapsed}"), Instant::now()));
+        let batch = trainer.next_batch(&mut batcher, &eligible, |done, total| {
+            if let Some((encoding, _)) = &freezing {
+                encoding.set_length(total as u64);
+                encoding.set_position(done as u64);
+            }
+        })?;
+        if let Some((encoding, started)) = freezing {
+            encoding.finish_and_clear();
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!("encoders frozen at update {}: cached {} steps in {seconds:.1} s", trainer.step, dataset.steps());
+        }
         let stats = trainer.update(&batch)?;
-        recent.push(stats);
+        recent.push(stats.clone());
         if recent.len() > 50 {
             recent.remove(0);
         }
@@ -237,6 +304,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     save_weights(&weights, &out.join(WEIGHTS_FILE))?;
     let title = format!("{} ({:?}{})", out.display(), opts.objective, if opts.successes_only { ", successes only" } else { "" });
     plot::loss_curves(&trainer.history, opts.objective, &title, &out.join("loss.png")).map_err(anyhow::Error::msg)?;
+    plot::diagnostics(&trainer.history, &cfg.actions.names, &title, &out.join("diagnostics.png")).map_err(anyhow::Error::msg)?;
     let params = count_params(&model_cfg, weights.iter());
     let last = |f: fn(&StepStats) -> f32| recent.iter().map(f).sum::<f32>() / recent.len().max(1) as f32;
     let report = serde_json::json!({
@@ -254,7 +322,15 @@ pub fn train(args: TrainArgs) -> Result<()> {
         "train_seconds_this_run": train_s,
         "samples_per_second": samples_per_s,
         "threads": rayon::current_num_threads(),
-        "final": { "loss": last(|s| s.loss), "main": last(|s| s.main), "q_data": last(|s| s.q_data), "q_target": last(|s| s.q_target) },
+        "final": {
+            "loss": last(|s| s.loss),
+            "main": last(|s| s.main),
+            "q_data": last(|s| s.q_data),
+            "q_target": last(|s| s.q_target),
+            "greedy_outside_support": last(|s| s.greedy_outside),
+        },
+        "supported_bins_per_dimension": supported,
+        "diagnostics": diagnostics_series(&trainer.history, &cfg.actions.names),
     });
     std::fs::write(out.join("train.json"), serde_json::to_string_pretty(&report)? + "\n")?;
     // Loading the folder back checks that config, weights and tokenizer agree.

@@ -83,6 +83,26 @@ pub struct ActionSpaceConfig {
     pub bins: usize,
     pub low: Vec<f32>,
     pub high: Vec<f32>,
+    /// Per dimension, the inclusive bin ranges the training data supports. Training maximises and
+    /// inference chooses only over these (a max over bins the data never visits is an optimistic
+    /// guess); absent, every bin is supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supported: Option<Vec<Vec<[u32; 2]>>>,
+}
+
+/// How the Q head and the action-token embedding treat the action dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionHeadKind {
+    /// One Q-head row per bin and one bin embedding, shared by every dimension.
+    Shared,
+    /// Every dimension has its own Q head and bin embedding, so the bin statistics of one
+    /// dimension do not leak into another.
+    PerDimension,
+}
+
+fn shared_head() -> ActionHeadKind {
+    ActionHeadKind::Shared
 }
 
 /// Image normalisation applied after resizing: `(x / 255 - mean) / std` per RGB channel.
@@ -111,6 +131,9 @@ pub struct VlaConfig {
     pub layers: usize,
     pub heads: usize,
     pub ffn: FeedForwardConfig,
+    /// Absent in models written before per-dimension heads existed: those are `shared`.
+    #[serde(default = "shared_head")]
+    pub action_head: ActionHeadKind,
     pub actions: ActionSpaceConfig,
     #[serde(default)]
     pub preprocess: PreprocessConfig,
@@ -151,6 +174,7 @@ pub fn quadruped_action_space() -> ActionSpaceConfig {
         bins: 256,
         low: spec.iter().map(|s| s.1).collect(),
         high: spec.iter().map(|s| s.2).collect(),
+        supported: None,
     }
 }
 
@@ -179,6 +203,7 @@ impl VlaConfig {
                 expert_act: ExpertAct::Germ,
                 lora_rank: 0,
             },
+            action_head: ActionHeadKind::PerDimension,
             actions: quadruped_action_space(),
             preprocess: PreprocessConfig::default(),
             norm_eps: default_norm_eps(),
@@ -211,6 +236,7 @@ impl VlaConfig {
                 expert_act: ExpertAct::Germ,
                 lora_rank: 0,
             },
+            action_head: ActionHeadKind::PerDimension,
             actions: quadruped_action_space(),
             preprocess: PreprocessConfig::default(),
             norm_eps: default_norm_eps(),
@@ -315,6 +341,20 @@ impl VlaConfig {
         for (i, (lo, hi)) in a.low.iter().zip(&a.high).enumerate() {
             if !(lo.is_finite() && hi.is_finite() && lo < hi) {
                 return fail(format!("actions: dimension {} ({}) has range [{lo}, {hi}]", i, a.names[i]));
+            }
+        }
+        if let Some(supported) = &a.supported {
+            if supported.len() != n {
+                return fail(format!("actions.supported has {} entries for {n} dimensions", supported.len()));
+            }
+            for (i, ranges) in supported.iter().enumerate() {
+                let bad = ranges.is_empty() || ranges.iter().any(|[lo, hi]| lo > hi || *hi as usize >= a.bins);
+                if bad {
+                    return fail(format!(
+                        "actions.supported of dimension {i} ({}) must be non-empty ranges [lo, hi] of bins below {}",
+                        a.names[i], a.bins
+                    ));
+                }
             }
         }
         if self.preprocess.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {

@@ -16,5 +16,5 @@ pub use config::{
 pub use decode::{masked_argmax, sigmoid, Decision, FrameTokenCache, HistoryRing};
 pub use moe::ExpertLoad;
 pub use text::TextEncoding;
-pub use vla::{ObservationBatch, VlaModel};
+pub use vla::{EncodedObservation, ObservationBatch, VlaModel, INITIAL_Q_LOGIT};
 pub use weights::{count_params, init_model, load_model, read_weights, save_weights, ModelError, ParamCount};

@@ -3,9 +3,9 @@
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
-use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
+use candle_nn::{embedding, Embedding, Linear, VarBuilder};
 
-use super::config::VlaConfig;
+use super::config::{ActionHeadKind, VlaConfig};
 use super::layers::{norm, Attention, Norm};
 use super::moe::{empty_load, ExpertLoad, FeedForward};
 use super::text::{key_padding_bias, TextEncoder, TextEncoding};
@@ -54,6 +54,18 @@ pub struct ObservationBatch {
     pub frames: Tensor,
 }
 
+/// An observation batch after the instruction and frame encoders: what the decoder reads.
+/// Training with frozen encoders keeps these per step instead of re-encoding pixels.
+#[derive(Debug, Clone)]
+pub struct EncodedObservation {
+    /// [B, L, D].
+    pub text_tokens: Tensor,
+    /// [B, L] f32, 1 for real tokens and 0 for padding; None when nothing is padded.
+    pub text_valid: Option<Tensor>,
+    /// [B, history, tokens_per_frame, D], oldest first.
+    pub frames: Tensor,
+}
+
 /// Key-value caches of every decoder layer for one control step.
 pub struct DecoderCache {
     layers: Vec<KvCache>,
@@ -62,6 +74,53 @@ pub struct DecoderCache {
 impl DecoderCache {
     pub fn new(layers: usize, max_len: usize) -> Self {
         Self { layers: (0..layers).map(|_| KvCache::new(2, max_len)).collect() }
+    }
+}
+
+/// Q logit of every bin before any data: sigmoid(-4) = 0.018. A pessimistic start keeps the
+/// bootstrapped max over bins near 0 until data raises it; an optimistic one (candle's default init
+/// puts the max of 256 sigmoids near 0.98) would make every target a constant near 1. The head's
+/// weights start small (not zero) so that gradients reach the decoder from the first update and an
+/// untrained model's choices still depend on its input.
+pub const INITIAL_Q_LOGIT: f64 = -4.0;
+const INITIAL_Q_WEIGHT_STD: f64 = 0.01;
+
+/// Maps decoder states to Q logits over the bins of their action dimension.
+#[derive(Debug, Clone)]
+enum QHead {
+    Shared(Linear),
+    /// `weight`: [dims, bins, D], `bias`: [dims, bins].
+    PerDimension { weight: Tensor, bias: Tensor },
+}
+
+impl QHead {
+    fn new(cfg: &VlaConfig, vb: VarBuilder) -> Result<Self> {
+        let (d, bins, dims) = (cfg.d_model, cfg.actions.bins, cfg.action_dims());
+        let small = candle_nn::Init::Randn { mean: 0.0, stdev: INITIAL_Q_WEIGHT_STD };
+        let pessimistic = candle_nn::Init::Const(INITIAL_Q_LOGIT);
+        Ok(match cfg.action_head {
+            ActionHeadKind::Shared => Self::Shared(Linear::new(
+                vb.get_with_hints((bins, d), "weight", small)?,
+                Some(vb.get_with_hints(bins, "bias", pessimistic)?),
+            )),
+            ActionHeadKind::PerDimension => Self::PerDimension {
+                weight: vb.get_with_hints((dims, bins, d), "weight", small)?,
+                bias: vb.get_with_hints((dims, bins), "bias", pessimistic)?,
+            },
+        })
+    }
+
+    /// `hidden`: [B, T, D], position t belonging to dimension `first + t` -> [B, T, bins].
+    fn forward(&self, hidden: &Tensor, first: usize) -> Result<Tensor> {
+        match self {
+            Self::Shared(linear) => linear.forward(hidden),
+            Self::PerDimension { weight, bias } => {
+                let t = hidden.dim(1)?;
+                let w = weight.narrow(0, first, t)?.transpose(1, 2)?; // [T, D, bins]
+                let logits = hidden.transpose(0, 1)?.contiguous()?.matmul(&w)?; // [T, B, bins]
+                logits.broadcast_add(&bias.narrow(0, first, t)?.unsqueeze(1)?)?.transpose(0, 1)
+            }
+        }
     }
 }
 
@@ -77,7 +136,7 @@ pub struct VlaModel {
     dim_embedding: Tensor,
     blocks: Vec<DecoderBlock>,
     norm: Norm,
-    head: Linear,
+    head: QHead,
 }
 
 impl VlaModel {
@@ -92,11 +151,11 @@ impl VlaModel {
             text: TextEncoder::new(cfg, vb.pp("text"))?,
             vision: VisionEncoder::new(cfg, vb.pp("vision"))?,
             frame_positions: vb.get_with_hints((cfg.history, cfg.tokens_per_frame, d), "frame_positions", small)?,
-            bin_embedding: embedding(cfg.actions.bins, d, vb.pp("bin_embedding"))?,
+            bin_embedding: embedding(bin_embeddings(cfg), d, vb.pp("bin_embedding"))?,
             dim_embedding: vb.get_with_hints((cfg.action_dims(), d), "dim_embedding", small)?,
             blocks,
             norm: norm(d, cfg.norm_eps, vb.pp("norm"))?,
-            head: linear(d, cfg.actions.bins, vb.pp("q_head"))?,
+            head: QHead::new(cfg, vb.pp("q_head"))?,
         })
     }
 
@@ -135,12 +194,22 @@ impl VlaModel {
     /// Action tokens for dimensions `first..first + m`: `bins`: [B, m] u32 -> [B, m, D].
     pub fn action_tokens(&self, bins: &Tensor, first: usize) -> Result<Tensor> {
         let (_, m) = bins.dims2()?;
-        self.bin_embedding.forward(bins)?.broadcast_add(&self.dim_embedding.narrow(0, first, m)?)
+        let ids = match self.cfg.action_head {
+            ActionHeadKind::Shared => bins.clone(),
+            ActionHeadKind::PerDimension => {
+                // Dimension i's bins sit at rows i * bins.. of the embedding table.
+                let n = self.cfg.actions.bins as u32;
+                let offsets: Vec<u32> = (first..first + m).map(|i| i as u32 * n).collect();
+                bins.broadcast_add(&Tensor::from_vec(offsets, (1, m), bins.device())?)?
+            }
+        };
+        self.bin_embedding.forward(&ids)?.broadcast_add(&self.dim_embedding.narrow(0, first, m)?)
     }
 
-    /// Q logits from hidden states [B, T, D] -> [B, T, bins].
-    fn q_logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.head.forward(&self.norm.forward(hidden)?)
+    /// Q logits from hidden states [B, T, D] whose position t belongs to dimension `first + t`
+    /// -> [B, T, bins].
+    fn q_logits(&self, hidden: &Tensor, first: usize) -> Result<Tensor> {
+        self.head.forward(&self.norm.forward(hidden)?, first)
     }
 
     /// The reference (training) forward pass. `bins`: [B, m] u32, the chosen bins of dimensions
@@ -150,16 +219,22 @@ impl VlaModel {
         self.forward_probed(obs, bins, load, None)
     }
 
-    /// The training forward pass: like `forward`, plus the mean load-balancing loss over the
-    /// decoder's mixture layers (a scalar; zero for a dense decoder).
-    pub fn forward_train(&self, obs: &ObservationBatch, bins: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// The training forward pass: like `forward` on observations already through the encoders,
+    /// plus the mean load-balancing loss over the decoder's mixture layers (a scalar; zero for a
+    /// dense decoder).
+    pub fn forward_train(&self, obs: &EncodedObservation, bins: &Tensor) -> Result<(Tensor, Tensor)> {
         let mut balance = Vec::with_capacity(self.cfg.layers);
-        let logits = self.forward_probed(obs, bins, None, Some(&mut balance))?;
+        let logits = self.decoder(&self.prefix(obs)?, obs.text_valid.as_ref(), bins, None, Some(&mut balance))?;
         let balance = match balance.len() {
             0 => Tensor::zeros((), candle_core::DType::F32, self.device())?,
             n => (Tensor::stack(&balance, 0)?.sum_all()? / n as f64)?,
         };
         Ok((logits, balance))
+    }
+
+    /// Like `forward` on observations already through the encoders.
+    pub fn forward_encoded(&self, obs: &EncodedObservation, bins: &Tensor) -> Result<Tensor> {
+        self.decoder(&self.prefix(obs)?, obs.text_valid.as_ref(), bins, None, None)
     }
 
     fn forward_probed(
@@ -169,12 +244,24 @@ impl VlaModel {
         load: Option<&mut ExpertLoad>,
         balance: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
+        let encoded = self.encode(obs)?;
+        self.decoder(&self.prefix(&encoded)?, encoded.text_valid.as_ref(), bins, load, balance)
+    }
+
+    /// Runs the instruction and frame encoders over a batch.
+    pub fn encode(&self, obs: &ObservationBatch) -> Result<EncodedObservation> {
         let text = self.encode_text(&obs.ids, obs.text_valid.as_ref())?;
         let (b, h, c, s, _) = obs.frames.dims5()?;
-        let vision = self.vision_batch(&obs.frames.reshape((b * h, c, s, s))?, &text, h)?; // [B, h, T, D]
-        let frames: Vec<Tensor> = (0..h).map(|i| vision.i((.., i))).collect::<Result<_>>()?;
-        let prefix = self.observation(&text, &frames)?;
-        self.decoder(&prefix, text.valid.as_ref(), bins, load, balance)
+        let frames = self.vision_batch(&obs.frames.reshape((b * h, c, s, s))?, &text, h)?;
+        Ok(EncodedObservation { text_tokens: text.tokens, text_valid: text.valid, frames })
+    }
+
+    /// The observation tokens of an encoded batch: text, then frames oldest to newest, each with
+    /// its slot's position (as `observation` builds them for one sample).
+    fn prefix(&self, obs: &EncodedObservation) -> Result<Tensor> {
+        let (b, h, t, d) = obs.frames.dims4()?;
+        let frames = obs.frames.broadcast_add(&self.frame_positions.narrow(0, 0, h)?)?.reshape((b, h * t, d))?;
+        Tensor::cat(&[&obs.text_tokens, &frames], 1)
     }
 
     /// Encodes `B * h` frames at once with each sample's conditioning repeated `h` times.
@@ -214,7 +301,7 @@ impl VlaModel {
             let layer_load = load.as_deref_mut().map(|l| l.counts[i].as_mut_slice());
             xs = block.forward(&xs, Some(&bias), None, layer_load, balance.as_deref_mut())?;
         }
-        self.q_logits(&xs.narrow(1, p - 1, m + 1)?)
+        self.q_logits(&xs.narrow(1, p - 1, m + 1)?, 0)
     }
 
     /// Runs the observation prefix into fresh caches and returns the Q logits of dimension 0,
@@ -225,7 +312,7 @@ impl VlaModel {
             xs = block.forward(&xs, None, Some(kv), Some(counts), None)?;
         }
         let p = xs.dim(1)?;
-        self.q_logits(&xs.narrow(1, p - 1, 1)?)?.squeeze(1)
+        self.q_logits(&xs.narrow(1, p - 1, 1)?, 0)?.squeeze(1)
     }
 
     /// One cached step: the token of dimension `dim` with bins `bins` ([B] u32) goes in, the Q
@@ -235,7 +322,15 @@ impl VlaModel {
         for ((block, kv), counts) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(load.counts.iter_mut()) {
             xs = block.forward(&xs, None, Some(kv), Some(counts), None)?;
         }
-        self.q_logits(&xs)?.squeeze(1)
+        self.q_logits(&xs, dim + 1)?.squeeze(1)
+    }
+}
+
+/// Rows of the bin-embedding table: one set of bins, or one per dimension.
+fn bin_embeddings(cfg: &VlaConfig) -> usize {
+    match cfg.action_head {
+        ActionHeadKind::Shared => cfg.actions.bins,
+        ActionHeadKind::PerDimension => cfg.action_dims() * cfg.actions.bins,
     }
 }
 

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::action::ActionSpace;
-use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist};
+use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist, VlaDecision};
 use crate::bag::{BagWriter, TopicQos};
 use crate::model::config::quadruped_action_space;
 
@@ -33,6 +33,8 @@ pub const INSTRUCTION_TOPIC: &str = "/instruction";
 pub const CMD_VEL_TOPIC: &str = "/cmd_vel";
 pub const GAIT_TOPIC: &str = "/gait_command";
 pub const OUTCOME_TOPIC: &str = "/moe_vla/episode";
+/// Where `moe_vla_node` publishes its decisions (`~/decision`).
+pub const DECISION_TOPIC: &str = "/moe_vla_node/decision";
 /// Sim time of episode 0's start, ns since the epoch.
 pub const EPOCH_NS: u64 = 1_700_000_000_000_000_000;
 /// Episode i starts at EPOCH_NS + i x this, so bags never overlap.
@@ -190,6 +192,7 @@ pub fn collect_episode(
     bag.add_topic::<Twist>(CMD_VEL_TOPIC, TopicQos::Reliable)?;
     bag.add_topic::<GaitCommand>(GAIT_TOPIC, TopicQos::Reliable)?;
     bag.add_topic::<EpisodeOutcome>(OUTCOME_TOPIC, TopicQos::Latched)?;
+    bag.add_topic::<VlaDecision>(DECISION_TOPIC, TopicQos::Reliable)?;
     let epoch = EPOCH_NS + index as u64 * EPISODE_SPACING_NS;
     bag.write(INSTRUCTION_TOPIC, epoch, &StringMsg { data: instruction.clone() })?;
     let mut last_ns = epoch;
@@ -206,6 +209,21 @@ pub fn collect_episode(
         };
         bag.write(IMAGE_TOPIC, frame_ns, &image)?;
         let action_ns = frame_ns + ACTION_DELAY_NS;
+        if let Ok(decided) = step.decision {
+            // What the expert asked for, before the controller's limits: the action training learns.
+            let msg = VlaDecision {
+                header: Header { stamp: Time::from_nanos(action_ns), frame_id: "camera".into() },
+                instruction: instruction.clone(),
+                bins: decided.bins.clone(),
+                q_values: decided.q.clone(),
+                values: decided.command.values.clone(),
+                dimension_names: space.names().to_vec(),
+                terminate: decided.command.terminate,
+                model_id: "expert".into(),
+                ..Default::default()
+            };
+            bag.write(DECISION_TOPIC, action_ns, &msg)?;
+        }
         bag.write(CMD_VEL_TOPIC, action_ns, &Twist::from(step.output.twist))?;
         if let Some(g) = step.output.gait {
             let msg = GaitCommand::from_fields(&g, Header { stamp: Time::from_nanos(action_ns), frame_id: "base_link".into() });

@@ -270,6 +270,39 @@ impl Driver for Expert {
     }
 }
 
+/// The noiseless scripted expert (privileged state, no failure mode) as a driver for any episode:
+/// the ceiling an evaluation table compares policies with.
+pub struct CleanExpert {
+    space: ActionSpace,
+    seed: u64,
+    episode: Option<Expert>,
+}
+
+impl CleanExpert {
+    pub fn new(space: ActionSpace) -> Self {
+        Self { space, seed: 0, episode: None }
+    }
+}
+
+impl Driver for CleanExpert {
+    fn name(&self) -> &str {
+        "expert"
+    }
+
+    fn reset(&mut self, seed: u64) {
+        self.seed = seed;
+        self.episode = None;
+    }
+
+    fn decide(&mut self, obs: &Observation<'_>) -> Result<PolicyOutput, PolicyError> {
+        let (space, seed) = (&self.space, self.seed);
+        let expert = self
+            .episode
+            .get_or_insert_with(|| Expert::new(obs.world.scenario(), space.clone(), ExpertQuality::clean(), seed));
+        expert.decide(obs)
+    }
+}
+
 /// A uniformly random valid bin per dimension (the terminate flag only takes its extremes).
 pub fn random_bins(space: &ActionSpace, rng: &mut StdRng) -> Vec<u32> {
     space

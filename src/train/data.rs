@@ -3,7 +3,7 @@
 //! model's input size and kept in a memory-mapped cache file, so a dataset larger than memory
 //! still trains.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -13,9 +13,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::action::ActionSpace;
-use crate::bag::msgs::{CompressedImage, EpisodeOutcome, GaitCommand, Image, StringMsg, Twist, TwistStamped};
+use crate::bag::msgs::{CompressedImage, EpisodeOutcome, GaitCommand, Image, StringMsg, Twist, TwistStamped, VlaDecision};
 use crate::bag::{decode, BagReader};
-use crate::model::{ObservationBatch, PreprocessConfig};
+use crate::model::{EncodedObservation, ObservationBatch, PreprocessConfig, TextEncoding, VlaModel};
 use crate::policy::{preprocess, InstructionTokenizer, OwnedFrame};
 
 /// Topic names of the bags a dataset is read from.
@@ -26,6 +26,10 @@ pub struct Topics {
     pub cmd_vel: String,
     pub gait: String,
     pub outcome: String,
+    /// The policy's own decisions (`moe_vla/msg/VlaDecision`): where a bag has them, they are the
+    /// actions learned, since they are what a policy is asked for; the commands on `cmd_vel` and
+    /// `gait` have been through the controller's clamps and acceleration limits.
+    pub decision: String,
 }
 
 impl Default for Topics {
@@ -36,6 +40,7 @@ impl Default for Topics {
             cmd_vel: "/cmd_vel".into(),
             gait: "/gait_command".into(),
             outcome: "/moe_vla/episode".into(),
+            decision: "/moe_vla_node/decision".into(),
         }
     }
 }
@@ -128,6 +133,7 @@ enum Event {
     Instruction(String),
     Twist([f32; 3]),
     Gait(GaitCommand),
+    Decision(Vec<u32>),
     Outcome(EpisodeOutcome),
 }
 
@@ -305,6 +311,8 @@ fn read_events(bag: &Path, image_size: usize, topics: &Topics) -> Result<Vec<Eve
                 twist.map(|t| Event::Twist([t.linear.x as f32, t.linear.y as f32, t.angular.z as f32]))
             } else if m.topic == topics.gait {
                 decode::<GaitCommand>(m.data).ok().map(Event::Gait)
+            } else if m.topic == topics.decision {
+                decode::<VlaDecision>(m.data).ok().map(|d| Event::Decision(d.bins))
             } else if m.topic == topics.outcome {
                 decode::<EpisodeOutcome>(m.data).ok().map(Event::Outcome)
             } else {
@@ -338,14 +346,16 @@ fn default_gait() -> GaitCommand {
 type EpisodeSteps = (Episode, Vec<Vec<u8>>, Vec<Vec<u32>>);
 
 /// Cuts the event stream into episodes: an instruction starts one, an outcome ends it. Each
-/// frame's action is the first twist after it (a stop when none came before the next frame)
-/// with the newest gait command.
+/// frame's action is the first decision after it when the bag records decisions of this action
+/// space; otherwise the first twist after it (a stop when none came before the next frame) with
+/// the newest gait command.
 fn split_episodes(bag: &Path, events: Vec<Event>, space: &ActionSpace) -> Vec<EpisodeSteps> {
     let mut episodes = Vec::new();
     let mut instruction: Option<String> = None;
     let mut frames: Vec<Vec<u8>> = Vec::new();
     let mut twists: Vec<Option<[f32; 3]>> = Vec::new();
     let mut gaits: Vec<GaitCommand> = Vec::new();
+    let mut decisions: Vec<Option<Vec<u32>>> = Vec::new();
     let mut gait = default_gait();
     for event in events {
         match event {
@@ -354,11 +364,19 @@ fn split_episodes(bag: &Path, events: Vec<Event>, space: &ActionSpace) -> Vec<Ep
                 frames.clear();
                 twists.clear();
                 gaits.clear();
+                decisions.clear();
             }
             Event::Frame(rgb) => {
                 frames.push(rgb);
                 twists.push(None);
                 gaits.push(gait.clone());
+                decisions.push(None);
+            }
+            Event::Decision(bins) => {
+                let fits = bins.len() == space.dims() && space.check_bins(&bins).is_ok();
+                if let Some(slot) = decisions.last_mut().filter(|s| s.is_none() && fits) {
+                    *slot = Some(bins);
+                }
             }
             Event::Twist(t) => {
                 if let Some(slot) = twists.last_mut().filter(|s| s.is_none()) {
@@ -376,9 +394,12 @@ fn split_episodes(bag: &Path, events: Vec<Event>, space: &ActionSpace) -> Vec<Ep
                 if !frames.is_empty() && !text.is_empty() {
                     let n = frames.len();
                     let bins = (0..n)
-                        .map(|i| {
-                            let terminate = outcome.terminated && i + 1 == n;
-                            action_bins(space, terminate, twists[i].unwrap_or([0.0; 3]), &gaits[i])
+                        .map(|i| match decisions[i].take() {
+                            Some(decided) => decided,
+                            None => {
+                                let terminate = outcome.terminated && i + 1 == n;
+                                action_bins(space, terminate, twists[i].unwrap_or([0.0; 3]), &gaits[i])
+                            }
                         })
                         .collect();
                     let episode = Episode {
@@ -395,6 +416,7 @@ fn split_episodes(bag: &Path, events: Vec<Event>, space: &ActionSpace) -> Vec<Ep
                 frames.clear();
                 twists.clear();
                 gaits.clear();
+                decisions.clear();
             }
         }
     }
@@ -423,7 +445,8 @@ fn action_bins(space: &ActionSpace, terminate: bool, twist: [f32; 3], gait: &Gai
     (0..space.dims()).map(|d| space.encode(d, value(&space.names()[d]))).collect()
 }
 
-/// Builds the network's batches: normalised frames, padded instruction ids.
+/// Builds the network's batches: normalised frames and padded instruction ids, or, once the
+/// encoders are frozen, their cached output.
 pub struct Batcher<'a> {
     pub data: &'a Dataset,
     pub history: usize,
@@ -431,21 +454,60 @@ pub struct Batcher<'a> {
     /// Token ids of each episode's instruction.
     pub ids: Vec<Vec<u32>>,
     pub device: Device,
+    encoded: Option<EncodedSteps>,
+}
+
+/// The frozen encoders' output for every step of a dataset.
+struct EncodedSteps {
+    /// [steps, tokens_per_frame, D]: each frame's vision tokens under its episode's instruction.
+    frames: Tensor,
+    /// Per episode, its instruction's tokens [L, D].
+    text: Vec<Tensor>,
+}
+
+/// A batch's observations: pixels and ids for the encoders, or what the frozen encoders made of
+/// them.
+pub enum Observations {
+    Pixels(ObservationBatch),
+    Encoded(EncodedObservation),
+}
+
+impl Observations {
+    /// The decoder's input, running `model`'s encoders where the batch holds pixels.
+    pub fn encode(&self, model: &VlaModel) -> candle_core::Result<EncodedObservation> {
+        match self {
+            Self::Pixels(obs) => model.encode(obs),
+            Self::Encoded(enc) => Ok(enc.clone()),
+        }
+    }
 }
 
 /// One training batch.
 pub struct Batch {
-    pub obs: ObservationBatch,
-    /// The observation at t + 1 (the same as `obs` where the episode ends there).
-    pub next: ObservationBatch,
+    pub obs: Observations,
+    /// The observation at t + n (the episode's last step where it ends before).
+    pub next: Observations,
     /// [B, dims] u32.
     pub bins: Tensor,
-    /// [B] f32: 1 at the final step of a successful episode.
-    pub reward: Tensor,
-    /// [B] f32: 0 at an episode's final step.
-    pub not_done: Tensor,
+    /// [B] f32: the discounted reward within the n steps (`gamma^(T - t) * success` when the
+    /// episode ends within them).
+    pub return_n: Tensor,
+    /// [B] f32: `gamma^n` where s_{t+n} exists, else 0.
+    pub discount: Tensor,
     /// [B] f32: `gamma^(T - t) * success`, the Monte-Carlo return.
     pub mc_return: Tensor,
+}
+
+/// Time-step bookkeeping of an n-step target for step `step` of an episode ending at `last`:
+/// (index of s_{t+n}, return within the n steps, bootstrap discount, Monte-Carlo return).
+pub fn n_step(step: usize, last: usize, success: bool, gamma: f64, n: usize) -> (usize, f32, f32, f32) {
+    let n = n.max(1);
+    let mc = if success { gamma.powi((last - step) as i32) } else { 0.0 };
+    if step + n > last {
+        (last, mc as f32, 0.0, mc as f32)
+    } else {
+        (step + n, 0.0, gamma.powi(n as i32) as f32, mc as f32)
+    }
 }
 
 impl<'a> Batcher<'a> {
@@ -455,62 +517,110 @@ impl<'a> Batcher<'a> {
             .iter()
             .map(|e| tokenizer.encode(&e.instruction).unwrap_or_else(|_| vec![1]))
             .collect();
-        Self { data, history, preprocess, ids, device: device.clone() }
+        Self { data, history, preprocess, ids, device: device.clone(), encoded: None }
     }
 
-    fn observation(&self, steps: &[usize]) -> candle_core::Result<ObservationBatch> {
+    /// Whether batches carry the frozen encoders' output.
+    pub fn is_encoded(&self) -> bool {
+        self.encoded.is_some()
+    }
+
+    /// Runs `model`'s encoders once over every step (each frame under its episode's instruction)
+    /// and serves their output from then on. `progress(done, total)` sees the episodes.
+    pub fn encode_all(&mut self, model: &VlaModel, mut progress: impl FnMut(usize, usize)) -> candle_core::Result<()> {
+        let mut text_of: HashMap<&[u32], TextEncoding> = HashMap::new();
+        let mut text = Vec::with_capacity(self.data.episodes.len());
+        let mut frames = Vec::with_capacity(self.data.episodes.len());
         let s = self.data.image_size();
-        let plane = s * s;
-        let mut pixels = Vec::with_capacity(steps.len() * self.history * 3 * plane);
-        for &step in steps {
-            for f in self.data.history(step, self.history) {
-                let rgb = self.data.frame(f);
-                for c in 0..3 {
-                    let (mean, std) = (self.preprocess.mean[c], self.preprocess.std[c]);
-                    pixels.extend(rgb.iter().skip(c).step_by(3).map(|&v| (v as f32 / 255.0 - mean) / std));
-                }
+        for (e, episode) in self.data.episodes.iter().enumerate() {
+            progress(e, self.data.episodes.len());
+            let ids = self.ids[e].as_slice();
+            if !text_of.contains_key(ids) {
+                let encoded = model.encode_text(&Tensor::new(ids, &self.device)?.unsqueeze(0)?, None)?;
+                text_of.insert(ids, encoded);
             }
+            let instruction = &text_of[ids];
+            let steps: Vec<usize> = (episode.first..episode.first + episode.len).collect();
+            let images = Tensor::from_vec(self.pixels(&steps), (steps.len(), 3, s, s), &self.device)?;
+            // Detached: kept with their graphs, the cached outputs would hold every activation.
+            frames.push(model.encode_frame(&images, instruction)?.detach());
+            text.push(instruction.tokens.squeeze(0)?.detach());
         }
-        let frames = Tensor::from_vec(pixels, (steps.len(), self.history, 3, s, s), &self.device)?;
-        let ids: Vec<&Vec<u32>> = steps.iter().map(|&i| &self.ids[self.data.episode_of[i] as usize]).collect();
-        let len = ids.iter().map(|v| v.len()).max().unwrap_or(1).max(1);
-        let padded = ids.iter().any(|v| v.len() != len);
-        let mut flat = Vec::with_capacity(steps.len() * len);
-        let mut valid = Vec::with_capacity(steps.len() * len);
-        for v in &ids {
-            for j in 0..len {
-                flat.push(v.get(j).copied().unwrap_or(0));
-                valid.push(if j < v.len() { 1f32 } else { 0.0 });
-            }
-        }
-        Ok(ObservationBatch {
-            ids: Tensor::from_vec(flat, (steps.len(), len), &self.device)?,
-            text_valid: padded.then(|| Tensor::from_vec(valid, (steps.len(), len), &self.device)).transpose()?,
-            frames,
-        })
+        progress(self.data.episodes.len(), self.data.episodes.len());
+        self.encoded = Some(EncodedSteps { frames: Tensor::cat(&frames, 0)?, text });
+        Ok(())
     }
 
-    pub fn batch(&self, steps: &[usize], gamma: f64) -> candle_core::Result<Batch> {
+    /// Normalised CHW pixels of the frames `indices`, one after another.
+    fn pixels(&self, indices: &[usize]) -> Vec<f32> {
+        let s = self.data.image_size();
+        let mut pixels = Vec::with_capacity(indices.len() * 3 * s * s);
+        for &f in indices {
+            let rgb = self.data.frame(f);
+            for c in 0..3 {
+                let (mean, std) = (self.preprocess.mean[c], self.preprocess.std[c]);
+                pixels.extend(rgb.iter().skip(c).step_by(3).map(|&v| (v as f32 / 255.0 - mean) / std));
+            }
+        }
+        pixels
+    }
+
+    fn observation(&self, steps: &[usize]) -> candle_core::Result<Observations> {
+        let windows: Vec<usize> = steps.iter().flat_map(|&step| self.data.history(step, self.history)).collect();
+        let episodes: Vec<usize> = steps.iter().map(|&i| self.data.episode_of[i] as usize).collect();
+        let len = episodes.iter().map(|&e| self.ids[e].len()).max().unwrap_or(1).max(1);
+        let padded = episodes.iter().any(|&e| self.ids[e].len() != len);
+        let valid: Vec<f32> = episodes.iter().flat_map(|&e| (0..len).map(move |j| f32::from(u8::from(j < self.ids[e].len())))).collect();
+        let text_valid = padded.then(|| Tensor::from_vec(valid, (steps.len(), len), &self.device)).transpose()?;
+        if let Some(encoded) = &self.encoded {
+            let (_, t, d) = encoded.frames.dims3()?;
+            let index = Tensor::from_vec(windows.iter().map(|&f| f as u32).collect::<Vec<_>>(), windows.len(), &self.device)?;
+            let frames = encoded.frames.index_select(&index, 0)?.reshape((steps.len(), self.history, t, d))?;
+            let text = episodes
+                .iter()
+                .map(|&e| {
+                    let tokens = &encoded.text[e];
+                    let missing = len - tokens.dim(0)?;
+                    if missing == 0 {
+                        Ok(tokens.clone())
+                    } else {
+                        Tensor::cat(&[tokens, &Tensor::zeros((missing, d), tokens.dtype(), &self.device)?], 0)
+                    }
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            return Ok(Observations::Encoded(EncodedObservation { text_tokens: Tensor::stack(&text, 0)?, text_valid, frames }));
+        }
+        let s = self.data.image_size();
+        let frames = Tensor::from_vec(self.pixels(&windows), (steps.len(), self.history, 3, s, s), &self.device)?;
+        let flat: Vec<u32> = episodes.iter().flat_map(|&e| (0..len).map(move |j| self.ids[e].get(j).copied().unwrap_or(0))).collect();
+        Ok(Observations::Pixels(ObservationBatch {
+            ids: Tensor::from_vec(flat, (steps.len(), len), &self.device)?,
+            text_valid,
+            frames,
+        }))
+    }
+
+    /// The batch of `steps` with n-step bootstrapping.
+    pub fn batch(&self, steps: &[usize], gamma: f64, n: usize) -> candle_core::Result<Batch> {
         let dims = self.data.bins[0].len();
         let mut bins = Vec::with_capacity(steps.len() * dims);
-        let (mut reward, mut not_done, mut mc, mut next) = (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new(), Vec::new());
+        let (mut return_n, mut discount, mut mc, mut next) = (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new(), Vec::new());
         for &step in steps {
             bins.extend_from_slice(&self.data.bins[step]);
             let ep = self.data.episode_of(step);
-            let last = ep.first + ep.len - 1;
-            let success = f32::from(u8::from(ep.success));
-            reward.push(if step == last { success } else { 0.0 });
-            not_done.push(if step == last { 0.0 } else { 1.0 });
-            mc.push(gamma.powi((last - step) as i32) as f32 * success);
-            next.push((step + 1).min(last));
+            let (later, ret, disc, mc_return) = n_step(step - ep.first, ep.len - 1, ep.success, gamma, n);
+            next.push(ep.first + later);
+            return_n.push(ret);
+            discount.push(disc);
+            mc.push(mc_return);
         }
         let b = steps.len();
         Ok(Batch {
             obs: self.observation(steps)?,
             next: self.observation(&next)?,
             bins: Tensor::from_vec(bins, (b, dims), &self.device)?,
-            reward: Tensor::from_vec(reward, b, &self.device)?,
-            not_done: Tensor::from_vec(not_done, b, &self.device)?,
+            return_n: Tensor::from_vec(return_n, b, &self.device)?,
+            discount: Tensor::from_vec(discount, b, &self.device)?,
             mc_return: Tensor::from_vec(mc, b, &self.device)?,
         })
     }

@@ -1,6 +1,9 @@
-//! Offline training from recorded episodes: conservative Q-learning (the method) or behaviour
-//! cloning (the baseline), AdamW with a cosine schedule, an EMA target network, checkpoints that
-//! resume bit for bit.
+//! Offline training from recorded episodes: conservative Q-learning (the method, after
+//! Q-Transformer and GeRM) or behaviour cloning (the baseline), AdamW with a cosine schedule, an
+//! EMA target network, checkpoints that resume bit for bit. A run may train end to end for a while
+//! and then freeze the instruction and frame encoders: their output is computed once per step and
+//! every later update touches only the decoder, which is what makes proper training affordable on
+//! a 2-core CPU.
 
 pub mod data;
 pub mod objective;
@@ -20,10 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::action::ActionSpace;
 use crate::model::{init_model, read_weights, save_weights, ModelError, VlaConfig, VlaModel};
 use data::Batch;
-use objective::{bc_loss, mask_tensor, q_loss, q_targets};
+use objective::{bc_loss, greedy_outside_support, mask_tensor, q_loss, q_targets, Bootstrap};
 use optim::{cosine_lr, AdamW, AdamWConfig};
 
-pub use data::{Batcher, Dataset, Topics};
+pub use data::{Batcher, Dataset, Observations, Topics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -66,6 +69,20 @@ pub struct TrainOptions {
     /// Weight of the load-balancing loss.
     pub beta: f64,
     pub seed: u64,
+    /// The last dimension bootstraps from s_{t+n}.
+    #[serde(default = "one_step")]
+    pub n_step: usize,
+    /// After this many updates the instruction and frame encoders are frozen and only the decoder
+    /// trains (on their cached output); None trains end to end throughout.
+    #[serde(default)]
+    pub freeze_encoders_after: Option<usize>,
+    /// A bin joins a dimension's supported bins when at least this share of the steps takes it.
+    #[serde(default)]
+    pub min_bin_share: f64,
+}
+
+fn one_step() -> usize {
+    1
 }
 
 impl Default for TrainOptions {
@@ -73,15 +90,18 @@ impl Default for TrainOptions {
         Self {
             objective: Objective::Q,
             successes_only: false,
-            steps: 2000,
-            batch_size: 32,
-            warmup: 100,
+            steps: 6000,
+            batch_size: 64,
+            warmup: 200,
             adamw: AdamWConfig::default(),
             gamma: 0.99,
-            tau: 0.999,
-            alpha: 0.1,
+            tau: 0.995,
+            alpha: DEFAULT_ALPHA,
             beta: 0.01,
             seed: 0,
+            n_step: 4,
+            freeze_encoders_after: Some(1500),
+            min_bin_share: 0.002,
         }
     }
 }
@@ -98,12 +118,21 @@ impl TrainOptions {
         if !(self.adamw.lr > 0.0 && self.adamw.lr.is_finite()) || self.alpha < 0.0 || self.beta < 0.0 {
             return bad("lr must be positive, alpha and beta not negative");
         }
+        if self.n_step == 0 {
+            return bad("n-step must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.min_bin_share) {
+            return bad("the minimum bin share must be in [0, 1)");
+        }
         Ok(())
     }
 }
 
+/// Weight of the conservative term against the TD term (both per-dimension means).
+pub const DEFAULT_ALPHA: f64 = 1.0;
+
 /// What one update measured.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepStats {
     pub step: usize,
     pub lr: f64,
@@ -116,6 +145,13 @@ pub struct StepStats {
     pub q_data: f32,
     pub q_target: f32,
     pub grad_norm: f32,
+    /// Mean target per action dimension (Q-learning).
+    #[serde(default)]
+    pub target_per_dim: Vec<f32>,
+    /// Share of (sample, dimension) pairs whose greedy bin over all valid bins lies outside the
+    /// bins the data supports.
+    #[serde(default)]
+    pub greedy_outside: f32,
 }
 
 const CHECKPOINT: &str = "checkpoint";
@@ -137,7 +173,12 @@ pub struct Trainer {
     online: VlaModel,
     target: BTreeMap<String, Tensor>,
     optimizer: AdamW,
-    mask: Tensor,
+    /// [dims, bins]: the bins a target maximises over (valid and supported).
+    supported_mask: Tensor,
+    /// [dims, bins]: every structurally valid bin (behaviour cloning, the conservative term).
+    valid_mask: Tensor,
+    valid: Vec<Vec<bool>>,
+    supported: Vec<Vec<bool>>,
     /// Updates done.
     pub step: usize,
     pub history: Vec<StepStats>,
@@ -172,6 +213,8 @@ impl Trainer {
             None => online.iter().map(|(n, t)| Ok((n.clone(), t.copy()?))).collect::<candle_core::Result<_>>()?,
         };
         let space = ActionSpace::new(&cfg.actions).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let valid: Vec<Vec<bool>> = (0..space.dims()).map(|d| space.structurally_valid(d)).collect();
+        let supported = space.valid_masks();
         Ok(Self {
             cfg: cfg.clone(),
             opts: opts.clone(),
@@ -180,7 +223,10 @@ impl Trainer {
             vars,
             online: model,
             target,
-            mask: mask_tensor(&space.valid_masks(), device)?,
+            supported_mask: mask_tensor(&supported, device)?,
+            valid_mask: mask_tensor(&valid, device)?,
+            valid,
+            supported,
             step: 0,
             history: Vec::new(),
         })
@@ -199,32 +245,58 @@ impl Trainer {
         rand::rngs::StdRng::seed_from_u64(self.opts.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
+    /// Whether the encoders are frozen: updates then take batches of their cached output.
+    pub fn encoders_frozen(&self) -> bool {
+        self.opts.freeze_encoders_after.is_some_and(|n| self.step >= n)
+    }
+
+    /// The online network.
+    pub fn model(&self) -> &VlaModel {
+        &self.online
+    }
+
+    /// The batch of update `self.step`: steps drawn from `eligible` with that update's generator
+    /// (so a resumed run draws the same ones), served from the encoders' cached output once they
+    /// are frozen. The first batch after freezing encodes every step first; `progress(done,
+    /// total)` sees that.
+    pub fn next_batch(&self, batcher: &mut Batcher, eligible: &[usize], progress: impl FnMut(usize, usize)) -> Result<Batch, TrainError> {
+        if self.encoders_frozen() && !batcher.is_encoded() {
+            batcher.encode_all(&self.online, progress)?;
+        }
+        let steps = Dataset::sample_steps(eligible, self.opts.batch_size, &mut self.batch_rng(self.step));
+        Ok(batcher.batch(&steps, self.opts.gamma, self.opts.n_step)?)
+    }
+
     /// One gradient update on `batch`.
     pub fn update(&mut self, batch: &Batch) -> Result<StepStats, TrainError> {
         let dims = self.cfg.action_dims();
         let prefix_bins = batch.bins.narrow(1, 0, dims - 1)?;
-        let (logits, balance) = self.online.forward_train(&batch.obs, &prefix_bins)?;
+        let obs = batch.obs.encode(&self.online)?;
+        let (logits, balance) = self.online.forward_train(&obs, &prefix_bins)?;
         let mut stats = StepStats { step: self.step, lr: cosine_lr(self.opts.adamw.lr, self.step, self.opts.warmup, self.opts.steps), ..Default::default() };
         let main_loss = match self.opts.objective {
             Objective::Q => {
                 let target_model = model_from(&self.cfg, self.target.clone().into_iter().collect(), &self.device)?;
-                let q_target = candle_nn::ops::sigmoid(&target_model.forward(&batch.obs, &prefix_bins, None)?)?;
+                let q_target = candle_nn::ops::sigmoid(&target_model.forward_encoded(&batch.obs.encode(&target_model)?, &prefix_bins)?)?;
                 let empty = Tensor::zeros((batch.bins.dim(0)?, 0), DType::U32, &self.device)?;
-                let q_next = candle_nn::ops::sigmoid(&target_model.forward(&batch.next, &empty, None)?)?.squeeze(1)?;
-                let targets = q_targets(&q_target, &q_next, &self.mask, &batch.reward, &batch.not_done, &batch.mc_return, self.opts.gamma)?;
-                let parts = q_loss(&logits, &batch.bins, &targets, &self.mask)?;
+                let q_next = candle_nn::ops::sigmoid(&target_model.forward_encoded(&batch.next.encode(&target_model)?, &empty)?)?.squeeze(1)?;
+                let boot = Bootstrap { return_n: &batch.return_n, discount: &batch.discount, mc_return: &batch.mc_return };
+                let targets = q_targets(&q_target, &q_next, &self.supported_mask, &boot)?;
+                let parts = q_loss(&logits, &batch.bins, &targets, &self.valid_mask)?;
                 stats.main = parts.td.to_scalar()?;
                 stats.conservative = parts.conservative.to_scalar()?;
                 stats.q_data = parts.q_data.to_scalar()?;
                 stats.q_target = targets.mean_all()?.to_scalar()?;
+                stats.target_per_dim = targets.mean(0)?.to_vec1()?;
                 (parts.td + (parts.conservative * self.opts.alpha)?)?
             }
             Objective::Bc => {
-                let ce = bc_loss(&logits, &batch.bins, &self.mask)?;
+                let ce = bc_loss(&logits, &batch.bins, &self.valid_mask)?;
                 stats.main = ce.to_scalar()?;
                 ce
             }
         };
+        stats.greedy_outside = greedy_outside_support(&logits.detach(), &self.valid, &self.supported)?;
         stats.balance = balance.to_scalar()?;
         let loss = (main_loss + (balance * self.opts.beta)?)?;
         stats.loss = loss.to_scalar()?;
@@ -237,7 +309,7 @@ impl Trainer {
             self.update_target()?;
         }
         self.step += 1;
-        self.history.push(stats);
+        self.history.push(stats.clone());
         Ok(stats)
     }
 

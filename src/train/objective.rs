@@ -1,6 +1,7 @@
-//! The training objectives (DESIGN.md, "Training objective"): per-dimension Bellman targets with
-//! a Monte-Carlo lower bound and a conservative term (Q-Transformer, GeRM, MoRE), and behaviour
-//! cloning as the baseline.
+//! The training objectives: per-dimension Bellman targets with n-step returns and a Monte-Carlo
+//! lower bound, a conservative term on the bins the data did not take (Q-Transformer,
+//! Chebotar et al. 2023; GeRM, Song et al. 2024; MoRE), and behaviour cloning as the baseline. Losses are taken on logits (binary cross-entropy), which does not saturate where
+//! Q = sigmoid(logit) nears 0 or 1.
 
 use candle_core::{DType, Result, Tensor, D};
 
@@ -19,42 +20,48 @@ fn masked_max(q: &Tensor, mask: &Tensor) -> Result<Tensor> {
     q.broadcast_add(&((mask - 1.0)? * 2.0)?)?.max(D::Minus1)
 }
 
+/// What the last dimension bootstraps from, per sample: `return_n + discount * max_b Q(s_{t+n})[0][b]`.
+pub struct Bootstrap<'a> {
+    /// [B]: the discounted reward inside the n steps (`gamma^(T - t) * success` when the episode
+    /// ends within them, else 0: reward comes only at the end).
+    pub return_n: &'a Tensor,
+    /// [B]: `gamma^n` when s_{t+n} exists, 0 when the episode ended first.
+    pub discount: &'a Tensor,
+    /// [B]: the Monte-Carlo return `gamma^(T - t) * success`, a lower bound for every target.
+    pub mc_return: &'a Tensor,
+}
+
 /// Bellman targets [B, dims] for the data actions.
 ///
 /// - `q_target`: [B, dims, bins], the target network's Q at (s_t, data bins of earlier dims);
-/// - `q_next`: [B, bins], the target network's Q of dimension 0 at s_{t+1};
-/// - dimension i < last: `max_b q_target[i + 1]` (no discount inside a time step);
-/// - last dimension: `reward + gamma * not_done * max_b q_next` (bootstrap from t + 1);
-/// - every target is raised to at least the Monte-Carlo return `mc_return`.
-pub fn q_targets(
-    q_target: &Tensor,
-    q_next: &Tensor,
-    mask: &Tensor,
-    reward: &Tensor,
-    not_done: &Tensor,
-    mc_return: &Tensor,
-    gamma: f64,
-) -> Result<Tensor> {
+/// - `q_next`: [B, bins], the target network's Q of dimension 0 at s_{t+n};
+/// - dimension i < last: `max_b q_target[i + 1]` over the supported bins (no discount inside a
+///   time step);
+/// - last dimension: `return_n + discount * max_b q_next` (n-step bootstrap);
+/// - every target is raised to at least the Monte-Carlo return.
+pub fn q_targets(q_target: &Tensor, q_next: &Tensor, mask: &Tensor, boot: &Bootstrap) -> Result<Tensor> {
     let (_, dims, _) = q_target.dims3()?;
     let best = masked_max(q_target, mask)?; // [B, dims]
     let best_next = masked_max(&q_next.unsqueeze(1)?, &mask.narrow(0, 0, 1)?)?.squeeze(1)?; // [B]
-    let last = (reward + (not_done * best_next)?.affine(gamma, 0.0)?)?.unsqueeze(1)?; // [B, 1]
+    let last = (boot.return_n + (boot.discount * best_next)?)?.unsqueeze(1)?; // [B, 1]
     let targets = if dims > 1 { Tensor::cat(&[best.narrow(1, 1, dims - 1)?, last], 1)? } else { last };
-    targets.broadcast_maximum(&mc_return.unsqueeze(1)?)?.detach().to_dtype(DType::F32)
+    targets.broadcast_maximum(&boot.mc_return.unsqueeze(1)?)?.detach().to_dtype(DType::F32)
 }
 
 /// The parts of the Q-learning loss.
 pub struct QLoss {
-    /// Sum over dimensions of the MSE between Q(a_data) and its target.
+    /// Mean over samples and dimensions of the binary cross-entropy between Q(a_data) and its
+    /// target.
     pub td: Tensor,
-    /// Sum over dimensions of the mean Q^2 over the valid bins the data did not take.
+    /// Mean over samples and dimensions of `-log(1 - Q)` averaged over the valid bins the data did
+    /// not take: pulls them towards the minimum return, 0.
     pub conservative: Tensor,
     /// Mean Q of the data actions (for the progress display).
     pub q_data: Tensor,
 }
 
 /// One-hot [B, dims, bins] of the data bins.
-fn one_hot(bins: &Tensor, n: usize) -> Result<Tensor> {
+pub fn one_hot(bins: &Tensor, n: usize) -> Result<Tensor> {
     let (b, dims) = bins.dims2()?;
     let flat = bins.flatten_all()?.to_vec1::<u32>()?;
     let mut hot = vec![0f32; b * dims * n];
@@ -64,17 +71,23 @@ fn one_hot(bins: &Tensor, n: usize) -> Result<Tensor> {
     Tensor::from_vec(hot, (b, dims, n), bins.device())
 }
 
+/// `softplus(x) = log(1 + e^x)`, stable for large |x|: `max(x, 0) + log(1 + e^-|x|)`.
+fn softplus(x: &Tensor) -> Result<Tensor> {
+    x.relu()? + x.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?
+}
+
 /// `logits`: [B, dims, bins] from the online network; `bins`: [B, dims] u32 data actions;
-/// `targets`: [B, dims].
+/// `targets`: [B, dims] in [0, 1]; `mask`: [dims, bins], the bins the conservative term covers.
 pub fn q_loss(logits: &Tensor, bins: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<QLoss> {
-    let q = candle_nn::ops::sigmoid(logits)?;
-    let hot = one_hot(bins, q.dim(2)?)?;
-    let q_data = (&q * &hot)?.sum(D::Minus1)?; // [B, dims]
-    let td = (q_data.clone() - targets)?.sqr()?.mean(0)?.sum_all()?;
+    let hot = one_hot(bins, logits.dim(2)?)?;
+    let x_data = (logits * &hot)?.sum(D::Minus1)?; // [B, dims]
+    // BCE(x, y) = softplus(x) - x y.
+    let td = (softplus(&x_data)? - (&x_data * targets)?)?.mean_all()?;
     let other = hot.affine(-1.0, 1.0)?.broadcast_mul(mask)?; // valid bins not taken
     let count = other.sum(D::Minus1)?.clamp(1.0, f64::INFINITY)?;
-    let conservative = ((q.sqr()? * &other)?.sum(D::Minus1)? / count)?.mean(0)?.sum_all()?;
-    Ok(QLoss { td, conservative, q_data: q_data.mean_all()? })
+    let conservative = ((softplus(logits)? * &other)?.sum(D::Minus1)? / count)?.mean_all()?;
+    let q_data = candle_nn::ops::sigmoid(&x_data)?.mean_all()?;
+    Ok(QLoss { td, conservative, q_data })
 }
 
 /// Behaviour cloning: cross-entropy of the data bins under a softmax over each dimension's valid
@@ -84,4 +97,20 @@ pub fn bc_loss(logits: &Tensor, bins: &Tensor, mask: &Tensor) -> Result<Tensor> 
     let log_probs = candle_nn::ops::log_softmax(&masked, D::Minus1)?;
     let hot = one_hot(bins, logits.dim(2)?)?;
     (log_probs * hot)?.sum(D::Minus1)?.mean(0)?.sum_all()? * -1.0
+}
+
+/// Per dimension, the share of samples whose greedy bin (argmax of `logits` [B, dims, bins] over
+/// the structurally valid bins) lies outside the bins the data supports. A high share means the
+/// network is optimistic about actions it has never seen taken.
+pub fn greedy_outside_support(logits: &Tensor, valid: &[Vec<bool>], supported: &[Vec<bool>]) -> Result<f32> {
+    let rows = logits.to_vec3::<f32>()?;
+    let (mut outside, mut total) = (0usize, 0usize);
+    for sample in &rows {
+        for (dim, row) in sample.iter().enumerate() {
+            let (best, _) = crate::model::masked_argmax(row, &valid[dim]);
+            outside += usize::from(!supported[dim][best as usize]);
+            total += 1;
+        }
+    }
+    Ok(outside as f32 / total.max(1) as f32)
 }

@@ -170,7 +170,11 @@ fn main() -> Result<()> {
     // Set before any thread exists; an explicit RAYON_NUM_THREADS is respected.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let threads = match &cli.command {
-            Command::Train(args) => args.threads().map_or_else(|| "0".to_string(), |n| n.to_string()),
+            // A number, not "0": with "0" candle re-reads the CPU count from /proc on every kernel.
+            Command::Train(args) => args
+                .threads()
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .to_string(),
             _ => "1".to_string(),
         };
         std::env::set_var("RAYON_NUM_THREADS", threads);

@@ -37,11 +37,11 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = TrainOptions::default().batch_size)]
     batch_size: usize,
     /// Peak learning rate (AdamW, cosine schedule after warm-up).
-    #[arg(long, default_value_t = AdamWConfig::default().lr)]
+    #[arg(long, default_value_t = TrainOptions::default().adamw.lr)]
     lr: f64,
     #[arg(long, default_value_t = TrainOptions::default().warmup)]
     warmup: usize,
-    #[arg(long, default_value_t = AdamWConfig::default().weight_decay)]
+    #[arg(long, default_value_t = TrainOptions::default().adamw.weight_decay)]
     weight_decay: f64,
     /// Weight of the conservative term (both it and the TD term are per-dimension means).
     #[arg(long, default_value_t = TrainOptions::default().alpha)]

@@ -48,6 +48,18 @@ pub struct EvalReport {
     /// Family -> counts over all its episodes.
     pub counts: BTreeMap<String, FamilyCounts>,
     pub mean_steps: f64,
+    /// Every episode in order. The scenes depend only on the seed, so two policies evaluated with
+    /// one seed can be compared episode by episode (a paired comparison).
+    pub per_episode: Vec<EpisodeResult>,
+}
+
+/// One evaluation episode's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpisodeResult {
+    pub family: String,
+    pub held_out: bool,
+    pub success: bool,
+    pub reason: String,
 }
 
 impl EvalReport {
@@ -85,6 +97,15 @@ impl EvalReport {
             outcomes,
             counts,
             mean_steps: if summaries.is_empty() { 0.0 } else { steps as f64 / summaries.len() as f64 },
+            per_episode: summaries
+                .iter()
+                .map(|s| EpisodeResult {
+                    family: s.family.name().to_owned(),
+                    held_out: s.held_out,
+                    success: s.outcome.success,
+                    reason: s.outcome.reason.name().to_owned(),
+                })
+                .collect(),
         }
     }
 }

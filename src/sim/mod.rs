@@ -18,7 +18,7 @@ pub use collect::{
     EPISODE_SPACING_NS, EPOCH_NS, GAIT_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC, OUTCOME_TOPIC,
 };
 pub use episode::{run_episode, sim_control_config, Driver, Observation, RandomDriver, Step};
-pub use eval::{eval_plan, evaluate, EvalOptions, EvalReport};
+pub use eval::{eval_plan, evaluate, EpisodeResult, EvalOptions, EvalReport};
 pub use expert::{CleanExpert, Expert, ExpertQuality, FailureMode};
 pub use render::{render, render_into, FOV_DEG};
 pub use task::{all_instructions, sample_task, Goal, Scenario, TaskFamily, ARENA, BAR_BOTTOM, BAR_TOP};

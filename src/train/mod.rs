@@ -90,17 +90,17 @@ impl Default for TrainOptions {
         Self {
             objective: Objective::Q,
             successes_only: false,
-            steps: 6000,
+            steps: 1600,
             batch_size: 64,
-            warmup: 200,
-            adamw: AdamWConfig::default(),
+            warmup: 100,
+            adamw: AdamWConfig { lr: 1e-3, ..AdamWConfig::default() },
             gamma: 0.99,
             tau: 0.995,
             alpha: DEFAULT_ALPHA,
             beta: 0.01,
             seed: 0,
             n_step: 4,
-            freeze_encoders_after: Some(1500),
+            freeze_encoders_after: Some(200),
             min_bin_share: 0.002,
         }
     }

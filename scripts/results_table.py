@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Results table with 95 % intervals from `moe_vla eval --json` reports.
+
+Every report must come from the same `--episodes` and `--seed`, so episode i is the same scene for
+every policy and comparisons are paired. An arm may have several reports (training seeds): its
+per-episode success is averaged over them first.
+
+    scripts/results_table.py "MoE Q=q1.json,q2.json,q3.json" "MoE BC=b1.json,b2.json" \
+        --compare "MoE Q" "MoE BC"
+
+prints a Markdown table (success % per family, seen, held-out, all with its interval, the seeds'
+own values) and, for each --compare A B, the paired difference A - B with its interval.
+"""
+import argparse
+import json
+import math
+import sys
+
+FAMILIES = ["go_to", "distinguish", "go_avoid", "go_through", "crawl", "stop"]
+Z95 = 1.959964
+
+
+def load_arm(spec):
+    label, _, paths = spec.partition("=")
+    if not paths:
+        sys.exit(f"arm {spec!r}: expected LABEL=report.json[,report.json...]")
+    reports = []
+    for path in paths.split(","):
+        with open(path) as f:
+            reports.append(json.load(f))
+    return label, reports
+
+
+def episode_means(reports):
+    """Per episode: (family, held_out, mean success over the reports)."""
+    runs = [r["per_episode"] for r in reports]
+    n = len(runs[0])
+    if any(len(r) != n for r in runs):
+        sys.exit("reports of one arm have different episode counts")
+    out = []
+    for i in range(n):
+        first = runs[0][i]
+        out.append((first["family"], first["held_out"], sum(r[i]["success"] for r in runs) / len(runs)))
+    return out
+
+
+def mean_interval(values):
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / max(n - 1, 1)
+    half = Z95 * math.sqrt(var / n)
+    return mean, half
+
+
+def pct(x):
+    return f"{100 * x:.0f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("arms", nargs="+", help="LABEL=report.json[,report.json...]")
+    parser.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"))
+    args = parser.parse_args()
+    arms = dict(load_arm(spec) for spec in args.arms)
+    seeds = {r["seed"] for reports in arms.values() for r in reports}
+    counts = {r["episodes"] for reports in arms.values() for r in reports}
+    if len(seeds) != 1 or len(counts) != 1:
+        sys.exit(f"every report must share one evaluation seed and episode count (seeds {seeds}, episodes {counts})")
+    print(f"{counts.pop()} episodes, evaluation seed {seeds.pop()}; success in %, 95 % interval over scenes\n")
+    header = ["policy", "runs"] + FAMILIES + ["seen", "held-out", "all (95 % CI)", "each run"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    means = {}
+    for label, reports in arms.items():
+        eps = episode_means(reports)
+        means[label] = eps
+        row = [label, str(len(reports))]
+        for fam in FAMILIES:
+            vals = [m for f, _, m in eps if f == fam]
+            row.append(pct(sum(vals) / len(vals)) if vals else "-")
+        for held in (False, True):
+            vals = [m for _, h, m in eps if h == held]
+            row.append(pct(sum(vals) / len(vals)) if vals else "-")
+        mean, half = mean_interval([m for _, _, m in eps])
+        row.append(f"**{pct(mean)}** ± {100 * half:.1f}")
+        row.append(", ".join(pct(r["success_rate"]) for r in reports))
+        print("| " + " | ".join(row) + " |")
+    for a, b in args.compare:
+        if a not in means or b not in means:
+            sys.exit(f"--compare {a} {b}: unknown arm")
+        diffs = [x[2] - y[2] for x, y in zip(means[a], means[b])]
+        mean, half = mean_interval(diffs)
+        verdict = "above 0" if mean - half > 0 else ("below 0" if mean + half < 0 else "contains 0")
+        print(f"\n{a} - {b}: {100 * mean:+.1f} points, 95 % interval [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}] ({verdict})")
+        for held in (False, True):
+            sub = [x[2] - y[2] for x, y in zip(means[a], means[b]) if x[1] == held]
+            m, h = mean_interval(sub)
+            print(f"  {'held-out' if held else 'seen'}: {100 * m:+.1f} ± {100 * h:.1f}")
+
+
+if __name__ == "__main__":
+    main()

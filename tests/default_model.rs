@@ -6,6 +6,7 @@ use std::path::Path;
 
 use candle_core::Device;
 use moe_vla::action::ActionSpace;
+use moe_vla::model::config::quadruped_action_space;
 use moe_vla::policy::Policy;
 use moe_vla::sim::{evaluate, EvalOptions, RandomDriver};
 
@@ -17,7 +18,9 @@ fn default_model_beats_a_random_policy_by_a_wide_margin() {
     policy.set_threads(2).unwrap();
     let opts = EvalOptions { episodes: 48, seed: 2026, image_size: 64 };
     let model = evaluate(&mut policy, &opts, &mut |_| {}).unwrap();
-    let space = ActionSpace::new(&policy.config().actions).unwrap();
+    // Random over the whole action space, as `moe_vla eval --policy random` (not over the model's
+    // supported bins, which already encode much of what the data knows).
+    let space = ActionSpace::new(&quadruped_action_space()).unwrap();
     let random = evaluate(&mut RandomDriver::new(space, 2026), &opts, &mut |_| {}).unwrap();
     eprintln!("default model {:.3} {:?}", model.success_rate, model.per_family);
     eprintln!("random policy {:.3} {:?}", random.success_rate, random.per_family);
@@ -30,4 +33,17 @@ fn default_model_beats_a_random_policy_by_a_wide_margin() {
     // Not only the stop family, which a random policy already solves by terminating at once.
     let moving: f64 = model.per_family.iter().filter(|(f, _)| f.as_str() != "stop").map(|(_, r)| r).sum();
     assert!(moving / 5.0 >= 0.2, "moving families {:?}", model.per_family);
+}
+
+#[test]
+fn default_model_is_q_learned_on_mixed_data() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("train.json")).unwrap()).unwrap();
+    let options = &report["options"];
+    assert_eq!(options["objective"], "q", "models/default must be trained by Q-learning");
+    assert_eq!(options["successes_only"], false, "on all episodes, failures included");
+    let data = &report["data"];
+    assert!(data["successful_episodes"].as_u64().unwrap() < data["episodes"].as_u64().unwrap());
+    let policy = Policy::load(&dir, &Device::Cpu).unwrap();
+    assert!(policy.config().actions.supported.is_some(), "the supported bins travel with the model");
 }

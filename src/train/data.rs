@@ -133,7 +133,8 @@ enum Event {
     Instruction(String),
     Twist([f32; 3]),
     Gait(GaitCommand),
-    Decision(Vec<u32>),
+    /// Bins, and the dimension names they are for (empty when the recorder gave none).
+    Decision(Vec<u32>, Vec<String>),
     Outcome(EpisodeOutcome),
 }
 
@@ -312,7 +313,7 @@ fn read_events(bag: &Path, image_size: usize, topics: &Topics) -> Result<Vec<Eve
             } else if m.topic == topics.gait {
                 decode::<GaitCommand>(m.data).ok().map(Event::Gait)
             } else if m.topic == topics.decision {
-                decode::<VlaDecision>(m.data).ok().map(|d| Event::Decision(d.bins))
+                decode::<VlaDecision>(m.data).ok().map(|d| Event::Decision(d.bins, d.dimension_names))
             } else if m.topic == topics.outcome {
                 decode::<EpisodeOutcome>(m.data).ok().map(Event::Outcome)
             } else {
@@ -372,8 +373,10 @@ fn split_episodes(bag: &Path, events: Vec<Event>, space: &ActionSpace) -> Vec<Ep
                 gaits.push(gait.clone());
                 decisions.push(None);
             }
-            Event::Decision(bins) => {
-                let fits = bins.len() == space.dims() && space.check_bins(&bins).is_ok();
+            Event::Decision(bins, names) => {
+                // Only decisions of this action space: another model's bins mean other things.
+                let same_space = names.is_empty() || names == space.names();
+                let fits = same_space && space.check_bins(&bins).is_ok();
                 if let Some(slot) = decisions.last_mut().filter(|s| s.is_none() && fits) {
                     *slot = Some(bins);
                 }

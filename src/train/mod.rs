@@ -100,7 +100,7 @@ impl Default for TrainOptions {
             beta: 0.01,
             seed: 0,
             n_step: 4,
-            freeze_encoders_after: Some(200),
+            freeze_encoders_after: Some(800),
             min_bin_share: 0.002,
         }
     }

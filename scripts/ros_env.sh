@@ -10,6 +10,10 @@ export MOE_VLA_ROOT
 
 if [ -z "${MOE_VLA_ROS_VENV:-}" ] && [ -n "${ROS_DISTRO:-}" ] && [ -n "${AMENT_PREFIX_PATH:-}" ]; then
   export MOE_VLA_ROS_SOURCE="system ($ROS_DISTRO)"
+  # The test tools live in a venv over the system Python (scripts/setup.sh makes it).
+  if [ -x "$MOE_VLA_ROOT/build/test-venv/bin/python" ]; then
+    export PATH="$MOE_VLA_ROOT/build/test-venv/bin:$PATH"
+  fi
 else
   venv="$MOE_VLA_ROOT/.ros"
   if [ ! -x "$venv/bin/python" ]; then

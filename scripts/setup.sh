@@ -20,6 +20,7 @@ install_apt() {
   command -v clang >/dev/null || missing+=(clang)
   ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
   command -v g++ >/dev/null || missing+=(g++)
+  python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
   local sudo=()
@@ -76,11 +77,18 @@ make_venv() {
   touch "$stamp"
 }
 
-# Into the venv, or with a sourced ROS 2 into the user's Python.
+# Into the ROS venv, or with a sourced ROS 2 into a venv of their own (build/test-venv, which sees
+# the system's packages and so the distribution's rclpy): never into the system Python, which
+# PEP 668 distributions (Ubuntu 24.04, Debian 12) refuse to pip-install into.
 install_test_wheels() {
-  local pip=(python3 -m pip) dir="$root/build"
-  if [ -z "${ROS_DISTRO_SOURCED:-}" ]; then
-    pip=("$root/.ros/bin/pip") dir="$root/.ros"
+  local pip=("$root/.ros/bin/pip") dir="$root/.ros"
+  if [ -n "${ROS_DISTRO_SOURCED:-}" ]; then
+    dir="$root/build/test-venv"
+    if [ ! -x "$dir/bin/python" ]; then
+      log "creating $dir for the test tools"
+      python3 -m venv --system-site-packages "$dir"
+    fi
+    pip=("$dir/bin/pip")
   fi
   local stamp
   stamp="$dir/.test-wheels-$(echo "${TEST_WHEELS[*]}" | cksum | cut -d' ' -f1)"
@@ -95,6 +103,7 @@ if [ -n "${ROS_DISTRO:-}" ] && [ -n "${AMENT_PREFIX_PATH:-}" ] && [ -z "${MOE_VL
   log "using the sourced ROS 2 $ROS_DISTRO"
   install_apt
 else
+  log "no ROS 2 is sourced: building with ROS 2 kilted from the PyPI wheels in .ros/"
   install_apt
   make_venv
   link_numpy_include

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::bag::msgs::{CompressedImage, GaitCommand, Header, Image, StringMsg, Time, Twist, VlaDecision};
 use crate::bag::{decode, BagError, BagReader, BagWriter, RawMessage, ReadReport, TopicQos};
@@ -117,10 +117,8 @@ impl Replay<'_> {
         self.stop = out.stop.clone();
         self.summary.commands += 1;
         self.write(CMD_VEL, time, &Twist::from(out.twist));
-        if let Some(g) = out.gait {
-            let msg = GaitCommand::from_fields(&g, Header { stamp: Time::from_nanos(time), frame_id: self.opts.frame_id.clone() });
-            self.write(GAIT_COMMAND, time, &msg);
-        }
+        let gait = GaitCommand::from_fields(&out.gait, Header { stamp: Time::from_nanos(time), frame_id: self.opts.frame_id.clone() });
+        self.write(GAIT_COMMAND, time, &gait);
     }
 
     fn instruction(&mut self, text: Option<String>, time: u64) {
@@ -140,7 +138,7 @@ impl Replay<'_> {
     fn frame(&mut self, frame: OwnedFrame, stamp: Time, time: u64) {
         self.summary.frames += 1;
         let now = self.seconds(time);
-        self.controller.frame_received(now);
+        self.controller.frame_received(now, Duration::from_nanos(stamp.nanos()));
         self.write(FRAMES, time, &Header { stamp, frame_id: String::new() });
         let Some(instruction) = self.controller.instruction().cloned() else {
             return;
@@ -148,7 +146,7 @@ impl Replay<'_> {
         let start = Instant::now();
         let result = self.policy.decide(&frame.as_frame(), &instruction, Decoding::Cached);
         self.summary.latency.record(start.elapsed().as_secs_f32() * 1e3);
-        let applied = self.controller.apply(&instruction, &result);
+        let applied = self.controller.apply(&instruction, &result, now);
         if applied != Applied::Stale {
             let out = self.controller.tick(now);
             self.emit(&out, time);

@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use moe_vla::action::ActionSpace;
 use moe_vla::bag::{BagReader, BagWriter};
-use moe_vla::control::{AxisLimit, ControlConfig};
+use moe_vla::control::{ControlConfig, ControlParams};
 use moe_vla::replay::ReplayOptions;
 use moe_vla::bench::{instruction_lines, random_policy, synthetic_frame, SAMPLE_INSTRUCTIONS};
 use moe_vla::model::{count_params, init_model, save_weights, ParamCount, VlaConfig};
@@ -354,7 +354,8 @@ fn replay(args: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
-/// The control settings of a moe_vla_node parameter file (`/**` or `moe_vla_node` section).
+/// The control settings of a moe_vla_node parameter file (`/**` or `moe_vla_node` section); the
+/// node's other parameters are not the controller's and are skipped.
 fn control_from_params_file(path: &Path) -> Result<ControlConfig> {
     use yaml_rust2::{Yaml, YamlLoader};
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -365,33 +366,26 @@ fn control_from_params_file(path: &Path) -> Result<ControlConfig> {
         .map(|section| &doc[*section]["ros__parameters"])
         .find(|p| !p.is_badvalue())
         .with_context(|| format!("{} has no /** or moe_vla_node ros__parameters", path.display()))?;
-    let number = |name: &str, default: f32| -> Result<f64> {
-        match &params[name] {
-            Yaml::Real(r) => r.parse().with_context(|| format!("{}: {name} = {r}", path.display())),
-            Yaml::Integer(i) => Ok(*i as f64),
-            Yaml::BadValue => Ok(default.into()),
-            other => bail!("{}: {name} is {other:?}, not a number", path.display()),
-        }
+    let Yaml::Hash(entries) = params else {
+        bail!("{}: ros__parameters is not a mapping", path.display());
     };
-    let d = ControlConfig::default();
-    let axis = |min: f64, max: f64, accel: f64| AxisLimit { min: min as f32, max: max as f32, max_accel: accel as f32 };
-    Ok(ControlConfig {
-        control_rate_hz: number("control_rate_hz", d.control_rate_hz as f32)?,
-        image_timeout_s: number("image_timeout_s", d.image_timeout_s as f32)?,
-        x_vel: axis(
-            number("min_linear_x", d.x_vel.min)?,
-            number("max_linear_x", d.x_vel.max)?,
-            number("max_accel_x", d.x_vel.max_accel)?,
-        ),
-        y_vel: {
-            let max = number("max_linear_y", d.y_vel.max)?;
-            axis(-max, max, number("max_accel_y", d.y_vel.max_accel)?)
-        },
-        yaw_vel: {
-            let max = number("max_angular_z", d.yaw_vel.max)?;
-            axis(-max, max, number("max_accel_z", d.yaw_vel.max_accel)?)
-        },
-    })
+    let mut values = serde_json::Map::new();
+    for (key, value) in entries {
+        let (Some(name), value) = (key.as_str(), value) else { continue };
+        let value = match value {
+            Yaml::Real(r) => serde_json::Value::from(r.parse::<f64>().with_context(|| format!("{}: {name} = {r}", path.display()))?),
+            Yaml::Integer(i) => serde_json::Value::from(*i),
+            Yaml::Boolean(b) => serde_json::Value::from(*b),
+            Yaml::String(s) => serde_json::Value::from(s.as_str()),
+            _ => continue,
+        };
+        values.insert(name.to_owned(), value);
+    }
+    let known = serde_json::to_value(ControlParams::default())?;
+    values.retain(|name, _| known.get(name).is_some());
+    let params: ControlParams = serde_json::from_value(serde_json::Value::Object(values))
+        .with_context(|| format!("{}: a control parameter has the wrong type", path.display()))?;
+    Ok(params.to_config())
 }
 
 fn bag_echo(path: &Path, only: Option<&str>) -> Result<()> {

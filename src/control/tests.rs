@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 use crate::action::ActionCommand;
 use crate::policy::{FrameError, Timing};
@@ -18,7 +20,7 @@ fn decision(x: f32, y: f32, yaw: f32, terminate: bool) -> Result<PolicyOutput, P
 fn following() -> Controller {
     let mut c = Controller::new(ControlConfig::default()).unwrap();
     c.set_instruction(Some("go".into()));
-    c.frame_received(0.0);
+    c.frame_received(0.0, Duration::ZERO);
     c
 }
 
@@ -28,27 +30,27 @@ fn stands_still_until_it_has_an_instruction_a_frame_and_a_decision() {
     assert_eq!(c.tick(0.0).stop, Some(StopReason::NoInstruction));
     c.set_instruction(Some("go".into()));
     assert_eq!(c.tick(0.1).stop, Some(StopReason::NoFrame));
-    c.frame_received(0.1);
+    c.frame_received(0.1, Duration::ZERO);
     let out = c.tick(0.2);
     assert_eq!(out.stop, Some(StopReason::Waiting));
     assert_eq!(out.twist, PlanarTwist::default());
-    assert_eq!(out.gait, None);
-    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, false)), Applied::Followed);
+    assert_eq!(out.gait, NEUTRAL_GAIT);
+    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0), Applied::Followed);
     let out = c.tick(0.3);
     assert_eq!(out.stop, None);
     assert!(out.twist.x_vel > 0.0);
-    assert_eq!(out.gait.unwrap().step_frequency, 3.0);
+    assert_eq!(out.gait.step_frequency, 3.0);
 }
 
 #[test]
 fn speeds_up_at_the_acceleration_limit_and_never_past_the_velocity_limit() {
     let mut c = following();
-    c.apply("go", &decision(3.0, -2.0, 0.4, false));
     let cfg = *c.config();
     let mut last = PlanarTwist::default();
     for i in 1..=30 {
         let t = i as f64 * PERIOD;
-        c.frame_received(t);
+        c.frame_received(t, Duration::ZERO);
+        c.apply("go", &decision(3.0, -2.0, 0.4, false), t);
         let out = c.tick(t);
         assert_eq!(out.stop, None);
         let step = |a: f32, b: f32| (a - b).abs();
@@ -65,7 +67,7 @@ fn speeds_up_at_the_acceleration_limit_and_never_past_the_velocity_limit() {
 #[test]
 fn a_stale_frame_stops_at_once_and_fresh_frames_resume() {
     let mut c = following();
-    c.apply("go", &decision(0.8, 0.0, 0.0, false));
+    c.apply("go", &decision(0.8, 0.0, 0.0, false), 0.0);
     for i in 1..=5 {
         c.tick(i as f64 * PERIOD);
     }
@@ -73,7 +75,8 @@ fn a_stale_frame_stops_at_once_and_fresh_frames_resume() {
     let out = c.tick(timeout + 0.05);
     assert!(matches!(out.stop, Some(StopReason::StaleFrame { .. })), "{:?}", out.stop);
     assert_eq!(out.twist, PlanarTwist::default());
-    c.frame_received(1.0);
+    c.frame_received(1.0, Duration::ZERO);
+    c.apply("go", &decision(0.8, 0.0, 0.0, false), 1.0);
     let out = c.tick(1.0);
     assert_eq!(out.stop, None);
     // Resumes from standstill, at the acceleration limit.
@@ -83,42 +86,42 @@ fn a_stale_frame_stops_at_once_and_fresh_frames_resume() {
 #[test]
 fn terminate_holds_a_stop_until_a_new_instruction() {
     let mut c = following();
-    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, true)), Applied::Terminated);
+    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, true), 0.0), Applied::Terminated);
     assert_eq!(c.tick(0.1).stop, Some(StopReason::Terminated));
-    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, false)), Applied::Stale);
+    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0), Applied::Stale);
     assert_eq!(c.tick(0.2).stop, Some(StopReason::Terminated));
     c.set_instruction(Some("go".into()));
-    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, false)), Applied::Followed);
+    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0), Applied::Followed);
     assert_eq!(c.tick(0.3).stop, None);
 }
 
 #[test]
 fn disabling_stops_and_enabling_waits_for_a_new_decision() {
     let mut c = following();
-    c.apply("go", &decision(0.5, 0.0, 0.0, false));
+    c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0);
     assert!(c.tick(0.1).twist.x_vel > 0.0);
     c.set_enabled(false);
     let out = c.tick(0.2);
     assert_eq!((out.stop, out.twist), (Some(StopReason::Disabled), PlanarTwist::default()));
     c.set_enabled(true);
     assert_eq!(c.tick(0.3).stop, Some(StopReason::Waiting));
-    c.apply("go", &decision(0.5, 0.0, 0.0, false));
+    c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0);
     assert_eq!(c.tick(0.4).stop, None);
 }
 
 #[test]
 fn failed_or_non_finite_decisions_stop_until_a_good_one() {
     let mut c = following();
-    c.apply("go", &decision(0.5, 0.0, 0.0, false));
+    c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0);
     c.tick(0.1);
     let bad = Err(PolicyError::Image(FrameError::UnknownFormat));
-    assert_eq!(c.apply("go", &bad), Applied::Failed);
+    assert_eq!(c.apply("go", &bad, 0.0), Applied::Failed);
     let out = c.tick(0.2);
     assert!(matches!(out.stop, Some(StopReason::DecisionFailed(_))));
     assert_eq!(out.twist, PlanarTwist::default());
-    assert_eq!(c.apply("go", &decision(f32::NAN, 0.0, 0.0, false)), Applied::Failed);
+    assert_eq!(c.apply("go", &decision(f32::NAN, 0.0, 0.0, false), 0.0), Applied::Failed);
     assert!(matches!(c.tick(0.3).stop, Some(StopReason::DecisionFailed(_))));
-    c.apply("go", &decision(0.5, 0.0, 0.0, false));
+    c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0);
     assert_eq!(c.tick(0.4).stop, None);
 }
 
@@ -126,17 +129,17 @@ fn failed_or_non_finite_decisions_stop_until_a_good_one() {
 fn decisions_for_an_old_instruction_are_ignored() {
     let mut c = following();
     c.set_instruction(Some("stop".into()));
-    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, false)), Applied::Stale);
+    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0), Applied::Stale);
     assert_eq!(c.tick(0.1).stop, Some(StopReason::Waiting));
 }
 
 #[test]
 fn a_clock_that_jumps_back_gets_one_period() {
     let mut c = following();
-    c.apply("go", &decision(1.0, 0.0, 0.0, false));
-    c.frame_received(5.0);
+    c.frame_received(5.0, Duration::ZERO);
+    c.apply("go", &decision(1.0, 0.0, 0.0, false), 5.0);
     let first = c.tick(5.0).twist.x_vel;
-    c.frame_received(0.1); // older than the newest: the watchdog keeps the newest
+    c.frame_received(0.1, Duration::ZERO); // older than the newest: the watchdog keeps the newest
     let out = c.tick(4.0);
     assert!((out.twist.x_vel - first).abs() <= c.config().x_vel.max_accel * PERIOD as f32 + 1e-6);
 }
@@ -173,7 +176,308 @@ fn latency_quantiles_use_the_window() {
 #[test]
 fn two_ticks_at_the_same_instant_change_nothing() {
     let mut c = following();
-    c.apply("go", &decision(1.0, 0.0, 0.0, false));
+    c.apply("go", &decision(1.0, 0.0, 0.0, false), 0.0);
     let first = c.tick(0.1).twist;
     assert_eq!(c.tick(0.1).twist, first);
+}
+
+/// A decision with the given gait.
+fn decision_with_gait(gait: GaitFields) -> Result<PolicyOutput, PolicyError> {
+    let mut d = decision(0.5, 0.0, 0.0, false);
+    d.as_mut().unwrap().command.gait = gait;
+    d
+}
+
+/// Ticks from `from` in control periods, a fresh frame each time, until the controller stops;
+/// returns the stop and its time (None if it kept moving up to `until`).
+fn first_stop(c: &mut Controller, from: f64, until: f64, stamp: impl Fn(f64) -> Duration) -> Option<(StopReason, f64)> {
+    let period = c.config().period_s();
+    let mut t = from;
+    while t <= until {
+        c.frame_received(t, stamp(t));
+        if let Some(stop) = c.tick(t).stop {
+            return Some((stop, t));
+        }
+        t += period;
+    }
+    None
+}
+
+#[test]
+fn an_old_decision_stops_within_its_age_limit_and_one_period_though_frames_keep_coming() {
+    let mut c = following();
+    let cfg = *c.config();
+    // Inference answers for the frames up to t = 0.5, then hangs; the camera goes on.
+    for i in 0..=5 {
+        let t = i as f64 * PERIOD;
+        c.frame_received(t, Duration::ZERO);
+        c.apply("go", &decision(0.5, 0.0, 0.0, false), t);
+        assert_eq!(c.tick(t).stop, None);
+    }
+    let (stop, at) = first_stop(&mut c, 0.6, 5.0, |_| Duration::ZERO).expect("stops");
+    assert!(matches!(stop, StopReason::StaleDecision { .. }), "{stop:?}");
+    assert!(at <= 0.5 + cfg.max_decision_age_s + cfg.period_s() + 1e-9, "stopped at {at}");
+    assert_eq!(c.tick(at + PERIOD).twist, PlanarTwist::default());
+    // A new decision on a fresh frame resumes.
+    c.apply("go", &decision(0.5, 0.0, 0.0, false), at + PERIOD);
+    assert_eq!(c.tick(at + PERIOD).stop, None);
+}
+
+#[test]
+fn frames_repeating_an_old_stamp_stop_within_the_image_timeout_and_one_period() {
+    let mut c = following();
+    let cfg = *c.config();
+    let stamp = |t: f64| Duration::from_secs_f64(100.0 + t);
+    for i in 0..=3 {
+        let t = i as f64 * PERIOD;
+        c.frame_received(t, stamp(t));
+        c.apply("go", &decision(0.5, 0.0, 0.0, false), t);
+        assert_eq!(c.tick(t).stop, None);
+    }
+    // From t = 0.3 the driver re-sends its last frame, and the (hung-up) pipeline keeps deciding on it.
+    let frozen = stamp(0.3);
+    let period = cfg.period_s();
+    let mut t = 0.4;
+    let stopped_at = loop {
+        c.frame_received(t, frozen);
+        c.apply("go", &decision(0.5, 0.0, 0.0, false), t);
+        let out = c.tick(t);
+        if let Some(stop) = out.stop {
+            assert!(matches!(stop, StopReason::FrozenStamps { .. }), "{stop:?}");
+            assert_eq!(out.twist, PlanarTwist::default());
+            break t;
+        }
+        assert!(t < 5.0, "never stopped");
+        t += period;
+    };
+    assert!(stopped_at <= 0.3 + cfg.image_timeout_s + period + 1e-9, "stopped at {stopped_at}");
+    // Unstamped frames always count, and so does the check's switch.
+    let mut c = Controller::new(ControlConfig { require_new_stamps: false, ..ControlConfig::default() }).unwrap();
+    c.set_instruction(Some("go".into()));
+    assert_eq!(first_stop(&mut c, 0.0, 0.0, |_| frozen), Some((StopReason::Waiting, 0.0)));
+    for i in 1..=20 {
+        let t = i as f64 * PERIOD;
+        c.frame_received(t, frozen);
+        c.apply("go", &decision(0.5, 0.0, 0.0, false), t);
+        assert_eq!(c.tick(t).stop, None);
+    }
+}
+
+#[test]
+fn a_dead_inference_thread_stops_for_good() {
+    let mut c = following();
+    c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0);
+    assert_eq!(c.tick(0.1).stop, None);
+    c.inference_died();
+    let out = c.tick(0.2);
+    assert_eq!((out.stop, out.twist), (Some(StopReason::InferenceDied), PlanarTwist::default()));
+    c.set_instruction(Some("go".into()));
+    c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.3);
+    assert_eq!(c.tick(0.3).stop, Some(StopReason::InferenceDied));
+}
+
+#[test]
+fn no_gait_field_ever_leaves_its_limits_or_changes_faster_than_its_rate() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut c = following();
+    let cfg = *c.config();
+    let limits = cfg.gait;
+    let mut last = NEUTRAL_GAIT;
+    let mut t = 0.0;
+    for step in 0..3000 {
+        // Wild decisions (far outside any sane range, sometimes not finite), stops, odd tick spacing.
+        let mut wild = || match rng.random_range(0..20) {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            _ => rng.random_range(-10.0f32..10.0),
+        };
+        let gait = GaitFields {
+            body_height: wild(),
+            step_frequency: wild(),
+            phase_offsets: [wild(), wild(), wild()],
+            footswing_height: wild(),
+            pitch: wild(),
+            stance_width: wild(),
+        };
+        t += rng.random_range(0.0..0.3);
+        if step % 7 != 0 {
+            c.frame_received(t, Duration::ZERO);
+        }
+        if step % 11 == 0 {
+            c.set_enabled(!c.enabled());
+        }
+        c.apply("go", &decision_with_gait(gait), t);
+        let dt = (2.0 * cfg.period_s()) as f32; // the longest step a tick takes
+        let out = c.tick(t);
+        let g = out.gait;
+        assert!(limits.contains(&g), "step {step}: {g:?}");
+        let rate_ok = |a: f32, b: f32, limit: GaitLimit| (a - b).abs() <= limit.max_rate * dt + 1e-5;
+        assert!(rate_ok(g.body_height, last.body_height, limits.body_height));
+        assert!(rate_ok(g.step_frequency, last.step_frequency, limits.step_frequency));
+        assert!((0..3).all(|i| rate_ok(g.phase_offsets[i], last.phase_offsets[i], limits.phase_offset)));
+        assert!(rate_ok(g.footswing_height, last.footswing_height, limits.footswing_height));
+        assert!(rate_ok(g.pitch, last.pitch, limits.pitch));
+        assert!(rate_ok(g.stance_width, last.stance_width, limits.stance_width));
+        last = g;
+    }
+}
+
+#[test]
+fn the_gait_eases_to_the_decisions_and_back_to_neutral_on_a_stop() {
+    let mut c = following();
+    let crouch = GaitFields { body_height: -0.2, pitch: 0.1, ..NEUTRAL_GAIT };
+    let rate = c.config().gait.body_height.max_rate as f64;
+    let mut t = 0.0;
+    while c.tick(t).gait.body_height > -0.2 {
+        t += PERIOD;
+        c.frame_received(t, Duration::ZERO);
+        c.apply("go", &decision_with_gait(crouch), t);
+        assert!(t < 5.0);
+    }
+    // 0.2 m at the rate limit, in whole periods.
+    assert!((t - (0.2 / rate / PERIOD).ceil() * PERIOD).abs() < 1e-6 + PERIOD, "reached at {t}");
+    assert!((c.tick(t).gait.pitch - 0.1).abs() < 1e-6);
+    c.set_enabled(false);
+    let mut stopped = c.tick(t + PERIOD);
+    assert_eq!(stopped.twist, PlanarTwist::default());
+    assert!(stopped.gait.body_height > -0.2 && stopped.gait.body_height < 0.0);
+    for i in 2..20 {
+        stopped = c.tick(t + i as f64 * PERIOD);
+    }
+    assert_eq!(stopped.gait, NEUTRAL_GAIT);
+}
+
+#[test]
+fn rejects_unsafe_gait_limits() {
+    let base = ControlConfig::default();
+    let with = |f: fn(&mut GaitLimits)| {
+        let mut cfg = base;
+        f(&mut cfg.gait);
+        cfg
+    };
+    let bad = [
+        with(|g| g.body_height.min = f32::NAN),
+        with(|g| g.pitch = GaitLimit { min: 0.3, max: -0.3, max_rate: 1.0 }),
+        with(|g| g.stance_width.max_rate = 0.0),
+        // The neutral gait (body_height 0) must be reachable.
+        with(|g| g.body_height.max = -0.1),
+        ControlConfig { max_decision_age_s: -1.0, ..base },
+    ];
+    for cfg in bad {
+        assert!(Controller::new(cfg).is_err(), "{cfg:?}");
+    }
+}
+
+#[test]
+fn control_params_map_each_name_to_its_limit() {
+    let custom = ControlParams {
+        max_pitch: 0.1,
+        max_linear_y: 0.2,
+        min_body_height: -0.1,
+        max_phase_offset_rate: 5.0,
+        require_new_stamps: false,
+        ..ControlParams::default()
+    };
+    let cfg = custom.to_config();
+    assert_eq!((cfg.gait.pitch.max, cfg.gait.pitch.min), (0.1, -0.3));
+    assert_eq!((cfg.y_vel.min, cfg.y_vel.max), (-0.2, 0.2));
+    assert_eq!(cfg.gait.body_height.min, -0.1);
+    assert_eq!(cfg.gait.phase_offset, GaitLimit { min: 0.0, max: 1.0, max_rate: 5.0 });
+    assert!(!cfg.require_new_stamps);
+    assert!(Controller::new(cfg).is_ok());
+}
+
+/// An inference stand-in: answers `answers` frames, then hangs until released or panics.
+struct Faulty {
+    answers: usize,
+    fault: Fault,
+}
+
+enum Fault {
+    Hang(std::sync::mpsc::Receiver<()>),
+    Panic,
+}
+
+impl Decide for Faulty {
+    fn reset(&mut self) {}
+
+    fn decide(&mut self, _: &crate::policy::Frame<'_>, _: &str) -> Result<PolicyOutput, PolicyError> {
+        if self.answers == 0 {
+            match &self.fault {
+                // Bounded, so that a failing test cannot hang the worker's join forever.
+                Fault::Hang(release) => {
+                    let _ = release.recv_timeout(Duration::from_secs(60));
+                }
+                Fault::Panic => panic!("injected inference fault"),
+            }
+        }
+        self.answers = self.answers.saturating_sub(1);
+        decision(0.5, 0.0, 0.0, false)
+    }
+}
+
+/// Drives a real `InferenceWorker` around `decider` the way the node does (frames to the worker,
+/// decisions to the controller, a dead worker reported, a tick per frame) on a logical clock of
+/// one frame per control period. Frames up to `answered` get their decision before the tick;
+/// later ones get none. Returns (time of the last applied decision's frame, first stop, its time).
+fn drive_worker(decider: Faulty, answered: usize, release: Option<std::sync::mpsc::Sender<()>>) -> (f64, StopReason, f64) {
+    let dies = matches!(decider.fault, Fault::Panic);
+    let (decisions, decided) = std::sync::mpsc::channel();
+    let worker = InferenceWorker::spawn(decider, move |d| {
+        let _ = decisions.send(d);
+    })
+    .unwrap();
+    let mut c = Controller::new(ControlConfig::default()).unwrap();
+    let period = c.config().period_s();
+    c.set_instruction(Some("go".into()));
+    worker.set_instruction(Some("go".into()));
+    let mut last_applied = f64::NAN;
+    for i in 0..100 {
+        let t = i as f64 * period;
+        let frame = crate::policy::OwnedFrame::raw(2, 2, 6, "rgb8", vec![0; 12]).unwrap();
+        worker.submit(FrameJob { frame, source_stamp: Duration::ZERO, received_at: t, received: std::time::Instant::now() });
+        c.frame_received(t, Duration::ZERO);
+        let wait = if i < answered { Duration::from_secs(30) } else { Duration::from_millis(20) };
+        if let Ok(d) = decided.recv_timeout(wait) {
+            assert!(i < answered, "frame {i} was decided after the fault");
+            assert_eq!(c.apply(&d.instruction, &d.result, d.frame_time), Applied::Followed);
+            last_applied = d.frame_time;
+        }
+        if dies && i == answered {
+            // A panicking thread takes a moment to unwind; the node's next tick sees it gone.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while worker.is_alive() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if !worker.is_alive() {
+            c.inference_died();
+        }
+        if let Some(stop) = c.tick(t).stop {
+            assert!(i >= answered, "stopped at frame {i} before the fault: {stop:?}");
+            // Let a hung thread go, so that the worker can be joined.
+            drop(release);
+            return (last_applied, stop, t);
+        }
+    }
+    drop(release);
+    panic!("never stopped");
+}
+
+#[test]
+fn a_hung_inference_thread_stops_the_robot_within_the_decision_age_limit_and_one_period() {
+    let (release, hang) = std::sync::mpsc::channel();
+    let (last, stop, at) = drive_worker(Faulty { answers: 5, fault: Fault::Hang(hang) }, 5, Some(release));
+    let cfg = ControlConfig::default();
+    assert!(matches!(stop, StopReason::StaleDecision { .. }), "{stop:?}");
+    assert!(at <= last + cfg.max_decision_age_s + cfg.period_s() + 1e-9, "last decision on {last}, stopped at {at}");
+}
+
+#[test]
+fn a_panicking_inference_thread_stops_the_robot_at_the_next_tick() {
+    let (_, stop, at) = drive_worker(Faulty { answers: 3, fault: Fault::Panic }, 3, None);
+    let cfg = ControlConfig::default();
+    assert_eq!(stop, StopReason::InferenceDied);
+    assert!(at <= 3.0 * cfg.period_s() + 1e-9, "stopped at {at}");
 }

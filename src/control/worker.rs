@@ -6,7 +6,24 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::policy::{Decoding, OwnedFrame, Policy, PolicyError, PolicyOutput};
+use crate::policy::{Decoding, Frame, OwnedFrame, Policy, PolicyError, PolicyOutput};
+
+/// What the inference thread runs: the policy, or a stand-in in tests of the thread's faults.
+pub trait Decide {
+    /// Forgets the history: the next frame starts a new instruction.
+    fn reset(&mut self);
+    fn decide(&mut self, frame: &Frame<'_>, instruction: &str) -> Result<PolicyOutput, PolicyError>;
+}
+
+impl Decide for Policy {
+    fn reset(&mut self) {
+        Policy::reset(self);
+    }
+
+    fn decide(&mut self, frame: &Frame<'_>, instruction: &str) -> Result<PolicyOutput, PolicyError> {
+        Policy::decide(self, frame, instruction, Decoding::Cached)
+    }
+}
 
 /// A frame waiting for inference.
 #[derive(Debug)]
@@ -14,6 +31,8 @@ pub struct FrameJob {
     pub frame: OwnedFrame,
     /// The frame's own timestamp (the camera's header stamp), kept exact to the nanosecond.
     pub source_stamp: Duration,
+    /// Receipt time on the controller's clock, for the decision-age watchdog.
+    pub received_at: f64,
     /// Receipt time on the wall clock, for latency.
     pub received: Instant,
 }
@@ -24,6 +43,8 @@ pub struct Decided {
     pub instruction: Arc<str>,
     /// The timestamp of the frame it was made on.
     pub source_stamp: Duration,
+    /// When that frame was received, on the controller's clock.
+    pub frame_time: f64,
     /// Frame received -> decision ready.
     pub latency_ms: f32,
     pub result: Result<PolicyOutput, PolicyError>,
@@ -57,7 +78,10 @@ pub struct InferenceWorker {
 
 impl InferenceWorker {
     /// Starts the inference thread; `deliver` runs on it after every decision.
-    pub fn spawn(mut policy: Policy, mut deliver: impl FnMut(Decided) + Send + 'static) -> std::io::Result<Self> {
+    pub fn spawn(
+        mut policy: impl Decide + Send + 'static,
+        mut deliver: impl FnMut(Decided) + Send + 'static,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared { slot: Mutex::new(Slot::default()), ready: Condvar::new() });
         let worker = shared.clone();
         let thread = std::thread::Builder::new().name("moe_vla-inference".into()).spawn(move || loop {
@@ -78,11 +102,16 @@ impl InferenceWorker {
             if reset {
                 policy.reset();
             }
-            let result = policy.decide(&job.frame.as_frame(), &instruction, Decoding::Cached);
+            let result = policy.decide(&job.frame.as_frame(), &instruction);
             let latency_ms = job.received.elapsed().as_secs_f32() * 1e3;
-            deliver(Decided { instruction, source_stamp: job.source_stamp, latency_ms, result });
+            deliver(Decided { instruction, source_stamp: job.source_stamp, frame_time: job.received_at, latency_ms, result });
         })?;
         Ok(Self { shared, thread: Some(thread) })
+    }
+
+    /// False once the inference thread has ended (it panicked): no decision will come again.
+    pub fn is_alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Offers a frame; returns true when it replaced one still waiting (a dropped frame).

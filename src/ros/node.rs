@@ -1,29 +1,37 @@
 //! `moe_vla_node`: camera frames and an instruction in; cmd_vel, gait_command, ~/decision and
 //! /diagnostics out. One task per input feeds a single control task that owns the `Controller`;
-//! inference runs on its own thread behind a newest-frame slot.
+//! inference runs on its own thread behind a newest-frame slot. If that thread dies the node
+//! publishes a stop and exits with an error.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use candle_core::Device;
 use futures::channel::mpsc::{self, UnboundedSender};
 use futures::executor::LocalPool;
+use futures::future;
 use futures::prelude::*;
-use futures::task::LocalSpawnExt;
+use futures::task::{LocalSpawnExt, SpawnError};
+use futures::executor::LocalSpawner;
 use r2r::diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue};
 use r2r::geometry_msgs::msg::{Twist, TwistStamped};
+use r2r::moe_vla::action::FollowInstruction;
 use r2r::moe_vla::msg::{GaitCommand, VlaDecision};
 use r2r::sensor_msgs::msg::{CompressedImage, Image};
 use r2r::std_srvs::srv::SetBool;
-use r2r::{Clock, Publisher, QosProfile, ServiceRequest};
+use r2r::qos::ReliabilityPolicy;
+use r2r::{ActionServerCancelRequest, ActionServerGoal, ActionServerGoalRequest, Clock, Publisher, QosProfile, ServiceRequest};
 
 use super::convert::{self, DecisionInfo, InstructionError};
 use super::logging::{self, Throttle};
 use super::streams::{forward, timer_stream};
 use super::params::{ImageInput, NodeParams, ParamError};
-use crate::control::{Applied, ConfigError, ControlOutput, Controller, Decided, FrameJob, InferenceWorker, LatencyStats, StopReason};
+use crate::control::{
+    Applied, ConfigError, ControlOutput, Controller, CopyFilter, Decided, FrameJob, InferenceWorker, LatencyStats, StopReason,
+};
 use crate::policy::tokenize::accept_instruction;
 use crate::policy::{FrameError, OwnedFrame, Policy, PolicyError};
 
@@ -46,14 +54,18 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
     #[error("cannot start a task")]
     Spawn(#[from] futures::task::SpawnError),
+    #[error("the inference thread died (see the panic message above); stopped the robot and exiting")]
+    InferenceDied,
 }
 
 /// Everything the control task hears about.
 enum Event {
-    Frame { stamp: f64, dropped: bool },
+    Frame { stamp: f64, source_stamp: Duration, dropped: bool },
     BadFrame(FrameError),
     Instruction(Result<String, InstructionError>),
     Enable(ServiceRequest<SetBool::Service>),
+    Goal(ActionServerGoalRequest<FollowInstruction::Action>),
+    CancelGoal(ActionServerCancelRequest),
     Decided(Decided),
     Tick,
     Diagnostics,
@@ -98,14 +110,12 @@ impl Outputs {
             CmdPublisher::Plain(p) => p.publish(&convert::twist(out.twist))?,
             CmdPublisher::Stamped(p) => p.publish(&convert::twist_stamped(out.twist, header.clone()))?,
         }
-        if let Some(gait) = &out.gait {
-            self.gait.publish(&convert::gait_command(gait, header))?;
-        }
+        self.gait.publish(&convert::gait_command(&out.gait, header))?;
         Ok(())
     }
 
     fn stop(&self, now: Duration) -> Result<(), r2r::Error> {
-        self.publish(&ControlOutput { twist: Default::default(), gait: None, stop: None }, now)
+        self.publish(&ControlOutput::standstill(), now)
     }
 }
 
@@ -157,7 +167,8 @@ pub fn run() -> Result<(), NodeError> {
 
     let model_dir = params.model_dir()?;
     let model_err = |source| NodeError::Model { dir: model_dir.clone(), source };
-    let mut policy = Policy::load(&model_dir, &Device::Cpu).map_err(model_err)?;
+    let device = params.device()?;
+    let mut policy = Policy::load(&model_dir, &device).map_err(model_err)?;
     if let Some(threads) = params.inference_threads()? {
         policy.set_threads(threads).map_err(model_err)?;
     }
@@ -167,15 +178,17 @@ pub fn run() -> Result<(), NodeError> {
         trained: policy.config().trained,
     };
     tracing::info!(
-        "model '{}' from {} ({} parameters, {} active per token){}; {} inference threads",
+        "model '{}' from {} ({} parameters, {} active per token){}; on {}, {} inference threads",
         model.id,
         model_dir.display(),
         policy.params().total,
         policy.params().active_per_token,
         if model.trained { "" } else { " -- UNTRAINED: its commands are meaningless" },
+        if device.is_cpu() { "the CPU".to_owned() } else { format!("{device:?}") },
         policy.threads(),
     );
 
+    let inference_died = Arc::new(AtomicBool::new(false));
     let (events, event_stream) = mpsc::unbounded::<Event>();
     let worker = {
         let events = events.clone();
@@ -202,13 +215,27 @@ pub fn run() -> Result<(), NodeError> {
         }
     }
 
-    // The latest instruction is kept by the publisher (transient local) for late joiners.
-    let instruction_qos = QosProfile::default().keep_last(1).reliable().transient_local();
-    let instructions = node.subscribe_raw("instruction", "std_msgs/msg/String", instruction_qos)?;
-    spawner.spawn_local(forward(instructions.map(|cdr| Event::Instruction(convert::instruction_from_cdr(&cdr))), events.clone()))?;
+    // Instructions from any reliable publisher: a transient-local subscription hears the latest
+    // one a latching publisher kept for late joiners, a volatile one hears default-QoS publishers
+    // (`ros2 topic pub`, rqt, speech nodes). A latching publisher reaches both: the copy is dropped.
+    let copies = Rc::new(RefCell::new(CopyFilter::default()));
+    let latched_qos = QosProfile::default().keep_last(1).reliable().transient_local();
+    let volatile_qos = QosProfile::default().keep_last(10).reliable();
+    for (subscription, qos) in [latched_qos, volatile_qos].into_iter().enumerate() {
+        let instructions = node.subscribe_raw("instruction", "std_msgs/msg/String", qos)?;
+        let copies = copies.clone();
+        let first_copies = instructions.filter_map(move |cdr| {
+            let first = copies.borrow_mut().first_copy(subscription, &cdr, Instant::now());
+            future::ready(first.then(|| Event::Instruction(convert::instruction_from_cdr(&cdr))))
+        });
+        spawner.spawn_local(forward(first_copies, events.clone()))?;
+    }
+    let mut instruction_qos = QosCheck::new(resolved_topic(&node.namespace()?, "instruction"));
 
     let enable = node.create_service::<SetBool::Service>("~/enable", QosProfile::services_default())?;
     spawner.spawn_local(forward(enable.map(Event::Enable), events.clone()))?;
+    let goals = node.create_action_server::<FollowInstruction::Action>("follow_instruction")?;
+    spawner.spawn_local(forward(goals.map(Event::Goal), events.clone()))?;
 
     let period = Duration::from_secs_f64(controller.config().period_s());
     let ticks = node.create_timer(period)?;
@@ -232,6 +259,10 @@ pub fn run() -> Result<(), NodeError> {
         throttle: Throttle::new(Duration::from_secs(2)),
         stop: None,
         started: Instant::now(),
+        inference_died: inference_died.clone(),
+        goal: None,
+        spawner: spawner.clone(),
+        events: events.clone(),
     };
     spawner.spawn_local(control.run(event_stream))?;
     tracing::info!(
@@ -242,9 +273,10 @@ pub fn run() -> Result<(), NodeError> {
         params.image_timeout_s,
     );
 
-    while !shutdown.load(Ordering::Relaxed) {
+    while !shutdown.load(Ordering::Relaxed) && !inference_died.load(Ordering::Relaxed) {
         node.spin_once(Duration::from_millis(5));
         pool.run_until_stalled();
+        instruction_qos.poll(&node);
     }
     tracing::info!("shutting down: publishing a stop");
     outputs.stop(now(&clock))?;
@@ -253,7 +285,71 @@ pub fn run() -> Result<(), NodeError> {
     while Instant::now() < deadline {
         node.spin_once(Duration::from_millis(10));
     }
+    if inference_died.load(Ordering::Relaxed) {
+        return Err(NodeError::InferenceDied);
+    }
     Ok(())
+}
+
+/// The name a relative topic resolves to under the node's namespace and the command line's
+/// remapping rules (`-r [node:]from:=to`, as `ros2 run` and launch files pass them).
+fn resolved_topic(namespace: &str, name: &str) -> String {
+    let namespace = namespace.trim_end_matches('/');
+    let absolute = format!("{namespace}/{name}");
+    let node_prefix = format!("{NODE_NAME}:");
+    let args: Vec<String> = std::env::args().skip_while(|a| a != "--ros-args").collect();
+    let target = args
+        .windows(2)
+        .filter(|w| w[0] == "-r" || w[0] == "--remap")
+        .filter_map(|w| w[1].split_once(":="))
+        .filter_map(|(from, to)| {
+            let from = from.strip_prefix(&node_prefix).unwrap_or(from);
+            (from == name || from == absolute).then(|| to.to_owned())
+        })
+        .last()
+        .unwrap_or_else(|| name.to_owned());
+    if target.starts_with('/') {
+        target
+    } else {
+        format!("{namespace}/{target}")
+    }
+}
+
+/// Warns, once per publisher, about instruction publishers whose QoS the node's reliable
+/// subscriptions cannot match (best effort): what they send is never heard.
+struct QosCheck {
+    topic: String,
+    warned: Vec<[u8; 16]>,
+    next: Instant,
+}
+
+impl QosCheck {
+    fn new(topic: String) -> Self {
+        Self { topic, warned: Vec::new(), next: Instant::now() }
+    }
+
+    fn poll(&mut self, node: &r2r::Node) {
+        if Instant::now() < self.next {
+            return;
+        }
+        self.next = Instant::now() + Duration::from_secs(1);
+        let Ok(publishers) = node.get_publishers_info_by_topic(&self.topic, false) else {
+            return;
+        };
+        for p in publishers {
+            let gid: [u8; 16] = p.endpoint_gid[..16].try_into().expect("gids are at least 16 bytes");
+            if p.qos_profile.reliability == ReliabilityPolicy::BestEffort && !self.warned.contains(&gid) {
+                self.warned.push(gid);
+                tracing::warn!(
+                    "{}/{} publishes on {} with best-effort reliability, which this node's reliable instruction \
+                     subscriptions cannot hear: its instructions are ignored (publish with reliable QoS, volatile or transient local)",
+                    p.node_namespace.trim_end_matches('/'),
+                    p.node_name,
+                    self.topic
+                );
+            }
+        }
+    }
 }
 
 struct ModelInfo {
@@ -275,8 +371,8 @@ async fn feed_frames<M>(
         let event = match to_frame(msg) {
             Ok((frame, source_stamp)) => {
                 let stamp = now(&clock).as_secs_f64();
-                let dropped = worker.submit(FrameJob { frame, source_stamp, received });
-                Event::Frame { stamp, dropped }
+                let dropped = worker.submit(FrameJob { frame, source_stamp, received_at: stamp, received });
+                Event::Frame { stamp, source_stamp, dropped }
             }
             Err(e) => Event::BadFrame(e),
         };
@@ -298,6 +394,20 @@ struct ControlTask {
     /// The stop reason last published, to log changes only.
     stop: Option<StopReason>,
     started: Instant,
+    /// Set when the inference thread is found dead: the node stops and exits.
+    inference_died: Arc<AtomicBool>,
+    /// The FollowInstruction goal being followed, if the instruction came from one.
+    goal: Option<ActiveGoal>,
+    /// To forward each accepted goal's cancel requests to this task.
+    spawner: LocalSpawner,
+    events: UnboundedSender<Event>,
+}
+
+struct ActiveGoal {
+    handle: ActionServerGoal<FollowInstruction::Action>,
+    instruction: Arc<str>,
+    decisions: u32,
+    feedback: FollowInstruction::Feedback,
 }
 
 impl ControlTask {
@@ -309,10 +419,10 @@ impl ControlTask {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Frame { stamp, dropped } => {
+            Event::Frame { stamp, source_stamp, dropped } => {
                 self.counters.frames += 1;
                 self.counters.dropped_frames += dropped as u64;
-                self.controller.frame_received(stamp);
+                self.controller.frame_received(stamp, source_stamp);
             }
             Event::BadFrame(e) => {
                 self.counters.bad_frames += 1;
@@ -321,12 +431,14 @@ impl ControlTask {
                 }
             }
             Event::Instruction(Ok(text)) => {
+                self.end_goal(outcome::PREEMPTED, "replaced by an instruction on the instruction topic");
                 tracing::info!("new instruction: \"{}\"", preview(&text));
                 let text: Arc<str> = text.into();
                 self.worker.set_instruction(Some(text.clone()));
                 self.controller.set_instruction(Some(text));
             }
             Event::Instruction(Err(e)) => {
+                self.end_goal(outcome::PREEMPTED, "replaced by an invalid instruction on the instruction topic");
                 self.counters.bad_instructions += 1;
                 if let Some(held) = self.throttle.allow(e.kind()) {
                     tracing::error!("rejected instruction, stopping until a valid one: {e}{}", held_note(held));
@@ -345,6 +457,12 @@ impl ControlTask {
                 }
                 self.tick();
             }
+            Event::Goal(request) => {
+                if let Err(e) = self.goal_request(request) {
+                    tracing::error!("cannot take a follow_instruction goal: {e}");
+                }
+            }
+            Event::CancelGoal(request) => self.cancel_goal(request),
             Event::Decided(decided) => self.decided(decided),
             Event::Tick => self.tick(),
             Event::Diagnostics => self.diagnostics(),
@@ -353,7 +471,7 @@ impl ControlTask {
 
     fn decided(&mut self, d: Decided) {
         self.latency.record(d.latency_ms);
-        let applied = self.controller.apply(&d.instruction, &d.result);
+        let applied = self.controller.apply(&d.instruction, &d.result, d.frame_time);
         if applied != Applied::Stale {
             // The command goes out at once rather than waiting for the next tick, before the report.
             self.tick();
@@ -365,6 +483,7 @@ impl ControlTask {
                 if let Some(held) = self.throttle.allow("failed_decision") {
                     tracing::error!("decision failed, stopping: {e}{}", held_note(held));
                 }
+                self.end_goal(outcome::STOPPED_BY_SAFETY, &format!("decision failed: {e}"));
             }
             (_, Ok(out)) => {
                 self.counters.decisions += 1;
@@ -379,14 +498,102 @@ impl ControlTask {
                     latency_ms: d.latency_ms,
                     model_id: &self.model.id,
                 };
-                if let Err(e) = self.outputs.decision.publish(&convert::decision(out, info)) {
+                let msg = convert::decision(out, info);
+                if let Err(e) = self.outputs.decision.publish(&msg) {
                     tracing::warn!("cannot publish ~/decision: {e}");
                 }
+                self.goal_decision(msg, &applied);
             }
         }
     }
 
+    /// A FollowInstruction goal: its instruction replaces the current one, as on the topic, and
+    /// a goal still running is preempted.
+    fn goal_request(&mut self, request: ActionServerGoalRequest<FollowInstruction::Action>) -> Result<(), GoalError> {
+        let text = match accept_instruction(&request.goal.instruction) {
+            Ok(text) => text.to_owned(),
+            Err(e) => {
+                tracing::error!("rejected follow_instruction goal: {e}");
+                return Ok(request.reject()?);
+            }
+        };
+        let (handle, cancels) = request.accept()?;
+        self.end_goal(outcome::PREEMPTED, "replaced by a newer goal");
+        self.spawner.spawn_local(forward(cancels.map(Event::CancelGoal), self.events.clone()))?;
+        tracing::info!("new instruction from a follow_instruction goal: \"{}\"", preview(&text));
+        let text: Arc<str> = text.into();
+        self.worker.set_instruction(Some(text.clone()));
+        self.controller.set_instruction(Some(text.clone()));
+        self.goal = Some(ActiveGoal { handle, instruction: text, decisions: 0, feedback: FollowInstruction::Feedback::default() });
+        self.tick();
+        // A goal given while disabled ends at once, saying so.
+        let stop = self.stop.clone();
+        self.goal_stop_changed(stop.as_ref());
+        Ok(())
+    }
+
+    /// Cancelling the goal being followed stops the robot, which then holds until a new instruction.
+    fn cancel_goal(&mut self, request: ActionServerCancelRequest) {
+        let Some(goal) = self.goal.take_if(|g| g.handle.uuid == request.uuid) else {
+            request.reject();
+            return;
+        };
+        request.accept();
+        tracing::info!("follow_instruction goal cancelled: stopping");
+        self.worker.set_instruction(None);
+        self.controller.set_instruction(None);
+        self.tick();
+        finish_goal(goal, outcome::CANCELLED, "cancelled by the client");
+    }
+
+    /// Feedback for a decision on the goal's instruction; terminate ends the goal.
+    fn goal_decision(&mut self, decision: VlaDecision, applied: &Applied) {
+        let Some(goal) = self.goal.as_mut().filter(|g| *g.instruction == *decision.instruction) else {
+            return;
+        };
+        match applied {
+            Applied::Followed | Applied::Terminated => {
+                goal.decisions += 1;
+                goal.feedback.decision = decision;
+                if let Err(e) = goal.handle.publish_feedback(goal.feedback.clone()) {
+                    tracing::warn!("cannot publish follow_instruction feedback: {e}");
+                }
+                if *applied == Applied::Terminated {
+                    self.end_goal(outcome::TERMINATED, "the model ended the episode");
+                }
+            }
+            Applied::Failed => self.end_goal(outcome::STOPPED_BY_SAFETY, "the model produced a non-finite command"),
+            Applied::Stale => {}
+        }
+    }
+
+    /// Feedback when the robot stops or moves again; stops that need an operator end the goal.
+    fn goal_stop_changed(&mut self, stop: Option<&StopReason>) {
+        let Some(goal) = self.goal.as_mut() else {
+            return;
+        };
+        goal.feedback.stopped = stop.is_some();
+        goal.feedback.stop_reason = stop.map_or(String::new(), ToString::to_string);
+        if let Err(e) = goal.handle.publish_feedback(goal.feedback.clone()) {
+            tracing::warn!("cannot publish follow_instruction feedback: {e}");
+        }
+        if let Some(reason @ (StopReason::Disabled | StopReason::InferenceDied | StopReason::NonFinite)) = stop {
+            self.end_goal(outcome::STOPPED_BY_SAFETY, &reason.to_string());
+        }
+    }
+
+    fn end_goal(&mut self, code: u8, message: &str) {
+        if let Some(goal) = self.goal.take() {
+            finish_goal(goal, code, message);
+        }
+    }
+
     fn tick(&mut self) {
+        if !self.worker.is_alive() && !self.inference_died.load(Ordering::Relaxed) {
+            tracing::error!("the inference thread died: stopping the robot and shutting down");
+            self.controller.inference_died();
+            self.inference_died.store(true, Ordering::Relaxed);
+        }
         let now = now(&self.clock);
         let out = self.controller.tick(now.as_secs_f64());
         if out.stop.as_ref().map(StopReason::kind) != self.stop.as_ref().map(StopReason::kind) {
@@ -394,6 +601,7 @@ impl ControlTask {
                 Some(reason) => tracing::info!("stopping: {reason}"),
                 None => tracing::info!("following \"{}\"", self.controller.instruction().map_or("", |i| preview(i))),
             }
+            self.goal_stop_changed(out.stop.as_ref());
         }
         self.stop = out.stop.clone();
         self.counters.commands += 1;
@@ -406,10 +614,10 @@ impl ControlTask {
         let (level, message) = match &self.stop {
             // r2r's message constants are bindgen integers; the field is a byte.
             None => (DiagnosticStatus::OK as u8, "following the instruction".to_owned()),
-            Some(StopReason::DecisionFailed(_) | StopReason::NonFinite) => {
+            Some(StopReason::DecisionFailed(_) | StopReason::NonFinite | StopReason::InferenceDied | StopReason::StaleDecision { .. }) => {
                 (DiagnosticStatus::ERROR as u8, format!("stopped: {}", self.stop.as_ref().expect("some")))
             }
-            Some(StopReason::StaleFrame { .. } | StopReason::NoFrame) => {
+            Some(StopReason::StaleFrame { .. } | StopReason::FrozenStamps { .. } | StopReason::NoFrame) => {
                 (DiagnosticStatus::WARN as u8, format!("stopped: {}", self.stop.as_ref().expect("some")))
             }
             Some(reason) => (DiagnosticStatus::OK as u8, format!("stopped: {reason}")),
@@ -444,6 +652,37 @@ impl ControlTask {
         if let Err(e) = self.outputs.diagnostics.publish(&array) {
             tracing::warn!("cannot publish /diagnostics: {e}");
         }
+    }
+}
+
+/// FollowInstruction result outcomes (r2r's message constants are bindgen integers; the field is a byte).
+mod outcome {
+    use r2r::moe_vla::action::FollowInstruction::Result;
+    pub const TERMINATED: u8 = Result::TERMINATED as u8;
+    pub const CANCELLED: u8 = Result::CANCELLED as u8;
+    pub const STOPPED_BY_SAFETY: u8 = Result::STOPPED_BY_SAFETY as u8;
+    pub const PREEMPTED: u8 = Result::PREEMPTED as u8;
+}
+
+#[derive(Debug, thiserror::Error)]
+enum GoalError {
+    #[error(transparent)]
+    Ros(#[from] r2r::Error),
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+}
+
+/// Ends a goal: TERMINATED succeeds, CANCELLED cancels, the rest abort.
+fn finish_goal(mut goal: ActiveGoal, code: u8, message: &str) {
+    tracing::info!("follow_instruction goal ended: {message}");
+    let result = FollowInstruction::Result { outcome: code, message: message.to_owned(), decisions: goal.decisions };
+    let sent = match code {
+        outcome::TERMINATED => goal.handle.succeed(result),
+        outcome::CANCELLED => goal.handle.cancel(result),
+        _ => goal.handle.abort(result),
+    };
+    if let Err(e) = sent {
+        tracing::warn!("cannot send the follow_instruction result: {e}");
     }
 }
 

@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
+use candle_core::Device;
 use r2r::indexmap::IndexMap;
 use r2r::{Parameter, RosParams};
 
-use crate::control::{AxisLimit, ControlConfig};
+use crate::control::{ControlConfig, ControlParams};
 
 /// Every parameter `moe_vla_node` declares, with its default. Field docs are the descriptions
 /// `ros2 param describe` shows.
@@ -24,6 +25,10 @@ pub struct NodeParams {
     pub control_rate_hz: f64,
     /// Stop when the newest camera frame is older than this (s).
     pub image_timeout_s: f64,
+    /// Stop when the decision being followed was made on a frame older than this (s): inference hung or fell behind.
+    pub max_decision_age_s: f64,
+    /// A frame repeating the previous frame's header.stamp does not count as fresh for image_timeout_s (zero stamps always count).
+    pub require_new_stamps: bool,
     /// Lowest forward velocity sent (m/s, <= 0).
     pub min_linear_x: f64,
     /// Highest forward velocity sent (m/s).
@@ -38,8 +43,42 @@ pub struct NodeParams {
     pub max_accel_y: f64,
     /// Largest change of angular.z per second (rad/s^2).
     pub max_accel_z: f64,
+    /// Lowest gait body_height sent (m, offset from nominal; negative = crouch).
+    pub min_body_height: f64,
+    /// Highest gait body_height sent (m).
+    pub max_body_height: f64,
+    /// Largest change of body_height per second (m/s).
+    pub max_body_height_rate: f64,
+    /// Lowest gait step_frequency sent (Hz).
+    pub min_step_frequency: f64,
+    /// Highest gait step_frequency sent (Hz).
+    pub max_step_frequency: f64,
+    /// Largest change of step_frequency per second (Hz/s).
+    pub max_step_frequency_rate: f64,
+    /// Largest change of each gait phase offset per second (cycles/s; offsets stay in 0..1).
+    pub max_phase_offset_rate: f64,
+    /// Lowest gait footswing_height sent (m).
+    pub min_footswing_height: f64,
+    /// Highest gait footswing_height sent (m).
+    pub max_footswing_height: f64,
+    /// Largest change of footswing_height per second (m/s).
+    pub max_footswing_height_rate: f64,
+    /// Lowest gait pitch sent (rad; REP 103, positive = nose down).
+    pub min_pitch: f64,
+    /// Highest gait pitch sent (rad).
+    pub max_pitch: f64,
+    /// Largest change of pitch per second (rad/s).
+    pub max_pitch_rate: f64,
+    /// Lowest gait stance_width sent (m).
+    pub min_stance_width: f64,
+    /// Highest gait stance_width sent (m).
+    pub max_stance_width: f64,
+    /// Largest change of stance_width per second (m/s).
+    pub max_stance_width_rate: f64,
     /// CPU threads for inference; 0 = every core.
     pub inference_threads: i64,
+    /// Where the network runs: "cpu", or "cuda:N" (a build with the cuda feature).
+    pub device: String,
     /// Instruction to follow from start-up; empty = wait for one on the instruction topic.
     pub instruction: String,
     /// Start enabled; when false, ~/enable must be called before the robot moves.
@@ -50,7 +89,7 @@ pub struct NodeParams {
 
 impl Default for NodeParams {
     fn default() -> Self {
-        let c = ControlConfig::default();
+        let c = ControlParams::default();
         Self {
             model_dir: String::new(),
             image_input: "raw".into(),
@@ -58,14 +97,33 @@ impl Default for NodeParams {
             frame_id: "base_link".into(),
             control_rate_hz: c.control_rate_hz,
             image_timeout_s: c.image_timeout_s,
-            min_linear_x: c.x_vel.min.into(),
-            max_linear_x: c.x_vel.max.into(),
-            max_linear_y: c.y_vel.max.into(),
-            max_angular_z: c.yaw_vel.max.into(),
-            max_accel_x: c.x_vel.max_accel.into(),
-            max_accel_y: c.y_vel.max_accel.into(),
-            max_accel_z: c.yaw_vel.max_accel.into(),
+            max_decision_age_s: c.max_decision_age_s,
+            require_new_stamps: c.require_new_stamps,
+            min_linear_x: c.min_linear_x,
+            max_linear_x: c.max_linear_x,
+            max_linear_y: c.max_linear_y,
+            max_angular_z: c.max_angular_z,
+            max_accel_x: c.max_accel_x,
+            max_accel_y: c.max_accel_y,
+            max_accel_z: c.max_accel_z,
+            min_body_height: c.min_body_height,
+            max_body_height: c.max_body_height,
+            max_body_height_rate: c.max_body_height_rate,
+            min_step_frequency: c.min_step_frequency,
+            max_step_frequency: c.max_step_frequency,
+            max_step_frequency_rate: c.max_step_frequency_rate,
+            max_phase_offset_rate: c.max_phase_offset_rate,
+            min_footswing_height: c.min_footswing_height,
+            max_footswing_height: c.max_footswing_height,
+            max_footswing_height_rate: c.max_footswing_height_rate,
+            min_pitch: c.min_pitch,
+            max_pitch: c.max_pitch,
+            max_pitch_rate: c.max_pitch_rate,
+            min_stance_width: c.min_stance_width,
+            max_stance_width: c.max_stance_width,
+            max_stance_width_rate: c.max_stance_width_rate,
             inference_threads: 0,
+            device: "cpu".into(),
             instruction: String::new(),
             start_enabled: true,
             use_sim_time: false,
@@ -113,13 +171,56 @@ impl NodeParams {
     }
 
     pub fn control_config(&self) -> ControlConfig {
-        let f = |v: f64| v as f32;
-        ControlConfig {
+        ControlParams {
             control_rate_hz: self.control_rate_hz,
             image_timeout_s: self.image_timeout_s,
-            x_vel: AxisLimit { min: f(self.min_linear_x), max: f(self.max_linear_x), max_accel: f(self.max_accel_x) },
-            y_vel: AxisLimit::symmetric(f(self.max_linear_y), f(self.max_accel_y)),
-            yaw_vel: AxisLimit::symmetric(f(self.max_angular_z), f(self.max_accel_z)),
+            max_decision_age_s: self.max_decision_age_s,
+            require_new_stamps: self.require_new_stamps,
+            min_linear_x: self.min_linear_x,
+            max_linear_x: self.max_linear_x,
+            max_linear_y: self.max_linear_y,
+            max_angular_z: self.max_angular_z,
+            max_accel_x: self.max_accel_x,
+            max_accel_y: self.max_accel_y,
+            max_accel_z: self.max_accel_z,
+            min_body_height: self.min_body_height,
+            max_body_height: self.max_body_height,
+            max_body_height_rate: self.max_body_height_rate,
+            min_step_frequency: self.min_step_frequency,
+            max_step_frequency: self.max_step_frequency,
+            max_step_frequency_rate: self.max_step_frequency_rate,
+            max_phase_offset_rate: self.max_phase_offset_rate,
+            min_footswing_height: self.min_footswing_height,
+            max_footswing_height: self.max_footswing_height,
+            max_footswing_height_rate: self.max_footswing_height_rate,
+            min_pitch: self.min_pitch,
+            max_pitch: self.max_pitch,
+            max_pitch_rate: self.max_pitch_rate,
+            min_stance_width: self.min_stance_width,
+            max_stance_width: self.max_stance_width,
+            max_stance_width_rate: self.max_stance_width_rate,
+        }
+        .to_config()
+    }
+
+    /// `device`: the CPU, or a CUDA GPU when the build has the `cuda` feature.
+    pub fn device(&self) -> Result<Device, ParamError> {
+        let invalid = |reason: String| ParamError::Invalid { name: "device", reason };
+        match self.device.trim() {
+            "" | "cpu" => Ok(Device::Cpu),
+            cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+                let ordinal = match cuda.strip_prefix("cuda:") {
+                    None => 0,
+                    Some(n) => n.parse::<usize>().map_err(|_| invalid(format!("'{cuda}': the GPU index must be a number")))?,
+                };
+                if !candle_core::utils::cuda_is_available() {
+                    return Err(invalid(format!(
+                        "'{cuda}': this build has no CUDA support (rebuild with the cuda feature: cargo build --features ros,cuda, or colcon with -DMOE_VLA_CUDA=ON)"
+                    )));
+                }
+                Device::new_cuda(ordinal).map_err(|e| invalid(format!("'{cuda}': {e}")))
+            }
+            other => Err(invalid(format!("'{other}' is neither \"cpu\" nor \"cuda:N\""))),
         }
     }
 

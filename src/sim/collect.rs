@@ -225,10 +225,8 @@ pub fn collect_episode(
             bag.write(DECISION_TOPIC, action_ns, &msg)?;
         }
         bag.write(CMD_VEL_TOPIC, action_ns, &Twist::from(step.output.twist))?;
-        if let Some(g) = step.output.gait {
-            let msg = GaitCommand::from_fields(&g, Header { stamp: Time::from_nanos(action_ns), frame_id: "base_link".into() });
-            bag.write(GAIT_TOPIC, action_ns, &msg)?;
-        }
+        let gait = GaitCommand::from_fields(&step.output.gait, Header { stamp: Time::from_nanos(action_ns), frame_id: "base_link".into() });
+        bag.write(GAIT_TOPIC, action_ns, &gait)?;
         last_ns = action_ns;
         Ok(())
     })?;

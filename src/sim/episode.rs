@@ -135,8 +135,9 @@ pub fn run_episode(
             time_s,
         };
         let decision = driver.decide(&obs);
-        controller.frame_received(time_s);
-        controller.apply(&instruction, &decision);
+        // The simulated camera stamps each frame with its time.
+        controller.frame_received(time_s, std::time::Duration::from_secs_f64(time_s));
+        controller.apply(&instruction, &decision, time_s);
         let output = controller.tick(time_s);
         on_step(&Step { index, time_s, pixels: &pixels, decision: &decision, output: &output })?;
         if let Some(outcome) = world.step(&WorldCommand::from_control(&output)) {

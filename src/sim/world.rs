@@ -303,10 +303,10 @@ pub enum WorldCommand {
 impl WorldCommand {
     /// What a controller output means to the robot: a terminate hold is the terminate action.
     pub fn from_control(out: &ControlOutput) -> Self {
-        match (&out.stop, out.gait) {
-            (Some(StopReason::Terminated), _) => Self::Terminate,
-            (None, Some(gait)) => Self::Move { twist: out.twist, gait },
-            _ => Self::Stand,
+        match &out.stop {
+            Some(StopReason::Terminated) => Self::Terminate,
+            None => Self::Move { twist: out.twist, gait: out.gait },
+            Some(_) => Self::Stand,
         }
     }
 }

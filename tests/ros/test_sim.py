@@ -4,8 +4,14 @@ world, commands back, one EpisodeOutcome per episode."""
 import ast
 import subprocess
 
+import time
+
+from action_msgs.msg import GoalStatus
 from geometry_msgs.msg import Twist
+from moe_vla.action import FollowInstruction
 from moe_vla.msg import EpisodeOutcome
+from rclpy.action import ActionClient
+from std_msgs.msg import String
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
@@ -46,6 +52,45 @@ def test_world_and_policy_close_the_loop(domain_id, peer, start_node, tmp_path):
     # The node commanded the world: cmd_vel flowed while the episodes ran.
     assert peer.messages("/cmd_vel"), node.log()
     assert "episode 1 (distinguish)" in sim.log()
+
+
+def test_a_follow_instruction_goal_drives_the_world_and_cancel_stops_it(domain_id, peer, start_node, tmp_path):
+    """A mission executive's view: a goal with the episode's instruction, feedback while the world
+    moves, then a cancel that stops the robot."""
+    peer.subscribe("/cmd_vel", Twist)
+    peer.subscribe("/instruction", String, p.INSTRUCTION_QOS)
+    peer.subscribe("/camera/image_raw", Image, qos_profile_sensor_data)
+    # The shipped model: it heads for the target rather than ending the episode at random.
+    node = start_node({"model_dir": str(p.ROOT / "models/default")})
+    client = ActionClient(peer.node, FollowInstruction, "follow_instruction")
+    assert client.wait_for_server(timeout_sec=20)
+    # Real time: a go_to episode lasts up to 20 s, longer than the test needs.
+    sim = start_sim(tmp_path, domain_id, episodes=1, family="go_to", seed=5, rate_hz=5.0)
+    try:
+        said = p.wait_until(lambda: peer.messages("/instruction"), 30, "the episode's instruction")[0][1].data
+        feedback = []
+        sent = client.send_goal_async(FollowInstruction.Goal(instruction=said),
+                                      feedback_callback=lambda f: feedback.append(f.feedback))
+        handle = p.wait_until(lambda: sent.done() and sent.result(), 20, "the goal response")
+        assert handle.accepted
+        p.wait_until(lambda: len([f for f in feedback if f.decision.bins]) >= 3, 30, "feedback on three decisions")
+        frames_before = len(peer.messages("/camera/image_raw"))
+        cancelling = handle.cancel_goal_async()
+        p.wait_until(lambda: cancelling.done() and cancelling.result(), 10, "the cancel response")
+        result = handle.get_result_async()
+        done = p.wait_until(lambda: result.done() and result.result(), 10, "the goal result")
+        cancelled = time.monotonic()
+        assert done.status == GoalStatus.STATUS_CANCELED
+        assert done.result.outcome == FollowInstruction.Result.CANCELLED and done.result.decisions >= 3
+        time.sleep(1.0)  # observation window: the world keeps sending frames, the robot stands
+        assert len(peer.messages("/camera/image_raw")) > frames_before
+        after = [m for t, m in peer.messages("/cmd_vel", cancelled + 0.05)]
+        assert after and all(m.linear.x == 0.0 and m.linear.y == 0.0 and m.angular.z == 0.0 for m in after)
+    finally:
+        sim.stop()
+    decided = [f.decision for f in feedback if f.decision.bins]
+    assert all(d.instruction == said for d in decided)
+    assert "follow_instruction goal cancelled" in node.log()
 
 
 def test_sim_node_rejects_a_bad_family(domain_id, tmp_path):

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/ros"))
 
 import peer as p  # noqa: E402
 from geometry_msgs.msg import Twist  # noqa: E402
-from moe_vla.msg import VlaDecision  # noqa: E402
+from moe_vla_msgs.msg import VlaDecision  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 

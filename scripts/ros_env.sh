@@ -2,7 +2,8 @@
 #
 # - A ROS 2 that is already sourced (apt install of Humble, Jazzy or Kilted) is used as it is.
 # - Otherwise the kilted wheels in .ros/ (made by scripts/setup.sh) are put on the paths.
-# Then this package's install prefix (install/moe_vla) is overlaid if it exists.
+# Then this repository's install prefixes (install/moe_vla_msgs, install/moe_vla) are overlaid if
+# they exist.
 # shellcheck shell=bash
 
 MOE_VLA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +23,9 @@ else
   fi
   export MOE_VLA_ROS_VENV="$venv"
   export MOE_VLA_ROS_SOURCE="PyPI wheels ($venv)"
+  # Where scripts/setup.sh links numpy's headers for CMake (-DPython3_NumPy_INCLUDE_DIR).
+  MOE_VLA_NUMPY_INCLUDE="${XDG_CACHE_HOME:-$HOME/.cache}/moe_vla/numpy-include-$(echo "$MOE_VLA_ROOT" | cksum | cut -d' ' -f1)"
+  export MOE_VLA_NUMPY_INCLUDE
   export VIRTUAL_ENV="$venv"
   export ROS_DISTRO=kilted
   export ROS_VERSION=2
@@ -41,15 +45,15 @@ else
   unset site libs pylib pyver d
 fi
 
-prefix="$MOE_VLA_ROOT/install/moe_vla"
-if [ -d "$prefix" ]; then
+for prefix in "$MOE_VLA_ROOT/install/moe_vla_msgs" "$MOE_VLA_ROOT/install/moe_vla"; do
+  [ -d "$prefix" ] || continue
   export AMENT_PREFIX_PATH="$prefix:$AMENT_PREFIX_PATH"
   export CMAKE_PREFIX_PATH="$prefix${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
   export LD_LIBRARY_PATH="$prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   for d in "$prefix"/lib/python3*/site-packages "$prefix"/local/lib/python3*/dist-packages; do
     [ -d "$d" ] && export PYTHONPATH="$d${PYTHONPATH:+:$PYTHONPATH}"
   done
-  export PATH="$prefix/lib/moe_vla:$PATH"
+  [ -d "$prefix/lib/moe_vla" ] && export PATH="$prefix/lib/moe_vla:$PATH"
   unset d
-fi
+done
 unset prefix venv

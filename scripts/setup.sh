@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Sets up everything moe_vla needs and builds the ROS 2 package into install/moe_vla.
+# Sets up everything moe_vla needs and builds its two ROS 2 packages into install/moe_vla_msgs and
+# install/moe_vla.
 # Idempotent and non-interactive: run it again after pulling and only what changed rebuilds.
 #
 # - Uses an already-sourced ROS 2 if there is one; otherwise builds .ros/, a Python venv holding
 #   ROS 2 kilted from PyPI, with the workarounds DESIGN.md records.
 # - Installs missing Debian packages (clang for r2r's bindgen, cmake) when it can.
-# - Builds the messages with CMake and the Rust binaries with cargo (feature `ros`).
+# - Builds the interfaces (moe_vla_msgs) with CMake, then the Rust binaries with cargo (feature `ros`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -113,21 +114,34 @@ install_test_wheels
 source scripts/ros_env.sh
 log "ROS 2 from $MOE_VLA_ROS_SOURCE ($((SECONDS - start)) s)"
 
+# Two packages, as colcon would build them: moe_vla_msgs (the interfaces), then moe_vla (the Rust
+# binaries, launch files, parameters and models). colcon must not take these build trees for
+# workspace packages when the repository sits in a workspace.
+mkdir -p "$root/build" "$root/install"
+touch "$root/build/COLCON_IGNORE" "$root/install/COLCON_IGNORE"
+quiet() { # runs a step with its output in a log, shown only when it fails
+  local log=$1 step=$2; shift 2
+  "$@" >"$log/$step.log" 2>&1 || { tail -n 60 "$log/$step.log"; log "$step failed (log: $log/$step.log)"; exit 1; }
+}
+cmake_args=(-DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$(command -v python3)")
+[ -n "${MOE_VLA_ROS_VENV:-}" ] && cmake_args+=(-DPython3_NumPy_INCLUDE_DIR="$numpy_include")
+
+msgs_build="$root/build/moe_vla_msgs" msgs_prefix="$root/install/moe_vla_msgs"
+mkdir -p "$msgs_build"
+quiet "$msgs_build" configure cmake -S "$root/moe_vla_msgs" -B "$msgs_build" -DCMAKE_INSTALL_PREFIX="$msgs_prefix" "${cmake_args[@]}"
+quiet "$msgs_build" build cmake --build "$msgs_build" -j"$(nproc)"
+quiet "$msgs_build" install cmake --install "$msgs_build"
+log "moe_vla_msgs built ($((SECONDS - start)) s); building moe_vla's Rust binaries"
+# shellcheck source=scripts/ros_env.sh
+source scripts/ros_env.sh
+
 build="$root/build/moe_vla" prefix="$root/install/moe_vla"
 mkdir -p "$build"
-quiet() { # runs a step with its output in a log, shown only when it fails
-  local step=$1; shift
-  "$@" >"$build/$step.log" 2>&1 || { tail -n 60 "$build/$step.log"; log "$step failed (log: $build/$step.log)"; exit 1; }
-}
-cmake_args=(-DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF
-  -DPython3_EXECUTABLE="$(command -v python3)")
-[ -n "${MOE_VLA_ROS_VENV:-}" ] && cmake_args+=(-DPython3_NumPy_INCLUDE_DIR="$numpy_include")
-quiet configure cmake -S "$root" -B "$build" "${cmake_args[@]}"
-quiet messages cmake --build "$build" -j"$(nproc)"
-log "messages built ($((SECONDS - start)) s); building the Rust binaries"
+quiet "$build" configure cmake -S "$root/moe_vla" -B "$build" -DCMAKE_INSTALL_PREFIX="$prefix" "${cmake_args[@]}"
+quiet "$build" build cmake --build "$build" -j"$(nproc)"
 # cargo's own progress stays visible: a cold build takes minutes.
 cmake --install "$build" | { grep -v -e '^-- \(Up-to-date\|Installing\|Set runtime path\)' -e "^\(Listing\|Compiling\) '" || true; }
 [ -x "$prefix/lib/moe_vla/moe_vla_node" ] || { log "install failed"; exit 1; }
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh
-log "built install/moe_vla ($((SECONDS - start)) s); run: source scripts/ros_env.sh && moe_vla_node --help"
+log "built install/moe_vla_msgs and install/moe_vla ($((SECONDS - start)) s); run: source scripts/ros_env.sh && moe_vla_node --help"

@@ -176,8 +176,8 @@ impl GaitCommand {
 }
 
 impl RosMessage for GaitCommand {
-    const TYPE: &'static str = "moe_vla/msg/GaitCommand";
-    const TEXT: &'static str = include_str!("../../msg/GaitCommand.msg");
+    const TYPE: &'static str = "moe_vla_msgs/msg/GaitCommand";
+    const TEXT: &'static str = include_str!("../../moe_vla_msgs/msg/GaitCommand.msg");
     const DEPENDENCIES: &'static [(&'static str, &'static str)] = &[HEADER, TIME];
 }
 
@@ -197,8 +197,8 @@ pub struct VlaDecision {
 }
 
 impl RosMessage for VlaDecision {
-    const TYPE: &'static str = "moe_vla/msg/VlaDecision";
-    const TEXT: &'static str = include_str!("../../msg/VlaDecision.msg");
+    const TYPE: &'static str = "moe_vla_msgs/msg/VlaDecision";
+    const TEXT: &'static str = include_str!("../../moe_vla_msgs/msg/VlaDecision.msg");
     const DEPENDENCIES: &'static [(&'static str, &'static str)] = &[HEADER, TIME];
 }
 
@@ -216,7 +216,7 @@ pub struct EpisodeOutcome {
 }
 
 impl RosMessage for EpisodeOutcome {
-    const TYPE: &'static str = "moe_vla/msg/EpisodeOutcome";
-    const TEXT: &'static str = include_str!("../../msg/EpisodeOutcome.msg");
+    const TYPE: &'static str = "moe_vla_msgs/msg/EpisodeOutcome";
+    const TEXT: &'static str = include_str!("../../moe_vla_msgs/msg/EpisodeOutcome.msg");
     const DEPENDENCIES: &'static [(&'static str, &'static str)] = &[HEADER, TIME];
 }

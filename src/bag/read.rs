@@ -34,11 +34,16 @@ pub struct BagReader {
     files: Vec<PathBuf>,
 }
 
-/// `pkg/Type` -> `pkg/msg/Type`; full names stay as they are.
+/// `pkg/Type` -> `pkg/msg/Type`; full names stay as they are. Bags from before the messages
+/// moved to their own package (`moe_vla/msg/...`) read as `moe_vla_msgs/msg/...`.
 fn full_type_name(name: &str) -> String {
-    match name.split('/').collect::<Vec<_>>().as_slice() {
+    let full = match name.split('/').collect::<Vec<_>>().as_slice() {
         [pkg, ty] => format!("{pkg}/msg/{ty}"),
         _ => name.to_owned(),
+    };
+    match full.strip_prefix("moe_vla/msg/") {
+        Some(ty) => format!("moe_vla_msgs/msg/{ty}"),
+        None => full,
     }
 }
 
@@ -187,4 +192,17 @@ fn relative_file_paths(text: &str) -> Option<Vec<String>> {
     let docs = yaml_rust2::YamlLoader::load_from_str(text).ok()?;
     let paths = docs.first()?["rosbag2_bagfile_information"]["relative_file_paths"].as_vec()?;
     Some(paths.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::full_type_name;
+
+    #[test]
+    fn type_names_are_full_and_old_package_names_read_as_moe_vla_msgs() {
+        assert_eq!(full_type_name("std_msgs/String"), "std_msgs/msg/String");
+        assert_eq!(full_type_name("sensor_msgs/msg/Image"), "sensor_msgs/msg/Image");
+        assert_eq!(full_type_name("moe_vla/msg/VlaDecision"), "moe_vla_msgs/msg/VlaDecision");
+        assert_eq!(full_type_name("moe_vla/GaitCommand"), "moe_vla_msgs/msg/GaitCommand");
+    }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use r2r::builtin_interfaces::msg::Time;
 use r2r::geometry_msgs::msg::{Twist, TwistStamped, Vector3};
-use r2r::moe_vla::msg::{GaitCommand, VlaDecision};
+use r2r::moe_vla_msgs::msg::{GaitCommand, VlaDecision};
 use r2r::sensor_msgs::msg::{CompressedImage, Image};
 use r2r::std_msgs::msg::Header;
 

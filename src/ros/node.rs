@@ -18,8 +18,8 @@ use futures::task::{LocalSpawnExt, SpawnError};
 use futures::executor::LocalSpawner;
 use r2r::diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue};
 use r2r::geometry_msgs::msg::{Twist, TwistStamped};
-use r2r::moe_vla::action::FollowInstruction;
-use r2r::moe_vla::msg::{GaitCommand, VlaDecision};
+use r2r::moe_vla_msgs::action::FollowInstruction;
+use r2r::moe_vla_msgs::msg::{GaitCommand, VlaDecision};
 use r2r::sensor_msgs::msg::{CompressedImage, Image};
 use r2r::std_srvs::srv::SetBool;
 use r2r::qos::ReliabilityPolicy;
@@ -657,7 +657,7 @@ impl ControlTask {
 
 /// FollowInstruction result outcomes (r2r's message constants are bindgen integers; the field is a byte).
 mod outcome {
-    use r2r::moe_vla::action::FollowInstruction::Result;
+    use r2r::moe_vla_msgs::action::FollowInstruction::Result;
     pub const TERMINATED: u8 = Result::TERMINATED as u8;
     pub const CANCELLED: u8 = Result::CANCELLED as u8;
     pub const STOPPED_BY_SAFETY: u8 = Result::STOPPED_BY_SAFETY as u8;

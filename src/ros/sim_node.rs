@@ -12,7 +12,7 @@ use futures::executor::LocalPool;
 use futures::prelude::*;
 use futures::task::LocalSpawnExt;
 use r2r::geometry_msgs::msg::Twist;
-use r2r::moe_vla::msg::{EpisodeOutcome, GaitCommand, VlaDecision};
+use r2r::moe_vla_msgs::msg::{EpisodeOutcome, GaitCommand, VlaDecision};
 use r2r::sensor_msgs::msg::Image;
 use r2r::std_msgs::msg::String as StringMsg;
 use r2r::{Clock, Publisher, QosProfile, RosParams};

@@ -26,7 +26,7 @@ pub struct Topics {
     pub cmd_vel: String,
     pub gait: String,
     pub outcome: String,
-    /// The policy's own decisions (`moe_vla/msg/VlaDecision`): where a bag has them, they are the
+    /// The policy's own decisions (`moe_vla_msgs/msg/VlaDecision`): where a bag has them, they are the
     /// actions learned, since they are what a policy is asked for; the commands on `cmd_vel` and
     /// `gait` have been through the controller's clamps and acceleration limits.
     pub decision: String,

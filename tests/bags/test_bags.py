@@ -206,8 +206,8 @@ def test_replay_output_reads_back_in_rosbags_and_mcap_ros2(drive_bag, model_dir)
     ours = {}
     for m in echo(out):
         ours.setdefault(m["topic"], []).append(m)
-    want_types = {"/cmd_vel": "geometry_msgs/msg/Twist", "/gait_command": "moe_vla/msg/GaitCommand",
-                  "/moe_vla_node/decision": "moe_vla/msg/VlaDecision", "/instruction": "std_msgs/msg/String",
+    want_types = {"/cmd_vel": "geometry_msgs/msg/Twist", "/gait_command": "moe_vla_msgs/msg/GaitCommand",
+                  "/moe_vla_node/decision": "moe_vla_msgs/msg/VlaDecision", "/instruction": "std_msgs/msg/String",
                   "/moe_vla/replay/frames": "std_msgs/msg/Header"}
 
     # rosbags: metadata.yaml, QoS, and the schemas carried in the MCAP for our own message types.
@@ -216,7 +216,7 @@ def test_replay_output_reads_back_in_rosbags_and_mcap_ros2(drive_bag, model_dir)
         assert {c.topic: c.msgtype for c in reader.connections} == want_types
         for c in reader.connections:
             assert c.ext.serialization_format == "cdr" and c.ext.offered_qos_profiles
-            if c.msgtype.startswith("moe_vla/"):
+            if c.msgtype.startswith("moe_vla_msgs/"):
                 store.register(get_types_from_msg(c.msgdef.data, c.msgtype))
         theirs = {}
         for c, t, raw in reader.messages():

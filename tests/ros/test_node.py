@@ -8,10 +8,10 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
-from moe_vla.msg import GaitCommand, VlaDecision
+from moe_vla_msgs.msg import GaitCommand, VlaDecision
 from std_msgs.msg import String
 from action_msgs.msg import GoalStatus
-from moe_vla.action import FollowInstruction
+from moe_vla_msgs.action import FollowInstruction
 from rclpy.action import ActionClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool

@@ -8,8 +8,8 @@ import time
 
 from action_msgs.msg import GoalStatus
 from geometry_msgs.msg import Twist
-from moe_vla.action import FollowInstruction
-from moe_vla.msg import EpisodeOutcome
+from moe_vla_msgs.action import FollowInstruction
+from moe_vla_msgs.msg import EpisodeOutcome
 from rclpy.action import ActionClient
 from std_msgs.msg import String
 from rclpy.qos import qos_profile_sensor_data

@@ -12,10 +12,7 @@ fn decisions(c: &mut Criterion) {
     let frames: Vec<Vec<u8>> = (0..8).map(|t| synthetic_frame(640, 480, t)).collect();
     let mut group = c.benchmark_group("decision");
     group.sample_size(20);
-    for (preset, procedures) in [
-        ("tiny", &[Decoding::Cached, Decoding::Uncached][..]),
-        ("germ", &[Decoding::Cached][..]),
-    ] {
+    for (preset, procedures) in [("tiny", &[Decoding::Cached, Decoding::Uncached][..]), ("germ", &[Decoding::Cached][..])] {
         let cfg = VlaConfig::preset(preset).expect("known preset");
         let mut policy = random_policy(cfg, &instructions, 0, &Device::Cpu).expect("random policy");
         for &decoding in procedures {

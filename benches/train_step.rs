@@ -54,7 +54,9 @@ fn updates(c: &mut Criterion) {
             for objective in [Objective::Q, Objective::Bc] {
                 let opts = TrainOptions { objective, steps: 1_000_000, batch_size: BATCH, ..Default::default() };
                 let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).expect("trainer");
-                group.bench_function(format!("{preset}/{phase}/{objective:?}"), |b| b.iter(|| trainer.update(&data).expect("update")));
+                group.bench_function(format!("{preset}/{phase}/{objective:?}"), |b| {
+                    b.iter(|| trainer.update(&data).expect("update"))
+                });
             }
         }
     }

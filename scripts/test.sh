@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up (scripts/setup.sh), then runs the whole test suite: Rust unit and integration tests,
+# Checks formatting, sets up (scripts/setup.sh), then runs the whole test suite: Rust unit and integration tests,
 # one pass of each benchmark as a smoke test, the ROS 2 tests against real rclpy peers, and the
 # rosbag2 tests against third-party readers and writers.
 # Safe to run repeatedly; non-interactive.
@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 # Dependencies build once into a cache outside the checkout, so fresh clones rebuild only this crate.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moe_vla/target}"
 
+# Formatting first: it takes a second and fails early (rustfmt.toml holds the project's style).
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --check
+else
+  echo "test: rustfmt is not installed (rustup component add rustfmt): formatting not checked" >&2
+fi
 ./scripts/setup.sh
 cargo test --locked --bench decode --bench train_step
 cargo test --locked --lib --bins --tests

@@ -12,7 +12,7 @@ pub mod control;
 pub mod model;
 pub mod policy;
 pub mod replay;
-pub mod sim;
-pub mod train;
 #[cfg(feature = "ros")]
 pub mod ros;
+pub mod sim;
+pub mod train;

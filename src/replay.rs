@@ -117,7 +117,8 @@ impl Replay<'_> {
         self.stop = out.stop.clone();
         self.summary.commands += 1;
         self.write(CMD_VEL, time, &Twist::from(out.twist));
-        let gait = GaitCommand::from_fields(&out.gait, Header { stamp: Time::from_nanos(time), frame_id: self.opts.frame_id.clone() });
+        let gait =
+            GaitCommand::from_fields(&out.gait, Header { stamp: Time::from_nanos(time), frame_id: self.opts.frame_id.clone() });
         self.write(GAIT_COMMAND, time, &gait);
     }
 
@@ -186,12 +187,12 @@ impl Replay<'_> {
         }
         if m.topic == self.opts.image_topic {
             let frame = match m.type_name {
-                "sensor_msgs/msg/Image" => decode::<Image>(m.data).ok().map(|img| {
-                    (OwnedFrame::raw(img.width, img.height, img.step, &img.encoding, img.data), img.header.stamp)
-                }),
-                "sensor_msgs/msg/CompressedImage" => decode::<CompressedImage>(m.data)
+                "sensor_msgs/msg/Image" => decode::<Image>(m.data)
                     .ok()
-                    .map(|img| (Ok(OwnedFrame::Compressed(img.data)), img.header.stamp)),
+                    .map(|img| (OwnedFrame::raw(img.width, img.height, img.step, &img.encoding, img.data), img.header.stamp)),
+                "sensor_msgs/msg/CompressedImage" => {
+                    decode::<CompressedImage>(m.data).ok().map(|img| (Ok(OwnedFrame::Compressed(img.data)), img.header.stamp))
+                }
                 _ => return skip(&mut self.summary),
             };
             match frame {

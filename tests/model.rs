@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{Device, Tensor};
 use common::{micro_config, picture, policy, variants};
-use moe_vla::model::{
-    init_model, load_model, save_weights, FrameTokenCache, ModelError, ObservationBatch, VlaConfig, VlaModel,
-};
+use moe_vla::model::{init_model, load_model, save_weights, FrameTokenCache, ModelError, ObservationBatch, VlaConfig, VlaModel};
 use moe_vla::policy::{Decoding, Frame, PixelEncoding, RawFrame};
 
 fn frame(data: &[u8], w: u32, h: u32) -> Frame<'_> {
@@ -117,8 +115,7 @@ fn greedy_argmax_equals_brute_force_on_a_small_action_space() {
         let (best_q, best_bins) = best.unwrap();
         let valid = vec![vec![true; 4]; 3];
         let text = model.encode_text(&obs.ids, None).unwrap();
-        let frames: Vec<Tensor> =
-            (0..cfg.history as u64).map(|t| model.encode_frame(&image(&cfg, t), &text).unwrap()).collect();
+        let frames: Vec<Tensor> = (0..cfg.history as u64).map(|t| model.encode_frame(&image(&cfg, t), &text).unwrap()).collect();
         for decision in [model.decode_cached(&text, &frames, &valid).unwrap(), model.decode_uncached(&obs, &valid).unwrap()] {
             assert_eq!(decision.bins, best_bins, "seed {seed}");
             for (a, b) in decision.q.iter().zip(&best_q) {
@@ -200,10 +197,7 @@ fn damaged_weight_files_give_typed_errors() {
     // Not a safetensors file at all, and a missing file.
     std::fs::write(&damaged, b"hello").unwrap();
     assert!(matches!(load_model(&cfg, &damaged, &Device::Cpu), Err(ModelError::CorruptWeights { .. })));
-    assert!(matches!(
-        load_model(&cfg, &dir.path().join("absent.safetensors"), &Device::Cpu),
-        Err(ModelError::Io { .. })
-    ));
+    assert!(matches!(load_model(&cfg, &dir.path().join("absent.safetensors"), &Device::Cpu), Err(ModelError::Io { .. })));
 }
 
 #[test]

@@ -200,7 +200,8 @@ fn decisions_stay_inside_the_action_space() {
     let space = p.action_space().clone();
     for t in 0..5 {
         let data = picture(40, 30, t);
-        let out = p.decide(&Frame::Raw(RawFrame::packed(40, 30, PixelEncoding::Rgb8, &data)), "turn left", Decoding::Cached).unwrap();
+        let out =
+            p.decide(&Frame::Raw(RawFrame::packed(40, 30, PixelEncoding::Rgb8, &data)), "turn left", Decoding::Cached).unwrap();
         assert!(out.command.is_finite());
         for (d, v) in out.command.values.iter().enumerate() {
             let (lo, hi) = space.range(d);
@@ -225,7 +226,9 @@ fn decisions_take_only_the_bins_the_training_data_supports() {
         let mut p = policy(cfg.clone(), 4);
         for t in 0..4 {
             let data = picture(32, 32, t);
-            let out = p.decide(&Frame::Raw(RawFrame::packed(32, 32, PixelEncoding::Rgb8, &data)), "go to the red ball", decoding).unwrap();
+            let out = p
+                .decide(&Frame::Raw(RawFrame::packed(32, 32, PixelEncoding::Rgb8, &data)), "go to the red ball", decoding)
+                .unwrap();
             assert!((100..=110).contains(&out.bins[1]), "{decoding:?}: x_vel bin {}", out.bins[1]);
             assert!(out.bins[3] == 3 || out.bins[3] == 250, "{decoding:?}: yaw bin {}", out.bins[3]);
             assert!(out.bins[4..].iter().all(|&b| b == 128));

@@ -31,8 +31,7 @@ fn collect_then_eval_a_random_policy() {
     assert!(!bad.status.success());
     assert!(text(&bad.stderr).contains("unknown task family"));
 
-    let eval =
-        moe_vla(&["eval", "--policy", "random", "--episodes", "12", "--seed", "1", "--image-size", "16", "--json"]);
+    let eval = moe_vla(&["eval", "--policy", "random", "--episodes", "12", "--seed", "1", "--image-size", "16", "--json"]);
     assert!(eval.status.success(), "{}", text(&eval.stderr));
     let report: serde_json::Value = serde_json::from_slice(&eval.stdout).expect("one JSON object");
     for key in [

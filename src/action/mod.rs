@@ -364,11 +364,7 @@ mod tests {
             for i in 0..=1000 {
                 let v = lo + (hi - lo) * i as f32 / 1000.0;
                 let back = s.decode(d, s.encode(d, v));
-                assert!(
-                    (back - v).abs() <= 0.5 * s.bin_width(d) + 1e-5,
-                    "dim {d}: {v} -> {back} (bin width {})",
-                    s.bin_width(d)
-                );
+                assert!((back - v).abs() <= 0.5 * s.bin_width(d) + 1e-5, "dim {d}: {v} -> {back} (bin width {})", s.bin_width(d));
             }
         }
     }

@@ -78,7 +78,8 @@ pub struct Image {
 
 impl RosMessage for Image {
     const TYPE: &'static str = "sensor_msgs/msg/Image";
-    const TEXT: &'static str = "std_msgs/Header header\nuint32 height\nuint32 width\nstring encoding\nuint8 is_bigendian\nuint32 step\nuint8[] data\n";
+    const TEXT: &'static str =
+        "std_msgs/Header header\nuint32 height\nuint32 width\nstring encoding\nuint8 is_bigendian\nuint32 step\nuint8[] data\n";
     const DEPENDENCIES: &'static [(&'static str, &'static str)] = &[HEADER, TIME];
 }
 

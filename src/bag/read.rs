@@ -116,17 +116,14 @@ impl BagReader {
                     Ok(m) => m,
                     Err(e) => {
                         let at = last_time.map_or(String::new(), |t| format!(", last log time {t} ns"));
-                        report.damage.push(format!(
-                            "{}: stopped after {in_file} messages{at}: {e}",
-                            path.display()
-                        ));
+                        report.damage.push(format!("{}: stopped after {in_file} messages{at}: {e}", path.display()));
                         break;
                     }
                 };
                 let channel = &message.channel;
-                let type_name = types.entry(channel.id).or_insert_with(|| {
-                    channel.schema.as_ref().map_or_else(String::new, |s| full_type_name(&s.name))
-                });
+                let type_name = types
+                    .entry(channel.id)
+                    .or_insert_with(|| channel.schema.as_ref().map_or_else(String::new, |s| full_type_name(&s.name)));
                 visit(&RawMessage {
                     topic: &channel.topic,
                     type_name,

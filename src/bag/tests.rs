@@ -56,8 +56,12 @@ fn damaged_messages_are_errors_not_panics_or_huge_allocations() {
 fn definitions_carry_every_dependency() {
     let def = TwistStamped::definition();
     assert!(def.starts_with("std_msgs/Header header\nTwist twist\n"));
-    for dep in ["MSG: std_msgs/Header", "MSG: builtin_interfaces/Time", "MSG: geometry_msgs/Twist", "MSG: geometry_msgs/Vector3"] {
-        assert!(def.contains(&format!("================================================================================\n{dep}\n")), "{dep}");
+    for dep in ["MSG: std_msgs/Header", "MSG: builtin_interfaces/Time", "MSG: geometry_msgs/Twist", "MSG: geometry_msgs/Vector3"]
+    {
+        assert!(
+            def.contains(&format!("================================================================================\n{dep}\n")),
+            "{dep}"
+        );
     }
     assert!(GaitCommand::definition().contains("uint8 TROT=1"));
 }
@@ -99,6 +103,9 @@ fn written_bags_read_back_in_order_with_types_and_times() {
     assert_eq!(seen[5], ("/cmd_vel".into(), 24, "4".into()));
     let info = reader.info().unwrap();
     assert_eq!((info.start, info.end), (Some(10), Some(24)));
-    assert_eq!(info.topics.iter().map(|t| (t.name.as_str(), t.count)).collect::<Vec<_>>(), [("/cmd_vel", 5), ("/instruction", 1)]);
+    assert_eq!(
+        info.topics.iter().map(|t| (t.name.as_str(), t.count)).collect::<Vec<_>>(),
+        [("/cmd_vel", 5), ("/instruction", 1)]
+    );
     assert!(matches!(BagReader::open(&dir.path().join("missing")), Err(BagError::Io { .. })));
 }

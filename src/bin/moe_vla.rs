@@ -16,12 +16,12 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use moe_vla::action::ActionSpace;
 use moe_vla::bag::{BagReader, BagWriter};
-use moe_vla::control::{ControlConfig, ControlParams};
-use moe_vla::replay::ReplayOptions;
 use moe_vla::bench::{instruction_lines, random_policy, synthetic_frame, SAMPLE_INSTRUCTIONS};
+use moe_vla::control::{ControlConfig, ControlParams};
 use moe_vla::model::{count_params, init_model, save_weights, ParamCount, VlaConfig};
 use moe_vla::policy::tokenize::train_word_level;
 use moe_vla::policy::{Decoding, Frame, PixelEncoding, Policy, RawFrame, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+use moe_vla::replay::ReplayOptions;
 
 #[derive(Parser)]
 #[command(name = "moe_vla", version, about = "Mixture-of-experts VLA Q-network for quadrupeds")]
@@ -36,9 +36,7 @@ enum Command {
     /// model to drive a robot).
     Init(InitArgs),
     /// Parameter counts, action space and architecture of a model folder.
-    Info {
-        model_dir: PathBuf,
-    },
+    Info { model_dir: PathBuf },
     /// Batch-1 decision latency, cached and uncached decoding.
     Bench(BenchArgs),
     /// What the policy decides for a picture (png or jpeg) and an instruction: what the node
@@ -171,10 +169,9 @@ fn main() -> Result<()> {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let threads = match &cli.command {
             // A number, not "0": with "0" candle re-reads the CPU count from /proc on every kernel.
-            Command::Train(args) => args
-                .threads()
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-                .to_string(),
+            Command::Train(args) => {
+                args.threads().unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).to_string()
+            }
             _ => "1".to_string(),
         };
         std::env::set_var("RAYON_NUM_THREADS", threads);
@@ -199,14 +196,13 @@ fn main() -> Result<()> {
 }
 
 fn preset(name: &str) -> Result<VlaConfig> {
-    VlaConfig::preset(name)
-        .with_context(|| format!("unknown preset '{name}' (known: {})", VlaConfig::PRESETS.join(", ")))
+    VlaConfig::preset(name).with_context(|| format!("unknown preset '{name}' (known: {})", VlaConfig::PRESETS.join(", ")))
 }
 
 fn init(args: InitArgs) -> Result<()> {
     let mut cfg = preset(&args.preset)?;
-    let text = std::fs::read_to_string(&args.instructions)
-        .with_context(|| format!("cannot read {}", args.instructions.display()))?;
+    let text =
+        std::fs::read_to_string(&args.instructions).with_context(|| format!("cannot read {}", args.instructions.display()))?;
     let instructions = instruction_lines(&text);
     if instructions.is_empty() {
         bail!("{} holds no instructions", args.instructions.display());
@@ -222,9 +218,7 @@ fn init(args: InitArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     std::fs::write(args.out.join(CONFIG_FILE), serde_json::to_string_pretty(&cfg)? + "\n")?;
     save_weights(&tensors, &args.out.join(WEIGHTS_FILE))?;
-    tokenizer
-        .save(args.out.join(TOKENIZER_FILE), true)
-        .map_err(|e| anyhow::anyhow!("cannot write the tokenizer: {e}"))?;
+    tokenizer.save(args.out.join(TOKENIZER_FILE), true).map_err(|e| anyhow::anyhow!("cannot write the tokenizer: {e}"))?;
     let params = count_params(&cfg, tensors.iter());
     println!(
         "wrote an UNTRAINED {} model to {} ({} parameters, vocabulary {} from {} instructions)",
@@ -373,7 +367,9 @@ fn control_from_params_file(path: &Path) -> Result<ControlConfig> {
     for (key, value) in entries {
         let (Some(name), value) = (key.as_str(), value) else { continue };
         let value = match value {
-            Yaml::Real(r) => serde_json::Value::from(r.parse::<f64>().with_context(|| format!("{}: {name} = {r}", path.display()))?),
+            Yaml::Real(r) => {
+                serde_json::Value::from(r.parse::<f64>().with_context(|| format!("{}: {name} = {r}", path.display()))?)
+            }
             Yaml::Integer(i) => serde_json::Value::from(*i),
             Yaml::Boolean(b) => serde_json::Value::from(*b),
             Yaml::String(s) => serde_json::Value::from(s.as_str()),
@@ -564,11 +560,7 @@ fn bench(args: BenchArgs) -> Result<()> {
     let (mut cached, mut pre) = run(Decoding::Cached, args.runs)?;
     let cached = Latency::of(&mut cached);
     let preprocess = Latency::of(&mut pre);
-    let uncached = if args.skip_uncached {
-        None
-    } else {
-        Some(Latency::of(&mut run(Decoding::Uncached, args.runs)?.0))
-    };
+    let uncached = if args.skip_uncached { None } else { Some(Latency::of(&mut run(Decoding::Uncached, args.runs)?.0)) };
     let mut report = serde_json::json!({
         "model": policy.model_id(),
         "params_total": params.total,

@@ -120,9 +120,8 @@ fn read_architecture(spec: &str) -> Result<VlaConfig> {
         let cfg = moe_vla::policy::read_config(path)?;
         return Ok(cfg);
     }
-    VlaConfig::preset(spec).with_context(|| {
-        format!("--config {spec}: neither a config.json file nor a preset ({})", VlaConfig::PRESETS.join(", "))
-    })
+    VlaConfig::preset(spec)
+        .with_context(|| format!("--config {spec}: neither a config.json file nor a preset ({})", VlaConfig::PRESETS.join(", ")))
 }
 
 fn bar(len: u64, template: &str) -> ProgressBar {
@@ -208,7 +207,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
             opts.validate()?;
             let mut cfg = cfg;
             // The bins this run's data supports: targets maximise and the policy chooses over these.
-            let used: Vec<Vec<u32>> = dataset.step_indices(opts.successes_only).into_iter().map(|i| dataset.bins[i].clone()).collect();
+            let used: Vec<Vec<u32>> =
+                dataset.step_indices(opts.successes_only).into_iter().map(|i| dataset.bins[i].clone()).collect();
             cfg.actions.supported = Some(supported_ranges(&used, cfg.actions.bins, opts.min_bin_share));
             let words = train_word_level(dataset.episodes.iter().map(|e| e.instruction.as_str()), cfg.text.vocab_size)?;
             cfg.text.vocab_size = words.get_vocab_size(true);
@@ -236,7 +236,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
         eprintln!("  {family:<12} {n:>5} episodes, {:>5.1} % successful", 100.0 * ok as f64 / n.max(1) as f64);
     }
 
-    let supported: Vec<usize> = ActionSpace::new(&cfg.actions)?.valid_masks().iter().map(|m| m.iter().filter(|&&v| v).count()).collect();
+    let supported: Vec<usize> =
+        ActionSpace::new(&cfg.actions)?.valid_masks().iter().map(|m| m.iter().filter(|&&v| v).count()).collect();
     eprintln!("supported bins per dimension: {supported:?}");
     let mut batcher = Batcher::new(&dataset, &tokenizer, cfg.history, cfg.preprocess.clone(), &device);
     let progress = bar(opts.steps as u64, "{spinner} training [{bar:30}] {pos}/{len} {per_sec} {elapsed} (eta {eta}) {msg}");
@@ -251,8 +252,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
             trainer.save_checkpoint(out)?;
             break;
         }
-        let freezing = (trainer.encoders_frozen() && !batcher.is_encoded())
-            .then(|| (bar(0, "{spinner} encoders frozen: caching their output [{bar:30}] {pos}/{len} episodes {elapsed}"), Instant::now()));
+        let freezing = (trainer.encoders_frozen() && !batcher.is_encoded()).then(|| {
+            (bar(0, "{spinner} encoders frozen: caching their output [{bar:30}] {pos}/{len} episodes {elapsed}"), Instant::now())
+        });
         let batch = trainer.next_batch(&mut batcher, &eligible, |done, total| {
             if let Some((encoding, _)) = &freezing {
                 encoding.set_length(total as u64);
@@ -279,7 +281,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 mean(|s| s.q_data),
                 mean(|s| s.q_target)
             ),
-            Objective::Bc => format!("loss {:.4} ce {:.4} balance {:.3}", mean(|s| s.loss), mean(|s| s.main), mean(|s| s.balance)),
+            Objective::Bc => {
+                format!("loss {:.4} ce {:.4} balance {:.3}", mean(|s| s.loss), mean(|s| s.main), mean(|s| s.balance))
+            }
         };
         // Without a terminal (CI, nohup) the bar is hidden: a log line now and then instead.
         if progress.is_hidden() && trainer.step % 50 == 0 {

@@ -201,11 +201,17 @@ pub enum StopReason {
     Disabled,
     NoInstruction,
     NoFrame,
-    StaleFrame { age_s: f64 },
+    StaleFrame {
+        age_s: f64,
+    },
     /// Frames keep arriving, but with the stamp of one already seen.
-    FrozenStamps { age_s: f64 },
+    FrozenStamps {
+        age_s: f64,
+    },
     /// The decision being followed was made on a frame this old.
-    StaleDecision { age_s: f64 },
+    StaleDecision {
+        age_s: f64,
+    },
     /// The inference thread is gone (it panicked); nothing will decide again.
     InferenceDied,
     /// The model chose terminate; held until a new instruction arrives.
@@ -475,8 +481,7 @@ impl Controller {
                 yaw_vel: axis(self.sent.yaw_vel, target.twist.yaw_vel, c.yaw_vel),
             };
             gait = self.config.gait.step(&self.sent_gait, &target.gait, dt);
-            let finite = [twist.x_vel, twist.y_vel, twist.yaw_vel].iter().all(|v| v.is_finite())
-                && gait_is_finite(&target.gait);
+            let finite = [twist.x_vel, twist.y_vel, twist.yaw_vel].iter().all(|v| v.is_finite()) && gait_is_finite(&target.gait);
             if !finite {
                 twist = PlanarTwist::default();
                 gait = self.config.gait.step(&self.sent_gait, &NEUTRAL_GAIT, dt);

@@ -331,12 +331,7 @@ impl VlaConfig {
             return fail("the action space needs at least one dimension and two bins".into());
         }
         if a.low.len() != n || a.high.len() != n {
-            return fail(format!(
-                "actions: {} names but {} lows and {} highs",
-                n,
-                a.low.len(),
-                a.high.len()
-            ));
+            return fail(format!("actions: {} names but {} lows and {} highs", n, a.low.len(), a.high.len()));
         }
         for (i, (lo, hi)) in a.low.iter().zip(&a.high).enumerate() {
             if !(lo.is_finite() && hi.is_finite() && lo < hi) {

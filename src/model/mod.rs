@@ -10,8 +10,8 @@ pub mod vla;
 pub mod weights;
 
 pub use config::{
-    ActionSpaceConfig, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig, VisionConfig,
-    VisionKind, VlaConfig,
+    ActionSpaceConfig, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig, VisionConfig, VisionKind,
+    VlaConfig,
 };
 pub use decode::{masked_argmax, sigmoid, Decision, FrameTokenCache, HistoryRing};
 pub use moe::ExpertLoad;

@@ -84,7 +84,7 @@ impl Router {
         let flat: Vec<u32> = experts.iter().flatten().copied().collect();
         let idx = Tensor::from_vec(flat, (n, self.top_k), xs.device())?;
         let selected = logits.gather(&idx, 1)?; // [N, k]
-        // The generic softmax keeps the router trainable (the fused one has no CPU gradient).
+                                                // The generic softmax keeps the router trainable (the fused one has no CPU gradient).
         let weights = candle_nn::ops::softmax(&selected, D::Minus1)?;
         Ok(Routing { experts, weights, logits })
     }
@@ -150,7 +150,7 @@ fn mix(
             let idx = Tensor::new(rows.as_slice(), device)?;
             let slots = Tensor::new(plan.weight_slots[e].as_slice(), device)?;
             let w = weights.index_select(&slots, 0)?.unsqueeze(1)?; // [n_e, 1]
-            // An expert serving every row (always so for a single decoding token) needs no gather.
+                                                                    // An expert serving every row (always so for a single decoding token) needs no gather.
             let x = if rows.len() == n { xs.clone() } else { xs.index_select(&idx, 0)? };
             let ys = expert(e, &idx, &x)?.broadcast_mul(&w)?;
             Ok((idx, ys))
@@ -258,9 +258,7 @@ impl LoraMoe {
         // The shared up projections are computed once for all tokens.
         let (u1, u3) = self.shared.up(xs)?;
         let plan = dispatch(&routing, self.adapters.len());
-        mix(xs, &routing, &plan, load, |e, idx, x| {
-            self.expert(e, x, &u1.index_select(idx, 0)?, &u3.index_select(idx, 0)?)
-        })
+        mix(xs, &routing, &plan, load, |e, idx, x| self.expert(e, x, &u1.index_select(idx, 0)?, &u3.index_select(idx, 0)?))
     }
 }
 

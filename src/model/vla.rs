@@ -90,7 +90,10 @@ const INITIAL_Q_WEIGHT_STD: f64 = 0.01;
 enum QHead {
     Shared(Linear),
     /// `weight`: [dims, bins, D], `bias`: [dims, bins].
-    PerDimension { weight: Tensor, bias: Tensor },
+    PerDimension {
+        weight: Tensor,
+        bias: Tensor,
+    },
 }
 
 impl QHead {
@@ -143,9 +146,7 @@ impl VlaModel {
     pub fn new(cfg: &VlaConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.d_model;
         let small = candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 };
-        let blocks = (0..cfg.layers)
-            .map(|i| DecoderBlock::new(cfg, vb.pp(format!("decoder.{i}"))))
-            .collect::<Result<_>>()?;
+        let blocks = (0..cfg.layers).map(|i| DecoderBlock::new(cfg, vb.pp(format!("decoder.{i}")))).collect::<Result<_>>()?;
         Ok(Self {
             cfg: cfg.clone(),
             text: TextEncoder::new(cfg, vb.pp("text"))?,

@@ -74,9 +74,8 @@ impl SimpleBackend for SeededInit {
         let normal = |rng: &mut StdRng, mean: f64, std: f64| -> Vec<f32> {
             (0..n).map(|_| (mean + std * rng.sample::<f64, _>(StandardNormal)) as f32).collect()
         };
-        let uniform = |rng: &mut StdRng, lo: f64, up: f64| -> Vec<f32> {
-            (0..n).map(|_| rng.random_range(lo..up) as f32).collect()
-        };
+        let uniform =
+            |rng: &mut StdRng, lo: f64, up: f64| -> Vec<f32> { (0..n).map(|_| rng.random_range(lo..up) as f32).collect() };
         let values = match init {
             Init::Const(c) => vec![c as f32; n],
             Init::Randn { mean, stdev } => normal(&mut rng, mean, stdev),
@@ -165,10 +164,8 @@ pub fn save_weights(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<(
             (name.clone(), view)
         })
         .collect::<Vec<_>>();
-    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| ModelError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    })
+    safetensors::serialize_to_file(views, Some(metadata), path)
+        .map_err(|e| ModelError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })
 }
 
 /// Reads a safetensors file into f32 tensors, verifying its checksum (when it has one) and that

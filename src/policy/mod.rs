@@ -10,9 +10,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 
 use crate::action::{ActionCommand, ActionError, ActionSpace};
-use crate::model::{
-    load_model, FrameTokenCache, HistoryRing, ModelError, ObservationBatch, ParamCount, VlaConfig, VlaModel,
-};
+use crate::model::{load_model, FrameTokenCache, HistoryRing, ModelError, ObservationBatch, ParamCount, VlaConfig, VlaModel};
 pub use preprocess::{Frame, FrameError, OwnedFrame, PixelEncoding, RawFrame};
 pub use tokenize::{InstructionTokenizer, TokenizeError};
 

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainer};
+use tokenizers::models::TrainerWrapper;
 use tokenizers::normalizers::Lowercase;
 use tokenizers::pre_tokenizers::whitespace::Whitespace;
-use tokenizers::models::TrainerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
 pub const PAD: &str = "[PAD]";

@@ -53,8 +53,8 @@ impl<S: Subscriber> Layer<S> for RosLayer {
 
 /// Routes `tracing` to ROS logging under `logger`. Debug events are dropped unless RUST_LOG asks.
 pub fn init(logger: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::registry().with(RosLayer { logger: logger.to_owned() }.with_filter(filter)).try_init();
 }
 

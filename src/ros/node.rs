@@ -12,23 +12,23 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::{self, UnboundedSender};
 use futures::executor::LocalPool;
+use futures::executor::LocalSpawner;
 use futures::future;
 use futures::prelude::*;
 use futures::task::{LocalSpawnExt, SpawnError};
-use futures::executor::LocalSpawner;
 use r2r::diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue};
 use r2r::geometry_msgs::msg::{Twist, TwistStamped};
 use r2r::moe_vla_msgs::action::FollowInstruction;
 use r2r::moe_vla_msgs::msg::{GaitCommand, VlaDecision};
+use r2r::qos::ReliabilityPolicy;
 use r2r::sensor_msgs::msg::{CompressedImage, Image};
 use r2r::std_srvs::srv::SetBool;
-use r2r::qos::ReliabilityPolicy;
 use r2r::{ActionServerCancelRequest, ActionServerGoal, ActionServerGoalRequest, Clock, Publisher, QosProfile, ServiceRequest};
 
 use super::convert::{self, DecisionInfo, InstructionError};
 use super::logging::{self, Throttle};
-use super::streams::{forward, timer_stream};
 use super::params::{ImageInput, NodeParams, ParamError};
+use super::streams::{forward, timer_stream};
 use crate::control::{
     Applied, ConfigError, ControlOutput, Controller, CopyFilter, Decided, FrameJob, InferenceWorker, LatencyStats, StopReason,
 };
@@ -211,7 +211,13 @@ pub fn run() -> Result<(), NodeError> {
         }
         ImageInput::Compressed => {
             let frames = node.subscribe::<CompressedImage>("camera/image_raw/compressed", QosProfile::sensor_data())?;
-            spawner.spawn_local(feed_frames(frames, convert::frame_from_compressed, worker.clone(), clock.clone(), events.clone()))?;
+            spawner.spawn_local(feed_frames(
+                frames,
+                convert::frame_from_compressed,
+                worker.clone(),
+                clock.clone(),
+                events.clone(),
+            ))?;
         }
     }
 
@@ -524,7 +530,8 @@ impl ControlTask {
         let text: Arc<str> = text.into();
         self.worker.set_instruction(Some(text.clone()));
         self.controller.set_instruction(Some(text.clone()));
-        self.goal = Some(ActiveGoal { handle, instruction: text, decisions: 0, feedback: FollowInstruction::Feedback::default() });
+        self.goal =
+            Some(ActiveGoal { handle, instruction: text, decisions: 0, feedback: FollowInstruction::Feedback::default() });
         self.tick();
         // A goal given while disabled ends at once, saying so.
         let stop = self.stop.clone();
@@ -614,9 +621,12 @@ impl ControlTask {
         let (level, message) = match &self.stop {
             // r2r's message constants are bindgen integers; the field is a byte.
             None => (DiagnosticStatus::OK as u8, "following the instruction".to_owned()),
-            Some(StopReason::DecisionFailed(_) | StopReason::NonFinite | StopReason::InferenceDied | StopReason::StaleDecision { .. }) => {
-                (DiagnosticStatus::ERROR as u8, format!("stopped: {}", self.stop.as_ref().expect("some")))
-            }
+            Some(
+                StopReason::DecisionFailed(_)
+                | StopReason::NonFinite
+                | StopReason::InferenceDied
+                | StopReason::StaleDecision { .. },
+            ) => (DiagnosticStatus::ERROR as u8, format!("stopped: {}", self.stop.as_ref().expect("some"))),
             Some(StopReason::StaleFrame { .. } | StopReason::FrozenStamps { .. } | StopReason::NoFrame) => {
                 (DiagnosticStatus::WARN as u8, format!("stopped: {}", self.stop.as_ref().expect("some")))
             }

@@ -225,13 +225,15 @@ pub fn collect_episode(
             bag.write(DECISION_TOPIC, action_ns, &msg)?;
         }
         bag.write(CMD_VEL_TOPIC, action_ns, &Twist::from(step.output.twist))?;
-        let gait = GaitCommand::from_fields(&step.output.gait, Header { stamp: Time::from_nanos(action_ns), frame_id: "base_link".into() });
+        let gait = GaitCommand::from_fields(
+            &step.output.gait,
+            Header { stamp: Time::from_nanos(action_ns), frame_id: "base_link".into() },
+        );
         bag.write(GAIT_TOPIC, action_ns, &gait)?;
         last_ns = action_ns;
         Ok(())
     })?;
-    let end_ns =
-        (epoch + FRAME_OFFSET_NS + (outcome.time_s as f64 * 1e9).round() as u64).max(last_ns + ACTION_DELAY_NS);
+    let end_ns = (epoch + FRAME_OFFSET_NS + (outcome.time_s as f64 * 1e9).round() as u64).max(last_ns + ACTION_DELAY_NS);
     let msg = EpisodeOutcome {
         header: Header { stamp: Time::from_nanos(end_ns), frame_id: String::new() },
         family: family.name().into(),

@@ -66,8 +66,7 @@ impl EvalReport {
     fn from_summaries(policy: &str, seed: u64, summaries: &[EpisodeSummary]) -> Self {
         let rate = |filter: &dyn Fn(&EpisodeSummary) -> bool| -> Option<f64> {
             let picked: Vec<&EpisodeSummary> = summaries.iter().filter(|s| filter(s)).collect();
-            (!picked.is_empty())
-                .then(|| picked.iter().filter(|s| s.outcome.success).count() as f64 / picked.len() as f64)
+            (!picked.is_empty()).then(|| picked.iter().filter(|s| s.outcome.success).count() as f64 / picked.len() as f64)
         };
         let per = |held: Option<bool>| -> BTreeMap<String, f64> {
             TaskFamily::ALL

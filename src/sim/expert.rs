@@ -296,9 +296,8 @@ impl Driver for CleanExpert {
 
     fn decide(&mut self, obs: &Observation<'_>) -> Result<PolicyOutput, PolicyError> {
         let (space, seed) = (&self.space, self.seed);
-        let expert = self
-            .episode
-            .get_or_insert_with(|| Expert::new(obs.world.scenario(), space.clone(), ExpertQuality::clean(), seed));
+        let expert =
+            self.episode.get_or_insert_with(|| Expert::new(obs.world.scenario(), space.clone(), ExpertQuality::clean(), seed));
         expert.decide(obs)
     }
 }

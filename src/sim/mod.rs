@@ -23,9 +23,9 @@ pub use expert::{CleanExpert, Expert, ExpertQuality, FailureMode};
 pub use render::{render, render_into, FOV_DEG};
 pub use task::{all_instructions, sample_task, Goal, Scenario, TaskFamily, ARENA, BAR_BOTTOM, BAR_TOP};
 pub use world::{
-    gait_speed_factor, speed_limit, wrap_angle, Bar, Color, Footprint, Object, Obstacle, Outcome, Pose, Reason, Scene,
-    Shape, World, WorldCommand, BODY_OFFSET_RANGE, BODY_RATE, CONTROL_PERIOD_S, CONTROL_RATE_HZ, NOMINAL_BODY_TOP,
-    REACH_DISTANCE, ROBOT_RADIUS, STAY_RADIUS, SUBSTEP_S, WALL_HEIGHT, WALL_THICKNESS,
+    gait_speed_factor, speed_limit, wrap_angle, Bar, Color, Footprint, Object, Obstacle, Outcome, Pose, Reason, Scene, Shape,
+    World, WorldCommand, BODY_OFFSET_RANGE, BODY_RATE, CONTROL_PERIOD_S, CONTROL_RATE_HZ, NOMINAL_BODY_TOP, REACH_DISTANCE,
+    ROBOT_RADIUS, STAY_RADIUS, SUBSTEP_S, WALL_HEIGHT, WALL_THICKNESS,
 };
 
 use crate::action::ActionError;

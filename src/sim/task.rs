@@ -30,8 +30,7 @@ pub enum TaskFamily {
 }
 
 impl TaskFamily {
-    pub const ALL: [TaskFamily; 6] =
-        [Self::GoTo, Self::Distinguish, Self::GoAvoid, Self::GoThrough, Self::Crawl, Self::Stop];
+    pub const ALL: [TaskFamily; 6] = [Self::GoTo, Self::Distinguish, Self::GoAvoid, Self::GoThrough, Self::Crawl, Self::Stop];
 
     pub fn name(self) -> &'static str {
         match self {

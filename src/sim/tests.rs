@@ -72,8 +72,7 @@ fn driving_straight_at_an_object_reaches_it() {
 fn driving_into_a_wall_is_a_collision() {
     let mut scene = Scene::arena(ARENA.0, ARENA.1);
     scene.objects.push(object(Shape::Ball, Color::Red, 8.0, 4.0));
-    let mut world =
-        World::new(scenario(TaskFamily::GoTo, scene, (1.5, 4.0, std::f32::consts::PI), Goal::Reach { object: 0 }));
+    let mut world = World::new(scenario(TaskFamily::GoTo, scene, (1.5, 4.0, std::f32::consts::PI), Goal::Reach { object: 0 }));
     let out = drive(&mut world, forward(0.8, 0.0), 100).expect("ends");
     assert_eq!(out.reason, Reason::Collision);
     assert!(!out.success);
@@ -164,8 +163,7 @@ fn gait_and_step_frequency_bound_the_speed() {
     assert!((speed_limit(&slow) - 0.6 * 2.0 * 0.35).abs() < 1e-6);
     assert!((speed_limit(&gait(0.0)) - 1.05).abs() < 1e-6);
     let scene = Scene::arena(ARENA.0, ARENA.1);
-    let mut world =
-        World::new(scenario(TaskFamily::GoThrough, scene, (1.0, 4.0, 0.0), Goal::Pass { wall_x: 9.0, gap_y: 4.0 }));
+    let mut world = World::new(scenario(TaskFamily::GoThrough, scene, (1.0, 4.0, 0.0), Goal::Pass { wall_x: 9.0, gap_y: 4.0 }));
     let command = WorldCommand::Move { twist: PlanarTwist { x_vel: 3.0, ..Default::default() }, gait: slow };
     world.step(&command);
     assert!((world.pose().x - 1.0 - 0.42 * CONTROL_PERIOD_S).abs() < 1e-4, "{:?}", world.pose());
@@ -231,11 +229,7 @@ fn sampled_scenarios_are_valid_and_instructions_split_seen_and_held_out() {
             let held_out = seed % 2 == 1;
             let mut rng = StdRng::seed_from_u64(seed);
             let s = sample_task(family, held_out, &mut rng).unwrap();
-            assert!(
-                if held_out { held.contains(&s.instruction) } else { seen.contains(&s.instruction) },
-                "{}",
-                s.instruction
-            );
+            assert!(if held_out { held.contains(&s.instruction) } else { seen.contains(&s.instruction) }, "{}", s.instruction);
             let p = s.start;
             assert!(!s.scene.collision(p.x, p.y, p.body_top(), None), "{family} {seed}");
             let ahead = |x: f32, y: f32| {
@@ -247,10 +241,7 @@ fn sampled_scenarios_are_valid_and_instructions_split_seen_and_held_out() {
                 Goal::Reach { object } => {
                     let o = s.scene.objects[object];
                     let (d, angle) = ahead(o.x, o.y);
-                    assert!(
-                        (2.0..=5.0).contains(&d) && angle < FOV_DEG.to_radians() / 2.0,
-                        "{family} {seed}: {d} {angle}"
-                    );
+                    assert!((2.0..=5.0).contains(&d) && angle < FOV_DEG.to_radians() / 2.0, "{family} {seed}: {d} {angle}");
                     assert!(s.instruction.contains(&o.name()));
                     if family == TaskFamily::Distinguish {
                         assert!(s.scene.objects.len() >= 3);
@@ -342,8 +333,7 @@ fn collect_writes_bags_the_reader_reads_back() {
     assert_eq!(report.episodes, 6);
     assert_eq!(report.per_family.len(), 6);
     assert_eq!(seen.lock().unwrap().len(), 6);
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(opts.out.join("collect.json")).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(opts.out.join("collect.json")).unwrap()).unwrap();
     assert_eq!(json["episodes"], 6);
     for (index, family) in TaskFamily::ALL.into_iter().enumerate() {
         let bag = BagReader::open(&opts.out.join(format!("episode_{index:06}"))).unwrap();

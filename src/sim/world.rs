@@ -266,8 +266,7 @@ impl Scene {
 
     /// The first object whose surface is within REACH_DISTANCE of (x, y).
     pub fn reached_object(&self, x: f32, y: f32, except: Option<usize>) -> Option<usize> {
-        (0..self.objects.len())
-            .find(|&i| Some(i) != except && self.objects[i].footprint().distance(x, y) <= REACH_DISTANCE)
+        (0..self.objects.len()).find(|&i| Some(i) != except && self.objects[i].footprint().distance(x, y) <= REACH_DISTANCE)
     }
 }
 

@@ -205,11 +205,7 @@ impl Dataset {
     /// Keeps only successful episodes' steps eligible for sampling (behaviour cloning on
     /// demonstrations). Returns the eligible step indices.
     pub fn step_indices(&self, successes_only: bool) -> Vec<usize> {
-        self.episodes
-            .iter()
-            .filter(|e| e.success || !successes_only)
-            .flat_map(|e| e.first..e.first + e.len)
-            .collect()
+        self.episodes.iter().filter(|e| e.success || !successes_only).flat_map(|e| e.first..e.first + e.len).collect()
     }
 
     /// The RGB bytes ([S, S, 3]) of step `i`'s frame.
@@ -293,9 +289,9 @@ fn read_events(bag: &Path, image_size: usize, topics: &Topics) -> Result<Vec<Eve
         .for_each(|m| {
             let event = if m.topic == topics.image {
                 let frame = match m.type_name {
-                    "sensor_msgs/msg/Image" => decode::<Image>(m.data).ok().and_then(|img| {
-                        OwnedFrame::raw(img.width, img.height, img.step, &img.encoding, img.data).ok()
-                    }),
+                    "sensor_msgs/msg/Image" => decode::<Image>(m.data)
+                        .ok()
+                        .and_then(|img| OwnedFrame::raw(img.width, img.height, img.step, &img.encoding, img.data).ok()),
                     "sensor_msgs/msg/CompressedImage" => {
                         decode::<CompressedImage>(m.data).ok().map(|c| OwnedFrame::Compressed(c.data))
                     }
@@ -514,12 +510,14 @@ pub fn n_step(step: usize, last: usize, success: bool, gamma: f64, n: usize) -> 
 }
 
 impl<'a> Batcher<'a> {
-    pub fn new(data: &'a Dataset, tokenizer: &InstructionTokenizer, history: usize, preprocess: PreprocessConfig, device: &Device) -> Self {
-        let ids = data
-            .episodes
-            .iter()
-            .map(|e| tokenizer.encode(&e.instruction).unwrap_or_else(|_| vec![1]))
-            .collect();
+    pub fn new(
+        data: &'a Dataset,
+        tokenizer: &InstructionTokenizer,
+        history: usize,
+        preprocess: PreprocessConfig,
+        device: &Device,
+    ) -> Self {
+        let ids = data.episodes.iter().map(|e| tokenizer.encode(&e.instruction).unwrap_or_else(|_| vec![1])).collect();
         Self { data, history, preprocess, ids, device: device.clone(), encoded: None }
     }
 
@@ -573,7 +571,8 @@ impl<'a> Batcher<'a> {
         let episodes: Vec<usize> = steps.iter().map(|&i| self.data.episode_of[i] as usize).collect();
         let len = episodes.iter().map(|&e| self.ids[e].len()).max().unwrap_or(1).max(1);
         let padded = episodes.iter().any(|&e| self.ids[e].len() != len);
-        let valid: Vec<f32> = episodes.iter().flat_map(|&e| (0..len).map(move |j| f32::from(u8::from(j < self.ids[e].len())))).collect();
+        let valid: Vec<f32> =
+            episodes.iter().flat_map(|&e| (0..len).map(move |j| f32::from(u8::from(j < self.ids[e].len())))).collect();
         let text_valid = padded.then(|| Tensor::from_vec(valid, (steps.len(), len), &self.device)).transpose()?;
         if let Some(encoded) = &self.encoded {
             let (_, t, d) = encoded.frames.dims3()?;
@@ -595,7 +594,8 @@ impl<'a> Batcher<'a> {
         }
         let s = self.data.image_size();
         let frames = Tensor::from_vec(self.pixels(&windows), (steps.len(), self.history, 3, s, s), &self.device)?;
-        let flat: Vec<u32> = episodes.iter().flat_map(|&e| (0..len).map(move |j| self.ids[e].get(j).copied().unwrap_or(0))).collect();
+        let flat: Vec<u32> =
+            episodes.iter().flat_map(|&e| (0..len).map(move |j| self.ids[e].get(j).copied().unwrap_or(0))).collect();
         Ok(Observations::Pixels(ObservationBatch {
             ids: Tensor::from_vec(flat, (steps.len(), len), &self.device)?,
             text_valid,
@@ -607,7 +607,8 @@ impl<'a> Batcher<'a> {
     pub fn batch(&self, steps: &[usize], gamma: f64, n: usize) -> candle_core::Result<Batch> {
         let dims = self.data.bins[0].len();
         let mut bins = Vec::with_capacity(steps.len() * dims);
-        let (mut return_n, mut discount, mut mc, mut next) = (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new(), Vec::new());
+        let (mut return_n, mut discount, mut mc, mut next) =
+            (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new(), Vec::new());
         for &step in steps {
             bins.extend_from_slice(&self.data.bins[step]);
             let ep = self.data.episode_of(step);

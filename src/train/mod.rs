@@ -203,10 +203,8 @@ impl Trainer {
         target: Option<BTreeMap<String, Tensor>>,
         device: &Device,
     ) -> Result<Self, TrainError> {
-        let vars: Vec<(String, Var)> = online
-            .iter()
-            .map(|(n, t)| Ok((n.clone(), Var::from_tensor(t)?)))
-            .collect::<candle_core::Result<_>>()?;
+        let vars: Vec<(String, Var)> =
+            online.iter().map(|(n, t)| Ok((n.clone(), Var::from_tensor(t)?))).collect::<candle_core::Result<_>>()?;
         let model = model_from(cfg, vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect(), device)?;
         let target = match target {
             Some(t) => t,
@@ -259,7 +257,12 @@ impl Trainer {
     /// (so a resumed run draws the same ones), served from the encoders' cached output once they
     /// are frozen. The first batch after freezing encodes every step first; `progress(done,
     /// total)` sees that.
-    pub fn next_batch(&self, batcher: &mut Batcher, eligible: &[usize], progress: impl FnMut(usize, usize)) -> Result<Batch, TrainError> {
+    pub fn next_batch(
+        &self,
+        batcher: &mut Batcher,
+        eligible: &[usize],
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Batch, TrainError> {
         if self.encoders_frozen() && !batcher.is_encoded() {
             batcher.encode_all(&self.online, progress)?;
         }
@@ -273,13 +276,19 @@ impl Trainer {
         let prefix_bins = batch.bins.narrow(1, 0, dims - 1)?;
         let obs = batch.obs.encode(&self.online)?;
         let (logits, balance) = self.online.forward_train(&obs, &prefix_bins)?;
-        let mut stats = StepStats { step: self.step, lr: cosine_lr(self.opts.adamw.lr, self.step, self.opts.warmup, self.opts.steps), ..Default::default() };
+        let mut stats = StepStats {
+            step: self.step,
+            lr: cosine_lr(self.opts.adamw.lr, self.step, self.opts.warmup, self.opts.steps),
+            ..Default::default()
+        };
         let main_loss = match self.opts.objective {
             Objective::Q => {
                 let target_model = model_from(&self.cfg, self.target.clone().into_iter().collect(), &self.device)?;
-                let q_target = candle_nn::ops::sigmoid(&target_model.forward_encoded(&batch.obs.encode(&target_model)?, &prefix_bins)?)?;
+                let q_target =
+                    candle_nn::ops::sigmoid(&target_model.forward_encoded(&batch.obs.encode(&target_model)?, &prefix_bins)?)?;
                 let empty = Tensor::zeros((batch.bins.dim(0)?, 0), DType::U32, &self.device)?;
-                let q_next = candle_nn::ops::sigmoid(&target_model.forward_encoded(&batch.next.encode(&target_model)?, &empty)?)?.squeeze(1)?;
+                let q_next = candle_nn::ops::sigmoid(&target_model.forward_encoded(&batch.next.encode(&target_model)?, &empty)?)?
+                    .squeeze(1)?;
                 let boot = Bootstrap { return_n: &batch.return_n, discount: &batch.discount, mc_return: &batch.mc_return };
                 let targets = q_targets(&q_target, &q_next, &self.supported_mask, &boot)?;
                 let parts = q_loss(&logits, &batch.bins, &targets, &self.valid_mask)?;
@@ -338,8 +347,14 @@ impl Trainer {
         save_weights(&self.weights(), &tmp.join("online.safetensors"))?;
         save_weights(&self.target, &tmp.join("target.safetensors"))?;
         save_weights(&self.optimizer.state(), &tmp.join("optimizer.safetensors"))?;
-        let state = CheckpointState { step: self.step, config: self.cfg.clone(), options: self.opts.clone(), history: self.history.clone() };
-        std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&state).expect("plain data")).map_err(|e| fail(e.to_string()))?;
+        let state = CheckpointState {
+            step: self.step,
+            config: self.cfg.clone(),
+            options: self.opts.clone(),
+            history: self.history.clone(),
+        };
+        std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&state).expect("plain data"))
+            .map_err(|e| fail(e.to_string()))?;
         // Replace the previous checkpoint only once the new one is complete.
         if ck.exists() {
             std::fs::remove_dir_all(&ck).map_err(|e| fail(e.to_string()))?;
@@ -359,7 +374,8 @@ impl Trainer {
         let read = |name: &str| -> Result<BTreeMap<String, Tensor>, TrainError> {
             Ok(read_weights(&ck.join(name), device)?.into_iter().collect())
         };
-        let mut trainer = Self::from_tensors(&state.config, &opts, read("online.safetensors")?, Some(read("target.safetensors")?), device)?;
+        let mut trainer =
+            Self::from_tensors(&state.config, &opts, read("online.safetensors")?, Some(read("target.safetensors")?), device)?;
         let moments = read_weights(&ck.join("optimizer.safetensors"), device)?;
         trainer.optimizer.restore(&moments, state.step).map_err(fail)?;
         trainer.step = state.step;

@@ -81,7 +81,7 @@ fn softplus(x: &Tensor) -> Result<Tensor> {
 pub fn q_loss(logits: &Tensor, bins: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<QLoss> {
     let hot = one_hot(bins, logits.dim(2)?)?;
     let x_data = (logits * &hot)?.sum(D::Minus1)?; // [B, dims]
-    // BCE(x, y) = softplus(x) - x y.
+                                                   // BCE(x, y) = softplus(x) - x y.
     let td = (softplus(&x_data)? - (&x_data * targets)?)?.mean_all()?;
     let other = hot.affine(-1.0, 1.0)?.broadcast_mul(mask)?; // valid bins not taken
     let count = other.sum(D::Minus1)?.clamp(1.0, f64::INFINITY)?;

@@ -30,8 +30,14 @@ pub fn loss_curves(history: &[StepStats], objective: Objective, title: &str, pat
     let mut panels: Vec<(&str, Vec<f32>)> = vec![("total loss", history.iter().map(|s| s.loss).collect())];
     match objective {
         Objective::Q => {
-            panels.push(("TD error (binary cross-entropy to the target, mean over dimensions)", history.iter().map(|s| s.main).collect()));
-            panels.push(("conservative term (-log(1 - Q) over the bins not taken)", history.iter().map(|s| s.conservative).collect()));
+            panels.push((
+                "TD error (binary cross-entropy to the target, mean over dimensions)",
+                history.iter().map(|s| s.main).collect(),
+            ));
+            panels.push((
+                "conservative term (-log(1 - Q) over the bins not taken)",
+                history.iter().map(|s| s.conservative).collect(),
+            ));
             panels.push(("mean Q(data) and mean target", history.iter().map(|s| s.q_data).collect()));
         }
         Objective::Bc => panels.push(("cross-entropy (sum over dimensions)", history.iter().map(|s| s.main).collect())),
@@ -62,12 +68,7 @@ pub fn loss_curves(history: &[StepStats], objective: Objective, title: &str, pat
             .y_label_area_size(60)
             .build_cartesian_2d(0f32..last_step, (lo - pad)..(hi + pad))
             .map_err(|e| fail(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc("step")
-            .label_style(("sans-serif", 12))
-            .draw()
-            .map_err(|e| fail(e.to_string()))?;
+        chart.configure_mesh().x_desc("step").label_style(("sans-serif", 12)).draw().map_err(|e| fail(e.to_string()))?;
         for (values, colour) in series {
             let points = steps.iter().copied().zip(values).filter(|(_, v)| v.is_finite());
             chart.draw_series(LineSeries::new(points, colour.stroke_width(2))).map_err(|e| fail(e.to_string()))?;

@@ -24,7 +24,14 @@ fn micro() -> VlaConfig {
     cfg.d_model = 32;
     cfg.layers = 2;
     cfg.heads = 2;
-    cfg.ffn = FeedForwardConfig { kind: FeedForwardKind::Moe, experts: 4, top_k: 2, hidden: 32, expert_act: ExpertAct::Germ, lora_rank: 0 };
+    cfg.ffn = FeedForwardConfig {
+        kind: FeedForwardKind::Moe,
+        experts: 4,
+        top_k: 2,
+        hidden: 32,
+        expert_act: ExpertAct::Germ,
+        lora_rank: 0,
+    };
     cfg
 }
 
@@ -88,7 +95,8 @@ fn synthetic_batch(cfg: &VlaConfig, b: usize) -> Batch {
         text_valid: None,
         frames: Tensor::randn(0f32, 1.0, (b, cfg.history, 3, s, s), &dev).unwrap(),
     };
-    let bins: Vec<u32> = (0..b * cfg.action_dims()).map(|i| if i % cfg.action_dims() == 0 { 0 } else { (i * 37 % 256) as u32 }).collect();
+    let bins: Vec<u32> =
+        (0..b * cfg.action_dims()).map(|i| if i % cfg.action_dims() == 0 { 0 } else { (i * 37 % 256) as u32 }).collect();
     Batch {
         obs: Observations::Pixels(obs()),
         next: Observations::Pixels(obs()),
@@ -128,7 +136,8 @@ fn targets_start_near_zero_on_an_untrained_model() {
     let logits = trainer.online.forward(pixels(&batch.obs), &batch.bins.narrow(1, 0, dims - 1).unwrap(), None).unwrap();
     let q = candle_nn::ops::sigmoid(&logits).unwrap();
     let empty = Tensor::zeros((4, 0), DType::U32, &Device::Cpu).unwrap();
-    let q_next = candle_nn::ops::sigmoid(&trainer.online.forward(pixels(&batch.next), &empty, None).unwrap()).unwrap().squeeze(1).unwrap();
+    let q_next =
+        candle_nn::ops::sigmoid(&trainer.online.forward(pixels(&batch.next), &empty, None).unwrap()).unwrap().squeeze(1).unwrap();
     let boot = Bootstrap { return_n: &batch.return_n, discount: &batch.discount, mc_return: &batch.mc_return };
     let targets = q_targets(&q, &q_next, &trainer.supported_mask, &boot).unwrap();
     let max = targets.max_all().unwrap().to_scalar::<f32>().unwrap();
@@ -142,7 +151,14 @@ fn conservative_term_lowers_unseen_bins() {
     let cfg = micro();
     let batch = synthetic_batch(&cfg, 4);
     let run = |alpha: f64| {
-        let opts = TrainOptions { steps: 200, warmup: 1, alpha, beta: 0.0, adamw: AdamWConfig { lr: 3e-3, ..Default::default() }, ..Default::default() };
+        let opts = TrainOptions {
+            steps: 200,
+            warmup: 1,
+            alpha,
+            beta: 0.0,
+            adamw: AdamWConfig { lr: 3e-3, ..Default::default() },
+            ..Default::default()
+        };
         let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
         let before = unseen_q(&trainer, &batch);
         for _ in 0..200 {
@@ -237,20 +253,33 @@ fn write_episodes(dir: &Path, episodes: usize, decided_yaw: Option<u32>) {
         bag.write("/instruction", t, &StringMsg { data: "turn to the light".into() }).unwrap();
         for step in 0..5u32 {
             t += 200_000_000;
-            let header = Header { stamp: Time { sec: (t / 1_000_000_000) as i32, nanosec: (t % 1_000_000_000) as u32 }, frame_id: "camera".into() };
+            let header = Header {
+                stamp: Time { sec: (t / 1_000_000_000) as i32, nanosec: (t % 1_000_000_000) as u32 },
+                frame_id: "camera".into(),
+            };
             let colour = if left { [250u8, 20, 20] } else { [20u8, 20, 250] };
-            let data = colour.iter().copied().cycle().take((SIZE * SIZE * 3) as usize).map(|c| c.saturating_add(step as u8)).collect();
-            let image = Image { header, height: SIZE, width: SIZE, encoding: "rgb8".into(), is_bigendian: 0, step: SIZE * 3, data };
+            let data =
+                colour.iter().copied().cycle().take((SIZE * SIZE * 3) as usize).map(|c| c.saturating_add(step as u8)).collect();
+            let image =
+                Image { header, height: SIZE, width: SIZE, encoding: "rgb8".into(), is_bigendian: 0, step: SIZE * 3, data };
             bag.write("/camera/image_raw", t, &image).unwrap();
             let yaw = if left { 0.8 } else { -0.8 };
             if let Some(bin) = decided_yaw {
-                let mut bins = space.encode_values(&[0.0, 0.5, 0.0, yaw as f32, -0.1, 3.0, 0.5, 0.0, 0.0, 0.1, 0.0, 0.3]).unwrap();
+                let mut bins =
+                    space.encode_values(&[0.0, 0.5, 0.0, yaw as f32, -0.1, 3.0, 0.5, 0.0, 0.0, 0.1, 0.0, 0.3]).unwrap();
                 bins[space.index_of("yaw_vel").unwrap()] = bin;
                 bag.write("/moe_vla_node/decision", t + 500_000, &VlaDecision { bins, ..Default::default() }).unwrap();
             }
             let twist = Twist { linear: Vector3 { x: 0.5, y: 0.0, z: 0.0 }, angular: Vector3 { x: 0.0, y: 0.0, z: yaw } };
             bag.write("/cmd_vel", t + 1_000_000, &twist).unwrap();
-            let gait = GaitCommand { body_height: -0.1, step_frequency: 3.0, phase_offsets: [0.5, 0.0, 0.0], footswing_height: 0.1, stance_width: 0.3, ..Default::default() };
+            let gait = GaitCommand {
+                body_height: -0.1,
+                step_frequency: 3.0,
+                phase_offsets: [0.5, 0.0, 0.0],
+                footswing_height: 0.1,
+                stance_width: 0.3,
+                ..Default::default()
+            };
             bag.write("/gait_command", t + 1_000_000, &gait).unwrap();
         }
         let outcome = EpisodeOutcome {
@@ -345,7 +374,8 @@ fn loss_falls_and_resume_gives_identical_weights() {
 
     // Resume: 3 + 3 updates with a checkpoint in between equal 6 uninterrupted ones, bit for bit,
     // with the encoders frozen after update 2 (the resumed run re-encodes from its checkpoint).
-    let opts = TrainOptions { steps: 6, batch_size: 4, warmup: 2, tau: 0.9, freeze_encoders_after: Some(2), ..Default::default() };
+    let opts =
+        TrainOptions { steps: 6, batch_size: 4, warmup: 2, tau: 0.9, freeze_encoders_after: Some(2), ..Default::default() };
     let mut straight = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
     train_steps(&mut straight, &mut batcher(), &eligible, 6);
     let mut first = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();

@@ -93,3 +93,13 @@ def test_unknown_and_mistyped_parameters(tmp_path, start_node, domain_id):
     assert code != 0
     lines = [line for line in bad.log().splitlines() if line.startswith("moe_vla_node:")]
     assert len(lines) == 1 and "control_rate_hz" in lines[0], bad.log()
+
+
+def test_a_cuda_device_without_cuda_support_is_refused_with_the_reason(start_node, domain_id):
+    node = start_node({"device": "cuda:0"})
+    assert node.proc.wait(30) != 0
+    lines = [line for line in node.log().splitlines() if line.startswith("moe_vla_node:")]
+    assert len(lines) == 1 and "device" in lines[0] and "no CUDA support" in lines[0], node.log()
+    bad = start_node({"device": "tpu"}, name="unknown_device")
+    assert bad.proc.wait(30) != 0
+    assert "neither \"cpu\" nor \"cuda:N\"" in bad.log(), bad.log()

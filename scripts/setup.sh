@@ -4,7 +4,7 @@
 # Idempotent and non-interactive: run it again after pulling and only what changed rebuilds.
 #
 # - Uses an already-sourced ROS 2 if there is one; otherwise builds .ros/, a Python venv holding
-#   ROS 2 kilted from PyPI, with the workarounds DESIGN.md records.
+#   ROS 2 kilted from PyPI, with the workarounds marked "Workaround" below.
 # - Installs missing Debian packages (clang for r2r's bindgen, cmake) when it can.
 # - Builds the interfaces (moe_vla_msgs) with CMake, then the Rust binaries with cargo (feature `ros`).
 set -euo pipefail

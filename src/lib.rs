@@ -1,9 +1,11 @@
 //! `moe_vla`: a mixture-of-experts vision-language-action Q-network for quadrupeds.
 //!
 //! Layers (dependencies point downward): `ros` (r2r adapter, feature `ros`), `bag` (rosbag2 MCAP
-//! files) and `replay` (bags through the controller) over `control` (the safety-checked command at
-//! each control tick) over `policy` (image + text -> command) over `action` (the discretised action
-//! space) and `model` (pure candle).
+//! files), `replay` (bags through the controller), `sim` (the task world, collection and
+//! evaluation) and `train` (offline Q-learning and behaviour cloning from bags) over `control` (the
+//! safety-checked command at each control tick) over `policy` (image + text -> command) over
+//! `action` (the discretised action space) and `model` (pure candle). `bench` holds fixtures that
+//! `moe_vla init`, `moe_vla bench` and `cargo bench` share.
 
 pub mod action;
 pub mod bag;

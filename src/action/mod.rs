@@ -16,7 +16,7 @@ pub enum ActionError {
 /// Name of the episode-termination flag dimension; only its extreme bins are valid.
 pub const TERMINATE: &str = "terminate";
 
-/// Gaits of the walk-these-ways controller as phase offsets (DESIGN.md).
+/// Gaits of the walk-these-ways controller as phase offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GaitPreset {
     Pronk,

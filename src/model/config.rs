@@ -153,7 +153,7 @@ fn default_norm_eps() -> f64 {
     1e-5
 }
 
-/// GeRM's action space (DESIGN.md, read from GeRM's released `ranges.npy`).
+/// GeRM's action space (the ranges GeRM's released `ranges.npy` holds).
 pub fn quadruped_action_space() -> ActionSpaceConfig {
     let spec: [(&str, f32, f32); 12] = [
         ("terminate", 0.0, 1.0),

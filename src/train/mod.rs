@@ -90,7 +90,7 @@ impl Default for TrainOptions {
         Self {
             objective: Objective::Q,
             successes_only: false,
-            steps: 1600,
+            steps: 6000,
             batch_size: 64,
             warmup: 100,
             adamw: AdamWConfig { lr: 1e-3, ..AdamWConfig::default() },
@@ -100,7 +100,7 @@ impl Default for TrainOptions {
             beta: 0.01,
             seed: 0,
             n_step: 4,
-            freeze_encoders_after: Some(800),
+            freeze_encoders_after: Some(1600),
             min_bin_share: 0.002,
         }
     }

@@ -15,8 +15,9 @@ source scripts/ros_env.sh
 model=models/default
 moe_vla info "$model"
 
-# A domain of its own, so the demo neither hears nor drives other ROS 2 systems on this network.
-export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 100 ))}"
+# A domain of its own, so the demo neither hears nor drives other ROS 2 systems on this network
+# (within 1..101: higher domains reach the ephemeral port range).
+export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 90) + 10 ))}"
 moe_vla_node --ros-args -p model_dir:="$PWD/$model" &
 node=$!
 trap 'kill -INT "$node" 2>/dev/null; wait "$node" 2>/dev/null || true' EXIT

@@ -40,6 +40,16 @@ impl AxisLimit {
     pub fn symmetric(max: f32, max_accel: f32) -> Self {
         Self { min: -max, max, max_accel }
     }
+
+    fn step(&self, sent: f32, want: f32, dt: f32) -> f32 {
+        approach(sent, want, self.min, self.max, self.max_accel * dt)
+    }
+}
+
+/// `sent` moved toward `want` (clamped to `[min, max]`) by at most `max_step`, inside `[min, max]`.
+fn approach(sent: f32, want: f32, min: f32, max: f32, max_step: f32) -> f32 {
+    let want = want.clamp(min, max);
+    (sent + (want - sent).clamp(-max_step, max_step)).clamp(min, max)
 }
 
 /// Allowed range of one gait field and how fast it may change.
@@ -54,9 +64,7 @@ pub struct GaitLimit {
 impl GaitLimit {
     /// `sent` moved toward `want` by at most `max_rate * dt`, inside `[min, max]`.
     fn step(&self, sent: f32, want: f32, dt: f32) -> f32 {
-        let want = want.clamp(self.min, self.max);
-        let step = self.max_rate * dt;
-        (sent + (want - sent).clamp(-step, step)).clamp(self.min, self.max)
+        approach(sent, want, self.min, self.max, self.max_rate * dt)
     }
 
     fn contains(&self, value: f32) -> bool {
@@ -466,25 +474,21 @@ impl Controller {
         self.last_tick = Some(now);
 
         let mut stop = self.stop_reason(now);
-        let mut gait = self.config.gait.step(&self.sent_gait, &NEUTRAL_GAIT, dt);
+        let toward_neutral = self.config.gait.step(&self.sent_gait, &NEUTRAL_GAIT, dt);
+        let mut gait = toward_neutral;
         let mut twist = PlanarTwist::default();
         if let (None, Some(target)) = (&stop, &self.target) {
             let c = &self.config;
-            let axis = |sent: f32, want: f32, limit: AxisLimit| {
-                let want = want.clamp(limit.min, limit.max);
-                let step = limit.max_accel * dt;
-                (sent + (want - sent).clamp(-step, step)).clamp(limit.min, limit.max)
-            };
             twist = PlanarTwist {
-                x_vel: axis(self.sent.x_vel, target.twist.x_vel, c.x_vel),
-                y_vel: axis(self.sent.y_vel, target.twist.y_vel, c.y_vel),
-                yaw_vel: axis(self.sent.yaw_vel, target.twist.yaw_vel, c.yaw_vel),
+                x_vel: c.x_vel.step(self.sent.x_vel, target.twist.x_vel, dt),
+                y_vel: c.y_vel.step(self.sent.y_vel, target.twist.y_vel, dt),
+                yaw_vel: c.yaw_vel.step(self.sent.yaw_vel, target.twist.yaw_vel, dt),
             };
-            gait = self.config.gait.step(&self.sent_gait, &target.gait, dt);
+            gait = c.gait.step(&self.sent_gait, &target.gait, dt);
             let finite = [twist.x_vel, twist.y_vel, twist.yaw_vel].iter().all(|v| v.is_finite()) && gait_is_finite(&target.gait);
             if !finite {
                 twist = PlanarTwist::default();
-                gait = self.config.gait.step(&self.sent_gait, &NEUTRAL_GAIT, dt);
+                gait = toward_neutral;
                 stop = Some(StopReason::NonFinite);
             }
         }

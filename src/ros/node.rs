@@ -325,7 +325,7 @@ fn resolved_topic(namespace: &str, name: &str) -> String {
 /// subscriptions cannot match (best effort): what they send is never heard.
 struct QosCheck {
     topic: String,
-    warned: Vec<[u8; 16]>,
+    warned: Vec<Vec<u8>>,
     next: Instant,
 }
 
@@ -343,7 +343,7 @@ impl QosCheck {
             return;
         };
         for p in publishers {
-            let gid: [u8; 16] = p.endpoint_gid[..16].try_into().expect("gids are at least 16 bytes");
+            let gid = p.endpoint_gid.to_vec();
             if p.qos_profile.reliability == ReliabilityPolicy::BestEffort && !self.warned.contains(&gid) {
                 self.warned.push(gid);
                 tracing::warn!(

@@ -555,8 +555,11 @@ def test_a_follow_instruction_goal_ends_when_the_model_terminates(peer, start_no
     cam.stop()
     assert done.status == GoalStatus.STATUS_SUCCEEDED
     assert done.result.outcome == FollowInstruction.Result.TERMINATED and done.result.decisions >= 1
-    decided = [f for _, f in feedback if f.decision.bins]
-    assert decided and decided[-1].decision.terminate and decided[-1].decision.instruction == scenes["instruction"]
+    # The goal's first feedback (standing, waiting for a decision) comes at once. Feedback sent just
+    # before the result may be dropped by the client once the goal is done (ROS 2 action semantics),
+    # so the terminating decision itself is checked through the result's count only.
+    assert feedback and feedback[0][1].stopped and feedback[0][1].stop_reason
+    assert all(f.decision.instruction == scenes["instruction"] for _, f in feedback if f.decision.bins)
     assert node.alive()
 
 

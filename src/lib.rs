@@ -17,4 +17,5 @@ pub mod replay;
 #[cfg(feature = "ros")]
 pub mod ros;
 pub mod sim;
+pub mod topics;
 pub mod train;

@@ -8,19 +8,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bag::msgs::{CompressedImage, GaitCommand, Header, Image, StringMsg, Time, Twist, VlaDecision};
-use crate::bag::{decode, BagError, BagReader, BagWriter, RawMessage, ReadReport, TopicQos};
-use crate::control::{Applied, ConfigError, ControlConfig, ControlOutput, Controller, LatencyStats, StopReason};
+use crate::bag::msgs::{GaitCommand, Header, StringMsg, Time, Twist, VlaDecision};
+use crate::bag::{camera_frame, decode, BagError, BagReader, BagWriter, RawMessage, ReadReport, TopicQos};
+use crate::control::{ConfigError, ControlConfig, ControlOutput, Counters, LatencyStats, Session};
 use crate::policy::tokenize::accept_instruction;
 use crate::policy::{Decoding, OwnedFrame, Policy};
+use crate::topics::{self, REPLAY_FRAMES};
 
-pub const CMD_VEL: &str = "/cmd_vel";
-pub const GAIT_COMMAND: &str = "/gait_command";
-pub const DECISION: &str = "/moe_vla_node/decision";
+const CMD_VEL: &str = topics::CMD_VEL.absolute;
+const GAIT_COMMAND: &str = topics::GAIT_COMMAND.absolute;
+const DECISION: &str = topics::DECISION.absolute;
 /// The instruction in force, as the controller took it.
-pub const INSTRUCTION: &str = "/instruction";
-/// One header per frame the controller received: the frame's own stamp at its bag time.
-pub const FRAMES: &str = "/moe_vla/replay/frames";
+const INSTRUCTION: &str = topics::INSTRUCTION.absolute;
+
 
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -46,17 +46,10 @@ pub enum ReplayError {
 #[derive(Debug, Clone)]
 pub struct ReplaySummary {
     pub read: ReadReport,
-    pub frames: u64,
-    pub bad_frames: u64,
-    pub instructions: u64,
-    pub bad_instructions: u64,
-    pub decisions: u64,
-    pub failed_decisions: u64,
-    pub commands: u64,
+    /// The control session's counters (frames, instructions, decisions, commands, stops).
+    pub counters: Counters,
     /// Messages not used, by "topic (type)".
     pub skipped: BTreeMap<String, u64>,
-    /// Times the controller went into a stop, by reason, with the first reason's text.
-    pub stops: BTreeMap<&'static str, (u64, String)>,
     /// Wall-clock decision latency (preprocessing and inference).
     pub latency: LatencyStats,
     /// First and last bag time, ns.
@@ -65,7 +58,7 @@ pub struct ReplaySummary {
 
 struct Replay<'a> {
     policy: &'a mut Policy,
-    controller: Controller,
+    session: Session,
     out: &'a mut BagWriter,
     opts: &'a ReplayOptions,
     fixed_instruction: bool,
@@ -73,8 +66,10 @@ struct Replay<'a> {
     /// Log time of the first message.
     origin: Option<u64>,
     next_tick: Option<u64>,
-    stop: Option<StopReason>,
-    summary: ReplaySummary,
+    skipped: BTreeMap<String, u64>,
+    /// First and last bag time, ns.
+    span: (u64, u64),
+    frames_seen: u64,
     /// The first write error; replay stops writing after it.
     error: Option<BagError>,
 }
@@ -100,7 +95,7 @@ impl Replay<'_> {
         let mut tick = *self.next_tick.get_or_insert(now);
         while tick <= now {
             let now = self.seconds(tick);
-            let out = self.controller.tick(now);
+            let out = self.session.tick(now).output;
             self.emit(&out, tick);
             tick += self.period_ns;
         }
@@ -108,14 +103,6 @@ impl Replay<'_> {
     }
 
     fn emit(&mut self, out: &ControlOutput, time: u64) {
-        if out.stop.as_ref().map(StopReason::kind) != self.stop.as_ref().map(StopReason::kind) {
-            if let Some(reason) = &out.stop {
-                let entry = self.summary.stops.entry(reason.kind()).or_insert((0, reason.to_string()));
-                entry.0 += 1;
-            }
-        }
-        self.stop = out.stop.clone();
-        self.summary.commands += 1;
         self.write(CMD_VEL, time, &Twist::from(out.twist));
         let gait =
             GaitCommand::from_fields(&out.gait, Header { stamp: Time::from_nanos(time), frame_id: self.opts.frame_id.clone() });
@@ -123,90 +110,79 @@ impl Replay<'_> {
     }
 
     fn instruction(&mut self, text: Option<String>, time: u64) {
-        self.summary.instructions += 1;
         let text = match text.as_deref().map(accept_instruction) {
-            Some(Ok(text)) => Some(text.to_owned()),
+            Some(Ok(text)) => {
+                self.session.instruct(Arc::from(text));
+                text.to_owned()
+            }
             _ => {
-                self.summary.bad_instructions += 1;
-                None
+                self.session.reject_instruction();
+                String::new()
             }
         };
         self.policy.reset();
-        self.controller.set_instruction(text.as_deref().map(Arc::from));
-        self.write(INSTRUCTION, time, &StringMsg { data: text.unwrap_or_default() });
+        self.write(INSTRUCTION, time, &StringMsg { data: text });
     }
 
     fn frame(&mut self, frame: OwnedFrame, stamp: Time, time: u64) {
-        self.summary.frames += 1;
         let now = self.seconds(time);
-        self.controller.frame_received(now, Duration::from_nanos(stamp.nanos()));
-        self.write(FRAMES, time, &Header { stamp, frame_id: String::new() });
-        let Some(instruction) = self.controller.instruction().cloned() else {
+        self.session.frame_received(now, Duration::from_nanos(stamp.nanos()), false);
+        self.write(REPLAY_FRAMES, time, &Header { stamp, frame_id: String::new() });
+        let Some(instruction) = self.session.instruction().cloned() else {
             return;
         };
         let start = Instant::now();
         let result = self.policy.decide(&frame.as_frame(), &instruction, Decoding::Cached);
-        self.summary.latency.record(start.elapsed().as_secs_f32() * 1e3);
-        let applied = self.controller.apply(&instruction, &result, now);
-        if applied != Applied::Stale {
-            let out = self.controller.tick(now);
-            self.emit(&out, time);
+        let latency_ms = start.elapsed().as_secs_f32() * 1e3;
+        if let (_, Some(tick)) = self.session.decided(&instruction, &result, now, latency_ms, now) {
+            self.emit(&tick.output, time);
         }
-        match result {
-            Err(_) => self.summary.failed_decisions += 1,
-            Ok(out) => {
-                self.summary.decisions += 1;
-                let decision = VlaDecision {
-                    header: Header { stamp, frame_id: self.opts.frame_id.clone() },
-                    instruction: instruction.to_string(),
-                    bins: out.bins,
-                    q_values: out.q,
-                    values: out.command.values,
-                    dimension_names: self.policy.action_space().names().to_vec(),
-                    terminate: out.command.terminate,
-                    // Inference takes no bag time; wall-clock latency is in the summary.
-                    latency_ms: 0.0,
-                    inference_ms: 0.0,
-                    expert_load: out.expert_load,
-                    model_id: self.policy.model_id().to_owned(),
-                };
-                self.write(DECISION, time, &decision);
-            }
+        if let Ok(out) = result {
+            let decision = VlaDecision {
+                header: Header { stamp, frame_id: self.opts.frame_id.clone() },
+                instruction: instruction.to_string(),
+                bins: out.bins,
+                q_values: out.q,
+                values: out.command.values,
+                dimension_names: self.policy.action_space().names().to_vec(),
+                terminate: out.command.terminate,
+                // Inference takes no bag time; wall-clock latency is in the summary.
+                latency_ms: 0.0,
+                inference_ms: 0.0,
+                expert_load: out.expert_load,
+                model_id: self.policy.model_id().to_owned(),
+            };
+            self.write(DECISION, time, &decision);
         }
     }
 
     fn message(&mut self, m: &RawMessage<'_>) {
         self.advance(m.log_time);
-        self.summary.span.0 = self.summary.span.0.min(m.log_time);
-        self.summary.span.1 = self.summary.span.1.max(m.log_time);
-        let skip = |summary: &mut ReplaySummary| {
-            *summary.skipped.entry(format!("{} ({})", m.topic, m.type_name)).or_default() += 1;
+        self.span.0 = self.span.0.min(m.log_time);
+        self.span.1 = self.span.1.max(m.log_time);
+        let skip = |skipped: &mut BTreeMap<String, u64>| {
+            *skipped.entry(format!("{} ({})", m.topic, m.type_name)).or_default() += 1;
         };
         if m.encoding != "cdr" {
-            return skip(&mut self.summary);
+            return skip(&mut self.skipped);
         }
         if m.topic == self.opts.image_topic {
-            let frame = match m.type_name {
-                "sensor_msgs/msg/Image" => decode::<Image>(m.data)
-                    .ok()
-                    .map(|img| (OwnedFrame::raw(img.width, img.height, img.step, &img.encoding, img.data), img.header.stamp)),
-                "sensor_msgs/msg/CompressedImage" => {
-                    decode::<CompressedImage>(m.data).ok().map(|img| (Ok(OwnedFrame::Compressed(img.data)), img.header.stamp))
-                }
-                _ => return skip(&mut self.summary),
+            let Some(frame) = camera_frame(m.type_name, m.data) else {
+                return skip(&mut self.skipped);
             };
+            self.frames_seen += 1;
             match frame {
-                Some((Ok(frame), stamp)) => self.frame(frame, stamp, m.log_time),
-                _ => self.summary.bad_frames += 1,
+                Ok((frame, stamp)) => self.frame(frame, stamp, m.log_time),
+                Err(_) => self.session.bad_frame(),
             }
         } else if m.topic == self.opts.instruction_topic && m.type_name == "std_msgs/msg/String" {
             if self.fixed_instruction {
-                return skip(&mut self.summary);
+                return skip(&mut self.skipped);
             }
             let text = decode::<StringMsg>(m.data).ok().map(|s| s.data);
             self.instruction(text, m.log_time);
         } else {
-            skip(&mut self.summary);
+            skip(&mut self.skipped);
         }
     }
 }
@@ -224,10 +200,10 @@ pub fn replay(
     out.add_topic::<GaitCommand>(GAIT_COMMAND, TopicQos::Reliable)?;
     out.add_topic::<VlaDecision>(DECISION, TopicQos::Reliable)?;
     out.add_topic::<StringMsg>(INSTRUCTION, TopicQos::Latched)?;
-    out.add_topic::<Header>(FRAMES, TopicQos::SensorData)?;
+    out.add_topic::<Header>(REPLAY_FRAMES, TopicQos::SensorData)?;
     policy.reset();
     let mut replay = Replay {
-        controller: Controller::new(opts.control)?,
+        session: Session::new(opts.control, 100_000)?,
         period_ns: (opts.control.period_s() * 1e9).round().max(1.0) as u64,
         policy,
         out,
@@ -235,21 +211,9 @@ pub fn replay(
         fixed_instruction: opts.instruction.is_some(),
         origin: None,
         next_tick: None,
-        stop: None,
-        summary: ReplaySummary {
-            read: ReadReport::default(),
-            frames: 0,
-            bad_frames: 0,
-            instructions: 0,
-            bad_instructions: 0,
-            decisions: 0,
-            failed_decisions: 0,
-            commands: 0,
-            skipped: BTreeMap::new(),
-            stops: BTreeMap::new(),
-            latency: LatencyStats::new(100_000),
-            span: (u64::MAX, 0),
-        },
+        skipped: BTreeMap::new(),
+        span: (u64::MAX, 0),
+        frames_seen: 0,
         error: None,
     };
     let mut started = false;
@@ -263,15 +227,20 @@ pub fn replay(
         replay.message(m);
         progress(m.data.len() as u64);
     })?;
-    if replay.summary.frames + replay.summary.bad_frames == 0 {
+    if replay.frames_seen == 0 {
         return Err(ReplayError::NoFrames(opts.image_topic.clone()));
     }
     // Run on past the last message until the watchdog has had its say.
-    let end = replay.summary.span.1 + ((opts.control.image_timeout_s + 2.0 * opts.control.period_s()) * 1e9) as u64;
+    let end = replay.span.1 + ((opts.control.image_timeout_s + 2.0 * opts.control.period_s()) * 1e9) as u64;
     replay.advance(end);
     if let Some(e) = replay.error {
         return Err(e.into());
     }
-    replay.summary.read = read;
-    Ok(replay.summary)
+    Ok(ReplaySummary {
+        read,
+        counters: replay.session.counters().clone(),
+        skipped: replay.skipped,
+        latency: replay.session.latency().clone(),
+        span: replay.span,
+    })
 }

@@ -16,6 +16,41 @@ pub enum ActionError {
 /// Name of the episode-termination flag dimension; only its extreme bins are valid.
 pub const TERMINATE: &str = "terminate";
 
+/// Every dimension name an action space may use besides `TERMINATE`, each the name of one
+/// command field.
+pub const FIELD_NAMES: [&str; 11] = [
+    "x_vel",
+    "y_vel",
+    "yaw_vel",
+    "body_height",
+    "step_frequency",
+    "gait_phase",
+    "gait_offset",
+    "gait_bound",
+    "footswing_height",
+    "pitch",
+    "stance_width",
+];
+
+/// The command field a dimension name stands for: the one map between names and fields, used to
+/// decode bins into a command and to encode a command into bins.
+fn field<'a>(name: &str, twist: &'a mut PlanarTwist, gait: &'a mut GaitFields) -> Option<&'a mut f32> {
+    Some(match name {
+        "x_vel" => &mut twist.x_vel,
+        "y_vel" => &mut twist.y_vel,
+        "yaw_vel" => &mut twist.yaw_vel,
+        "body_height" => &mut gait.body_height,
+        "step_frequency" => &mut gait.step_frequency,
+        "gait_phase" => &mut gait.phase_offsets[0],
+        "gait_offset" => &mut gait.phase_offsets[1],
+        "gait_bound" => &mut gait.phase_offsets[2],
+        "footswing_height" => &mut gait.footswing_height,
+        "pitch" => &mut gait.pitch,
+        "stance_width" => &mut gait.stance_width,
+        _ => return None,
+    })
+}
+
 /// Gaits of the walk-these-ways controller as phase offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GaitPreset {
@@ -133,6 +168,12 @@ impl ActionSpace {
                 return Err(ActionError::Invalid(format!("{} has range [{lo}, {hi}]", cfg.names[i])));
             }
         }
+        if let Some(name) = cfg.names.iter().find(|n| *n != TERMINATE && !FIELD_NAMES.contains(&n.as_str())) {
+            return Err(ActionError::Invalid(format!(
+                "unknown dimension \"{name}\" (known: {TERMINATE}, {})",
+                FIELD_NAMES.join(", ")
+            )));
+        }
         let supported = match &cfg.supported {
             None => None,
             Some(ranges) => {
@@ -246,28 +287,26 @@ impl ActionSpace {
     pub fn command(&self, bins: &[u32]) -> Result<ActionCommand, ActionError> {
         self.check_bins(bins)?;
         let values: Vec<f32> = bins.iter().enumerate().map(|(d, &b)| self.decode(d, b)).collect();
-        let get = |name: &str| self.index_of(name).map_or(0.0, |i| values[i]);
-        Ok(ActionCommand {
-            terminate: get(TERMINATE) >= 0.5,
-            twist: PlanarTwist { x_vel: get("x_vel"), y_vel: get("y_vel"), yaw_vel: get("yaw_vel") },
-            gait: GaitFields {
-                body_height: get("body_height"),
-                step_frequency: get("step_frequency"),
-                phase_offsets: [get("gait_phase"), get("gait_offset"), get("gait_bound")],
-                footswing_height: get("footswing_height"),
-                pitch: get("pitch"),
-                stance_width: get("stance_width"),
-            },
-            values,
-        })
+        let mut command = ActionCommand { values, ..ActionCommand::default() };
+        for (name, &value) in self.names.iter().zip(&command.values) {
+            match field(name, &mut command.twist, &mut command.gait) {
+                Some(slot) => *slot = value,
+                None => command.terminate = value >= 0.5,
+            }
+        }
+        Ok(command)
     }
 
-    /// Bins for physical values given in action-space order.
-    pub fn encode_values(&self, values: &[f32]) -> Result<Vec<u32>, ActionError> {
-        if values.len() != self.dims() {
-            return Err(ActionError::WrongLength { expected: self.dims(), got: values.len() });
-        }
-        Ok(values.iter().enumerate().map(|(d, &v)| self.encode(d, v)).collect())
+    /// The bins of a command given as its fields: each dimension takes the nearest bin to its
+    /// field's value (terminate: 1 or 0). Fields the space has no dimension for are dropped.
+    pub fn encode_command(&self, terminate: bool, twist: PlanarTwist, gait: GaitFields) -> Vec<u32> {
+        let (mut twist, mut gait) = (twist, gait);
+        (0..self.dims())
+            .map(|d| {
+                let value = field(&self.names[d], &mut twist, &mut gait).map_or(f32::from(u8::from(terminate)), |v| *v);
+                self.encode(d, value)
+            })
+            .collect()
     }
 }
 
@@ -312,6 +351,35 @@ mod tests {
 
     fn space() -> ActionSpace {
         ActionSpace::new(&quadruped_action_space()).unwrap()
+    }
+
+    #[test]
+    fn a_command_encodes_to_the_bins_that_decode_back_to_it() {
+        let space = space();
+        let twist = PlanarTwist { x_vel: 0.7, y_vel: -0.2, yaw_vel: 0.4 };
+        let gait = GaitFields {
+            body_height: -0.1,
+            step_frequency: 3.5,
+            phase_offsets: [0.0, 0.5, 0.0],
+            footswing_height: 0.1,
+            pitch: 0.05,
+            stance_width: 0.25,
+        };
+        let bins = space.encode_command(false, twist, gait);
+        let back = space.command(&bins).unwrap();
+        assert!(!back.terminate);
+        let decoded = [back.twist.x_vel, back.twist.y_vel, back.twist.yaw_vel, back.gait.body_height, back.gait.step_frequency];
+        let wanted = [0.7, -0.2, 0.4, -0.1, 3.5];
+        for (i, (got, want)) in decoded.iter().zip(wanted).enumerate() {
+            let dim = space.index_of(FIELD_NAMES[i]).unwrap();
+            assert!((got - want).abs() <= space.bin_width(dim) / 2.0 + 1e-6, "{}: {got} vs {want}", FIELD_NAMES[i]);
+        }
+        assert_eq!(back.gait_preset(), GaitPreset::Bound);
+        assert!(space.command(&space.encode_command(true, twist, gait)).unwrap().terminate);
+        // Every name maps to a field: a renamed dimension is refused, not silently zero.
+        let mut cfg = quadruped_action_space();
+        cfg.names[1] = "x_velocity".into();
+        assert!(matches!(ActionSpace::new(&cfg), Err(ActionError::Invalid(m)) if m.contains("x_velocity")));
     }
 
     #[test]

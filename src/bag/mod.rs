@@ -2,6 +2,7 @@
 //! `metadata.yaml`, read and written with the `mcap` and `cdr-encoding` crates.
 
 mod cdr;
+mod frames;
 pub mod msgs;
 mod read;
 mod write;
@@ -9,6 +10,7 @@ mod write;
 use std::path::PathBuf;
 
 pub use cdr::{decode, encode, CdrError};
+pub use frames::{camera_frame, CameraMessageError};
 pub use read::{BagInfo, BagReader, RawMessage, ReadReport, TopicInfo};
 pub use write::{BagWriter, TopicQos};
 

@@ -174,6 +174,18 @@ impl GaitCommand {
             stance_width: g.stance_width,
         }
     }
+
+    /// The command's gait fields (the `gait` preset is implied by the phase offsets).
+    pub fn fields(&self) -> GaitFields {
+        GaitFields {
+            body_height: self.body_height,
+            step_frequency: self.step_frequency,
+            phase_offsets: self.phase_offsets,
+            footswing_height: self.footswing_height,
+            pitch: self.pitch,
+            stance_width: self.stance_width,
+        }
+    }
 }
 
 impl RosMessage for GaitCommand {

@@ -85,9 +85,9 @@ struct ReplayArgs {
     /// Follow this instruction from the start, ignoring the bag's instruction topic.
     #[arg(long)]
     instruction: Option<String>,
-    #[arg(long, default_value = "/camera/image_raw")]
+    #[arg(long, default_value = moe_vla::topics::CAMERA.absolute)]
     image_topic: String,
-    #[arg(long, default_value = "/instruction")]
+    #[arg(long, default_value = moe_vla::topics::INSTRUCTION.absolute)]
     instruction_topic: String,
     /// The node's parameter file (its control rate, timeout and limits apply).
     #[arg(long)]
@@ -306,17 +306,18 @@ fn replay(args: ReplayArgs) -> Result<()> {
     bar.finish_and_clear();
     let dir = out.finish()?;
     let ms = |q| summary.latency.quantile(q).unwrap_or(f32::NAN);
+    let c = &summary.counters;
     if args.json {
         let stops: serde_json::Map<String, serde_json::Value> =
-            summary.stops.iter().map(|(k, (n, _))| (k.to_string(), (*n).into())).collect();
+            c.stops.iter().map(|(k, (n, _))| (k.to_string(), (*n).into())).collect();
         println!(
             "{}",
             serde_json::json!({
                 "out": dir, "messages": summary.read.messages, "damage": summary.read.damage,
-                "frames": summary.frames, "bad_frames": summary.bad_frames,
-                "instructions": summary.instructions, "bad_instructions": summary.bad_instructions,
-                "decisions": summary.decisions, "failed_decisions": summary.failed_decisions,
-                "commands": summary.commands, "skipped": summary.skipped, "stops": stops,
+                "frames": c.frames, "bad_frames": c.bad_frames,
+                "instructions": c.instructions, "bad_instructions": c.bad_instructions,
+                "decisions": c.decisions, "failed_decisions": c.failed_decisions, "stale_decisions": c.stale_decisions,
+                "commands": c.commands, "skipped": summary.skipped, "stops": stops,
                 "latency_median_ms": ms(0.5), "latency_p99_ms": ms(0.99),
             })
         );
@@ -334,14 +335,14 @@ fn replay(args: ReplayArgs) -> Result<()> {
     for damage in &summary.read.damage {
         println!("  DAMAGED        {damage}");
     }
-    println!("  frames         {} ({} unusable)", summary.frames, summary.bad_frames);
-    println!("  instructions   {} ({} rejected)", summary.instructions, summary.bad_instructions);
-    println!("  decisions      {} ({} failed)", summary.decisions, summary.failed_decisions);
-    println!("  commands       {}", summary.commands);
+    println!("  frames         {} ({} unusable)", c.frames, c.bad_frames);
+    println!("  instructions   {} ({} rejected)", c.instructions, c.bad_instructions);
+    println!("  decisions      {} ({} failed)", c.decisions, c.failed_decisions);
+    println!("  commands       {}", c.commands);
     for (topic, n) in &summary.skipped {
         println!("  skipped        {n} on {topic}");
     }
-    for (kind, (n, text)) in &summary.stops {
+    for (kind, (n, text)) in &c.stops {
         println!("  stops          {n} x {kind}: {text}");
     }
     println!("  decision latency (wall clock) median {:.1} ms, p99 {:.1} ms", ms(0.5), ms(0.99));

@@ -5,8 +5,8 @@
 
 mod copies;
 mod params;
+mod session;
 mod stats;
-mod worker;
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,8 +16,8 @@ use crate::action::{ActionCommand, GaitFields, PlanarTwist};
 use crate::policy::{PolicyError, PolicyOutput};
 pub use copies::CopyFilter;
 pub use params::ControlParams;
+pub use session::{Counters, Session, Tick};
 pub use stats::LatencyStats;
-pub use worker::{Decide, Decided, FrameJob, InferenceWorker};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("invalid controller setting {name} = {value}: {reason}")]

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::action::ActionCommand;
-use crate::policy::{FrameError, Timing};
+use crate::policy::{Decide, FrameError, FrameJob, InferenceWorker, Timing};
 
 const PERIOD: f64 = 0.1;
 
@@ -417,10 +417,11 @@ impl Decide for Faulty {
     }
 }
 
-/// Drives a real `InferenceWorker` around `decider` the way the node does (frames to the worker,
-/// decisions to the controller, a dead worker reported, a tick per frame) on a logical clock of
-/// one frame per control period. Frames up to `answered` get their decision before the tick;
-/// later ones get none. Returns (time of the last applied decision's frame, first stop, its time).
+/// Drives a real `InferenceWorker` around `decider` the way the node does (frames to the session
+/// and the worker, decisions to the session, a dead worker reported, a tick per frame) on a logical
+/// clock of one frame per control period. Frames up to `answered` get their decision before the
+/// tick; later ones get none. Returns (time of the last applied decision's frame, first stop, its
+/// time).
 fn drive_worker(decider: Faulty, answered: usize, release: Option<std::sync::mpsc::Sender<()>>) -> (f64, StopReason, f64) {
     let dies = matches!(decider.fault, Fault::Panic);
     let (decisions, decided) = std::sync::mpsc::channel();
@@ -428,20 +429,28 @@ fn drive_worker(decider: Faulty, answered: usize, release: Option<std::sync::mps
         let _ = decisions.send(d);
     })
     .unwrap();
-    let mut c = Controller::new(ControlConfig::default()).unwrap();
-    let period = c.config().period_s();
-    c.set_instruction(Some("go".into()));
-    worker.set_instruction(Some("go".into()));
+    let mut session = Session::new(ControlConfig::default(), 10).unwrap();
+    let period = session.config().period_s();
+    let instruction: Arc<str> = "go".into();
+    session.instruct(instruction.clone());
     let mut last_applied = f64::NAN;
     for i in 0..100 {
         let t = i as f64 * period;
         let frame = crate::policy::OwnedFrame::raw(2, 2, 6, "rgb8", vec![0; 12]).unwrap();
-        worker.submit(FrameJob { frame, source_stamp: Duration::ZERO, received_at: t, received: std::time::Instant::now() });
-        c.frame_received(t, Duration::ZERO);
+        session.frame_received(t, Duration::ZERO, false);
+        let job = FrameJob {
+            frame,
+            instruction: instruction.clone(),
+            source_stamp: Duration::ZERO,
+            received_at: t,
+            received: std::time::Instant::now(),
+        };
+        worker.submit(job);
         let wait = if i < answered { Duration::from_secs(30) } else { Duration::from_millis(20) };
         if let Ok(d) = decided.recv_timeout(wait) {
             assert!(i < answered, "frame {i} was decided after the fault");
-            assert_eq!(c.apply(&d.instruction, &d.result, d.frame_time), Applied::Followed);
+            let (applied, _) = session.decided(&d.instruction, &d.result, d.frame_time, d.latency_ms, t);
+            assert_eq!(applied, Applied::Followed);
             last_applied = d.frame_time;
         }
         if dies && i == answered {
@@ -452,9 +461,9 @@ fn drive_worker(decider: Faulty, answered: usize, release: Option<std::sync::mps
             }
         }
         if !worker.is_alive() {
-            c.inference_died();
+            session.inference_died();
         }
-        if let Some(stop) = c.tick(t).stop {
+        if let Some(stop) = session.tick(t).output.stop {
             assert!(i >= answered, "stopped at frame {i} before the fault: {stop:?}");
             // Let a hung thread go, so that the worker can be joined.
             drop(release);

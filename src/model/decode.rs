@@ -75,10 +75,18 @@ impl<T: Clone> HistoryRing<T> {
 
     /// Exactly `capacity` items, oldest first; empty if nothing was pushed.
     pub fn window(&self) -> Vec<T> {
-        let Some(oldest) = self.items.front() else { return Vec::new() };
-        let pad = self.capacity - self.items.len();
-        std::iter::repeat_n(oldest, pad).chain(self.items.iter()).cloned().collect()
+        if self.items.is_empty() {
+            return Vec::new();
+        }
+        history_window(0, self.items.len() - 1, self.capacity).map(|i| self.items[i].clone()).collect()
     }
+}
+
+/// The `history` observation indices of the window that ends at `newest`, oldest first. Where
+/// the window reaches back before `first` (the first observation of the episode or instruction),
+/// `first` repeats. Training's batches and the policy's history ring both come from this.
+pub fn history_window(first: usize, newest: usize, history: usize) -> impl Iterator<Item = usize> {
+    (0..history).rev().map(move |back| newest.saturating_sub(back).max(first))
 }
 
 /// Vision tokens of the frames still inside the history window, so a control step encodes only

@@ -2,6 +2,7 @@
 
 pub mod preprocess;
 pub mod tokenize;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::action::{ActionCommand, ActionError, ActionSpace};
 use crate::model::{load_model, FrameTokenCache, HistoryRing, ModelError, ObservationBatch, ParamCount, VlaConfig, VlaModel};
 pub use preprocess::{Frame, FrameError, OwnedFrame, PixelEncoding, RawFrame};
 pub use tokenize::{InstructionTokenizer, TokenizeError};
+pub use worker::{Decide, Decided, FrameJob, InferenceWorker};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::io::Cursor;
 use std::str::FromStr;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageBuffer, ImageFormat, ImageReader, Limits, Luma, Pixel, Rgb, RgbImage, Rgba};
 
@@ -232,12 +232,20 @@ pub fn resize_frame(frame: &Frame, size: u32) -> Result<RgbImage, FrameError> {
     }
 }
 
+/// Appends the normalised channel-major (CHW) pixels of packed RGB `rgb`: `(v / 255 - mean) / std`
+/// per channel. Training and inference both normalise with this.
+pub fn normalise_into(rgb: &[u8], norm: &PreprocessConfig, out: &mut Vec<f32>) {
+    out.reserve(rgb.len());
+    for c in 0..3 {
+        let (mean, std) = (norm.mean[c], norm.std[c]);
+        out.extend(rgb.iter().skip(c).step_by(3).map(|&v| (v as f32 / 255.0 - mean) / std));
+    }
+}
+
 /// Normalises a `size` x `size` RGB image into [1, 3, S, S].
 pub fn to_tensor(img: &RgbImage, norm: &PreprocessConfig, device: &Device) -> candle_core::Result<Tensor> {
     let (w, h) = img.dimensions();
-    let mean = Tensor::new(&norm.mean, device)?.reshape((3, 1, 1))?;
-    let std = Tensor::new(&norm.std, device)?.reshape((3, 1, 1))?;
-    let hwc = Tensor::from_slice(img.as_raw(), (h as usize, w as usize, 3), device)?;
-    let chw = (hwc.permute((2, 0, 1))?.contiguous()?.to_dtype(DType::F32)? / 255.0)?;
-    chw.broadcast_sub(&mean)?.broadcast_div(&std)?.unsqueeze(0)
+    let mut chw = Vec::new();
+    normalise_into(img.as_raw(), norm, &mut chw);
+    Tensor::from_vec(chw, (1, 3, h as usize, w as usize), device)
 }

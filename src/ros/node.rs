@@ -29,11 +29,10 @@ use super::convert::{self, DecisionInfo, InstructionError};
 use super::logging::{self, Throttle};
 use super::params::{ImageInput, NodeParams, ParamError};
 use super::streams::{forward, timer_stream};
-use crate::control::{
-    Applied, ConfigError, ControlOutput, Controller, CopyFilter, Decided, FrameJob, InferenceWorker, LatencyStats, StopReason,
-};
+use crate::control::{Applied, ConfigError, ControlOutput, CopyFilter, Session, StopReason, Tick};
 use crate::policy::tokenize::accept_instruction;
-use crate::policy::{FrameError, OwnedFrame, Policy, PolicyError};
+use crate::policy::{Decided, FrameError, FrameJob, InferenceWorker, OwnedFrame, Policy, PolicyError};
+use crate::topics;
 
 pub const NODE_NAME: &str = "moe_vla_node";
 
@@ -60,7 +59,7 @@ pub enum NodeError {
 
 /// Everything the control task hears about.
 enum Event {
-    Frame { stamp: f64, source_stamp: Duration, dropped: bool },
+    Frame(Received),
     BadFrame(FrameError),
     Instruction(Result<String, InstructionError>),
     Enable(ServiceRequest<SetBool::Service>),
@@ -91,14 +90,14 @@ impl Outputs {
     fn create(node: &mut r2r::Node, params: &NodeParams) -> Result<Self, r2r::Error> {
         let reliable = QosProfile::default().keep_last(10);
         let cmd = if params.use_stamped {
-            CmdPublisher::Stamped(node.create_publisher("cmd_vel", reliable.clone())?)
+            CmdPublisher::Stamped(node.create_publisher(topics::CMD_VEL.relative, reliable.clone())?)
         } else {
-            CmdPublisher::Plain(node.create_publisher("cmd_vel", reliable.clone())?)
+            CmdPublisher::Plain(node.create_publisher(topics::CMD_VEL.relative, reliable.clone())?)
         };
         Ok(Self {
             cmd,
-            gait: node.create_publisher("gait_command", reliable.clone())?,
-            decision: node.create_publisher("~/decision", reliable)?,
+            gait: node.create_publisher(topics::GAIT_COMMAND.relative, reliable.clone())?,
+            decision: node.create_publisher(topics::DECISION.relative, reliable)?,
             diagnostics: node.create_publisher("/diagnostics", QosProfile::default())?,
             frame_id: params.frame_id.clone(),
         })
@@ -119,17 +118,15 @@ impl Outputs {
     }
 }
 
-/// Counters for /diagnostics.
-#[derive(Default)]
-struct Counters {
-    frames: u64,
-    dropped_frames: u64,
-    bad_frames: u64,
-    bad_instructions: u64,
-    decisions: u64,
-    failed_decisions: u64,
-    stale_decisions: u64,
-    commands: u64,
+/// A good camera frame, as it arrived.
+struct Received {
+    frame: OwnedFrame,
+    /// The camera's header stamp.
+    source_stamp: Duration,
+    /// Receipt time on the node's clock (ROS time).
+    stamp: f64,
+    /// Receipt time on the wall clock, for latency.
+    received: Instant,
 }
 
 fn now(clock: &Mutex<Clock>) -> Duration {
@@ -162,8 +159,8 @@ pub fn run() -> Result<(), NodeError> {
         }
     }
     let input = params.image_input()?;
-    let mut controller = Controller::new(params.control_config())?;
-    controller.set_enabled(params.start_enabled);
+    let mut session = Session::new(params.control_config(), 200)?;
+    session.set_enabled(params.start_enabled);
 
     let model_dir = params.model_dir()?;
     let model_err = |source| NodeError::Model { dir: model_dir.clone(), source };
@@ -192,9 +189,9 @@ pub fn run() -> Result<(), NodeError> {
     let (events, event_stream) = mpsc::unbounded::<Event>();
     let worker = {
         let events = events.clone();
-        Arc::new(InferenceWorker::spawn(policy, move |decided| {
+        InferenceWorker::spawn(policy, move |decided| {
             let _ = events.unbounded_send(Event::Decided(decided));
-        })?)
+        })?
     };
 
     let mut pool = LocalPool::new();
@@ -206,18 +203,12 @@ pub fn run() -> Result<(), NodeError> {
     // Camera: only the newest frame is kept; what the model has not taken yet is replaced.
     match input {
         ImageInput::Raw => {
-            let frames = node.subscribe::<Image>("camera/image_raw", QosProfile::sensor_data())?;
-            spawner.spawn_local(feed_frames(frames, convert::frame_from_image, worker.clone(), clock.clone(), events.clone()))?;
+            let frames = node.subscribe::<Image>(topics::CAMERA.relative, QosProfile::sensor_data())?;
+            spawner.spawn_local(feed_frames(frames, convert::frame_from_image, clock.clone(), events.clone()))?;
         }
         ImageInput::Compressed => {
-            let frames = node.subscribe::<CompressedImage>("camera/image_raw/compressed", QosProfile::sensor_data())?;
-            spawner.spawn_local(feed_frames(
-                frames,
-                convert::frame_from_compressed,
-                worker.clone(),
-                clock.clone(),
-                events.clone(),
-            ))?;
+            let frames = node.subscribe::<CompressedImage>(topics::CAMERA_COMPRESSED.relative, QosProfile::sensor_data())?;
+            spawner.spawn_local(feed_frames(frames, convert::frame_from_compressed, clock.clone(), events.clone()))?;
         }
     }
 
@@ -228,7 +219,7 @@ pub fn run() -> Result<(), NodeError> {
     let latched_qos = QosProfile::default().keep_last(1).reliable().transient_local();
     let volatile_qos = QosProfile::default().keep_last(10).reliable();
     for (subscription, qos) in [latched_qos, volatile_qos].into_iter().enumerate() {
-        let instructions = node.subscribe_raw("instruction", "std_msgs/msg/String", qos)?;
+        let instructions = node.subscribe_raw(topics::INSTRUCTION.relative, "std_msgs/msg/String", qos)?;
         let copies = copies.clone();
         let first_copies = instructions.filter_map(move |cdr| {
             let first = copies.borrow_mut().first_copy(subscription, &cdr, Instant::now());
@@ -236,14 +227,14 @@ pub fn run() -> Result<(), NodeError> {
         });
         spawner.spawn_local(forward(first_copies, events.clone()))?;
     }
-    let mut instruction_qos = QosCheck::new(resolved_topic(&node.namespace()?, "instruction"));
+    let mut instruction_qos = QosCheck::new(resolved_topic(&node.namespace()?, topics::INSTRUCTION.relative));
 
     let enable = node.create_service::<SetBool::Service>("~/enable", QosProfile::services_default())?;
     spawner.spawn_local(forward(enable.map(Event::Enable), events.clone()))?;
     let goals = node.create_action_server::<FollowInstruction::Action>("follow_instruction")?;
     spawner.spawn_local(forward(goals.map(Event::Goal), events.clone()))?;
 
-    let period = Duration::from_secs_f64(controller.config().period_s());
+    let period = Duration::from_secs_f64(session.config().period_s());
     let ticks = node.create_timer(period)?;
     spawner.spawn_local(forward(timer_stream(ticks).map(|_| Event::Tick), events.clone()))?;
     let diagnostics = node.create_timer(Duration::from_secs(1))?;
@@ -255,15 +246,12 @@ pub fn run() -> Result<(), NodeError> {
         events.unbounded_send(Event::Instruction(instruction)).expect("receiver alive");
     }
     let control = ControlTask {
-        controller,
+        session,
         worker,
         outputs: outputs.clone(),
         clock: clock.clone(),
         model,
-        latency: LatencyStats::new(200),
-        counters: Counters::default(),
         throttle: Throttle::new(Duration::from_secs(2)),
-        stop: None,
         started: Instant::now(),
         inference_died: inference_died.clone(),
         goal: None,
@@ -367,7 +355,6 @@ struct ModelInfo {
 async fn feed_frames<M>(
     frames: impl Stream<Item = M> + Unpin,
     to_frame: fn(M) -> Result<(OwnedFrame, Duration), FrameError>,
-    worker: Arc<InferenceWorker>,
     clock: Arc<Mutex<Clock>>,
     events: UnboundedSender<Event>,
 ) {
@@ -375,11 +362,7 @@ async fn feed_frames<M>(
     while let Some(msg) = frames.next().await {
         let received = Instant::now();
         let event = match to_frame(msg) {
-            Ok((frame, source_stamp)) => {
-                let stamp = now(&clock).as_secs_f64();
-                let dropped = worker.submit(FrameJob { frame, source_stamp, received_at: stamp, received });
-                Event::Frame { stamp, source_stamp, dropped }
-            }
+            Ok((frame, source_stamp)) => Event::Frame(Received { frame, source_stamp, stamp: now(&clock).as_secs_f64(), received }),
             Err(e) => Event::BadFrame(e),
         };
         if events.unbounded_send(event).is_err() {
@@ -389,16 +372,12 @@ async fn feed_frames<M>(
 }
 
 struct ControlTask {
-    controller: Controller,
-    worker: Arc<InferenceWorker>,
+    session: Session,
+    worker: InferenceWorker,
     outputs: Outputs,
     clock: Arc<Mutex<Clock>>,
     model: ModelInfo,
-    latency: LatencyStats,
-    counters: Counters,
     throttle: Throttle,
-    /// The stop reason last published, to log changes only.
-    stop: Option<StopReason>,
     started: Instant,
     /// Set when the inference thread is found dead: the node stops and exits.
     inference_died: Arc<AtomicBool>,
@@ -425,13 +404,15 @@ impl ControlTask {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Frame { stamp, source_stamp, dropped } => {
-                self.counters.frames += 1;
-                self.counters.dropped_frames += dropped as u64;
-                self.controller.frame_received(stamp, source_stamp);
+            Event::Frame(Received { frame, source_stamp, stamp, received }) => {
+                // Without an instruction there is nothing to decide; the frame still feeds the watchdog.
+                let dropped = self.session.instruction().cloned().is_some_and(|instruction| {
+                    self.worker.submit(FrameJob { frame, instruction, source_stamp, received_at: stamp, received })
+                });
+                self.session.frame_received(stamp, source_stamp, dropped);
             }
             Event::BadFrame(e) => {
-                self.counters.bad_frames += 1;
+                self.session.bad_frame();
                 if let Some(held) = self.throttle.allow(e.kind()) {
                     tracing::error!("dropping camera frame: {e}{}", held_note(held));
                 }
@@ -439,23 +420,19 @@ impl ControlTask {
             Event::Instruction(Ok(text)) => {
                 self.end_goal(outcome::PREEMPTED, "replaced by an instruction on the instruction topic");
                 tracing::info!("new instruction: \"{}\"", preview(&text));
-                let text: Arc<str> = text.into();
-                self.worker.set_instruction(Some(text.clone()));
-                self.controller.set_instruction(Some(text));
+                self.instruct(text.into());
             }
             Event::Instruction(Err(e)) => {
                 self.end_goal(outcome::PREEMPTED, "replaced by an invalid instruction on the instruction topic");
-                self.counters.bad_instructions += 1;
                 if let Some(held) = self.throttle.allow(e.kind()) {
                     tracing::error!("rejected instruction, stopping until a valid one: {e}{}", held_note(held));
                 }
-                self.worker.set_instruction(None);
-                self.controller.set_instruction(None);
+                self.session.reject_instruction();
                 self.tick();
             }
             Event::Enable(request) => {
                 let enable = request.message.data;
-                self.controller.set_enabled(enable);
+                self.session.set_enabled(enable);
                 tracing::info!("{} through ~/enable", if enable { "enabled" } else { "disabled" });
                 let message = if enable { "enabled" } else { "disabled: stopped and holding" };
                 if let Err(e) = request.respond(SetBool::Response { success: true, message: message.into() }) {
@@ -475,27 +452,28 @@ impl ControlTask {
         }
     }
 
+    /// A valid instruction from the topic or a goal: it applies to the frame waiting for the model too.
+    fn instruct(&mut self, text: Arc<str>) {
+        self.worker.retarget(&text);
+        self.session.instruct(text);
+    }
+
     fn decided(&mut self, d: Decided) {
-        self.latency.record(d.latency_ms);
-        let applied = self.controller.apply(&d.instruction, &d.result, d.frame_time);
-        if applied != Applied::Stale {
+        let now = now(&self.clock);
+        let (applied, tick) = self.session.decided(&d.instruction, &d.result, d.frame_time, d.latency_ms, now.as_secs_f64());
+        if let Some(tick) = tick {
             // The command goes out at once rather than waiting for the next tick, before the report.
-            self.tick();
+            self.publish(tick, now);
         }
         match (&applied, &d.result) {
-            (Applied::Stale, _) => self.counters.stale_decisions += 1,
+            (Applied::Stale, _) => {}
             (_, Err(e)) => {
-                self.counters.failed_decisions += 1;
                 if let Some(held) = self.throttle.allow("failed_decision") {
                     tracing::error!("decision failed, stopping: {e}{}", held_note(held));
                 }
                 self.end_goal(outcome::STOPPED_BY_SAFETY, &format!("decision failed: {e}"));
             }
             (_, Ok(out)) => {
-                self.counters.decisions += 1;
-                if applied == Applied::Failed {
-                    self.counters.failed_decisions += 1;
-                }
                 let info = DecisionInfo {
                     // The camera's stamp: which frame this decision was made on.
                     header: convert::header(d.source_stamp, &self.outputs.frame_id),
@@ -528,13 +506,12 @@ impl ControlTask {
         self.spawner.spawn_local(forward(cancels.map(Event::CancelGoal), self.events.clone()))?;
         tracing::info!("new instruction from a follow_instruction goal: \"{}\"", preview(&text));
         let text: Arc<str> = text.into();
-        self.worker.set_instruction(Some(text.clone()));
-        self.controller.set_instruction(Some(text.clone()));
+        self.instruct(text.clone());
         self.goal =
             Some(ActiveGoal { handle, instruction: text, decisions: 0, feedback: FollowInstruction::Feedback::default() });
         self.tick();
         // A goal given while disabled ends at once, saying so.
-        let stop = self.stop.clone();
+        let stop = self.session.stop().cloned();
         self.goal_stop_changed(stop.as_ref());
         Ok(())
     }
@@ -547,8 +524,7 @@ impl ControlTask {
         };
         request.accept();
         tracing::info!("follow_instruction goal cancelled: stopping");
-        self.worker.set_instruction(None);
-        self.controller.set_instruction(None);
+        self.session.clear_instruction();
         self.tick();
         finish_goal(goal, outcome::CANCELLED, "cancelled by the client");
     }
@@ -598,27 +574,31 @@ impl ControlTask {
     fn tick(&mut self) {
         if !self.worker.is_alive() && !self.inference_died.load(Ordering::Relaxed) {
             tracing::error!("the inference thread died: stopping the robot and shutting down");
-            self.controller.inference_died();
+            self.session.inference_died();
             self.inference_died.store(true, Ordering::Relaxed);
         }
         let now = now(&self.clock);
-        let out = self.controller.tick(now.as_secs_f64());
-        if out.stop.as_ref().map(StopReason::kind) != self.stop.as_ref().map(StopReason::kind) {
-            match &out.stop {
+        let tick = self.session.tick(now.as_secs_f64());
+        self.publish(tick, now);
+    }
+
+    /// Publishes a tick's command; a change of stop is logged and reported to the goal.
+    fn publish(&mut self, tick: Tick, now: Duration) {
+        if tick.stop_changed {
+            match &tick.output.stop {
                 Some(reason) => tracing::info!("stopping: {reason}"),
-                None => tracing::info!("following \"{}\"", self.controller.instruction().map_or("", |i| preview(i))),
+                None => tracing::info!("following \"{}\"", self.session.instruction().map_or("", |i| preview(i))),
             }
-            self.goal_stop_changed(out.stop.as_ref());
+            self.goal_stop_changed(tick.output.stop.as_ref());
         }
-        self.stop = out.stop.clone();
-        self.counters.commands += 1;
-        if let Err(e) = self.outputs.publish(&out, now) {
+        if let Err(e) = self.outputs.publish(&tick.output, now) {
             tracing::error!("cannot publish commands: {e}");
         }
     }
 
     fn diagnostics(&mut self) {
-        let (level, message) = match &self.stop {
+        let stop = self.session.stop();
+        let (level, message) = match stop {
             // r2r's message constants are bindgen integers; the field is a byte.
             None => (DiagnosticStatus::OK as u8, "following the instruction".to_owned()),
             Some(
@@ -626,19 +606,19 @@ impl ControlTask {
                 | StopReason::NonFinite
                 | StopReason::InferenceDied
                 | StopReason::StaleDecision { .. },
-            ) => (DiagnosticStatus::ERROR as u8, format!("stopped: {}", self.stop.as_ref().expect("some"))),
+            ) => (DiagnosticStatus::ERROR as u8, format!("stopped: {}", stop.expect("some"))),
             Some(StopReason::StaleFrame { .. } | StopReason::FrozenStamps { .. } | StopReason::NoFrame) => {
-                (DiagnosticStatus::WARN as u8, format!("stopped: {}", self.stop.as_ref().expect("some")))
+                (DiagnosticStatus::WARN as u8, format!("stopped: {}", stop.expect("some")))
             }
             Some(reason) => (DiagnosticStatus::OK as u8, format!("stopped: {reason}")),
         };
-        let c = &self.counters;
-        let ms = |q| self.latency.quantile(q).map_or("n/a".to_owned(), |v| format!("{v:.1}"));
+        let c = self.session.counters();
+        let ms = |q| self.session.latency().quantile(q).map_or("n/a".to_owned(), |v| format!("{v:.1}"));
         let values = [
             ("model", self.model.id.clone()),
             ("trained", self.model.trained.to_string()),
-            ("enabled", self.controller.enabled().to_string()),
-            ("instruction", self.controller.instruction().map_or(String::new(), |i| preview(i).to_owned())),
+            ("enabled", self.session.enabled().to_string()),
+            ("instruction", self.session.instruction().map_or(String::new(), |i| preview(i).to_owned())),
             ("frames_received", c.frames.to_string()),
             ("frames_dropped", c.dropped_frames.to_string()),
             ("bad_frames", c.bad_frames.to_string()),

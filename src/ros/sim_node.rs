@@ -24,6 +24,7 @@ use super::params::declared_parameters;
 use super::streams::{forward, timer_stream};
 use crate::action::{GaitFields, PlanarTwist};
 use crate::sim::{episode_seed, render, sample_task, Outcome, SimError, TaskFamily, World, WorldCommand, CONTROL_RATE_HZ};
+use crate::topics;
 
 pub const SIM_NODE_NAME: &str = "moe_vla_sim_node";
 
@@ -313,16 +314,16 @@ pub fn run() -> Result<(), SimNodeError> {
     spawner.spawn_local(param_handler)?;
     let reliable = QosProfile::default().keep_last(10);
     let outputs = Outputs {
-        camera: node.create_publisher("camera/image_raw", QosProfile::sensor_data())?,
-        instruction: node.create_publisher("instruction", QosProfile::default().keep_last(1).reliable().transient_local())?,
+        camera: node.create_publisher(topics::CAMERA.relative, QosProfile::sensor_data())?,
+        instruction: node.create_publisher(topics::INSTRUCTION.relative, QosProfile::default().keep_last(1).reliable().transient_local())?,
         outcome: node.create_publisher("moe_vla/episode", reliable.clone())?,
         clock: node.get_ros_clock(),
         frame_id: params.frame_id.clone(),
     };
     let (events, event_stream) = mpsc::unbounded::<Event>();
-    let twists = node.subscribe::<Twist>("cmd_vel", reliable.clone())?;
+    let twists = node.subscribe::<Twist>(topics::CMD_VEL.relative, reliable.clone())?;
     spawner.spawn_local(forward(twists.map(Event::Twist), events.clone()))?;
-    let gaits = node.subscribe::<GaitCommand>("gait_command", reliable.clone())?;
+    let gaits = node.subscribe::<GaitCommand>(topics::GAIT_COMMAND.relative, reliable.clone())?;
     spawner.spawn_local(forward(gaits.map(Event::Gait), events.clone()))?;
     let decisions = node.subscribe::<VlaDecision>("moe_vla_node/decision", reliable)?;
     spawner.spawn_local(forward(decisions.map(Event::Decision), events.clone()))?;

@@ -21,6 +21,7 @@ use crate::action::ActionSpace;
 use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist, VlaDecision};
 use crate::bag::{BagWriter, TopicQos};
 use crate::model::config::quadruped_action_space;
+use crate::topics;
 
 use super::episode::run_episode;
 use super::expert::{Expert, FailureMode};
@@ -28,13 +29,6 @@ use super::task::{sample_task, TaskFamily};
 use super::world::{Outcome, CONTROL_RATE_HZ};
 use super::SimError;
 
-pub const IMAGE_TOPIC: &str = "/camera/image_raw";
-pub const INSTRUCTION_TOPIC: &str = "/instruction";
-pub const CMD_VEL_TOPIC: &str = "/cmd_vel";
-pub const GAIT_TOPIC: &str = "/gait_command";
-pub const OUTCOME_TOPIC: &str = "/moe_vla/episode";
-/// Where `moe_vla_node` publishes its decisions (`~/decision`).
-pub const DECISION_TOPIC: &str = "/moe_vla_node/decision";
 /// Sim time of episode 0's start, ns since the epoch.
 pub const EPOCH_NS: u64 = 1_700_000_000_000_000_000;
 /// Episode i starts at EPOCH_NS + i x this, so bags never overlap.
@@ -187,14 +181,14 @@ pub fn collect_episode(
     let instruction = scenario.instruction.clone();
 
     let mut bag = BagWriter::create(dir)?;
-    bag.add_topic::<StringMsg>(INSTRUCTION_TOPIC, TopicQos::Latched)?;
-    bag.add_topic::<Image>(IMAGE_TOPIC, TopicQos::SensorData)?;
-    bag.add_topic::<Twist>(CMD_VEL_TOPIC, TopicQos::Reliable)?;
-    bag.add_topic::<GaitCommand>(GAIT_TOPIC, TopicQos::Reliable)?;
-    bag.add_topic::<EpisodeOutcome>(OUTCOME_TOPIC, TopicQos::Latched)?;
-    bag.add_topic::<VlaDecision>(DECISION_TOPIC, TopicQos::Reliable)?;
+    bag.add_topic::<StringMsg>(topics::INSTRUCTION.absolute, TopicQos::Latched)?;
+    bag.add_topic::<Image>(topics::CAMERA.absolute, TopicQos::SensorData)?;
+    bag.add_topic::<Twist>(topics::CMD_VEL.absolute, TopicQos::Reliable)?;
+    bag.add_topic::<GaitCommand>(topics::GAIT_COMMAND.absolute, TopicQos::Reliable)?;
+    bag.add_topic::<EpisodeOutcome>(topics::EPISODE_OUTCOME, TopicQos::Latched)?;
+    bag.add_topic::<VlaDecision>(topics::DECISION.absolute, TopicQos::Reliable)?;
     let epoch = EPOCH_NS + index as u64 * EPISODE_SPACING_NS;
-    bag.write(INSTRUCTION_TOPIC, epoch, &StringMsg { data: instruction.clone() })?;
+    bag.write(topics::INSTRUCTION.absolute, epoch, &StringMsg { data: instruction.clone() })?;
     let mut last_ns = epoch;
     let outcome = run_episode(scenario, &mut expert, image_size, &mut |step| {
         let frame_ns = epoch + FRAME_OFFSET_NS + u64::from(step.index) * PERIOD_NS;
@@ -207,7 +201,7 @@ pub fn collect_episode(
             step: image_size * 3,
             data: step.pixels.to_vec(),
         };
-        bag.write(IMAGE_TOPIC, frame_ns, &image)?;
+        bag.write(topics::CAMERA.absolute, frame_ns, &image)?;
         let action_ns = frame_ns + ACTION_DELAY_NS;
         if let Ok(decided) = step.decision {
             // What the expert asked for, before the controller's limits: the action training learns.
@@ -222,14 +216,14 @@ pub fn collect_episode(
                 model_id: "expert".into(),
                 ..Default::default()
             };
-            bag.write(DECISION_TOPIC, action_ns, &msg)?;
+            bag.write(topics::DECISION.absolute, action_ns, &msg)?;
         }
-        bag.write(CMD_VEL_TOPIC, action_ns, &Twist::from(step.output.twist))?;
+        bag.write(topics::CMD_VEL.absolute, action_ns, &Twist::from(step.output.twist))?;
         let gait = GaitCommand::from_fields(
             &step.output.gait,
             Header { stamp: Time::from_nanos(action_ns), frame_id: "base_link".into() },
         );
-        bag.write(GAIT_TOPIC, action_ns, &gait)?;
+        bag.write(topics::GAIT_COMMAND.absolute, action_ns, &gait)?;
         last_ns = action_ns;
         Ok(())
     })?;
@@ -245,7 +239,7 @@ pub fn collect_episode(
         seed: episode_seed,
         held_out: false,
     };
-    bag.write(OUTCOME_TOPIC, end_ns, &msg)?;
+    bag.write(topics::EPISODE_OUTCOME, end_ns, &msg)?;
     bag.finish()?;
     Ok(EpisodeSummary { index, family, held_out: false, seed: episode_seed, instruction, outcome, failure_mode })
 }

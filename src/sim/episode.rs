@@ -1,7 +1,7 @@
 //! The closed loop shared by data collection and evaluation. Every control step (0.2 s): render
-//! the camera, let the driver decide, pass the decision through the node's `Controller` (frame
-//! received, apply, tick), and drive the world with what the controller commands. A terminate
-//! hold is the terminate action to the world.
+//! the camera, let the driver decide, pass the decision through the node's control `Session`
+//! (frame received, decided, tick), and drive the world with what it commands. A terminate hold
+//! is the terminate action to the world.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::action::ActionSpace;
-use crate::control::{ControlConfig, ControlOutput, Controller};
+use crate::control::{ControlConfig, ControlOutput, Session};
 use crate::policy::{Decoding, Frame, PixelEncoding, Policy, PolicyError, PolicyOutput, RawFrame};
 
 use super::expert::{output, random_bins};
@@ -107,8 +107,8 @@ pub struct Step<'a> {
     pub output: &'a ControlOutput,
 }
 
-/// Plays `scenario` with `driver` through a fresh `Controller`; `on_step` sees every step (for
-/// recording). Returns the world's verdict.
+/// Plays `scenario` with `driver` through a fresh control `Session`; `on_step` sees every step
+/// (for recording). Returns the world's verdict.
 pub fn run_episode(
     scenario: Scenario,
     driver: &mut dyn Driver,
@@ -120,8 +120,8 @@ pub fn run_episode(
     }
     let instruction: Arc<str> = Arc::from(scenario.instruction.as_str());
     let mut world = World::new(scenario);
-    let mut controller = Controller::new(sim_control_config())?;
-    controller.set_instruction(Some(instruction.clone()));
+    let mut session = Session::new(sim_control_config(), 1)?;
+    session.instruct(instruction.clone());
     let mut pixels = Vec::new();
     for index in 0..world.scenario().family.max_steps() {
         let time_s = index as f64 / CONTROL_RATE_HZ;
@@ -135,10 +135,11 @@ pub fn run_episode(
             time_s,
         };
         let decision = driver.decide(&obs);
-        // The simulated camera stamps each frame with its time.
-        controller.frame_received(time_s, std::time::Duration::from_secs_f64(time_s));
-        controller.apply(&instruction, &decision, time_s);
-        let output = controller.tick(time_s);
+        // The simulated camera stamps each frame with its time; inference takes no world time.
+        session.frame_received(time_s, std::time::Duration::from_secs_f64(time_s), false);
+        let (_, tick) = session.decided(&instruction, &decision, time_s, 0.0, time_s);
+        // A stale decision (the terminate hold) sends no command of its own: tick anyway.
+        let output = tick.unwrap_or_else(|| session.tick(time_s)).output;
         on_step(&Step { index, time_s, pixels: &pixels, decision: &decision, output: &output })?;
         if let Some(outcome) = world.step(&WorldCommand::from_control(&output)) {
             return Ok(outcome);

@@ -8,7 +8,8 @@ use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::Serialize;
 
-use crate::action::{ActionSpace, GaitPreset, TERMINATE};
+use crate::action::{ActionSpace, GaitFields, PlanarTwist};
+use crate::control::NEUTRAL_GAIT;
 use crate::policy::{PolicyError, PolicyOutput, Timing};
 
 use super::episode::{Driver, Observation};
@@ -19,8 +20,6 @@ use super::world::{wrap_angle, World, ROBOT_RADIUS};
 pub const FAILURE_PROBABILITY: f64 = 0.4;
 /// Body-height offset the expert crouches to under a bar, m.
 pub const CROUCH_HEIGHT: f32 = -0.2;
-/// Step frequency of the expert's trot, Hz.
-pub const STEP_FREQUENCY: f32 = 3.0;
 
 /// A deliberate way to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -204,32 +203,14 @@ impl Expert {
         (false, x_vel, 0.0, yaw_vel, if crouch { CROUCH_HEIGHT } else { 0.0 })
     }
 
-    /// Values in action-space order for a command; unknown dimensions get the range's middle.
-    fn values(&mut self, terminate: bool, x: f32, y: f32, yaw: f32, body: f32) -> Vec<f32> {
+    /// The bins of a command: the planar twist jittered by the expert's noise (not a terminate),
+    /// the neutral gait at body height `body`.
+    fn bins(&mut self, terminate: bool, x: f32, y: f32, yaw: f32, body: f32) -> Vec<u32> {
         let noise = self.quality.noise;
         let mut jitter = |v: f32| v + noise * self.rng.sample::<f32, _>(StandardNormal);
-        let (x, y, yaw) = if terminate { (x, y, yaw) } else { (jitter(x), jitter(y), jitter(yaw)) };
-        let trot = GaitPreset::Trot.offsets();
-        (0..self.space.dims())
-            .map(|d| {
-                let (lo, hi) = self.space.range(d);
-                match self.space.names()[d].as_str() {
-                    TERMINATE => f32::from(u8::from(terminate)),
-                    "x_vel" => x,
-                    "y_vel" => y,
-                    "yaw_vel" => yaw,
-                    "body_height" => body,
-                    "step_frequency" => STEP_FREQUENCY,
-                    "gait_phase" => trot[0],
-                    "gait_offset" => trot[1],
-                    "gait_bound" => trot[2],
-                    "footswing_height" => 0.12,
-                    "pitch" => 0.0,
-                    "stance_width" => 0.3,
-                    _ => 0.5 * (lo + hi),
-                }
-            })
-            .collect()
+        let (x_vel, y_vel, yaw_vel) = if terminate { (x, y, yaw) } else { (jitter(x), jitter(y), jitter(yaw)) };
+        let gait = GaitFields { body_height: body, ..NEUTRAL_GAIT };
+        self.space.encode_command(terminate, PlanarTwist { x_vel, y_vel, yaw_vel }, gait)
     }
 }
 
@@ -255,16 +236,11 @@ impl Driver for Expert {
     fn decide(&mut self, obs: &Observation<'_>) -> Result<PolicyOutput, PolicyError> {
         let (terminate, x, y, yaw, body) = self.command(obs.world);
         let bins = if !terminate && self.rng.random::<f32>() < self.quality.random_action {
-            let bins = random_bins(&self.space, &mut self.rng);
             // A random command, but not the terminate action.
-            let mut values: Vec<f32> = bins.iter().enumerate().map(|(d, &b)| self.space.decode(d, b)).collect();
-            if let Some(t) = self.space.index_of(TERMINATE) {
-                values[t] = 0.0;
-            }
-            self.space.encode_values(&values)?
+            let random = self.space.command(&random_bins(&self.space, &mut self.rng))?;
+            self.space.encode_command(false, random.twist, random.gait)
         } else {
-            let values = self.values(terminate, x, y, yaw, body);
-            self.space.encode_values(&values)?
+            self.bins(terminate, x, y, yaw, body)
         };
         output(&self.space, bins)
     }

@@ -14,8 +14,8 @@ mod world;
 use std::path::PathBuf;
 
 pub use collect::{
-    collect, collect_episode, episode_seed, CollectOptions, CollectReport, EpisodeSummary, FamilyCounts, CMD_VEL_TOPIC,
-    EPISODE_SPACING_NS, EPOCH_NS, GAIT_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC, OUTCOME_TOPIC,
+    collect, collect_episode, episode_seed, CollectOptions, CollectReport, EpisodeSummary, FamilyCounts, EPISODE_SPACING_NS,
+    EPOCH_NS,
 };
 pub use episode::{run_episode, sim_control_config, Driver, Observation, RandomDriver, Step};
 pub use eval::{eval_plan, evaluate, EpisodeResult, EvalOptions, EvalReport};

@@ -8,6 +8,7 @@ use crate::action::{ActionSpace, GaitFields, GaitPreset, PlanarTwist};
 use crate::bag::msgs::{EpisodeOutcome, RosMessage};
 use crate::bag::{decode, BagReader};
 use crate::model::config::quadruped_action_space;
+use crate::topics;
 
 fn space() -> ActionSpace {
     ActionSpace::new(&quadruped_action_space()).unwrap()
@@ -350,23 +351,23 @@ fn collect_writes_bags_the_reader_reads_back() {
         assert_eq!(outcome.family, family.name());
         assert_eq!(outcome.seed, episode_seed(11, index as u64));
         let count = |t: &str| topics.iter().filter(|(n, _)| n == t).count() as u32;
-        assert_eq!(count(INSTRUCTION_TOPIC), 1);
-        assert_eq!(count(OUTCOME_TOPIC), 1);
-        assert_eq!(count(IMAGE_TOPIC), outcome.steps);
-        assert_eq!(count(CMD_VEL_TOPIC), outcome.steps);
-        assert!(count(GAIT_TOPIC) <= outcome.steps);
+        assert_eq!(count(topics::INSTRUCTION.absolute), 1);
+        assert_eq!(count(topics::EPISODE_OUTCOME), 1);
+        assert_eq!(count(topics::CAMERA.absolute), outcome.steps);
+        assert_eq!(count(topics::CMD_VEL.absolute), outcome.steps);
+        assert!(count(topics::GAIT_COMMAND.absolute) <= outcome.steps);
         // Instruction first, each command 1 ms after its frame, the outcome last.
         let mut sorted = topics.clone();
         sorted.sort_by_key(|(_, t)| *t);
-        assert_eq!(sorted[0].0, INSTRUCTION_TOPIC);
-        assert_eq!(sorted.last().unwrap().0, OUTCOME_TOPIC);
-        let frames: Vec<u64> = sorted.iter().filter(|(n, _)| n == IMAGE_TOPIC).map(|(_, t)| *t).collect();
-        let twists: Vec<u64> = sorted.iter().filter(|(n, _)| n == CMD_VEL_TOPIC).map(|(_, t)| *t).collect();
+        assert_eq!(sorted[0].0, topics::INSTRUCTION.absolute);
+        assert_eq!(sorted.last().unwrap().0, topics::EPISODE_OUTCOME);
+        let frames: Vec<u64> = sorted.iter().filter(|(n, _)| n == topics::CAMERA.absolute).map(|(_, t)| *t).collect();
+        let twists: Vec<u64> = sorted.iter().filter(|(n, _)| n == topics::CMD_VEL.absolute).map(|(_, t)| *t).collect();
         assert!(frames.iter().zip(&twists).all(|(f, t)| *t == f + 1_000_000));
         assert!(frames[0] >= EPOCH_NS + index as u64 * EPISODE_SPACING_NS);
         let info = bag.info().unwrap();
         assert!(info.report.damage.is_empty());
-        assert!(info.topics.iter().any(|t| t.name == IMAGE_TOPIC && t.type_name == "sensor_msgs/msg/Image"));
+        assert!(info.topics.iter().any(|t| t.name == topics::CAMERA.absolute && t.type_name == "sensor_msgs/msg/Image"));
     }
     // Collecting into the same folder again refuses to overwrite.
     assert!(collect(&opts, &|_| ()).is_err());

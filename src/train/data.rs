@@ -12,11 +12,12 @@ use candle_core::{Device, Tensor};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::action::ActionSpace;
-use crate::bag::msgs::{CompressedImage, EpisodeOutcome, GaitCommand, Image, StringMsg, Twist, TwistStamped, VlaDecision};
-use crate::bag::{decode, BagReader};
-use crate::model::{EncodedObservation, ObservationBatch, PreprocessConfig, TextEncoding, VlaModel};
-use crate::policy::{preprocess, InstructionTokenizer, OwnedFrame};
+use crate::action::{ActionSpace, PlanarTwist};
+use crate::bag::msgs::{EpisodeOutcome, GaitCommand, StringMsg, Twist, TwistStamped, VlaDecision};
+use crate::bag::{camera_frame, decode, BagReader};
+use crate::model::{history_window, EncodedObservation, ObservationBatch, PreprocessConfig, TextEncoding, VlaModel};
+use crate::policy::{preprocess, InstructionTokenizer};
+use crate::topics;
 
 /// Topic names of the bags a dataset is read from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,12 +36,12 @@ pub struct Topics {
 impl Default for Topics {
     fn default() -> Self {
         Self {
-            image: "/camera/image_raw".into(),
-            instruction: "/instruction".into(),
-            cmd_vel: "/cmd_vel".into(),
-            gait: "/gait_command".into(),
-            outcome: "/moe_vla/episode".into(),
-            decision: "/moe_vla_node/decision".into(),
+            image: topics::CAMERA.absolute.into(),
+            instruction: topics::INSTRUCTION.absolute.into(),
+            cmd_vel: topics::CMD_VEL.absolute.into(),
+            gait: topics::GAIT_COMMAND.absolute.into(),
+            outcome: topics::EPISODE_OUTCOME.into(),
+            decision: topics::DECISION.absolute.into(),
         }
     }
 }
@@ -221,8 +222,7 @@ impl Dataset {
     /// Frame indices of the observation at `step`, oldest first; the episode's first frame
     /// repeats where the history reaches before it (as the policy's history ring does).
     pub fn history(&self, step: usize, history: usize) -> Vec<usize> {
-        let first = self.episode_of(step).first;
-        (0..history).rev().map(|back| step.saturating_sub(back).max(first)).collect()
+        history_window(self.episode_of(step).first, step, history).collect()
     }
 
     /// Draws `batch` steps uniformly from `eligible`.
@@ -288,15 +288,7 @@ fn read_events(bag: &Path, image_size: usize, topics: &Topics) -> Result<Vec<Eve
     reader
         .for_each(|m| {
             let event = if m.topic == topics.image {
-                let frame = match m.type_name {
-                    "sensor_msgs/msg/Image" => decode::<Image>(m.data)
-                        .ok()
-                        .and_then(|img| OwnedFrame::raw(img.width, img.height, img.step, &img.encoding, img.data).ok()),
-                    "sensor_msgs/msg/CompressedImage" => {
-                        decode::<CompressedImage>(m.data).ok().map(|c| OwnedFrame::Compressed(c.data))
-                    }
-                    _ => None,
-                };
+                let frame = camera_frame(m.type_name, m.data).and_then(Result::ok).map(|(frame, _)| frame);
                 frame.and_then(|f| preprocess::resize_frame(&f.as_frame(), size).ok()).map(|rgb| Event::Frame(rgb.into_raw()))
             } else if m.topic == topics.instruction {
                 decode::<StringMsg>(m.data).ok().map(|s| Event::Instruction(s.data))
@@ -397,7 +389,8 @@ fn split_episodes(bag: &Path, events: Vec<Event>, space: &ActionSpace) -> Vec<Ep
                             Some(decided) => decided,
                             None => {
                                 let terminate = outcome.terminated && i + 1 == n;
-                                action_bins(space, terminate, twists[i].unwrap_or([0.0; 3]), &gaits[i])
+                                let [x_vel, y_vel, yaw_vel] = twists[i].unwrap_or([0.0; 3]);
+                                space.encode_command(terminate, PlanarTwist { x_vel, y_vel, yaw_vel }, gaits[i].fields())
                             }
                         })
                         .collect();
@@ -420,28 +413,6 @@ fn split_episodes(bag: &Path, events: Vec<Event>, space: &ActionSpace) -> Vec<Ep
         }
     }
     episodes
-}
-
-/// Bins of one recorded action, by dimension name (so another action space maps what it has).
-fn action_bins(space: &ActionSpace, terminate: bool, twist: [f32; 3], gait: &GaitCommand) -> Vec<u32> {
-    let value = |name: &str| -> f32 {
-        match name {
-            "terminate" => f32::from(u8::from(terminate)),
-            "x_vel" => twist[0],
-            "y_vel" => twist[1],
-            "yaw_vel" => twist[2],
-            "body_height" => gait.body_height,
-            "step_frequency" => gait.step_frequency,
-            "gait_phase" => gait.phase_offsets[0],
-            "gait_offset" => gait.phase_offsets[1],
-            "gait_bound" => gait.phase_offsets[2],
-            "footswing_height" => gait.footswing_height,
-            "pitch" => gait.pitch,
-            "stance_width" => gait.stance_width,
-            _ => 0.0,
-        }
-    };
-    (0..space.dims()).map(|d| space.encode(d, value(&space.names()[d]))).collect()
 }
 
 /// Builds the network's batches: normalised frames and padded instruction ids, or, once the
@@ -557,11 +528,7 @@ impl<'a> Batcher<'a> {
         let s = self.data.image_size();
         let mut pixels = Vec::with_capacity(indices.len() * 3 * s * s);
         for &f in indices {
-            let rgb = self.data.frame(f);
-            for c in 0..3 {
-                let (mean, std) = (self.preprocess.mean[c], self.preprocess.std[c]);
-                pixels.extend(rgb.iter().skip(c).step_by(3).map(|&v| (v as f32 / 255.0 - mean) / std));
-            }
+            preprocess::normalise_into(self.data.frame(f), &self.preprocess, &mut pixels);
         }
         pixels
     }

@@ -10,6 +10,7 @@ use crate::bag::{BagWriter, TopicQos};
 use crate::model::{ExpertAct, FeedForwardConfig, FeedForwardKind, ObservationBatch, VisionConfig, VisionKind};
 use crate::policy::tokenize::train_word_level;
 use crate::policy::InstructionTokenizer;
+use crate::action::{GaitFields, PlanarTwist};
 
 /// A network small enough to train in a debug test.
 fn micro() -> VlaConfig {
@@ -265,8 +266,16 @@ fn write_episodes(dir: &Path, episodes: usize, decided_yaw: Option<u32>) {
             bag.write("/camera/image_raw", t, &image).unwrap();
             let yaw = if left { 0.8 } else { -0.8 };
             if let Some(bin) = decided_yaw {
-                let mut bins =
-                    space.encode_values(&[0.0, 0.5, 0.0, yaw as f32, -0.1, 3.0, 0.5, 0.0, 0.0, 0.1, 0.0, 0.3]).unwrap();
+                let twist = PlanarTwist { x_vel: 0.5, y_vel: 0.0, yaw_vel: yaw as f32 };
+                let gait = GaitFields {
+                    body_height: -0.1,
+                    step_frequency: 3.0,
+                    phase_offsets: [0.5, 0.0, 0.0],
+                    footswing_height: 0.1,
+                    pitch: 0.0,
+                    stance_width: 0.3,
+                };
+                let mut bins = space.encode_command(false, twist, gait);
                 bins[space.index_of("yaw_vel").unwrap()] = bin;
                 bag.write("/moe_vla_node/decision", t + 500_000, &VlaDecision { bins, ..Default::default() }).unwrap();
             }

@@ -1,12 +1,13 @@
 //! Inference off the caller's thread with a newest-frame slot: a frame that arrives while the
 //! model is busy replaces the one waiting, so latency stays bounded when the camera outpaces the
-//! model and nothing queues up.
+//! model and nothing queues up. Each frame carries the instruction it is to be decided for; the
+//! worker keeps no instruction of its own (the controller holds the one in force).
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::policy::{Decoding, Frame, OwnedFrame, Policy, PolicyError, PolicyOutput};
+use super::{Decoding, Frame, OwnedFrame, Policy, PolicyError, PolicyOutput};
 
 /// What the inference thread runs: the policy, or a stand-in in tests of the thread's faults.
 pub trait Decide {
@@ -29,6 +30,10 @@ impl Decide for Policy {
 #[derive(Debug)]
 pub struct FrameJob {
     pub frame: OwnedFrame,
+    /// The instruction in force when the frame arrived. Every instruction given (even the same
+    /// text again) is a new `Arc`: a job whose `Arc` differs from the previous job's starts a
+    /// fresh history.
+    pub instruction: Arc<str>,
     /// The frame's own timestamp (the camera's header stamp), kept exact to the nanosecond.
     pub source_stamp: Duration,
     /// Receipt time on the controller's clock, for the decision-age watchdog.
@@ -53,9 +58,6 @@ pub struct Decided {
 #[derive(Default)]
 struct Slot {
     frame: Option<FrameJob>,
-    instruction: Option<Arc<str>>,
-    /// The policy's history belongs to an older instruction.
-    reset: bool,
     closed: bool,
 }
 
@@ -84,27 +86,35 @@ impl InferenceWorker {
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared { slot: Mutex::new(Slot::default()), ready: Condvar::new() });
         let worker = shared.clone();
-        let thread = std::thread::Builder::new().name("moe_vla-inference".into()).spawn(move || loop {
-            let (job, instruction, reset) = {
-                let mut slot = worker.lock();
-                loop {
-                    if slot.closed {
-                        return;
+        let thread = std::thread::Builder::new().name("moe_vla-inference".into()).spawn(move || {
+            let mut history_of: Option<Arc<str>> = None;
+            loop {
+                let job = {
+                    let mut slot = worker.lock();
+                    loop {
+                        if slot.closed {
+                            return;
+                        }
+                        if let Some(job) = slot.frame.take() {
+                            break job;
+                        }
+                        slot = worker.ready.wait(slot).unwrap_or_else(PoisonError::into_inner);
                     }
-                    if slot.frame.is_some() && slot.instruction.is_some() {
-                        break;
-                    }
-                    slot = worker.ready.wait(slot).unwrap_or_else(PoisonError::into_inner);
+                };
+                if !history_of.as_ref().is_some_and(|given| Arc::ptr_eq(given, &job.instruction)) {
+                    policy.reset();
+                    history_of = Some(job.instruction.clone());
                 }
-                let reset = std::mem::take(&mut slot.reset);
-                (slot.frame.take().expect("checked"), slot.instruction.clone().expect("checked"), reset)
-            };
-            if reset {
-                policy.reset();
+                let result = policy.decide(&job.frame.as_frame(), &job.instruction);
+                let latency_ms = job.received.elapsed().as_secs_f32() * 1e3;
+                deliver(Decided {
+                    instruction: job.instruction,
+                    source_stamp: job.source_stamp,
+                    frame_time: job.received_at,
+                    latency_ms,
+                    result,
+                });
             }
-            let result = policy.decide(&job.frame.as_frame(), &instruction);
-            let latency_ms = job.received.elapsed().as_secs_f32() * 1e3;
-            deliver(Decided { instruction, source_stamp: job.source_stamp, frame_time: job.received_at, latency_ms, result });
         })?;
         Ok(Self { shared, thread: Some(thread) })
     }
@@ -114,22 +124,19 @@ impl InferenceWorker {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
+    /// A new instruction applies to the frame still waiting as well, so the first decision for it
+    /// need not wait for the next frame.
+    pub fn retarget(&self, instruction: &Arc<str>) {
+        if let Some(job) = self.shared.lock().frame.as_mut() {
+            job.instruction = instruction.clone();
+        }
+    }
+
     /// Offers a frame; returns true when it replaced one still waiting (a dropped frame).
     pub fn submit(&self, job: FrameJob) -> bool {
         let replaced = self.shared.lock().frame.replace(job).is_some();
         self.shared.ready.notify_one();
         replaced
-    }
-
-    /// Sets the instruction later frames are decided for; a new one starts a fresh history.
-    pub fn set_instruction(&self, instruction: Option<Arc<str>>) {
-        let mut slot = self.shared.lock();
-        slot.instruction = instruction;
-        slot.reset = true;
-        // A frame taken before the change is still fine to decide on; the controller drops
-        // decisions made for an old instruction.
-        drop(slot);
-        self.shared.ready.notify_one();
     }
 }
 

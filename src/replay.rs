@@ -21,7 +21,6 @@ const DECISION: &str = topics::DECISION.absolute;
 /// The instruction in force, as the controller took it.
 const INSTRUCTION: &str = topics::INSTRUCTION.absolute;
 
-
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
     pub image_topic: String,

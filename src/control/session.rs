@@ -51,7 +51,12 @@ pub struct Session {
 impl Session {
     /// `latency_window`: how many recent decisions the latency quantiles cover.
     pub fn new(config: ControlConfig, latency_window: usize) -> Result<Self, ConfigError> {
-        Ok(Self { controller: Controller::new(config)?, stop: None, counters: Counters::default(), latency: LatencyStats::new(latency_window) })
+        Ok(Self {
+            controller: Controller::new(config)?,
+            stop: None,
+            counters: Counters::default(),
+            latency: LatencyStats::new(latency_window),
+        })
     }
 
     pub fn config(&self) -> &ControlConfig {

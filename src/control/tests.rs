@@ -490,3 +490,26 @@ fn a_panicking_inference_thread_stops_the_robot_at_the_next_tick() {
     assert_eq!(stop, StopReason::InferenceDied);
     assert!(at <= 3.0 * cfg.period_s() + 1e-9, "stopped at {at}");
 }
+
+#[test]
+fn a_session_counts_each_stop_once_per_change_and_every_command() {
+    let mut s = Session::new(ControlConfig::default(), 10).unwrap();
+    let first = s.tick(0.0);
+    assert!(first.stop_changed && first.output.stop == Some(StopReason::NoInstruction));
+    assert!(!s.tick(0.1).stop_changed, "the same stop again is no change");
+    s.instruct("go".into());
+    s.frame_received(0.2, Duration::ZERO, false);
+    let (applied, tick) = s.decided("go", &decision(0.5, 0.0, 0.0, false), 0.2, 3.0, 0.2);
+    assert_eq!(applied, Applied::Followed);
+    let tick = tick.expect("a followed decision goes out at once");
+    assert!(tick.stop_changed && tick.output.stop.is_none());
+    // A decision for an instruction no longer in force sends nothing and counts as stale.
+    let (applied, tick) = s.decided("old", &decision(0.5, 0.0, 0.0, false), 0.2, 3.0, 0.25);
+    assert_eq!((applied, tick), (Applied::Stale, None));
+    s.reject_instruction();
+    assert_eq!(s.tick(0.3).output.stop, Some(StopReason::NoInstruction));
+    let c = s.counters();
+    assert_eq!((c.instructions, c.bad_instructions, c.frames, c.decisions, c.stale_decisions, c.commands), (2, 1, 1, 1, 1, 4));
+    assert_eq!(c.stops.get("no_instruction").map(|(n, _)| *n), Some(2));
+    assert_eq!(s.latency().count(), 2);
+}

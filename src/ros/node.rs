@@ -362,7 +362,9 @@ async fn feed_frames<M>(
     while let Some(msg) = frames.next().await {
         let received = Instant::now();
         let event = match to_frame(msg) {
-            Ok((frame, source_stamp)) => Event::Frame(Received { frame, source_stamp, stamp: now(&clock).as_secs_f64(), received }),
+            Ok((frame, source_stamp)) => {
+                Event::Frame(Received { frame, source_stamp, stamp: now(&clock).as_secs_f64(), received })
+            }
             Err(e) => Event::BadFrame(e),
         };
         if events.unbounded_send(event).is_err() {

@@ -315,7 +315,8 @@ pub fn run() -> Result<(), SimNodeError> {
     let reliable = QosProfile::default().keep_last(10);
     let outputs = Outputs {
         camera: node.create_publisher(topics::CAMERA.relative, QosProfile::sensor_data())?,
-        instruction: node.create_publisher(topics::INSTRUCTION.relative, QosProfile::default().keep_last(1).reliable().transient_local())?,
+        instruction: node
+            .create_publisher(topics::INSTRUCTION.relative, QosProfile::default().keep_last(1).reliable().transient_local())?,
         outcome: node.create_publisher("moe_vla/episode", reliable.clone())?,
         clock: node.get_ros_clock(),
         frame_id: params.frame_id.clone(),

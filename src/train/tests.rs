@@ -5,12 +5,15 @@ use candle_core::{DType, Device, Tensor};
 use super::data::{n_step, Batch, Batcher, Dataset, Observations, Topics};
 use super::objective::{mask_tensor, q_loss, q_targets, Bootstrap};
 use super::*;
+use crate::action::{GaitFields, PlanarTwist};
 use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist, Vector3, VlaDecision};
+use crate::bag::BagReader;
 use crate::bag::{BagWriter, TopicQos};
+use crate::model::HistoryRing;
 use crate::model::{ExpertAct, FeedForwardConfig, FeedForwardKind, ObservationBatch, VisionConfig, VisionKind};
 use crate::policy::tokenize::train_word_level;
 use crate::policy::InstructionTokenizer;
-use crate::action::{GaitFields, PlanarTwist};
+use crate::topics;
 
 /// A network small enough to train in a debug test.
 fn micro() -> VlaConfig {
@@ -456,4 +459,67 @@ fn recorded_decisions_are_the_actions_learned() {
             assert_eq!(d[dim], p[dim]);
         }
     }
+}
+
+/// The same bag frames give the network identical input at training and at replay: the bag's
+/// camera message -> frame conversion, resizing (here from 40x24 bgr8), normalisation and the
+/// history window (padded at the episode's start) are one code path.
+#[test]
+fn a_bag_frame_reaches_the_network_identically_in_training_and_at_replay() {
+    let cfg = micro();
+    let dir = tempfile::tempdir().unwrap();
+    let bag_dir = dir.path().join("bag");
+    let mut bag = BagWriter::create(&bag_dir).unwrap();
+    bag.add_topic::<Image>(topics::CAMERA.absolute, TopicQos::SensorData).unwrap();
+    bag.add_topic::<StringMsg>(topics::INSTRUCTION.absolute, TopicQos::Latched).unwrap();
+    bag.add_topic::<EpisodeOutcome>(topics::EPISODE_OUTCOME, TopicQos::Reliable).unwrap();
+    let mut t = 1_000_000_000u64;
+    bag.write(topics::INSTRUCTION.absolute, t, &StringMsg { data: "go to the red ball".into() }).unwrap();
+    let (width, height) = (40u32, 24u32);
+    for step in 0..4u32 {
+        t += 200_000_000;
+        let data = crate::bench::synthetic_frame(width, height, step);
+        let header = Header { stamp: Time { sec: 1, nanosec: step }, frame_id: "camera".into() };
+        let image = Image { header, height, width, encoding: "bgr8".into(), is_bigendian: 0, step: width * 3, data };
+        bag.write(topics::CAMERA.absolute, t, &image).unwrap();
+    }
+    let outcome = EpisodeOutcome { instruction: "go to the red ball".into(), success: true, steps: 4, ..Default::default() };
+    bag.write(topics::EPISODE_OUTCOME, t + 1, &outcome).unwrap();
+    bag.finish().unwrap();
+
+    // Training's view: every step's observation window.
+    let data = load(&bag_dir, &cfg);
+    assert_eq!(data.steps(), 4);
+    let words = ["go to the red ball".to_owned()];
+    let tokenizer = InstructionTokenizer::new(train_word_level(words.iter(), 32).unwrap(), 8, 32);
+    let batcher = Batcher::new(&data, &tokenizer, cfg.history, cfg.preprocess.clone(), &Device::Cpu);
+    let trained: Vec<Vec<f32>> = (0..4)
+        .map(|step| {
+            let batch = batcher.batch(&[step], 0.99, 1).unwrap();
+            pixels(&batch.obs).frames.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        })
+        .collect();
+
+    // Replay's view: the bag's camera messages through the policy's preprocessing and history.
+    let policy = crate::bench::random_policy(cfg.clone(), &words, 0, &Device::Cpu).unwrap();
+    let mut ring = HistoryRing::new(cfg.history);
+    let mut served = Vec::new();
+    BagReader::open(&bag_dir)
+        .unwrap()
+        .for_each(|m| {
+            if let Some(frame) = crate::bag::camera_frame(m.type_name, m.data) {
+                let (frame, _) = frame.unwrap();
+                ring.push(policy.preprocess(&frame.as_frame()).unwrap());
+                let window = Tensor::cat(&ring.window(), 0).unwrap();
+                served.push(window.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            }
+        })
+        .unwrap();
+    assert_eq!(served.len(), 4);
+    for (step, (train, serve)) in trained.iter().zip(&served).enumerate() {
+        assert_eq!(train.len(), serve.len());
+        // Bit for bit, not approximately.
+        assert!(train.iter().zip(serve).all(|(a, b)| a.to_bits() == b.to_bits()), "step {step} differs");
+    }
+    assert_ne!(served[0], served[3], "the frames must differ for the comparison to mean anything");
 }

@@ -22,13 +22,20 @@ pub const INSTRUCTION: &str = "/instruction";
 /// One header per frame the controller received: the frame's own stamp at its bag time.
 pub const FRAMES: &str = "/moe_vla/replay/frames";
 
-#[derive(Debug, Clone)]
+/// The flags of `moe_vla replay` that shape the replay; `control` is the node's (from its
+/// parameter file) and `frame_id` the node's base frame.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ReplayOptions {
+    #[arg(long, default_value = "/camera/image_raw")]
     pub image_topic: String,
+    #[arg(long, default_value = "/instruction")]
     pub instruction_topic: String,
     /// Follow this instruction from the start; the bag's instructions are then ignored.
+    #[arg(long)]
     pub instruction: Option<String>,
+    #[arg(skip)]
     pub control: ControlConfig,
+    #[arg(skip = String::from("base_link"))]
     pub frame_id: String,
 }
 

@@ -2,6 +2,7 @@
 //! `metadata.yaml`, read and written with the `mcap` and `cdr-encoding` crates.
 
 mod cdr;
+pub mod metadata;
 pub mod msgs;
 mod read;
 mod write;
@@ -9,6 +10,7 @@ mod write;
 use std::path::PathBuf;
 
 pub use cdr::{decode, encode, CdrError};
+pub use metadata::{BagMetadata, METADATA_FILE};
 pub use read::{BagInfo, BagReader, RawMessage, ReadReport, TopicInfo};
 pub use write::{BagWriter, TopicQos};
 
@@ -22,6 +24,8 @@ pub enum BagError {
     Exists { path: PathBuf },
     #[error("writing {}: {reason}", path.display())]
     Write { path: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    Metadata { path: PathBuf, reason: String },
 }
 
 #[cfg(test)]

@@ -21,13 +21,20 @@ const DECISION: &str = topics::DECISION.absolute;
 /// The instruction in force, as the controller took it.
 const INSTRUCTION: &str = topics::INSTRUCTION.absolute;
 
-#[derive(Debug, Clone)]
+/// The flags of `moe_vla replay` that shape the replay; `control` is the node's (from its
+/// parameter file) and `frame_id` the node's base frame.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ReplayOptions {
+    #[arg(long, default_value = topics::CAMERA.absolute)]
     pub image_topic: String,
+    #[arg(long, default_value = topics::INSTRUCTION.absolute)]
     pub instruction_topic: String,
     /// Follow this instruction from the start; the bag's instructions are then ignored.
+    #[arg(long)]
     pub instruction: Option<String>,
+    #[arg(skip)]
     pub control: ControlConfig,
+    #[arg(skip = String::from("base_link"))]
     pub frame_id: String,
 }
 

@@ -3,6 +3,7 @@
 
 mod cdr;
 mod frames;
+pub mod metadata;
 pub mod msgs;
 mod read;
 mod write;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 
 pub use cdr::{decode, encode, CdrError};
 pub use frames::{camera_frame, CameraMessageError};
+pub use metadata::{BagMetadata, METADATA_FILE};
 pub use read::{BagInfo, BagReader, RawMessage, ReadReport, TopicInfo};
 pub use write::{BagWriter, TopicQos};
 
@@ -24,6 +26,8 @@ pub enum BagError {
     Exists { path: PathBuf },
     #[error("writing {}: {reason}", path.display())]
     Write { path: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    Metadata { path: PathBuf, reason: String },
 }
 
 #[cfg(test)]

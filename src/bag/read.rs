@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use mcap::read::Options;
 
-use super::BagError;
+use super::{BagError, BagMetadata};
 
 /// One message as stored.
 pub struct RawMessage<'a> {
@@ -56,18 +56,18 @@ impl BagReader {
         if meta.is_file() {
             return Ok(Self { files: vec![path.to_path_buf()] });
         }
-        let listed = std::fs::read_to_string(path.join("metadata.yaml")).ok().and_then(|text| relative_file_paths(&text));
-        let files = match listed {
-            Some(names) => names.iter().map(|n| path.join(Path::new(n).file_name().unwrap_or_default())).collect(),
-            None => {
-                let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                    .map_err(io)?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|e| e == "mcap"))
-                    .collect();
-                found.sort();
-                found
-            }
+        // A missing or unreadable metadata.yaml, or one that lists no files, leaves the .mcap files.
+        let listed = BagMetadata::read(path).map(|m| m.relative_file_paths).unwrap_or_default();
+        let files: Vec<PathBuf> = if listed.is_empty() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(io)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "mcap"))
+                .collect();
+            found.sort();
+            found
+        } else {
+            listed.iter().map(|n| path.join(Path::new(n).file_name().unwrap_or_default())).collect()
         };
         if files.is_empty() {
             return Err(BagError::NoFiles { path: path.to_path_buf() });
@@ -182,13 +182,6 @@ pub struct BagInfo {
     pub end: Option<u64>,
     pub topics: Vec<TopicInfo>,
     pub report: ReadReport,
-}
-
-/// The `relative_file_paths` list of a rosbag2 `metadata.yaml`.
-fn relative_file_paths(text: &str) -> Option<Vec<String>> {
-    let docs = yaml_rust2::YamlLoader::load_from_str(text).ok()?;
-    let paths = docs.first()?["rosbag2_bagfile_information"]["relative_file_paths"].as_vec()?;
-    Some(paths.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
 }
 
 #[cfg(test)]

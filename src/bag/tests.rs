@@ -83,8 +83,8 @@ fn written_bags_read_back_in_order_with_types_and_times() {
     assert!(w.write("/cmd_vel", 30, &StringMsg::default()).is_err());
     w.finish().unwrap();
     assert!(BagWriter::create(&path).is_err(), "an existing bag is never overwritten");
-    let yaml = std::fs::read_to_string(path.join("metadata.yaml")).unwrap();
-    assert!(yaml.contains("relative_file_paths:\n    - run_0.mcap") && yaml.contains("message_count: 6"));
+    let metadata = BagMetadata::read(&path).unwrap();
+    assert_eq!((metadata.relative_file_paths.as_slice(), metadata.message_count), (&["run_0.mcap".to_owned()][..], 6));
 
     let reader = BagReader::open(&path).unwrap();
     let mut seen = Vec::new();
@@ -108,4 +108,110 @@ fn written_bags_read_back_in_order_with_types_and_times() {
         [("/cmd_vel", 5), ("/instruction", 1)]
     );
     assert!(matches!(BagReader::open(&dir.path().join("missing")), Err(BagError::Io { .. })));
+}
+
+/// What `metadata.yaml` held for the bag of `written_bags_read_back_in_order_with_types_and_times`
+/// when it was written with `format!`: the serde type must keep exactly these values.
+const HAND_WRITTEN_METADATA: &str = r#"rosbag2_bagfile_information:
+  version: 5
+  storage_identifier: mcap
+  duration:
+    nanoseconds: 14
+  starting_time:
+    nanoseconds_since_epoch: 10
+  message_count: 6
+  topics_with_message_count:
+    - topic_metadata:
+        name: /cmd_vel
+        type: geometry_msgs/msg/Twist
+        serialization_format: cdr
+        offered_qos_profiles: "- history: 1\n  depth: 10\n  reliability: 1\n  durability: 2\n  deadline:\n    sec: 2147483647\n    nsec: 4294967295\n  lifespan:\n    sec: 2147483647\n    nsec: 4294967295\n  liveliness: 1\n  liveliness_lease_duration:\n    sec: 2147483647\n    nsec: 4294967295\n  avoid_ros_namespace_conventions: false"
+      message_count: 5
+    - topic_metadata:
+        name: /instruction
+        type: std_msgs/msg/String
+        serialization_format: cdr
+        offered_qos_profiles: "- history: 1\n  depth: 1\n  reliability: 1\n  durability: 1\n  deadline:\n    sec: 2147483647\n    nsec: 4294967295\n  lifespan:\n    sec: 2147483647\n    nsec: 4294967295\n  liveliness: 1\n  liveliness_lease_duration:\n    sec: 2147483647\n    nsec: 4294967295\n  avoid_ros_namespace_conventions: false"
+      message_count: 1
+  compression_format: ""
+  compression_mode: ""
+  relative_file_paths:
+    - run_0.mcap
+  files:
+    - path: run_0.mcap
+      starting_time:
+        nanoseconds_since_epoch: 10
+      duration:
+        nanoseconds: 14
+      message_count: 6
+"#;
+
+#[test]
+fn metadata_holds_the_same_yaml_tree_as_the_hand_written_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run");
+    let mut w = BagWriter::create(&path).unwrap();
+    w.add_topic::<StringMsg>("/instruction", TopicQos::Latched).unwrap();
+    w.add_topic::<Twist>("/cmd_vel", TopicQos::Reliable).unwrap();
+    w.write("/instruction", 10, &StringMsg { data: "stop".into() }).unwrap();
+    for i in 0..5u64 {
+        w.write("/cmd_vel", 20 + i, &Twist::default()).unwrap();
+    }
+    w.finish().unwrap();
+    let written = std::fs::read_to_string(path.join(METADATA_FILE)).unwrap();
+    let tree = |text: &str| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).unwrap();
+    assert_eq!(tree(&written), tree(HAND_WRITTEN_METADATA), "{written}");
+    let metadata = BagMetadata::read(&path).unwrap();
+    assert_eq!(metadata, BagMetadata::from_yaml(HAND_WRITTEN_METADATA).unwrap());
+    assert_eq!(metadata.relative_file_paths, ["run_0.mcap"]);
+}
+
+#[test]
+fn metadata_of_other_rosbag2_versions_reads() {
+    // Version 9 (Jazzy, rosbags): QoS profiles as a list, type hashes, custom data, distro,
+    // and a field this reader does not know.
+    let v9 = r#"rosbag2_bagfile_information:
+  version: 9
+  storage_identifier: mcap
+  duration:
+    nanoseconds: 300
+  starting_time:
+    nanoseconds_since_epoch: 1700000000000000000
+  message_count: 2
+  topics_with_message_count:
+    - topic_metadata:
+        name: /chatter
+        type: std_msgs/msg/String
+        serialization_format: cdr
+        offered_qos_profiles:
+          - history: keep_last
+            depth: 7
+            reliability: reliable
+        type_description_hash: RIHS01_df668c740482bbd48fb39d76a70dfd4bd59db1288021743503259e948f6b1a18
+      message_count: 2
+  compression_format: ""
+  compression_mode: ""
+  relative_file_paths:
+    - a_0.mcap
+    - a_1.mcap
+  files:
+    - path: a_0.mcap
+      starting_time:
+        nanoseconds_since_epoch: 1700000000000000000
+      duration:
+        nanoseconds: 300
+      message_count: 2
+  custom_data: ~
+  ros_distro: jazzy
+  some_future_field: 1
+"#;
+    let m = BagMetadata::from_yaml(v9).unwrap();
+    assert_eq!((m.version, m.ros_distro.as_deref(), m.custom_data), (9, Some("jazzy"), None));
+    assert_eq!(m.relative_file_paths, ["a_0.mcap", "a_1.mcap"]);
+    let topic = &m.topics_with_message_count[0].topic_metadata;
+    assert!(topic.offered_qos_profiles.is_sequence() && topic.type_description_hash.is_some());
+    // Version 4 has neither per-file information nor later fields.
+    let v4 = "rosbag2_bagfile_information:\n  version: 4\n  storage_identifier: sqlite3\n  relative_file_paths:\n    - b_0.db3\n";
+    let m = BagMetadata::from_yaml(v4).unwrap();
+    assert_eq!((m.version, m.relative_file_paths.as_slice(), m.files.len()), (4, &["b_0.db3".to_owned()][..], 0));
 }

@@ -8,8 +8,9 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use super::cdr::encode;
+use super::metadata::{Duration, FileInformation, Time, TopicMetadata, TopicWithMessageCount};
 use super::msgs::RosMessage;
-use super::BagError;
+use super::{BagError, BagMetadata};
 
 /// The QoS a topic was offered with, as rosbag2 records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,29 +125,38 @@ impl BagWriter {
     pub fn finish(mut self) -> Result<PathBuf, BagError> {
         self.mcap.finish().map_err(|e| self.err(e))?;
         let (start, end) = self.span.unwrap_or((0, 0));
-        let total: u64 = self.topics.values().map(|t| t.count).sum();
-        let mut yaml = format!(
-            "rosbag2_bagfile_information:\n  version: 5\n  storage_identifier: mcap\n  duration:\n    \
-             nanoseconds: {duration}\n  starting_time:\n    nanoseconds_since_epoch: {start}\n  \
-             message_count: {total}\n  topics_with_message_count:\n",
-            duration = end - start,
-        );
-        for (name, topic) in &self.topics {
-            let qos = topic.qos.yaml().replace('\n', "\\n");
-            yaml.push_str(&format!(
-                "    - topic_metadata:\n        name: {name}\n        type: {}\n        serialization_format: cdr\n        \
-                 offered_qos_profiles: \"{qos}\"\n      message_count: {}\n",
-                topic.type_name, topic.count
-            ));
-        }
-        yaml.push_str(&format!(
-            "  compression_format: \"\"\n  compression_mode: \"\"\n  relative_file_paths:\n    - {file}\n  files:\n    \
-             - path: {file}\n      starting_time:\n        nanoseconds_since_epoch: {start}\n      duration:\n        \
-             nanoseconds: {duration}\n      message_count: {total}\n",
-            file = self.file_name,
-            duration = end - start,
-        ));
-        std::fs::write(self.dir.join("metadata.yaml"), yaml).map_err(|source| BagError::Io { path: self.dir.clone(), source })?;
+        let (starting_time, duration) = (Time { nanoseconds_since_epoch: start }, Duration { nanoseconds: end - start });
+        let message_count: u64 = self.topics.values().map(|t| t.count).sum();
+        let topics_with_message_count = self
+            .topics
+            .iter()
+            .map(|(name, topic)| TopicWithMessageCount {
+                topic_metadata: TopicMetadata {
+                    name: name.clone(),
+                    type_name: topic.type_name.to_owned(),
+                    serialization_format: "cdr".to_owned(),
+                    offered_qos_profiles: topic.qos.yaml().into(),
+                    type_description_hash: None,
+                },
+                message_count: topic.count,
+            })
+            .collect();
+        let metadata = BagMetadata {
+            // Version 5 (QoS profiles as one YAML string): what rosbag2 and rosbags have read from these bags.
+            version: 5,
+            storage_identifier: "mcap".to_owned(),
+            duration,
+            starting_time,
+            message_count,
+            topics_with_message_count,
+            compression_format: String::new(),
+            compression_mode: String::new(),
+            relative_file_paths: vec![self.file_name.clone()],
+            files: vec![FileInformation { path: self.file_name.clone(), starting_time, duration, message_count }],
+            custom_data: None,
+            ros_distro: None,
+        };
+        metadata.write(&self.dir)?;
         Ok(self.dir)
     }
 }

@@ -37,16 +37,34 @@ const FRAME_OFFSET_NS: u64 = 10_000_000;
 const ACTION_DELAY_NS: u64 = 1_000_000;
 const PERIOD_NS: u64 = (1e9 / CONTROL_RATE_HZ) as u64;
 
-#[derive(Debug, Clone, PartialEq)]
+/// The flags of `moe_vla collect`.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct CollectOptions {
-    pub out: PathBuf,
+    #[arg(long)]
     pub episodes: usize,
+    /// Folder for the episode bags (episode_NNNNNN/) and collect.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Camera frames are IMAGE_SIZE x IMAGE_SIZE rgb8.
+    #[arg(long, default_value_t = 64)]
     pub image_size: u32,
-    /// Episodes go round-robin over these.
+    /// Comma-separated task families, taken round-robin (default: all six).
+    #[arg(long, value_delimiter = ',', value_parser = parse_family, default_values_t = TaskFamily::ALL, hide_default_value = true)]
     pub families: Vec<TaskFamily>,
-    /// Episodes collected in parallel.
+    /// Episodes simulated in parallel (default: every core).
+    #[arg(long, default_value_t = every_core(), hide_default_value = true)]
     pub threads: usize,
+}
+
+/// `--families go_to, crawl` reads as `go_to,crawl`.
+fn parse_family(name: &str) -> Result<TaskFamily, SimError> {
+    name.trim().parse()
+}
+
+fn every_core() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// One episode's result.

@@ -15,10 +15,15 @@ use super::SimError;
 /// Keeps evaluation scenarios apart from collection scenarios of the same seed.
 const EVAL_SALT: u64 = 0x6576_616c_5f73_696d;
 
-#[derive(Debug, Clone, PartialEq)]
+/// The options of `moe_vla eval` that decide its episodes.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct EvalOptions {
+    #[arg(long, default_value_t = 60)]
     pub episodes: usize,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Camera frames are IMAGE_SIZE x IMAGE_SIZE rgb8.
+    #[arg(long, default_value_t = 64)]
     pub image_size: u32,
 }
 

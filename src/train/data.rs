@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{ActionSpace, PlanarTwist};
 use crate::bag::msgs::{EpisodeOutcome, GaitCommand, StringMsg, Twist, TwistStamped, VlaDecision};
-use crate::bag::{camera_frame, decode, BagReader};
+use crate::bag::{camera_frame, decode, BagReader, METADATA_FILE};
 use crate::model::{history_window, EncodedObservation, ObservationBatch, PreprocessConfig, TextEncoding, VlaModel};
 use crate::policy::{preprocess, InstructionTokenizer};
 use crate::topics;
@@ -106,7 +106,7 @@ pub fn find_bags(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        if d.join("metadata.yaml").is_file() {
+        if d.join(METADATA_FILE).is_file() {
             found.push(d);
             continue;
         }

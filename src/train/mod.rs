@@ -9,6 +9,7 @@ pub mod data;
 pub mod objective;
 pub mod optim;
 pub mod plot;
+mod run;
 #[cfg(test)]
 mod tests;
 
@@ -20,13 +21,15 @@ use candle_nn::VarBuilder;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::action::ActionSpace;
+use crate::action::{ActionError, ActionSpace};
 use crate::model::{init_model, read_weights, save_weights, ModelError, VlaConfig, VlaModel};
+use crate::policy::{PolicyError, TokenizeError};
 use data::Batch;
 use objective::{bc_loss, greedy_outside_support, mask_tensor, q_loss, q_targets, Bootstrap};
 use optim::{cosine_lr, AdamW, AdamWConfig};
 
 pub use data::{Batcher, Dataset, Observations, Topics};
+pub use run::{train_model, DataSummary, TrainProgress, TrainReport, TrainRun};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -40,6 +43,16 @@ pub enum TrainError {
     Checkpoint { path: std::path::PathBuf, reason: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Action(#[from] ActionError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizeError),
+    #[error("cannot write {path}: {reason}")]
+    Write { path: std::path::PathBuf, reason: String },
+    #[error("the written model does not load: {0}")]
+    WrittenModel(PolicyError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -51,33 +64,53 @@ pub enum Objective {
     Bc,
 }
 
-/// Everything that decides a run besides the data and the architecture.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Everything that decides a run besides the data and the architecture. The flags of `moe_vla
+/// train`; their defaults are the `Default`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct TrainOptions {
+    #[arg(long, value_enum, default_value = "q")]
     pub objective: Objective,
+    /// Train on successful episodes only (behaviour cloning on demonstrations).
+    #[arg(long)]
     pub successes_only: bool,
+    /// Total gradient updates.
+    #[arg(long, default_value_t = 6000)]
     pub steps: usize,
+    #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    #[arg(long, default_value_t = 100)]
     pub warmup: usize,
+    #[command(flatten)]
     pub adamw: AdamWConfig,
     /// Discount per control step.
+    #[arg(long, default_value_t = 0.99)]
     pub gamma: f64,
     /// EMA rate of the target network.
+    #[arg(long, default_value_t = 0.995)]
     pub tau: f64,
-    /// Weight of the conservative term.
+    /// Weight of the conservative term (both it and the TD term are per-dimension means).
+    #[arg(long, default_value_t = DEFAULT_ALPHA)]
     pub alpha: f64,
     /// Weight of the load-balancing loss.
+    #[arg(long, default_value_t = 0.01)]
     pub beta: f64,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// The last dimension bootstraps from s_{t+n}.
+    /// The last action dimension bootstraps from the observation n steps later.
     #[serde(default = "one_step")]
+    #[arg(long, default_value_t = 4)]
     pub n_step: usize,
-    /// After this many updates the instruction and frame encoders are frozen and only the decoder
-    /// trains (on their cached output); None trains end to end throughout.
+    /// Train end to end for this many updates, then freeze the instruction and frame encoders
+    /// and train the decoder on their cached output (much faster); "never" trains end to end
+    /// throughout.
+    // A full path: clap would read a plain `Option` as "flag may be absent", not as a value.
     #[serde(default)]
-    pub freeze_encoders_after: Option<usize>,
-    /// A bin joins a dimension's supported bins when at least this share of the steps takes it.
+    #[arg(long, default_value = "1600", value_parser = parse_freeze)]
+    pub freeze_encoders_after: std::option::Option<usize>,
+    /// A bin joins a dimension's supported bins (the only ones targets maximise over and the
+    /// policy chooses from) when at least this share of the training steps takes it.
     #[serde(default)]
+    #[arg(long, default_value_t = 0.002)]
     pub min_bin_share: f64,
 }
 
@@ -85,24 +118,24 @@ fn one_step() -> usize {
     1
 }
 
+/// `--freeze-encoders-after`: a number of updates, or never.
+fn parse_freeze(text: &str) -> Result<Option<usize>, String> {
+    match text {
+        "never" => Ok(None),
+        n => n.parse().map(Some).map_err(|_| format!("expected a number of updates or \"never\", got {n:?}")),
+    }
+}
+
+/// Options filled with their flags' defaults, which keeps each default in one place: its `#[arg]`.
+fn flag_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults").no_binary_name(true));
+    let matches = command.try_get_matches_from(std::iter::empty::<String>()).expect("every option has a default");
+    T::from_arg_matches(&matches).expect("the matches are the options' own")
+}
+
 impl Default for TrainOptions {
     fn default() -> Self {
-        Self {
-            objective: Objective::Q,
-            successes_only: false,
-            steps: 6000,
-            batch_size: 64,
-            warmup: 100,
-            adamw: AdamWConfig { lr: 1e-3, ..AdamWConfig::default() },
-            gamma: 0.99,
-            tau: 0.995,
-            alpha: DEFAULT_ALPHA,
-            beta: 0.01,
-            seed: 0,
-            n_step: 4,
-            freeze_encoders_after: Some(1600),
-            min_bin_share: 0.002,
-        }
+        flag_defaults()
     }
 }
 

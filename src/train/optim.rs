@@ -6,20 +6,28 @@ use std::collections::BTreeMap;
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+/// `--lr` and `--weight-decay` are `moe_vla train` flags; the rest are fixed.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
 pub struct AdamWConfig {
+    /// Peak learning rate (AdamW, cosine schedule after warm-up).
+    #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    #[arg(skip = 0.9)]
     pub beta1: f64,
+    #[arg(skip = 0.999)]
     pub beta2: f64,
+    #[arg(skip = 1e-8)]
     pub eps: f64,
+    #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f64,
     /// Gradients are scaled down when their global L2 norm exceeds this.
+    #[arg(skip = 1.0)]
     pub clip_norm: f64,
 }
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { lr: 3e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, clip_norm: 1.0 }
+        super::flag_defaults()
     }
 }
 

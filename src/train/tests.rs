@@ -12,7 +12,7 @@ use crate::bag::{BagWriter, TopicQos};
 use crate::model::HistoryRing;
 use crate::model::{ExpertAct, FeedForwardConfig, FeedForwardKind, ObservationBatch, VisionConfig, VisionKind};
 use crate::policy::tokenize::train_word_level;
-use crate::policy::InstructionTokenizer;
+use crate::policy::{InstructionTokenizer, WEIGHTS_FILE};
 use crate::topics;
 
 /// A network small enough to train in a debug test.
@@ -522,4 +522,75 @@ fn a_bag_frame_reaches_the_network_identically_in_training_and_at_replay() {
         assert!(train.iter().zip(serve).all(|(a, b)| a.to_bits() == b.to_bits()), "step {step} differs");
     }
     assert_ne!(served[0], served[3], "the frames must differ for the comparison to mean anything");
+}
+
+#[test]
+fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_bag(&data.join("bag"), 4);
+    let config = dir.path().join("micro.json");
+    std::fs::write(&config, serde_json::to_string(&micro()).unwrap()).unwrap();
+    // Warm-up past the last update: the learning rate then does not depend on the planned steps,
+    // so a run planned for 2 updates and extended to 4 can match one planned for 4.
+    let run = |out: &str, steps: usize, resume: bool| {
+        let run = TrainRun {
+            data: data.clone(),
+            config: Some(config.to_str().unwrap().to_owned()),
+            out: dir.path().join(out),
+            options: TrainOptions { steps, batch_size: 4, warmup: 4, freeze_encoders_after: Some(2), ..Default::default() },
+            checkpoint_every: 250,
+            max_minutes: None,
+            resume,
+            cache: None,
+        };
+        let mut events = Vec::new();
+        let report = train_model(&run, &mut |event| {
+            events.push(match event {
+                TrainProgress::Training { first_step, .. } => format!("training from {first_step}"),
+                TrainProgress::Encoded { update, .. } => format!("encoded at {update}"),
+                TrainProgress::Update { updates, recent } => format!("update {updates} of {}", recent.len()),
+                TrainProgress::Data(summary) => format!("data {} {}", summary.episodes, summary.steps_used),
+                TrainProgress::Reading { .. } | TrainProgress::Encoding { .. } => return,
+            })
+        });
+        (report, events)
+    };
+    let (straight, events) = run("straight", 4, false);
+    assert_eq!(straight.unwrap().updates, 4);
+    assert_eq!(
+        events,
+        ["data 4 20", "training from 0", "update 1 of 1", "update 2 of 2", "encoded at 2", "update 3 of 3", "update 4 of 4"]
+    );
+    assert!(matches!(run("straight", 4, false).0, Err(TrainError::Invalid(_))), "a model is never overwritten");
+    assert!(run("resumed", 2, false).0.is_ok());
+    let (resumed, events) = run("resumed", 4, true);
+    assert_eq!(resumed.unwrap().updates, 2);
+    assert_eq!(events, ["data 4 20", "training from 2", "encoded at 2", "update 3 of 1", "update 4 of 2"]);
+    let weights = |out: &str| std::fs::read(dir.path().join(out).join(WEIGHTS_FILE)).unwrap();
+    assert!(weights("straight") == weights("resumed"), "the resumed run's weights differ");
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("resumed/train.json")).unwrap()).unwrap();
+    let mut keys: Vec<&str> = report.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "command",
+            "data",
+            "diagnostics",
+            "final",
+            "options",
+            "params",
+            "samples_per_second",
+            "supported_bins_per_dimension",
+            "threads",
+            "train_seconds_this_run",
+            "updates_this_run"
+        ]
+    );
+    for file in ["config.json", "tokenizer.json", "loss.png", "diagnostics.png", "checkpoint/state.json"] {
+        assert!(dir.path().join("resumed").join(file).is_file(), "{file}");
+    }
 }

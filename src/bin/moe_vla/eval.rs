@@ -1,0 +1,106 @@
+//! `moe_vla eval`: closed-loop success rates in the task world, through the node's controller.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use clap::{Args, ValueEnum};
+use moe_vla::action::ActionSpace;
+use moe_vla::model::config::quadruped_action_space;
+use moe_vla::policy::Policy;
+use moe_vla::sim::{self, CleanExpert, Driver, EvalOptions, RandomDriver, TaskFamily};
+
+use crate::collect::episode_bar;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyKind {
+    /// The network in --model.
+    Model,
+    /// A uniformly random valid bin per dimension.
+    Random,
+    /// The noiseless scripted expert, which reads the world's privileged state: the ceiling.
+    Expert,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Model folder (required with --policy model).
+    #[arg(long, required_if_eq("policy", "model"))]
+    model: Option<PathBuf>,
+    #[command(flatten)]
+    options: EvalOptions,
+    #[arg(long, value_enum, default_value = "model")]
+    policy: PolicyKind,
+    /// CPU threads for inference (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// One JSON object on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let opts = &args.options;
+    let mut policy;
+    let mut random;
+    let mut expert;
+    let driver: &mut dyn Driver = match args.policy {
+        PolicyKind::Model => {
+            let dir = args.model.as_ref().context("--model is required with --policy model")?;
+            policy = Policy::load(dir, &Device::Cpu)?;
+            if let Some(threads) = args.threads {
+                policy.set_threads(threads)?;
+            }
+            if !policy.config().trained && !args.json {
+                eprintln!("note: {} is an UNTRAINED model", dir.display());
+            }
+            &mut policy
+        }
+        PolicyKind::Random => {
+            random = RandomDriver::new(ActionSpace::new(&quadruped_action_space())?, opts.seed);
+            &mut random
+        }
+        PolicyKind::Expert => {
+            expert = CleanExpert::new(ActionSpace::new(&quadruped_action_space())?);
+            &mut expert
+        }
+    };
+    let progress = episode_bar(opts.episodes, "evaluating", args.json);
+    let (mut done, mut successes) = (0u64, 0u64);
+    let report = sim::evaluate(driver, opts, &mut |s| {
+        done += 1;
+        successes += u64::from(s.outcome.success);
+        progress.inc(1);
+        progress.set_message(format!("success {:.0}%", 100.0 * successes as f64 / done as f64));
+    })?;
+    progress.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!("policy {} | {} episodes | seed {}", report.policy, report.episodes, report.seed);
+    println!("{:<12} {:>8} {:>9} {:>8}", "family", "seen", "held-out", "all");
+    let pct = |v: Option<&f64>| v.map_or_else(|| "-".to_string(), |r| format!("{:.1}%", 100.0 * r));
+    for family in TaskFamily::ALL {
+        let name = family.name();
+        if report.per_family.contains_key(name) {
+            println!(
+                "{name:<12} {:>8} {:>9} {:>8}",
+                pct(report.per_family_seen.get(name)),
+                pct(report.per_family_held_out.get(name)),
+                pct(report.per_family.get(name))
+            );
+        }
+    }
+    let held = (!report.per_family_held_out.is_empty()).then_some(&report.held_out_success_rate);
+    println!(
+        "{:<12} {:>8} {:>9} {:>8}",
+        "overall",
+        pct(Some(&report.seen_success_rate)),
+        pct(held),
+        pct(Some(&report.success_rate))
+    );
+    let outcomes: Vec<String> = report.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("outcomes: {}", outcomes.join(", "));
+    Ok(())
+}

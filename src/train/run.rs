@@ -1,0 +1,287 @@
+//! A whole training run, as `moe_vla train` runs it: episodes from bags, a fresh or resumed
+//! trainer, updates with checkpoints until the planned steps or a time limit, then the model
+//! folder (config.json, model.safetensors, tokenizer.json) with train.json, loss.png and
+//! diagnostics.png.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+
+use super::{data, plot, Batcher, Dataset, Objective, StepStats, Topics, TrainError, TrainOptions, Trainer};
+use crate::action::{supported_ranges, ActionSpace};
+use crate::model::{count_params, save_weights, ParamCount, VlaConfig};
+use crate::policy::tokenize::train_word_level;
+use crate::policy::{read_config, InstructionTokenizer, Policy, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+
+/// Updates whose statistics are averaged for progress and for train.json's final values.
+const RECENT_UPDATES: usize = 50;
+
+/// A training run: its data, its model folder, its options and when it stops. The flags of
+/// `moe_vla train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainRun {
+    /// Folder of episode bags (rosbag2 directories or .mcap files, searched recursively).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Architecture: a preset (tiny, germ) or a config.json file.
+    #[arg(long, required_unless_present = "resume")]
+    pub config: Option<String>,
+    /// Model folder to write (config.json, model.safetensors, tokenizer.json, train.json,
+    /// loss.png, checkpoint/).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub options: TrainOptions,
+    /// Save a checkpoint every N updates (and at the end).
+    #[arg(long, default_value_t = 250)]
+    pub checkpoint_every: usize,
+    /// Stop after this many minutes of training even if --steps is not reached (the schedule
+    /// stays planned for --steps); the model and a checkpoint are written either way, so
+    /// --resume can continue later.
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
+    /// Continue the run in OUT/checkpoint up to --steps; the other options come from it.
+    #[arg(long)]
+    pub resume: bool,
+    /// Frame cache folder (default: DATA/.cache).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+/// What a run reports as it goes, in this order (Encoding and Encoded among the updates).
+#[derive(Debug)]
+pub enum TrainProgress<'a> {
+    /// `done` of `total` bags read into the frame cache (none when the cache is current).
+    Reading { done: usize, total: usize },
+    /// The episodes are read.
+    Data(&'a DataSummary),
+    /// Updates start at `first_step` (after a checkpoint's, when resumed) and go up to `steps`.
+    Training { first_step: usize, steps: usize, objective: Objective, supported_bins: &'a [usize] },
+    /// The encoders are frozen: their output is cached for `done` of `total` episodes.
+    Encoding { done: usize, total: usize },
+    /// The encoders' output for all `steps` steps was cached in `seconds`, before update `update`.
+    Encoded { update: usize, steps: usize, seconds: f64 },
+    /// `updates` updates are done; `recent` holds the statistics of the last of them.
+    Update { updates: usize, recent: &'a [StepStats] },
+}
+
+/// The episodes a run read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSummary {
+    pub episodes: usize,
+    pub successful_episodes: usize,
+    pub steps: usize,
+    /// Steps the run trains on (all, or those of successful episodes).
+    pub steps_used: usize,
+    pub read_seconds: f64,
+    /// Episodes and successful episodes per task family.
+    pub families: BTreeMap<String, (usize, usize)>,
+    /// Bags that yielded no episode, with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainReport {
+    /// Updates in this run (a resumed run's start from its checkpoint).
+    pub updates: usize,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+    pub params: ParamCount,
+}
+
+/// Trains a model as `run` says and writes its folder. A fresh run refuses a folder that holds a
+/// model or checkpoint; a resumed one continues its checkpoint bit for bit.
+pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) -> Result<TrainReport, TrainError> {
+    let device = Device::Cpu;
+    let out = &run.out;
+    let tokenizer_path = out.join(TOKENIZER_FILE);
+    // A resumed run brings its architecture and options; a fresh one must not overwrite a model.
+    let resumed = if run.resume {
+        if !Trainer::has_checkpoint(out) {
+            return Err(TrainError::Invalid(format!("--resume: {} holds no checkpoint", out.display())));
+        }
+        Some(Trainer::resume(out, run.options.steps, &device)?)
+    } else {
+        if Trainer::has_checkpoint(out) || out.join(WEIGHTS_FILE).exists() {
+            return Err(TrainError::Invalid(format!(
+                "{} already holds a model or checkpoint: pass --resume to continue it, or choose another --out",
+                out.display()
+            )));
+        }
+        run.options.validate()?;
+        None
+    };
+    let cfg = match &resumed {
+        Some(trainer) => trainer.config().clone(),
+        None => {
+            let spec =
+                run.config.as_deref().ok_or_else(|| TrainError::Invalid("--config is required without --resume".into()))?;
+            read_architecture(spec)?
+        }
+    };
+    let successes_only = resumed.as_ref().map_or(run.options.successes_only, |t| t.options().successes_only);
+
+    // Episodes first: a fresh run's tokenizer is trained on their instructions.
+    let space = ActionSpace::new(&cfg.actions)?;
+    let cache = run.cache.clone().unwrap_or_else(|| run.data.join(".cache"));
+    let started = Instant::now();
+    let dataset = Dataset::load(&run.data, &cache, cfg.image_size, &space, &Topics::default(), |done, total| {
+        progress(TrainProgress::Reading { done, total })
+    })?;
+    let eligible = dataset.step_indices(successes_only);
+    let summary = DataSummary {
+        episodes: dataset.episodes.len(),
+        successful_episodes: dataset.episodes.iter().filter(|e| e.success).count(),
+        steps: dataset.steps(),
+        steps_used: eligible.len(),
+        read_seconds: started.elapsed().as_secs_f64(),
+        families: data::summary(&dataset),
+        skipped: dataset.skipped.clone(),
+    };
+    progress(TrainProgress::Data(&summary));
+    if eligible.is_empty() {
+        return Err(TrainError::Invalid(format!("no steps to train on (successes only: {successes_only})")));
+    }
+
+    let (mut trainer, tokenizer) = match resumed {
+        Some(trainer) => {
+            let text = &trainer.config().text;
+            let tokenizer = InstructionTokenizer::from_file(&tokenizer_path, text.max_tokens, text.vocab_size)?;
+            (trainer, tokenizer)
+        }
+        None => {
+            let mut cfg = cfg;
+            // The bins this run's data supports: targets maximise and the policy chooses over these.
+            let used: Vec<Vec<u32>> = eligible.iter().map(|&i| dataset.bins[i].clone()).collect();
+            cfg.actions.supported = Some(supported_ranges(&used, cfg.actions.bins, run.options.min_bin_share));
+            let words = train_word_level(dataset.episodes.iter().map(|e| e.instruction.as_str()), cfg.text.vocab_size)?;
+            cfg.text.vocab_size = words.get_vocab_size(true);
+            std::fs::create_dir_all(out).map_err(|e| write_error(out, e))?;
+            words.save(&tokenizer_path, true).map_err(|e| write_error(&tokenizer_path, e))?;
+            let tokenizer = InstructionTokenizer::new(words, cfg.text.max_tokens, cfg.text.vocab_size);
+            (Trainer::new(&cfg, &run.options, &device)?, tokenizer)
+        }
+    };
+    let cfg = trainer.config().clone();
+    let opts = trainer.options().clone();
+    let supported: Vec<usize> =
+        ActionSpace::new(&cfg.actions)?.valid_masks().iter().map(|m| m.iter().filter(|&&v| v).count()).collect();
+    let first_step = trainer.step;
+    progress(TrainProgress::Training { first_step, steps: opts.steps, objective: opts.objective, supported_bins: &supported });
+
+    let mut batcher = Batcher::new(&dataset, &tokenizer, cfg.history, cfg.preprocess.clone(), &device);
+    let started = Instant::now();
+    let deadline = run.max_minutes.map(|m| started + Duration::from_secs_f64(m.max(0.0) * 60.0));
+    let mut recent: Vec<StepStats> = Vec::new();
+    while trainer.step < opts.steps {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            tracing::warn!("stopping at update {} of {}: --max-minutes reached", trainer.step, opts.steps);
+            trainer.save_checkpoint(out)?;
+            break;
+        }
+        let encoding = (trainer.encoders_frozen() && !batcher.is_encoded()).then(Instant::now);
+        let batch =
+            trainer.next_batch(&mut batcher, &eligible, |done, total| progress(TrainProgress::Encoding { done, total }))?;
+        if let Some(encoding) = encoding {
+            let seconds = encoding.elapsed().as_secs_f64();
+            progress(TrainProgress::Encoded { update: trainer.step, steps: dataset.steps(), seconds });
+        }
+        recent.push(trainer.update(&batch)?);
+        if recent.len() > RECENT_UPDATES {
+            recent.remove(0);
+        }
+        progress(TrainProgress::Update { updates: trainer.step, recent: &recent });
+        if trainer.step % run.checkpoint_every.max(1) == 0 || trainer.step == opts.steps {
+            trainer.save_checkpoint(out)?;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let updates = trainer.step - first_step;
+    let samples_per_second = (updates * opts.batch_size) as f64 / seconds.max(1e-9);
+
+    // The model folder: what the node and eval load.
+    let mut model_cfg = cfg.clone();
+    model_cfg.trained = true;
+    let weights = trainer.weights();
+    write_text(&out.join(CONFIG_FILE), &serde_json::to_string_pretty(&model_cfg).expect("plain data serialises"))?;
+    save_weights(&weights, &out.join(WEIGHTS_FILE))?;
+    let title = format!("{} ({:?}{})", out.display(), opts.objective, if opts.successes_only { ", successes only" } else { "" });
+    let loss_png = out.join("loss.png");
+    plot::loss_curves(&trainer.history, opts.objective, &title, &loss_png).map_err(|e| write_error(&loss_png, e))?;
+    let diagnostics_png = out.join("diagnostics.png");
+    plot::diagnostics(&trainer.history, &cfg.actions.names, &title, &diagnostics_png)
+        .map_err(|e| write_error(&diagnostics_png, e))?;
+    let params = count_params(&model_cfg, weights.iter());
+    let last = |f: fn(&StepStats) -> f32| recent.iter().map(f).sum::<f32>() / recent.len().max(1) as f32;
+    let report = serde_json::json!({
+        // The command line of the process that trained, to tell how the model was made.
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "options": opts,
+        "data": {
+            "dir": run.data,
+            "episodes": summary.episodes,
+            "successful_episodes": summary.successful_episodes,
+            "steps": summary.steps,
+            "steps_used": summary.steps_used,
+        },
+        "params": { "total": params.total, "active_per_token": params.active_per_token },
+        "updates_this_run": updates,
+        "train_seconds_this_run": seconds,
+        "samples_per_second": samples_per_second,
+        "threads": rayon::current_num_threads(),
+        "final": {
+            "loss": last(|s| s.loss),
+            "main": last(|s| s.main),
+            "q_data": last(|s| s.q_data),
+            "q_target": last(|s| s.q_target),
+            "greedy_outside_support": last(|s| s.greedy_outside),
+        },
+        "supported_bins_per_dimension": supported,
+        "diagnostics": diagnostics_series(&trainer.history, &cfg.actions.names),
+    });
+    write_text(&out.join("train.json"), &serde_json::to_string_pretty(&report).expect("plain data serialises"))?;
+    // Loading the folder back checks that config, weights and tokenizer agree.
+    Policy::load(out, &device).map_err(TrainError::WrittenModel)?;
+    Ok(TrainReport { updates, seconds, samples_per_second, params })
+}
+
+/// `--config`: a config.json file, or else a preset's name.
+fn read_architecture(spec: &str) -> Result<VlaConfig, TrainError> {
+    let path = Path::new(spec);
+    if path.is_file() {
+        return Ok(read_config(path)?);
+    }
+    VlaConfig::preset(spec).ok_or_else(|| {
+        TrainError::Invalid(format!(
+            "--config {spec}: neither a config.json file nor a preset ({})",
+            VlaConfig::PRESETS.join(", ")
+        ))
+    })
+}
+
+fn write_error(path: &Path, reason: impl std::fmt::Display) -> TrainError {
+    TrainError::Write { path: path.to_path_buf(), reason: reason.to_string() }
+}
+
+/// `text` and a final newline.
+fn write_text(path: &Path, text: &str) -> Result<(), TrainError> {
+    std::fs::write(path, format!("{text}\n")).map_err(|e| write_error(path, e))
+}
+
+/// Every 50th update's mean target per dimension and greedy-outside-support share, for train.json.
+fn diagnostics_series(history: &[StepStats], names: &[String]) -> serde_json::Value {
+    let every: Vec<&StepStats> = history.iter().filter(|s| s.step % 50 == 0 || s.step + 1 == history.len()).collect();
+    let per_dim: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .enumerate()
+        .map(|(d, name)| (name.clone(), every.iter().map(|s| s.target_per_dim.get(d).copied().unwrap_or(f32::NAN)).collect()))
+        .collect();
+    serde_json::json!({
+        "step": every.iter().map(|s| s.step).collect::<Vec<_>>(),
+        "mean_target_per_dimension": per_dim,
+        "greedy_outside_support": every.iter().map(|s| s.greedy_outside).collect::<Vec<_>>(),
+    })
+}

@@ -3,7 +3,7 @@
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
-use moe_vla::bench::{instruction_lines, random_policy, synthetic_frame, SAMPLE_INSTRUCTIONS};
+use moe_vla::fixtures::{instruction_lines, random_policy, synthetic_frame, SAMPLE_INSTRUCTIONS};
 use moe_vla::model::VlaConfig;
 use moe_vla::policy::{Decoding, Frame, PixelEncoding, RawFrame};
 

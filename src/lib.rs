@@ -4,13 +4,14 @@
 //! files), `replay` (bags through the controller), `sim` (the task world, collection and
 //! evaluation) and `train` (offline Q-learning and behaviour cloning from bags) over `control` (the
 //! safety-checked command at each control tick) over `policy` (image + text -> command) over
-//! `action` (the discretised action space) and `model` (pure candle). `bench` holds fixtures that
+//! `action` (the discretised action space) and `model` (pure candle). `topics` names the topics for
+//! every layer; `fixtures` holds what
 //! `moe_vla init`, `moe_vla bench` and `cargo bench` share.
 
 pub mod action;
 pub mod bag;
-pub mod bench;
 pub mod control;
+pub mod fixtures;
 pub mod model;
 pub mod policy;
 pub mod replay;

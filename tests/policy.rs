@@ -139,7 +139,7 @@ fn instructions_tokenize_with_unknown_words_and_truncation() {
 
 fn write_model_folder(dir: &std::path::Path) {
     let mut cfg = micro_config();
-    let lines = moe_vla::bench::instruction_lines(moe_vla::bench::SAMPLE_INSTRUCTIONS);
+    let lines = moe_vla::fixtures::instruction_lines(moe_vla::fixtures::SAMPLE_INSTRUCTIONS);
     let tok = train_word_level(lines.iter(), 200).unwrap();
     cfg.text.vocab_size = tok.get_vocab_size(true);
     let (_, tensors) = init_model(&cfg, 0, &Device::Cpu).unwrap();

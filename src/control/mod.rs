@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::action::{ActionCommand, GaitFields, PlanarTwist};
-use crate::policy::{PolicyError, PolicyOutput};
+use crate::policy::{Decision, PolicyError};
 pub use copies::CopyFilter;
 pub use params::ControlParams;
 pub use session::{Counters, Session, Tick};
-pub use stats::LatencyStats;
+pub use stats::{nearest_rank, LatencyStats};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("invalid controller setting {name} = {value}: {reason}")]
@@ -391,7 +391,7 @@ impl Controller {
     }
 
     /// Takes a decision from the policy, made on the frame received at `frame_time`.
-    pub fn apply(&mut self, instruction: &str, result: &Result<PolicyOutput, PolicyError>, frame_time: f64) -> Applied {
+    pub fn apply(&mut self, instruction: &str, result: &Result<Decision, PolicyError>, frame_time: f64) -> Applied {
         if self.instruction.as_deref() != Some(instruction) || self.terminated {
             return Applied::Stale;
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Applied, ConfigError, ControlConfig, ControlOutput, Controller, LatencyStats, StopReason};
-use crate::policy::{PolicyError, PolicyOutput};
+use crate::policy::{Decision, PolicyError};
 
 /// What a session has seen and done.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -130,7 +130,7 @@ impl Session {
     pub fn decided(
         &mut self,
         instruction: &str,
-        result: &Result<PolicyOutput, PolicyError>,
+        result: &Result<Decision, PolicyError>,
         frame_time: f64,
         latency_ms: f32,
         now: f64,

@@ -39,7 +39,13 @@ impl LatencyStats {
         }
         let mut sorted: Vec<f32> = self.window.iter().copied().collect();
         sorted.sort_by(f32::total_cmp);
-        let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
-        Some(sorted[rank.clamp(1, sorted.len()) - 1])
+        Some(nearest_rank(&sorted, q))
     }
+}
+
+/// The `q`-quantile (0..=1) of ascending `sorted` by the nearest-rank rule: the smallest value
+/// with at least a `q` share of the samples at or below it. Every latency figure uses this rule.
+pub fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> T {
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }

@@ -6,14 +6,14 @@ use crate::policy::{Decide, FrameError, FrameJob, InferenceWorker, Timing};
 
 const PERIOD: f64 = 0.1;
 
-fn decision(x: f32, y: f32, yaw: f32, terminate: bool) -> Result<PolicyOutput, PolicyError> {
+fn decision(x: f32, y: f32, yaw: f32, terminate: bool) -> Result<Decision, PolicyError> {
     let command = ActionCommand {
         terminate,
         twist: PlanarTwist { x_vel: x, y_vel: y, yaw_vel: yaw },
         gait: GaitFields { step_frequency: 3.0, stance_width: 0.3, ..GaitFields::default() },
         values: vec![terminate as u8 as f32, x, y, yaw],
     };
-    Ok(PolicyOutput { command, bins: vec![0; 4], q: vec![0.5; 4], expert_load: vec![], timing: Timing::default() })
+    Ok(Decision { command, bins: vec![0; 4], q: vec![0.5; 4], expert_load: vec![], timing: Timing::default() })
 }
 
 /// A controller following `go` with a fresh frame at t = 0.
@@ -182,7 +182,7 @@ fn two_ticks_at_the_same_instant_change_nothing() {
 }
 
 /// A decision with the given gait.
-fn decision_with_gait(gait: GaitFields) -> Result<PolicyOutput, PolicyError> {
+fn decision_with_gait(gait: GaitFields) -> Result<Decision, PolicyError> {
     let mut d = decision(0.5, 0.0, 0.0, false);
     d.as_mut().unwrap().command.gait = gait;
     d
@@ -402,7 +402,7 @@ enum Fault {
 impl Decide for Faulty {
     fn reset(&mut self) {}
 
-    fn decide(&mut self, _: &crate::policy::Frame<'_>, _: &str) -> Result<PolicyOutput, PolicyError> {
+    fn decide(&mut self, _: &crate::policy::Frame<'_>, _: &str) -> Result<Decision, PolicyError> {
         if self.answers == 0 {
             match &self.fault {
                 // Bounded, so that a failing test cannot hang the worker's join forever.

@@ -9,9 +9,9 @@ use super::moe::ExpertLoad;
 use super::text::TextEncoding;
 use super::vla::{DecoderCache, ObservationBatch, VlaModel};
 
-/// The chosen action of one control step.
+/// The greedy action of one control step: the argmax bin of each dimension, its Q and the experts' load.
 #[derive(Debug, Clone)]
-pub struct Decision {
+pub struct GreedyAction {
     /// Chosen bin per dimension.
     pub bins: Vec<u32>,
     /// Q value of the chosen bin per dimension, in [0, 1].
@@ -136,7 +136,7 @@ impl VlaModel {
     /// Greedy per-dimension argmax with a KV cache: the observation prefix once, then one
     /// single-token step per remaining dimension. `valid[i][b]`: whether bin b of dimension i may
     /// be chosen.
-    pub fn decode_cached(&self, text: &TextEncoding, frames: &[Tensor], valid: &[Vec<bool>]) -> Result<Decision> {
+    pub fn decode_cached(&self, text: &TextEncoding, frames: &[Tensor], valid: &[Vec<bool>]) -> Result<GreedyAction> {
         let cfg = self.config();
         let dims = cfg.action_dims();
         check_masks(valid, dims)?;
@@ -153,12 +153,12 @@ impl VlaModel {
                 logits = self.step(&Tensor::new(&[bin], self.device())?, dim, &mut cache, &mut load)?;
             }
         }
-        Ok(Decision { bins, q, load })
+        Ok(GreedyAction { bins, q, load })
     }
 
     /// The reference procedure: for each dimension a full forward pass over the instruction, every
     /// frame of the window and the bins chosen so far. `obs` holds one sample.
-    pub fn decode_uncached(&self, obs: &ObservationBatch, valid: &[Vec<bool>]) -> Result<Decision> {
+    pub fn decode_uncached(&self, obs: &ObservationBatch, valid: &[Vec<bool>]) -> Result<GreedyAction> {
         let dims = self.config().action_dims();
         check_masks(valid, dims)?;
         let mut load = self.empty_load();
@@ -171,6 +171,6 @@ impl VlaModel {
             bins.push(bin);
             q.push(sigmoid(logit));
         }
-        Ok(Decision { bins, q, load })
+        Ok(GreedyAction { bins, q, load })
     }
 }

@@ -13,7 +13,7 @@ pub use config::{
     ActionSpaceConfig, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig, VisionConfig, VisionKind,
     VlaConfig,
 };
-pub use decode::{history_window, masked_argmax, sigmoid, Decision, FrameTokenCache, HistoryRing};
+pub use decode::{history_window, masked_argmax, sigmoid, FrameTokenCache, GreedyAction, HistoryRing};
 pub use moe::ExpertLoad;
 pub use text::TextEncoding;
 pub use vla::{EncodedObservation, ObservationBatch, VlaModel, INITIAL_Q_LOGIT};

@@ -14,7 +14,7 @@ use crate::action::{ActionCommand, ActionError, ActionSpace};
 use crate::model::{load_model, FrameTokenCache, HistoryRing, ModelError, ObservationBatch, ParamCount, VlaConfig, VlaModel};
 pub use preprocess::{Frame, FrameError, OwnedFrame, PixelEncoding, RawFrame};
 pub use tokenize::{InstructionTokenizer, TokenizeError};
-pub use worker::{Decide, Decided, FrameJob, InferenceWorker};
+pub use worker::{Decide, FrameDecision, FrameJob, InferenceWorker};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -63,7 +63,7 @@ pub struct Timing {
 
 /// What one decision produced.
 #[derive(Debug, Clone)]
-pub struct PolicyOutput {
+pub struct Decision {
     pub command: ActionCommand,
     pub bins: Vec<u32>,
     /// Q value of the chosen bin per dimension.
@@ -185,12 +185,12 @@ impl Policy {
 
     /// One decision on the newest frame; earlier frames of the same instruction form the history.
     /// A bad frame or instruction is rejected before it touches the history.
-    pub fn decide(&mut self, frame: &Frame, instruction: &str, decoding: Decoding) -> Result<PolicyOutput, PolicyError> {
+    pub fn decide(&mut self, frame: &Frame, instruction: &str, decoding: Decoding) -> Result<Decision, PolicyError> {
         let pool = self.pool.clone();
         pool.install(|| self.decide_on_pool(frame, instruction, decoding))
     }
 
-    fn decide_on_pool(&mut self, frame: &Frame, instruction: &str, decoding: Decoding) -> Result<PolicyOutput, PolicyError> {
+    fn decide_on_pool(&mut self, frame: &Frame, instruction: &str, decoding: Decoding) -> Result<Decision, PolicyError> {
         let start = Instant::now();
         let ids = self.tokenizer.encode(instruction)?;
         let image = self.preprocess(frame)?;
@@ -221,7 +221,7 @@ impl Policy {
         let command = self.space.command(&decision.bins)?;
         let done = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f32() * 1e3;
-        Ok(PolicyOutput {
+        Ok(Decision {
             command,
             bins: decision.bins,
             q: decision.q,

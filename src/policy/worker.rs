@@ -7,13 +7,13 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Decoding, Frame, OwnedFrame, Policy, PolicyError, PolicyOutput};
+use super::{Decision, Decoding, Frame, OwnedFrame, Policy, PolicyError};
 
 /// What the inference thread runs: the policy, or a stand-in in tests of the thread's faults.
 pub trait Decide {
     /// Forgets the history: the next frame starts a new instruction.
     fn reset(&mut self);
-    fn decide(&mut self, frame: &Frame<'_>, instruction: &str) -> Result<PolicyOutput, PolicyError>;
+    fn decide(&mut self, frame: &Frame<'_>, instruction: &str) -> Result<Decision, PolicyError>;
 }
 
 impl Decide for Policy {
@@ -21,7 +21,7 @@ impl Decide for Policy {
         Policy::reset(self);
     }
 
-    fn decide(&mut self, frame: &Frame<'_>, instruction: &str) -> Result<PolicyOutput, PolicyError> {
+    fn decide(&mut self, frame: &Frame<'_>, instruction: &str) -> Result<Decision, PolicyError> {
         Policy::decide(self, frame, instruction, Decoding::Cached)
     }
 }
@@ -44,7 +44,7 @@ pub struct FrameJob {
 
 /// A finished decision.
 #[derive(Debug)]
-pub struct Decided {
+pub struct FrameDecision {
     pub instruction: Arc<str>,
     /// The timestamp of the frame it was made on.
     pub source_stamp: Duration,
@@ -52,7 +52,7 @@ pub struct Decided {
     pub frame_time: f64,
     /// Frame received -> decision ready.
     pub latency_ms: f32,
-    pub result: Result<PolicyOutput, PolicyError>,
+    pub result: Result<Decision, PolicyError>,
 }
 
 #[derive(Default)]
@@ -82,7 +82,7 @@ impl InferenceWorker {
     /// Starts the inference thread; `deliver` runs on it after every decision.
     pub fn spawn(
         mut policy: impl Decide + Send + 'static,
-        mut deliver: impl FnMut(Decided) + Send + 'static,
+        mut deliver: impl FnMut(FrameDecision) + Send + 'static,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared { slot: Mutex::new(Slot::default()), ready: Condvar::new() });
         let worker = shared.clone();
@@ -107,7 +107,7 @@ impl InferenceWorker {
                 }
                 let result = policy.decide(&job.frame.as_frame(), &job.instruction);
                 let latency_ms = job.received.elapsed().as_secs_f32() * 1e3;
-                deliver(Decided {
+                deliver(FrameDecision {
                     instruction: job.instruction,
                     source_stamp: job.source_stamp,
                     frame_time: job.received_at,

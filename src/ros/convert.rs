@@ -10,7 +10,7 @@ use r2r::std_msgs::msg::Header;
 
 use crate::action::{GaitFields, GaitPreset, PlanarTwist};
 use crate::policy::tokenize::{accept_instruction, TokenizeError, MAX_INSTRUCTION_BYTES};
-use crate::policy::{FrameError, OwnedFrame, PolicyOutput};
+use crate::policy::{Decision, FrameError, OwnedFrame};
 
 /// A sensor_msgs/Image as a checked frame and its header stamp; the pixel buffer moves, it is not
 /// copied.
@@ -114,7 +114,7 @@ pub fn gait_command(g: &GaitFields, header: Header) -> GaitCommand {
     }
 }
 
-pub struct DecisionInfo<'a> {
+pub struct DecisionContext<'a> {
     pub header: Header,
     pub instruction: &'a str,
     pub names: &'a [String],
@@ -122,7 +122,7 @@ pub struct DecisionInfo<'a> {
     pub model_id: &'a str,
 }
 
-pub fn decision(out: &PolicyOutput, info: DecisionInfo<'_>) -> VlaDecision {
+pub fn decision(out: &Decision, info: DecisionContext<'_>) -> VlaDecision {
     VlaDecision {
         header: info.header,
         instruction: info.instruction.to_owned(),

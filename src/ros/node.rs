@@ -25,13 +25,13 @@ use r2r::sensor_msgs::msg::{CompressedImage, Image};
 use r2r::std_srvs::srv::SetBool;
 use r2r::{ActionServerCancelRequest, ActionServerGoal, ActionServerGoalRequest, Clock, Publisher, QosProfile, ServiceRequest};
 
-use super::convert::{self, DecisionInfo, InstructionError};
+use super::convert::{self, DecisionContext, InstructionError};
 use super::logging::{self, Throttle};
 use super::params::{ImageInput, NodeParams, ParamError};
 use super::streams::{forward, timer_stream};
 use crate::control::{Applied, ConfigError, ControlOutput, CopyFilter, Session, StopReason, Tick};
 use crate::policy::tokenize::accept_instruction;
-use crate::policy::{Decided, FrameError, FrameJob, InferenceWorker, OwnedFrame, Policy, PolicyError};
+use crate::policy::{FrameDecision, FrameError, FrameJob, InferenceWorker, OwnedFrame, Policy, PolicyError};
 use crate::topics;
 
 pub const NODE_NAME: &str = "moe_vla_node";
@@ -58,14 +58,14 @@ pub enum NodeError {
 }
 
 /// Everything the control task hears about.
-enum Event {
+enum ControlEvent {
     Frame(Received),
     BadFrame(FrameError),
     Instruction(Result<String, InstructionError>),
     Enable(ServiceRequest<SetBool::Service>),
     Goal(ActionServerGoalRequest<FollowInstruction::Action>),
     CancelGoal(ActionServerCancelRequest),
-    Decided(Decided),
+    FrameDecision(FrameDecision),
     Tick,
     Diagnostics,
 }
@@ -186,11 +186,11 @@ pub fn run() -> Result<(), NodeError> {
     );
 
     let inference_died = Arc::new(AtomicBool::new(false));
-    let (events, event_stream) = mpsc::unbounded::<Event>();
+    let (events, event_stream) = mpsc::unbounded::<ControlEvent>();
     let worker = {
         let events = events.clone();
         InferenceWorker::spawn(policy, move |decided| {
-            let _ = events.unbounded_send(Event::Decided(decided));
+            let _ = events.unbounded_send(ControlEvent::FrameDecision(decided));
         })?
     };
 
@@ -223,27 +223,27 @@ pub fn run() -> Result<(), NodeError> {
         let copies = copies.clone();
         let first_copies = instructions.filter_map(move |cdr| {
             let first = copies.borrow_mut().first_copy(subscription, &cdr, Instant::now());
-            future::ready(first.then(|| Event::Instruction(convert::instruction_from_cdr(&cdr))))
+            future::ready(first.then(|| ControlEvent::Instruction(convert::instruction_from_cdr(&cdr))))
         });
         spawner.spawn_local(forward(first_copies, events.clone()))?;
     }
     let mut instruction_qos = QosCheck::new(resolved_topic(&node.namespace()?, topics::INSTRUCTION.relative));
 
     let enable = node.create_service::<SetBool::Service>("~/enable", QosProfile::services_default())?;
-    spawner.spawn_local(forward(enable.map(Event::Enable), events.clone()))?;
+    spawner.spawn_local(forward(enable.map(ControlEvent::Enable), events.clone()))?;
     let goals = node.create_action_server::<FollowInstruction::Action>("follow_instruction")?;
-    spawner.spawn_local(forward(goals.map(Event::Goal), events.clone()))?;
+    spawner.spawn_local(forward(goals.map(ControlEvent::Goal), events.clone()))?;
 
     let period = Duration::from_secs_f64(session.config().period_s());
     let ticks = node.create_timer(period)?;
-    spawner.spawn_local(forward(timer_stream(ticks).map(|_| Event::Tick), events.clone()))?;
+    spawner.spawn_local(forward(timer_stream(ticks).map(|_| ControlEvent::Tick), events.clone()))?;
     let diagnostics = node.create_timer(Duration::from_secs(1))?;
-    spawner.spawn_local(forward(timer_stream(diagnostics).map(|_| Event::Diagnostics), events.clone()))?;
+    spawner.spawn_local(forward(timer_stream(diagnostics).map(|_| ControlEvent::Diagnostics), events.clone()))?;
 
     if !params.instruction.trim().is_empty() {
         // Checked like one from the topic: a parameter cannot bypass the length limit.
         let instruction = accept_instruction(&params.instruction).map(str::to_owned).map_err(InstructionError::from);
-        events.unbounded_send(Event::Instruction(instruction)).expect("receiver alive");
+        events.unbounded_send(ControlEvent::Instruction(instruction)).expect("receiver alive");
     }
     let control = ControlTask {
         session,
@@ -356,16 +356,16 @@ async fn feed_frames<M>(
     frames: impl Stream<Item = M> + Unpin,
     to_frame: fn(M) -> Result<(OwnedFrame, Duration), FrameError>,
     clock: Arc<Mutex<Clock>>,
-    events: UnboundedSender<Event>,
+    events: UnboundedSender<ControlEvent>,
 ) {
     let mut frames = frames;
     while let Some(msg) = frames.next().await {
         let received = Instant::now();
         let event = match to_frame(msg) {
             Ok((frame, source_stamp)) => {
-                Event::Frame(Received { frame, source_stamp, stamp: now(&clock).as_secs_f64(), received })
+                ControlEvent::Frame(Received { frame, source_stamp, stamp: now(&clock).as_secs_f64(), received })
             }
-            Err(e) => Event::BadFrame(e),
+            Err(e) => ControlEvent::BadFrame(e),
         };
         if events.unbounded_send(event).is_err() {
             return;
@@ -387,7 +387,7 @@ struct ControlTask {
     goal: Option<ActiveGoal>,
     /// To forward each accepted goal's cancel requests to this task.
     spawner: LocalSpawner,
-    events: UnboundedSender<Event>,
+    events: UnboundedSender<ControlEvent>,
 }
 
 struct ActiveGoal {
@@ -398,33 +398,33 @@ struct ActiveGoal {
 }
 
 impl ControlTask {
-    async fn run(mut self, mut events: impl Stream<Item = Event> + Unpin) {
+    async fn run(mut self, mut events: impl Stream<Item = ControlEvent> + Unpin) {
         while let Some(event) = events.next().await {
             self.handle(event);
         }
     }
 
-    fn handle(&mut self, event: Event) {
+    fn handle(&mut self, event: ControlEvent) {
         match event {
-            Event::Frame(Received { frame, source_stamp, stamp, received }) => {
+            ControlEvent::Frame(Received { frame, source_stamp, stamp, received }) => {
                 // Without an instruction there is nothing to decide; the frame still feeds the watchdog.
                 let dropped = self.session.instruction().cloned().is_some_and(|instruction| {
                     self.worker.submit(FrameJob { frame, instruction, source_stamp, received_at: stamp, received })
                 });
                 self.session.frame_received(stamp, source_stamp, dropped);
             }
-            Event::BadFrame(e) => {
+            ControlEvent::BadFrame(e) => {
                 self.session.bad_frame();
                 if let Some(held) = self.throttle.allow(e.kind()) {
                     tracing::error!("dropping camera frame: {e}{}", held_note(held));
                 }
             }
-            Event::Instruction(Ok(text)) => {
+            ControlEvent::Instruction(Ok(text)) => {
                 self.end_goal(outcome::PREEMPTED, "replaced by an instruction on the instruction topic");
                 tracing::info!("new instruction: \"{}\"", preview(&text));
                 self.instruct(text.into());
             }
-            Event::Instruction(Err(e)) => {
+            ControlEvent::Instruction(Err(e)) => {
                 self.end_goal(outcome::PREEMPTED, "replaced by an invalid instruction on the instruction topic");
                 if let Some(held) = self.throttle.allow(e.kind()) {
                     tracing::error!("rejected instruction, stopping until a valid one: {e}{}", held_note(held));
@@ -432,7 +432,7 @@ impl ControlTask {
                 self.session.reject_instruction();
                 self.tick();
             }
-            Event::Enable(request) => {
+            ControlEvent::Enable(request) => {
                 let enable = request.message.data;
                 self.session.set_enabled(enable);
                 tracing::info!("{} through ~/enable", if enable { "enabled" } else { "disabled" });
@@ -442,15 +442,15 @@ impl ControlTask {
                 }
                 self.tick();
             }
-            Event::Goal(request) => {
+            ControlEvent::Goal(request) => {
                 if let Err(e) = self.goal_request(request) {
                     tracing::error!("cannot take a follow_instruction goal: {e}");
                 }
             }
-            Event::CancelGoal(request) => self.cancel_goal(request),
-            Event::Decided(decided) => self.decided(decided),
-            Event::Tick => self.tick(),
-            Event::Diagnostics => self.diagnostics(),
+            ControlEvent::CancelGoal(request) => self.cancel_goal(request),
+            ControlEvent::FrameDecision(decided) => self.decided(decided),
+            ControlEvent::Tick => self.tick(),
+            ControlEvent::Diagnostics => self.diagnostics(),
         }
     }
 
@@ -460,7 +460,7 @@ impl ControlTask {
         self.session.instruct(text);
     }
 
-    fn decided(&mut self, d: Decided) {
+    fn decided(&mut self, d: FrameDecision) {
         let now = now(&self.clock);
         let (applied, tick) = self.session.decided(&d.instruction, &d.result, d.frame_time, d.latency_ms, now.as_secs_f64());
         if let Some(tick) = tick {
@@ -476,7 +476,7 @@ impl ControlTask {
                 self.end_goal(outcome::STOPPED_BY_SAFETY, &format!("decision failed: {e}"));
             }
             (_, Ok(out)) => {
-                let info = DecisionInfo {
+                let info = DecisionContext {
                     // The camera's stamp: which frame this decision was made on.
                     header: convert::header(d.source_stamp, &self.outputs.frame_id),
                     instruction: &d.instruction,
@@ -505,7 +505,7 @@ impl ControlTask {
         };
         let (handle, cancels) = request.accept()?;
         self.end_goal(outcome::PREEMPTED, "replaced by a newer goal");
-        self.spawner.spawn_local(forward(cancels.map(Event::CancelGoal), self.events.clone()))?;
+        self.spawner.spawn_local(forward(cancels.map(ControlEvent::CancelGoal), self.events.clone()))?;
         tracing::info!("new instruction from a follow_instruction goal: \"{}\"", preview(&text));
         let text: Arc<str> = text.into();
         self.instruct(text.clone());

@@ -116,7 +116,7 @@ pub enum SimNodeError {
     Spawn(#[from] futures::task::SpawnError),
 }
 
-enum Event {
+enum SimEvent {
     Twist(Twist),
     Gait(GaitCommand),
     Decision(VlaDecision),
@@ -176,7 +176,7 @@ struct WorldTask {
 }
 
 impl WorldTask {
-    async fn run(mut self, mut events: impl Stream<Item = Event> + Unpin) {
+    async fn run(mut self, mut events: impl Stream<Item = SimEvent> + Unpin) {
         while let Some(event) = events.next().await {
             if let Err(e) = self.handle(event) {
                 tracing::error!("{e}");
@@ -187,16 +187,16 @@ impl WorldTask {
         }
     }
 
-    fn handle(&mut self, event: Event) -> Result<(), SimNodeError> {
+    fn handle(&mut self, event: SimEvent) -> Result<(), SimNodeError> {
         match event {
             // Commands count for the running episode only; a stale one from before it is dropped
             // when the episode starts.
-            Event::Twist(t) => {
+            SimEvent::Twist(t) => {
                 if let Some(run) = &mut self.running {
                     run.twist = PlanarTwist { x_vel: t.linear.x as f32, y_vel: t.linear.y as f32, yaw_vel: t.angular.z as f32 };
                 }
             }
-            Event::Gait(g) => {
+            SimEvent::Gait(g) => {
                 if let Some(run) = &mut self.running {
                     run.gait = Some(GaitFields {
                         body_height: g.body_height,
@@ -208,12 +208,12 @@ impl WorldTask {
                     });
                 }
             }
-            Event::Decision(d) => {
+            SimEvent::Decision(d) => {
                 if let Some(run) = &mut self.running {
                     run.terminate |= d.terminate && d.instruction == run.world.scenario().instruction;
                 }
             }
-            Event::Tick => self.tick()?,
+            SimEvent::Tick => self.tick()?,
         }
         Ok(())
     }
@@ -321,13 +321,13 @@ pub fn run() -> Result<(), SimNodeError> {
         clock: node.get_ros_clock(),
         frame_id: params.frame_id.clone(),
     };
-    let (events, event_stream) = mpsc::unbounded::<Event>();
+    let (events, event_stream) = mpsc::unbounded::<SimEvent>();
     let twists = node.subscribe::<Twist>(topics::CMD_VEL.relative, reliable.clone())?;
-    spawner.spawn_local(forward(twists.map(Event::Twist), events.clone()))?;
+    spawner.spawn_local(forward(twists.map(SimEvent::Twist), events.clone()))?;
     let gaits = node.subscribe::<GaitCommand>(topics::GAIT_COMMAND.relative, reliable.clone())?;
-    spawner.spawn_local(forward(gaits.map(Event::Gait), events.clone()))?;
+    spawner.spawn_local(forward(gaits.map(SimEvent::Gait), events.clone()))?;
     let decisions = node.subscribe::<VlaDecision>("moe_vla_node/decision", reliable)?;
-    spawner.spawn_local(forward(decisions.map(Event::Decision), events.clone()))?;
+    spawner.spawn_local(forward(decisions.map(SimEvent::Decision), events.clone()))?;
 
     // Start only once the policy listens: a frame published into the void is a lost step.
     let waited = Instant::now();
@@ -342,7 +342,7 @@ pub fn run() -> Result<(), SimNodeError> {
     }
 
     let ticks = node.create_timer(Duration::from_secs_f64(1.0 / params.rate_hz))?;
-    spawner.spawn_local(forward(timer_stream(ticks).map(|_| Event::Tick), events.clone()))?;
+    spawner.spawn_local(forward(timer_stream(ticks).map(|_| SimEvent::Tick), events.clone()))?;
     let done = Arc::new(AtomicBool::new(false));
     tracing::info!(
         "task world: {} episodes of {}, seed {}, {} instructions, {}x{} camera at {:.1} Hz",

@@ -5,14 +5,10 @@
 
 use std::sync::Arc;
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-
-use crate::action::ActionSpace;
 use crate::control::{ControlConfig, ControlOutput, Session};
-use crate::policy::{Decoding, Frame, PixelEncoding, Policy, PolicyError, PolicyOutput, RawFrame};
+use crate::policy::{Decision, PolicyError};
 
-use super::expert::{output, random_bins};
+use super::driver::{Driver, Observation};
 use super::render::render_into;
 use super::task::Scenario;
 use super::world::{Outcome, World, WorldCommand, CONTROL_RATE_HZ};
@@ -23,77 +19,6 @@ pub fn sim_control_config() -> ControlConfig {
     ControlConfig { control_rate_hz: CONTROL_RATE_HZ, ..ControlConfig::default() }
 }
 
-/// What a driver sees at a control step. Policies use the frame and the instruction only;
-/// scripted experts may read the world's privileged state.
-pub struct Observation<'a> {
-    /// rgb8, `width` x `height`, row-major.
-    pub pixels: &'a [u8],
-    pub width: u32,
-    pub height: u32,
-    pub instruction: &'a str,
-    pub world: &'a World,
-    /// Seconds since the episode started.
-    pub time_s: f64,
-}
-
-impl Observation<'_> {
-    pub fn frame(&self) -> Frame<'_> {
-        Frame::Raw(RawFrame::packed(self.width, self.height, PixelEncoding::Rgb8, self.pixels))
-    }
-}
-
-/// Anything that turns observations into decisions: a scripted expert, a random policy, a network.
-pub trait Driver {
-    /// A short name for reports ("expert", "random", "model").
-    fn name(&self) -> &str;
-
-    /// A new episode starts; `seed` is the episode's, for drivers with randomness.
-    fn reset(&mut self, _seed: u64) {}
-
-    fn decide(&mut self, obs: &Observation<'_>) -> Result<PolicyOutput, PolicyError>;
-}
-
-impl Driver for Policy {
-    fn name(&self) -> &str {
-        "model"
-    }
-
-    fn reset(&mut self, _seed: u64) {
-        Policy::reset(self);
-    }
-
-    fn decide(&mut self, obs: &Observation<'_>) -> Result<PolicyOutput, PolicyError> {
-        Policy::decide(self, &obs.frame(), obs.instruction, Decoding::Cached)
-    }
-}
-
-/// A uniformly random valid bin per dimension at every step (terminate takes bin 0 or the top
-/// bin, as under the network's masks).
-pub struct RandomDriver {
-    space: ActionSpace,
-    rng: StdRng,
-}
-
-impl RandomDriver {
-    pub fn new(space: ActionSpace, seed: u64) -> Self {
-        Self { space, rng: StdRng::seed_from_u64(seed) }
-    }
-}
-
-impl Driver for RandomDriver {
-    fn name(&self) -> &str {
-        "random"
-    }
-
-    fn reset(&mut self, seed: u64) {
-        self.rng = StdRng::seed_from_u64(seed);
-    }
-
-    fn decide(&mut self, _obs: &Observation<'_>) -> Result<PolicyOutput, PolicyError> {
-        output(&self.space, random_bins(&self.space, &mut self.rng))
-    }
-}
-
 /// One control step, as it happened.
 pub struct Step<'a> {
     /// 0-based.
@@ -102,7 +27,7 @@ pub struct Step<'a> {
     pub time_s: f64,
     /// The camera frame of this step: rgb8, image size x image size.
     pub pixels: &'a [u8],
-    pub decision: &'a Result<PolicyOutput, PolicyError>,
+    pub decision: &'a Result<Decision, PolicyError>,
     /// What the controller commanded after this frame.
     pub output: &'a ControlOutput,
 }

@@ -8,7 +8,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::collect::{episode_seed, EpisodeSummary, FamilyCounts};
-use super::episode::{run_episode, Driver};
+use super::driver::Driver;
+use super::episode::run_episode;
 use super::task::{sample_task, TaskFamily};
 use super::SimError;
 

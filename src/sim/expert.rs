@@ -10,11 +10,12 @@ use serde::Serialize;
 
 use crate::action::{ActionSpace, GaitFields, PlanarTwist};
 use crate::control::NEUTRAL_GAIT;
-use crate::policy::{PolicyError, PolicyOutput, Timing};
+use crate::policy::{Decision, PolicyError};
 
-use super::episode::{Driver, Observation};
+use super::driver::{output, random_bins, Driver, Observation};
+use super::scene::{wrap_angle, ROBOT_RADIUS};
 use super::task::{Goal, Scenario, TaskFamily, ARENA};
-use super::world::{wrap_angle, World, ROBOT_RADIUS};
+use super::world::World;
 
 /// Probability that an episode's expert has a failure mode.
 pub const FAILURE_PROBABILITY: f64 = 0.4;
@@ -233,7 +234,7 @@ impl Driver for Expert {
         "expert"
     }
 
-    fn decide(&mut self, obs: &Observation<'_>) -> Result<PolicyOutput, PolicyError> {
+    fn decide(&mut self, obs: &Observation<'_>) -> Result<Decision, PolicyError> {
         let (terminate, x, y, yaw, body) = self.command(obs.world);
         let bins = if !terminate && self.rng.random::<f32>() < self.quality.random_action {
             // A random command, but not the terminate action.
@@ -270,28 +271,10 @@ impl Driver for CleanExpert {
         self.episode = None;
     }
 
-    fn decide(&mut self, obs: &Observation<'_>) -> Result<PolicyOutput, PolicyError> {
+    fn decide(&mut self, obs: &Observation<'_>) -> Result<Decision, PolicyError> {
         let (space, seed) = (&self.space, self.seed);
         let expert =
             self.episode.get_or_insert_with(|| Expert::new(obs.world.scenario(), space.clone(), ExpertQuality::clean(), seed));
         expert.decide(obs)
     }
-}
-
-/// A uniformly random valid bin per dimension (the terminate flag only takes its extremes).
-pub fn random_bins(space: &ActionSpace, rng: &mut StdRng) -> Vec<u32> {
-    space
-        .valid_masks()
-        .iter()
-        .map(|mask| {
-            let valid: Vec<u32> = (0..mask.len() as u32).filter(|&b| mask[b as usize]).collect();
-            valid.get(rng.random_range(0..valid.len().max(1))).copied().unwrap_or(0)
-        })
-        .collect()
-}
-
-/// A decision built from bins, quantised exactly as the network's.
-pub fn output(space: &ActionSpace, bins: Vec<u32>) -> Result<PolicyOutput, PolicyError> {
-    let command = space.command(&bins)?;
-    Ok(PolicyOutput { command, q: Vec::new(), expert_load: Vec::new(), timing: Timing::default(), bins })
 }

@@ -4,10 +4,12 @@
 //! `Controller` used both to collect episode bags and to evaluate policies.
 
 mod collect;
+mod driver;
 mod episode;
 mod eval;
 pub mod expert;
 mod render;
+mod scene;
 mod task;
 mod world;
 
@@ -17,15 +19,19 @@ pub use collect::{
     collect, collect_episode, episode_seed, CollectOptions, CollectReport, EpisodeSummary, FamilyCounts, EPISODE_SPACING_NS,
     EPOCH_NS,
 };
-pub use episode::{run_episode, sim_control_config, Driver, Observation, RandomDriver, Step};
+pub use driver::{Driver, Observation, RandomDriver};
+pub use episode::{run_episode, sim_control_config, Step};
 pub use eval::{eval_plan, evaluate, EpisodeResult, EvalOptions, EvalReport};
 pub use expert::{CleanExpert, Expert, ExpertQuality, FailureMode};
 pub use render::{render, render_into, FOV_DEG};
+pub use scene::{
+    wrap_angle, Bar, Color, Footprint, Object, Obstacle, Pose, Scene, Shape, NOMINAL_BODY_TOP, REACH_DISTANCE, ROBOT_RADIUS,
+    WALL_HEIGHT, WALL_THICKNESS,
+};
 pub use task::{all_instructions, sample_task, Goal, Scenario, TaskFamily, ARENA, BAR_BOTTOM, BAR_TOP};
 pub use world::{
-    gait_speed_factor, speed_limit, wrap_angle, Bar, Color, Footprint, Object, Obstacle, Outcome, Pose, Reason, Scene, Shape,
-    World, WorldCommand, BODY_OFFSET_RANGE, BODY_RATE, CONTROL_PERIOD_S, CONTROL_RATE_HZ, NOMINAL_BODY_TOP, REACH_DISTANCE,
-    ROBOT_RADIUS, STAY_RADIUS, SUBSTEP_S, WALL_HEIGHT, WALL_THICKNESS,
+    gait_speed_factor, speed_limit, Outcome, Reason, World, WorldCommand, BODY_OFFSET_RANGE, BODY_RATE, CONTROL_PERIOD_S,
+    CONTROL_RATE_HZ, STAY_RADIUS, SUBSTEP_S,
 };
 
 use crate::action::ActionError;

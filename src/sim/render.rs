@@ -3,7 +3,7 @@
 //! extents (a ball's and a cone's depend on where the ray passes). Sky and a chequered floor
 //! behind, distance shading on top. rgb8, row-major, no padding.
 
-use super::world::{Footprint, Pose, Scene, Shape, WALL_HEIGHT};
+use super::scene::{Footprint, Pose, Scene, Shape, WALL_HEIGHT};
 
 /// Horizontal field of view, degrees.
 pub const FOV_DEG: f32 = 90.0;

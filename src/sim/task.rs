@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use serde::Serialize;
 
-use super::world::{wrap_angle, Color, Footprint, Object, Obstacle, Pose, Scene, Shape, ROBOT_RADIUS, WALL_THICKNESS};
+use super::scene::{wrap_angle, Color, Footprint, Object, Obstacle, Pose, Scene, Shape, ROBOT_RADIUS, WALL_THICKNESS};
 use super::SimError;
 
 /// Arena size, m.
@@ -293,7 +293,7 @@ fn sample_pass(family: TaskFamily, rng: &mut StdRng) -> Option<Sampled> {
     scene.add_cross_wall(wall_x, gap_y, gap);
     if family == TaskFamily::Crawl {
         let h = 0.5 * WALL_THICKNESS;
-        scene.bars.push(super::world::Bar {
+        scene.bars.push(super::scene::Bar {
             footprint: Footprint::rect(wall_x - h, gap_y - 0.5 * gap, wall_x + h, gap_y + 0.5 * gap),
             bottom: BAR_BOTTOM,
             top: BAR_TOP,

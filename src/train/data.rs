@@ -129,7 +129,7 @@ pub fn find_bags(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 /// A bag's messages reduced to what training needs, frames already resized.
-enum Event {
+enum BagEvent {
     Frame(Vec<u8>),
     Instruction(String),
     Twist([f32; 3]),
@@ -281,29 +281,29 @@ fn build_cache(
 
 /// The bag's relevant messages in log-time order, frames resized. Undecodable messages are
 /// skipped; a damaged bag gives what could be read.
-fn read_events(bag: &Path, image_size: usize, topics: &Topics) -> Result<Vec<Event>, String> {
+fn read_events(bag: &Path, image_size: usize, topics: &Topics) -> Result<Vec<BagEvent>, String> {
     let reader = BagReader::open(bag).map_err(|e| e.to_string())?;
-    let mut events: Vec<(u64, usize, Event)> = Vec::new();
+    let mut events: Vec<(u64, usize, BagEvent)> = Vec::new();
     let size = image_size as u32;
     reader
         .for_each(|m| {
             let event = if m.topic == topics.image {
                 let frame = camera_frame(m.type_name, m.data).and_then(Result::ok).map(|(frame, _)| frame);
-                frame.and_then(|f| preprocess::resize_frame(&f.as_frame(), size).ok()).map(|rgb| Event::Frame(rgb.into_raw()))
+                frame.and_then(|f| preprocess::resize_frame(&f.as_frame(), size).ok()).map(|rgb| BagEvent::Frame(rgb.into_raw()))
             } else if m.topic == topics.instruction {
-                decode::<StringMsg>(m.data).ok().map(|s| Event::Instruction(s.data))
+                decode::<StringMsg>(m.data).ok().map(|s| BagEvent::Instruction(s.data))
             } else if m.topic == topics.cmd_vel {
                 let twist = match m.type_name {
                     "geometry_msgs/msg/TwistStamped" => decode::<TwistStamped>(m.data).ok().map(|t| t.twist),
                     _ => decode::<Twist>(m.data).ok(),
                 };
-                twist.map(|t| Event::Twist([t.linear.x as f32, t.linear.y as f32, t.angular.z as f32]))
+                twist.map(|t| BagEvent::Twist([t.linear.x as f32, t.linear.y as f32, t.angular.z as f32]))
             } else if m.topic == topics.gait {
-                decode::<GaitCommand>(m.data).ok().map(Event::Gait)
+                decode::<GaitCommand>(m.data).ok().map(BagEvent::Gait)
             } else if m.topic == topics.decision {
-                decode::<VlaDecision>(m.data).ok().map(|d| Event::Decision(d.bins, d.dimension_names))
+                decode::<VlaDecision>(m.data).ok().map(|d| BagEvent::Decision(d.bins, d.dimension_names))
             } else if m.topic == topics.outcome {
-                decode::<EpisodeOutcome>(m.data).ok().map(Event::Outcome)
+                decode::<EpisodeOutcome>(m.data).ok().map(BagEvent::Outcome)
             } else {
                 None
             };
@@ -338,7 +338,7 @@ type EpisodeSteps = (Episode, Vec<Vec<u8>>, Vec<Vec<u32>>);
 /// frame's action is the first decision after it when the bag records decisions of this action
 /// space; otherwise the first twist after it (a stop when none came before the next frame) with
 /// the newest gait command.
-fn split_episodes(bag: &Path, events: Vec<Event>, space: &ActionSpace) -> Vec<EpisodeSteps> {
+fn split_episodes(bag: &Path, events: Vec<BagEvent>, space: &ActionSpace) -> Vec<EpisodeSteps> {
     let mut episodes = Vec::new();
     let mut instruction: Option<String> = None;
     let mut frames: Vec<Vec<u8>> = Vec::new();
@@ -348,20 +348,20 @@ fn split_episodes(bag: &Path, events: Vec<Event>, space: &ActionSpace) -> Vec<Ep
     let mut gait = default_gait();
     for event in events {
         match event {
-            Event::Instruction(text) => {
+            BagEvent::Instruction(text) => {
                 instruction = Some(text);
                 frames.clear();
                 twists.clear();
                 gaits.clear();
                 decisions.clear();
             }
-            Event::Frame(rgb) => {
+            BagEvent::Frame(rgb) => {
                 frames.push(rgb);
                 twists.push(None);
                 gaits.push(gait.clone());
                 decisions.push(None);
             }
-            Event::Decision(bins, names) => {
+            BagEvent::Decision(bins, names) => {
                 // Only decisions of this action space: another model's bins mean other things.
                 let same_space = names.is_empty() || names == space.names();
                 let fits = same_space && space.check_bins(&bins).is_ok();
@@ -369,18 +369,18 @@ fn split_episodes(bag: &Path, events: Vec<Event>, space: &ActionSpace) -> Vec<Ep
                     *slot = Some(bins);
                 }
             }
-            Event::Twist(t) => {
+            BagEvent::Twist(t) => {
                 if let Some(slot) = twists.last_mut().filter(|s| s.is_none()) {
                     *slot = Some(t);
                 }
             }
-            Event::Gait(g) => {
+            BagEvent::Gait(g) => {
                 gait = g;
                 if let Some(last) = gaits.last_mut() {
                     *last = gait.clone();
                 }
             }
-            Event::Outcome(outcome) => {
+            BagEvent::Outcome(outcome) => {
                 let text = instruction.clone().filter(|s| !s.is_empty()).unwrap_or(outcome.instruction.clone());
                 if !frames.is_empty() && !text.is_empty() {
                     let n = frames.len();

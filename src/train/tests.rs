@@ -478,7 +478,7 @@ fn a_bag_frame_reaches_the_network_identically_in_training_and_at_replay() {
     let (width, height) = (40u32, 24u32);
     for step in 0..4u32 {
         t += 200_000_000;
-        let data = crate::bench::synthetic_frame(width, height, step);
+        let data = crate::fixtures::synthetic_frame(width, height, step);
         let header = Header { stamp: Time { sec: 1, nanosec: step }, frame_id: "camera".into() };
         let image = Image { header, height, width, encoding: "bgr8".into(), is_bigendian: 0, step: width * 3, data };
         bag.write(topics::CAMERA.absolute, t, &image).unwrap();
@@ -501,7 +501,7 @@ fn a_bag_frame_reaches_the_network_identically_in_training_and_at_replay() {
         .collect();
 
     // Replay's view: the bag's camera messages through the policy's preprocessing and history.
-    let policy = crate::bench::random_policy(cfg.clone(), &words, 0, &Device::Cpu).unwrap();
+    let policy = crate::fixtures::random_policy(cfg.clone(), &words, 0, &Device::Cpu).unwrap();
     let mut ring = HistoryRing::new(cfg.history);
     let mut served = Vec::new();
     BagReader::open(&bag_dir)

@@ -1,7 +1,7 @@
 #![allow(dead_code)]
 
 use candle_core::Device;
-use moe_vla::bench::{instruction_lines, random_policy, SAMPLE_INSTRUCTIONS};
+use moe_vla::fixtures::{instruction_lines, random_policy, SAMPLE_INSTRUCTIONS};
 use moe_vla::model::{FeedForwardKind, VisionKind, VlaConfig};
 use moe_vla::policy::Policy;
 
@@ -45,5 +45,5 @@ pub fn policy(cfg: VlaConfig, seed: u64) -> Policy {
 
 /// A deterministic rgb8 picture with structure at every scale.
 pub fn picture(width: u32, height: u32, seed: u32) -> Vec<u8> {
-    moe_vla::bench::synthetic_frame(width, height, seed)
+    moe_vla::fixtures::synthetic_frame(width, height, seed)
 }

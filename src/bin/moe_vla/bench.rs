@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
-use moe_vla::bench::{instruction_lines, random_policy, synthetic_frame, SAMPLE_INSTRUCTIONS};
+use moe_vla::control::nearest_rank;
+use moe_vla::fixtures::{instruction_lines, random_policy, synthetic_frame, SAMPLE_INSTRUCTIONS};
 use moe_vla::policy::{Decoding, Frame, PixelEncoding, Policy, RawFrame};
 
 use crate::init::preset;
@@ -51,7 +52,7 @@ struct Latency {
 impl Latency {
     fn of(samples: &mut [f64]) -> Self {
         samples.sort_by(f64::total_cmp);
-        let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+        let at = |q| nearest_rank(samples, q);
         Self { median: at(0.5), p95: at(0.95), p99: at(0.99) }
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
-use moe_vla::bench::instruction_lines;
+use moe_vla::fixtures::instruction_lines;
 use moe_vla::model::{count_params, init_model, save_weights, VlaConfig};
 use moe_vla::policy::tokenize::train_word_level;
 use moe_vla::policy::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};

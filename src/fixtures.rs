@@ -1,5 +1,5 @@
-//! Fixtures shared by `moe_vla bench` and `cargo bench`: a randomly initialised policy for a
-//! preset and synthetic camera frames.
+//! Fixtures shared by `moe_vla init`, `moe_vla bench`, `cargo bench` and the tests: a randomly
+//! initialised policy for a preset, the task instructions and synthetic camera frames.
 
 use candle_core::Device;
 

@@ -50,14 +50,14 @@ ROS_WHEELS=(
   ros-kilted-rosidl-typesupport-introspection-c
   ros-kilted-rosidl-default-generators ros-kilted-rosidl-core-generators ros-kilted-ament-cmake
   ros-kilted-ament-package ros-kilted-ament-cmake-include-directories
-  ros-kilted-ament-cmake-ros-core ros-kilted-ament-cmake-ros
+  ros-kilted-ament-cmake-ros-core ros-kilted-ament-cmake-ros ros-kilted-ament-cmake-pytest
   colcon-common-extensions
 )
 # Test runner, and the third-party rosbag2/MCAP readers and writers the bag tests check against.
 TEST_WHEELS=(pytest pyyaml rosbags mcap mcap-ros2-support)
 
 make_venv() {
-  local venv="$root/.ros" stamp="$root/.ros/.moe_vla-setup-v1"
+  local venv="$root/.ros" stamp="$root/.ros/.moe_vla-setup-v2"
   [ -f "$stamp" ] && return 0
   log "creating $venv from the ROS 2 kilted wheels on PyPI"
   python3 -m venv "$venv"

@@ -14,6 +14,13 @@ if cargo fmt --version >/dev/null 2>&1; then
 else
   echo "test: rustfmt is not installed (rustup component add rustfmt): formatting not checked" >&2
 fi
+# Lints next: clippy's warnings fail the run. The ROS adapter (feature `ros`) is not linted here: it
+# builds only in CMake's r2r environment.
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --locked --lib --bins --tests --benches -- -D warnings
+else
+  echo "test: clippy is not installed (rustup component add clippy): lints not checked" >&2
+fi
 ./scripts/setup.sh
 cargo test --locked --bench decode --bench train_step
 cargo test --locked --lib --bins --tests

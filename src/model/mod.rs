@@ -1,4 +1,11 @@
 //! Pure candle: tensors in, Q-values out. Knows nothing of ROS, image files or robots.
+//!
+//! The network follows GeRM (Song et al. 2024, <https://arxiv.org/abs/2403.13358>: a
+//! mixture-of-experts transformer over instruction and frame tokens, one action dimension decoded
+//! at a time as a Q-function over bins) and MoRE (Zhao et al. 2025,
+//! <https://arxiv.org/abs/2503.08007>: LoRA experts, Q-learning from mixed-quality data); the
+//! per-dimension Q decoding comes from Q-Transformer (Chebotar et al. 2023,
+//! <https://arxiv.org/abs/2309.10150>).
 
 pub mod config;
 pub mod decode;

@@ -4,6 +4,12 @@
 //! and then freeze the instruction and frame encoders: their output is computed once per step and
 //! every later update touches only the decoder, which is what makes proper training affordable on
 //! a 2-core CPU.
+//!
+//! Papers: Q-Transformer (Chebotar et al. 2023, <https://arxiv.org/abs/2309.10150>) for the
+//! per-dimension Bellman targets and the conservative term; GeRM (Song et al. 2024,
+//! <https://arxiv.org/abs/2403.13358>) and MoRE (Zhao et al. 2025,
+//! <https://arxiv.org/abs/2503.08007>) for Q-learning a mixture-of-experts VLA from mixed-quality
+//! episodes.
 
 pub mod data;
 pub mod objective;

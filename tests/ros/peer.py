@@ -49,7 +49,9 @@ def fresh_domain_id() -> int:
 
 
 def installed(binary: str) -> Path:
-    path = ROOT / "install/moe_vla/lib/moe_vla" / binary
+    """A binary of the installed package: `colcon test` names its install tree in MOE_VLA_BIN_DIR,
+    scripts/setup.sh installs into the checkout."""
+    path = Path(os.environ.get("MOE_VLA_BIN_DIR") or ROOT / "install/moe_vla/lib/moe_vla") / binary
     if not path.exists():
         raise RuntimeError(f"{path} is missing: run scripts/setup.sh")
     return path

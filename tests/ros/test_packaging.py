@@ -17,8 +17,9 @@ def without(prefix: Path) -> dict:
     return env
 
 
-def cmake_args() -> list:
-    args = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_TESTING=OFF", f"-DPython3_EXECUTABLE={sys.executable}"]
+def cmake_args(testing=False) -> list:
+    args = ["-DCMAKE_BUILD_TYPE=Release", f"-DBUILD_TESTING={'ON' if testing else 'OFF'}",
+            f"-DPython3_EXECUTABLE={sys.executable}"]
     if os.environ.get("MOE_VLA_NUMPY_INCLUDE"):
         args.append(f"-DPython3_NumPy_INCLUDE_DIR={os.environ['MOE_VLA_NUMPY_INCLUDE']}")
     return args
@@ -65,13 +66,13 @@ def test_moe_vla_msgs_builds_and_imports_without_the_rust_package(tmp_path):
     assert run([sys.executable, "-c", IMPORT_CHECK], env, cwd=tmp_path).stdout.strip() == "ok"
 
 
-def test_colcon_builds_both_packages_from_the_checkout(tmp_path):
+def test_colcon_builds_both_packages_from_the_checkout_and_colcon_test_runs_the_suites(tmp_path):
     env = without(p.ROOT / "install")
     listed = run(["colcon", "list", "--base-paths", p.ROOT, "--names-only", "--topological-order"], env, cwd=tmp_path)
     assert listed.stdout.split() == ["moe_vla_msgs", "moe_vla"], listed.stdout
     run(["colcon", "build", "--base-paths", p.ROOT, "--build-base", tmp_path / "build", "--install-base",
-         tmp_path / "install", "--event-handlers", "console_direct-", "--cmake-args", *cmake_args()], env, cwd=tmp_path,
-        timeout=1800)
+         tmp_path / "install", "--event-handlers", "console_direct-", "--cmake-args", *cmake_args(testing=True)], env,
+        cwd=tmp_path, timeout=1800)
     install = tmp_path / "install"
     for binary in ("moe_vla_node", "moe_vla_sim_node", "moe_vla"):
         assert (install / "moe_vla/lib/moe_vla" / binary).is_file(), binary
@@ -84,3 +85,15 @@ def test_colcon_builds_both_packages_from_the_checkout(tmp_path):
     )
     listed = run([install / "moe_vla/lib/moe_vla/moe_vla_node", "--list-params"], env)
     assert "max_decision_age_s" in listed.stdout
+
+    # `colcon test` knows both pytest suites; the bag suite (the shorter) runs here against the
+    # colcon-built CLI and passes.
+    listed = run(["ctest", "--test-dir", tmp_path / "build/moe_vla", "-N"], env)
+    assert "ros_tests" in listed.stdout and "bags_tests" in listed.stdout, listed.stdout
+    run(["colcon", "test", "--base-paths", p.ROOT, "--build-base", tmp_path / "build", "--install-base",
+         tmp_path / "install", "--packages-select", "moe_vla", "--event-handlers", "console_direct-",
+         "--return-code-on-test-failure", "--ctest-args", "-R", "bags_tests"], env, cwd=tmp_path, timeout=1800)
+    results = run(["colcon", "test-result", "--test-result-base", tmp_path / "build/moe_vla", "--all"], env)
+    summary = results.stdout.strip().splitlines()[-1]
+    tests = int(summary.split(" tests")[0].split()[-1])
+    assert tests > 0 and "0 errors, 0 failures" in summary, results.stdout

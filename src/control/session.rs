@@ -21,10 +21,12 @@ pub struct Counters {
     /// Frames replaced in the inference slot before the model took them.
     pub dropped_frames: u64,
     pub bad_frames: u64,
-    /// Decisions the model made (including those the controller then refused as non-finite).
+    /// Decisions the model made, followed or not.
     pub decisions: u64,
+    /// Decisions that failed (bad frame, model error) or that the controller refused (non-finite).
     pub failed_decisions: u64,
-    /// Decisions made for an instruction no longer in force.
+    /// Decisions, made or failed, that were ignored: their instruction is no longer in force, or the
+    /// robot holds after a terminate.
     pub stale_decisions: u64,
     /// Control ticks, each one command out.
     pub commands: u64,
@@ -137,14 +139,14 @@ impl Session {
     ) -> (Applied, Option<Tick>) {
         self.latency.record(latency_ms);
         let applied = self.controller.apply(instruction, result, frame_time);
-        match (&applied, result) {
-            (Applied::Stale, _) => self.counters.stale_decisions += 1,
-            (_, Err(_)) => self.counters.failed_decisions += 1,
-            (Applied::Failed, Ok(_)) => {
-                self.counters.decisions += 1;
-                self.counters.failed_decisions += 1;
-            }
-            (_, Ok(_)) => self.counters.decisions += 1,
+        match result {
+            Ok(_) => self.counters.decisions += 1,
+            Err(_) => self.counters.failed_decisions += 1,
+        }
+        match applied {
+            Applied::Stale => self.counters.stale_decisions += 1,
+            Applied::Failed if result.is_ok() => self.counters.failed_decisions += 1,
+            _ => {}
         }
         let tick = (applied != Applied::Stale).then(|| self.tick(now));
         (applied, tick)

@@ -509,7 +509,7 @@ fn a_session_counts_each_stop_once_per_change_and_every_command() {
     s.reject_instruction();
     assert_eq!(s.tick(0.3).output.stop, Some(StopReason::NoInstruction));
     let c = s.counters();
-    assert_eq!((c.instructions, c.bad_instructions, c.frames, c.decisions, c.stale_decisions, c.commands), (2, 1, 1, 1, 1, 4));
+    assert_eq!((c.instructions, c.bad_instructions, c.frames, c.decisions, c.stale_decisions, c.commands), (2, 1, 1, 2, 1, 4));
     assert_eq!(c.stops.get("no_instruction").map(|(n, _)| *n), Some(2));
     assert_eq!(s.latency().count(), 2);
 }

@@ -296,7 +296,7 @@ def test_flood_of_vga_frames_keeps_rate_memory_and_latency_bounded(peer, start_n
     # model got to it (at most one may still be waiting). Whether any were replaced depends on how
     # fast this machine's inference is against the flood; that none pile up does not.
     count = {k: int(values[k]) for k in ("frames_received", "frames_dropped", "decisions", "stale_decisions", "failed_decisions")}
-    waiting = count["frames_received"] - count["frames_dropped"] - count["decisions"] - count["stale_decisions"]
+    waiting = count["frames_received"] - count["frames_dropped"] - count["decisions"] - count["failed_decisions"]
     assert count["failed_decisions"] == 0 and waiting in (0, 1), values
     print(f"flood: {rate:.0f} frames/s sent, {len(decisions)} decisions, latency median "
           f"{latencies[len(latencies) // 2]:.1f} ms p99 {p99:.1f} ms, RSS {rss_before:.0f} -> {rss_after:.0f} MB")

@@ -60,8 +60,10 @@ def test_a_follow_instruction_goal_drives_the_world_and_cancel_stops_it(domain_i
     peer.subscribe("/cmd_vel", Twist)
     peer.subscribe("/instruction", String, p.INSTRUCTION_QOS)
     peer.subscribe("/camera/image_raw", Image, qos_profile_sensor_data)
-    # The shipped model: it heads for the target rather than ending the episode at random.
-    node = start_node({"model_dir": str(p.ROOT / "models/default")})
+    # The shipped model: it heads for the target rather than ending the episode at random. The goal
+    # is the only source of instructions: the world's own instruction topic, which would preempt
+    # the goal whenever it reaches the node after the goal, is remapped away.
+    node = start_node({"model_dir": str(p.ROOT / "models/default")}, remaps=["instruction:=/world_instruction_unused"])
     client = ActionClient(peer.node, FollowInstruction, "follow_instruction")
     assert client.wait_for_server(timeout_sec=20)
     # Real time: a go_to episode lasts up to 20 s, longer than the test needs.

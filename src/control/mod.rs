@@ -348,6 +348,15 @@ impl Controller {
         &self.config
     }
 
+    /// New settings while running (a parameter change). The command in progress continues from
+    /// where it is; the next tick clamps it to the new limits at once, without an acceleration
+    /// ramp, because a limit is a limit.
+    pub fn set_config(&mut self, config: ControlConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     pub fn instruction(&self) -> Option<&Arc<str>> {
         self.instruction.as_ref()
     }

@@ -87,6 +87,11 @@ impl Session {
         self.stop.as_ref()
     }
 
+    /// New controller settings while running (see `Controller::set_config`).
+    pub fn set_config(&mut self, config: ControlConfig) -> Result<(), ConfigError> {
+        self.controller.set_config(config)
+    }
+
     pub fn set_enabled(&mut self, enabled: bool) {
         self.controller.set_enabled(enabled);
     }

@@ -513,3 +513,28 @@ fn a_session_counts_each_stop_once_per_change_and_every_command() {
     assert_eq!(c.stops.get("no_instruction").map(|(n, _)| *n), Some(2));
     assert_eq!(s.latency().count(), 2);
 }
+
+#[test]
+fn new_limits_apply_at_the_next_tick_and_invalid_ones_change_nothing() {
+    let mut c = following();
+    c.apply("go", &decision(0.8, 0.0, 0.0, false), 0.0);
+    for i in 0..20 {
+        let t = i as f64 * PERIOD;
+        c.frame_received(t, Duration::ZERO);
+        c.apply("go", &decision(0.8, 0.0, 0.0, false), t);
+        c.tick(t);
+    }
+    c.frame_received(2.0, Duration::ZERO);
+    assert!((c.tick(2.0).twist.x_vel - 0.8).abs() < 1e-6);
+    let mut slower = *c.config();
+    slower.x_vel.max = 0.3;
+    c.set_config(slower).unwrap();
+    c.frame_received(2.1, Duration::ZERO);
+    assert_eq!(c.tick(2.1).twist.x_vel, 0.3, "clamped at once, not ramped");
+    let mut broken = slower;
+    broken.x_vel.max = -1.0;
+    assert!(c.set_config(broken).is_err());
+    assert_eq!(c.config().x_vel.max, 0.3);
+    c.frame_received(2.2, Duration::ZERO);
+    assert_eq!(c.tick(2.2).twist.x_vel, 0.3);
+}

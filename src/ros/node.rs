@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc::{self, UnboundedSender};
 use futures::executor::LocalPool;
 use futures::executor::LocalSpawner;
-use futures::future;
+use futures::future::{self, AbortHandle};
 use futures::prelude::*;
 use futures::task::{LocalSpawnExt, SpawnError};
 use r2r::diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue};
@@ -27,7 +27,7 @@ use r2r::{ActionServerCancelRequest, ActionServerGoal, ActionServerGoalRequest, 
 
 use super::convert::{self, DecisionContext, InstructionError};
 use super::logging::{self, Throttle};
-use super::params::{ImageInput, NodeParams, ParamError};
+use super::params::{ImageInput, LiveParams, NodeParams, ParamError};
 use super::streams::{forward, timer_stream};
 use crate::control::{Applied, ConfigError, ControlOutput, CopyFilter, Session, StopReason, Tick};
 use crate::policy::tokenize::accept_instruction;
@@ -66,6 +66,8 @@ enum ControlEvent {
     Goal(ActionServerGoalRequest<FollowInstruction::Action>),
     CancelGoal(ActionServerCancelRequest),
     FrameDecision(FrameDecision),
+    /// `ros2 param set` changed parameters; this is the whole new set.
+    Params(Box<NodeParams>),
     Tick,
     Diagnostics,
 }
@@ -149,9 +151,10 @@ pub fn run() -> Result<(), NodeError> {
     let mut node = r2r::Node::create(ctx, NODE_NAME, "")?;
     logging::init(node.logger());
 
-    let params = Arc::new(Mutex::new(NodeParams::default()));
-    let (param_handler, _param_events) = node.make_derived_parameter_handler(params.clone())?;
-    let params = params.lock().expect("not shared yet").clone();
+    let (param_changes, changed_params) = mpsc::unbounded::<NodeParams>();
+    let live = Arc::new(Mutex::new(LiveParams::new(NodeParams::default(), param_changes)));
+    let (param_handler, _param_events) = node.make_derived_parameter_handler(live.clone())?;
+    let params = live.lock().expect("not shared yet").current().clone();
     let declared: Vec<String> = NodeParams::declared().into_iter().map(|(name, _)| name).collect();
     for name in node.params.lock().expect("not shared yet").keys() {
         if !declared.contains(name) {
@@ -234,9 +237,10 @@ pub fn run() -> Result<(), NodeError> {
     let goals = node.create_action_server::<FollowInstruction::Action>("follow_instruction")?;
     spawner.spawn_local(forward(goals.map(ControlEvent::Goal), events.clone()))?;
 
-    let period = Duration::from_secs_f64(session.config().period_s());
-    let ticks = node.create_timer(period)?;
-    spawner.spawn_local(forward(timer_stream(ticks).map(|_| ControlEvent::Tick), events.clone()))?;
+    let mut ticks = TickTimer::default();
+    ticks.start(&mut node, &spawner, &events, session.config().period_s())?;
+    spawner.spawn_local(forward(changed_params.map(|p| ControlEvent::Params(Box::new(p))), events.clone()))?;
+    let (rate_changes, mut new_periods) = mpsc::unbounded::<f64>();
     let diagnostics = node.create_timer(Duration::from_secs(1))?;
     spawner.spawn_local(forward(timer_stream(diagnostics).map(|_| ControlEvent::Diagnostics), events.clone()))?;
 
@@ -246,6 +250,8 @@ pub fn run() -> Result<(), NodeError> {
         events.unbounded_send(ControlEvent::Instruction(instruction)).expect("receiver alive");
     }
     let control = ControlTask {
+        params: params.clone(),
+        rate_changes,
         session,
         worker,
         outputs: outputs.clone(),
@@ -271,6 +277,10 @@ pub fn run() -> Result<(), NodeError> {
         node.spin_once(Duration::from_millis(5));
         pool.run_until_stalled();
         instruction_qos.poll(&node);
+        // Timers belong to the node, which this loop holds: a new control rate is applied here.
+        while let Ok(period_s) = new_periods.try_recv() {
+            ticks.start(&mut node, &spawner, &events, period_s)?;
+        }
     }
     tracing::info!("shutting down: publishing a stop");
     outputs.stop(now(&clock))?;
@@ -283,6 +293,31 @@ pub fn run() -> Result<(), NodeError> {
         return Err(NodeError::InferenceDied);
     }
     Ok(())
+}
+
+/// The control tick timer. A new control rate replaces it: r2r timers have a fixed period.
+#[derive(Default)]
+struct TickTimer {
+    running: Option<AbortHandle>,
+}
+
+impl TickTimer {
+    fn start(
+        &mut self,
+        node: &mut r2r::Node,
+        spawner: &LocalSpawner,
+        events: &UnboundedSender<ControlEvent>,
+        period_s: f64,
+    ) -> Result<(), NodeError> {
+        let timer = node.create_timer(Duration::from_secs_f64(period_s))?;
+        let (ticks, handle) = future::abortable(forward(timer_stream(timer).map(|_| ControlEvent::Tick), events.clone()));
+        spawner.spawn_local(ticks.map(|_| ()))?;
+        // Aborting drops the old timer, which r2r then removes from the node.
+        if let Some(old) = self.running.replace(handle) {
+            old.abort();
+        }
+        Ok(())
+    }
 }
 
 /// The name a relative topic resolves to under the node's namespace and the command line's
@@ -374,6 +409,10 @@ async fn feed_frames<M>(
 }
 
 struct ControlTask {
+    /// The parameters in force.
+    params: NodeParams,
+    /// New control periods (s), for the loop that owns the tick timer.
+    rate_changes: UnboundedSender<f64>,
     session: Session,
     worker: InferenceWorker,
     outputs: Outputs,
@@ -449,9 +488,42 @@ impl ControlTask {
             }
             ControlEvent::CancelGoal(request) => self.cancel_goal(request),
             ControlEvent::FrameDecision(decided) => self.decided(decided),
+            ControlEvent::Params(next) => self.params_changed(*next),
             ControlEvent::Tick => self.tick(),
             ControlEvent::Diagnostics => self.diagnostics(),
         }
+    }
+
+    /// Applies parameters changed through the parameter services (already checked by `LiveParams`).
+    fn params_changed(&mut self, next: NodeParams) {
+        let old = std::mem::replace(&mut self.params, next);
+        let new = &self.params;
+        let config = new.control_config();
+        if config != *self.session.config() {
+            if let Err(e) = self.session.set_config(config) {
+                tracing::error!("cannot apply the changed controller parameters: {e}");
+            }
+            if new.control_rate_hz != old.control_rate_hz {
+                let _ = self.rate_changes.unbounded_send(config.period_s());
+            }
+            tracing::info!("controller parameters changed: applied from this tick on");
+        }
+        if new.start_enabled != old.start_enabled {
+            self.session.set_enabled(new.start_enabled);
+            tracing::info!("{} through the start_enabled parameter", if new.start_enabled { "enabled" } else { "disabled" });
+        }
+        if new.instruction != old.instruction {
+            let text = new.instruction.trim().to_owned();
+            self.end_goal(outcome::PREEMPTED, "replaced by the instruction parameter");
+            if text.is_empty() {
+                tracing::info!("instruction parameter cleared: stopping");
+                self.session.clear_instruction();
+            } else {
+                tracing::info!("new instruction from the instruction parameter: \"{}\"", preview(&text));
+                self.instruct(text.into());
+            }
+        }
+        self.tick();
     }
 
     /// A valid instruction from the topic or a goal: it applies to the frame waiting for the model too.

@@ -1,13 +1,16 @@
-//! The node's parameters: declared through r2r (so `ros2 param list/get` and `--params-file` work),
-//! turned into the controller's settings at start-up.
+//! The node's parameters: declared through r2r (so `ros2 param list/get/set` and `--params-file`
+//! work), turned into the controller's settings at start-up, and changed at run time through
+//! `LiveParams`.
 
 use std::path::PathBuf;
 
 use candle_core::Device;
+use futures::channel::mpsc::UnboundedSender;
 use r2r::indexmap::IndexMap;
-use r2r::{Parameter, RosParams};
+use r2r::{Parameter, ParameterValue, RosParams};
 
 use crate::control::{ControlConfig, ControlParams};
+use crate::policy::tokenize::accept_instruction;
 
 /// Every parameter `moe_vla_node` declares, with its default. Field docs are the descriptions
 /// `ros2 param describe` shows.
@@ -131,6 +134,70 @@ impl Default for NodeParams {
     }
 }
 
+/// Parameters the node reads once, at start-up (the model, the inputs and outputs it creates, its
+/// clock); a change needs a restart.
+pub const START_UP_ONLY: [&str; 7] =
+    ["model_dir", "image_input", "inference_threads", "device", "use_stamped", "frame_id", "use_sim_time"];
+
+/// The parameters as the parameter services see them while the node runs (`ros2 param set`). A
+/// change is checked together with every other parameter before it is taken: a refusal keeps the
+/// old value and gives the reason in the `SetParametersResult`. Start-up-only parameters are
+/// refused. Each accepted change goes, as the whole new set, to the control task, which applies it
+/// at its next tick.
+pub struct LiveParams {
+    current: NodeParams,
+    changes: UnboundedSender<NodeParams>,
+}
+
+impl LiveParams {
+    pub fn new(initial: NodeParams, changes: UnboundedSender<NodeParams>) -> Self {
+        Self { current: initial, changes }
+    }
+
+    pub fn current(&self) -> &NodeParams {
+        &self.current
+    }
+
+    /// The parameters with `name` set to `value`, if the node can take them while it runs.
+    fn changed(&self, name: &str, value: &ParameterValue) -> r2r::Result<NodeParams> {
+        let refuse = |msg: String| r2r::Error::ParameterValueConv { name: name.to_owned(), msg };
+        if START_UP_ONLY.contains(&name) {
+            return Err(refuse("refused: read only at start-up; restart the node to change it".into()));
+        }
+        let mut next = self.current.clone();
+        next.set_parameter(name, value)?;
+        next.runtime_check().map_err(|reason| refuse(format!("refused, the old value stays: {reason}")))?;
+        Ok(next)
+    }
+}
+
+impl RosParams for LiveParams {
+    fn register_parameters(
+        &mut self,
+        prefix: &str,
+        param: Option<Parameter>,
+        params: &mut IndexMap<String, Parameter>,
+    ) -> r2r::Result<()> {
+        self.current.register_parameters(prefix, param, params)
+    }
+
+    fn get_parameter(&mut self, name: &str) -> r2r::Result<ParameterValue> {
+        self.current.get_parameter(name)
+    }
+
+    fn set_parameter(&mut self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
+        let next = self.changed(name, value)?;
+        self.current = next.clone();
+        // The control task is gone only while the node shuts down.
+        let _ = self.changes.unbounded_send(next);
+        Ok(())
+    }
+
+    fn check_parameter(&self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
+        self.changed(name, value).map(|_| ())
+    }
+}
+
 /// Which camera topic and type the node reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageInput {
@@ -168,6 +235,16 @@ impl NodeParams {
                 reason: format!("'{other}' is neither \"raw\" nor \"compressed\""),
             }),
         }
+    }
+
+    /// Whether the parameters the node applies at run time make sense together: the controller's
+    /// settings and the instruction.
+    fn runtime_check(&self) -> Result<(), String> {
+        self.control_config().validate().map_err(|e| e.to_string())?;
+        if !self.instruction.trim().is_empty() {
+            accept_instruction(&self.instruction).map_err(|e| format!("instruction: {e}"))?;
+        }
+        Ok(())
     }
 
     pub fn control_config(&self) -> ControlConfig {

@@ -97,23 +97,24 @@ pub(super) fn full_type_name(name: &str) -> String {
     }
 }
 
-/// The storage files directly in `dir`, in name order: its `.mcap` files, or if it has none,
-/// its `.db3` files.
-fn storage_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Storage)> {
+/// The storage files directly in `dir`, in name order: those of `storage`, or when that is not
+/// known, the `.mcap` files, else the `.db3` files.
+fn storage_files(dir: &Path, storage: Option<Storage>) -> std::io::Result<(Vec<PathBuf>, Storage)> {
     let mut found: Vec<(PathBuf, Storage)> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter_map(|p| Storage::of_file(&p).map(|s| (p, s)))
         .collect();
     found.sort_by(|a, b| a.0.cmp(&b.0));
-    let storage = if found.iter().any(|(_, s)| *s == Storage::Mcap) { Storage::Mcap } else { Storage::Sqlite3 };
+    let has_mcap = found.iter().any(|(_, s)| *s == Storage::Mcap);
+    let storage = storage.unwrap_or(if has_mcap { Storage::Mcap } else { Storage::Sqlite3 });
     Ok((found.into_iter().filter(|(_, s)| *s == storage).map(|(p, _)| p).collect(), storage))
 }
 
 impl BagReader {
     /// A bag directory or a single storage file. A directory's `metadata.yaml` names its storage
-    /// and lists its files; without one (or when it lists none), the `.mcap` files in it, else
-    /// its `.db3` files, are read in name order. A bare file's storage is its extension's, MCAP
-    /// when the extension says neither.
+    /// and lists its files; when it lists none, the files of that storage in the directory are
+    /// read in name order, and without a storage named, its `.mcap` files, else its `.db3` files.
+    /// A bare file's storage is its extension's, MCAP when the extension says neither.
     pub fn open(path: &Path) -> Result<Self, BagError> {
         let io = |source| BagError::Io { path: path.to_path_buf(), source };
         let meta = std::fs::metadata(path).map_err(io)?;
@@ -132,8 +133,7 @@ impl BagReader {
             .transpose()?;
         let listed = metadata.map(|m| m.relative_file_paths).unwrap_or_default();
         let (files, storage) = if listed.is_empty() {
-            let (found, storage) = storage_files(path).map_err(io)?;
-            (found, named.unwrap_or(storage))
+            storage_files(path, named).map_err(io)?
         } else {
             let files: Vec<PathBuf> = listed.iter().map(|n| path.join(Path::new(n).file_name().unwrap_or_default())).collect();
             let by_extension = files.iter().find_map(|f| Storage::of_file(f)).unwrap_or(Storage::Mcap);

@@ -283,7 +283,7 @@ fn sqlite3_bags_read_in_timestamp_order_with_their_definitions() {
     );
     let mut decoder = dynamic::MessageDecoder::default();
     let mut decoded = Vec::new();
-    reader.for_each(|m| decoded.push(decoder.decode(m).map_err(|e| e.is_missing_definition()))).unwrap();
+    reader.for_each(|m| decoded.push(decoder.decode(m).map_err(|e| e.is_unsupported()))).unwrap();
     assert_eq!(decoded[1], Ok(serde_json::json!({ "data": "early" })), "moe_vla's own definition of String");
     assert_eq!(decoded[0], Err(true), "Int32: no definition to decode it by");
 
@@ -298,6 +298,11 @@ fn sqlite3_bags_read_in_timestamp_order_with_their_definitions() {
     std::fs::copy(&jazzy, folder.join("a.db3")).unwrap();
     let reader = BagReader::open(&folder).unwrap();
     assert_eq!((reader.storage(), read_all(&reader).1.messages), (Storage::Sqlite3, 4));
+    // Metadata naming the storage but no files: that storage's files, not the others.
+    std::fs::write(folder.join("stray.mcap"), b"").unwrap();
+    assert_eq!(BagReader::open(&folder).unwrap().files(), [folder.join("stray.mcap")]);
+    std::fs::write(folder.join(METADATA_FILE), "rosbag2_bagfile_information:\n  storage_identifier: sqlite3\n").unwrap();
+    assert_eq!(BagReader::open(&folder).unwrap().files(), [folder.join("a.db3")]);
 }
 
 #[test]

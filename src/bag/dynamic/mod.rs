@@ -32,8 +32,9 @@ pub enum MessageError {
 }
 
 impl MessageError {
-    /// Whether no definition was there to use, rather than one that failed.
-    pub fn is_missing_definition(&self) -> bool {
+    /// Nothing to decode by (no usable definition, or not CDR), as opposed to a definition or
+    /// message that is broken.
+    pub fn is_unsupported(&self) -> bool {
         matches!(self, Self::NotCdr(_) | Self::NoDefinition | Self::DefinitionEncoding(_))
     }
 }

@@ -278,16 +278,16 @@ fn the_decoder_uses_the_bags_definition_else_moe_vlas_own() {
     assert_eq!(decoder.decode(&raw(Twist::TYPE, &bytes, Some(&renamed))).unwrap(), json!({ "a": 1.0, "b": 2.0 }));
     let int32 = [0, 1, 0, 0, 87, 0, 0, 0];
     let missing = decoder.decode(&raw("std_msgs/msg/Int32", &int32, None)).unwrap_err();
-    assert!(missing.is_missing_definition() && missing == MessageError::NoDefinition);
+    assert!(missing.is_unsupported() && missing == MessageError::NoDefinition);
     let idl = StoredDefinition { encoding: "ros2idl".into(), text: "module std_msgs {};".into() };
     let unreadable = decoder.decode(&raw("std_msgs/msg/Int32", &int32, Some(&idl))).unwrap_err();
     assert_eq!(unreadable, MessageError::DefinitionEncoding("ros2idl".into()));
     // An IDL definition of a type moe_vla knows falls back to its own.
     assert_eq!(decoder.decode(&raw(Twist::TYPE, &bytes, Some(&idl))).unwrap(), typed_json(&twist));
     let json_encoded = RawMessage { encoding: "json", ..raw(Twist::TYPE, &bytes, None) };
-    assert!(decoder.decode(&json_encoded).unwrap_err().is_missing_definition());
+    assert!(decoder.decode(&json_encoded).unwrap_err().is_unsupported());
     // A broken definition is an error, not a skip.
     let broken = StoredDefinition { encoding: "ros2msg".into(), text: "Missing m\n".into() };
     let error = decoder.decode(&raw("p/msg/A", &int32, Some(&broken))).unwrap_err();
-    assert!(!error.is_missing_definition() && error.to_string().contains("p/msg/Missing"), "{error}");
+    assert!(!error.is_unsupported() && error.to_string().contains("p/msg/Missing"), "{error}");
 }

@@ -65,7 +65,7 @@ fn info(path: &Path) -> Result<()> {
 fn echo(path: &Path, only: Option<&str>) -> Result<()> {
     let bag = BagReader::open(path)?;
     let mut decoder = MessageDecoder::default();
-    // Per type: messages without a usable definition, and why.
+    // Per type: messages there is nothing to decode by, and why.
     let mut skipped: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let report = bag.for_each(|m| {
         if only.is_some_and(|t| t != m.topic) {
@@ -73,7 +73,7 @@ fn echo(path: &Path, only: Option<&str>) -> Result<()> {
         }
         let line = match decoder.decode(m) {
             Ok(msg) => json!({ "topic": m.topic, "type": m.type_name, "log_time": m.log_time, "msg": msg }),
-            Err(e) if e.is_missing_definition() => {
+            Err(e) if e.is_unsupported() => {
                 skipped.entry(m.type_name.to_owned()).or_insert_with(|| (0, e.to_string())).0 += 1;
                 return;
             }
@@ -84,7 +84,7 @@ fn echo(path: &Path, only: Option<&str>) -> Result<()> {
     if !skipped.is_empty() {
         let total: u64 = skipped.values().map(|(n, _)| n).sum();
         let types: Vec<String> = skipped.iter().map(|(t, (n, why))| format!("{t} ({n}: {why})")).collect();
-        eprintln!("skipped {total} messages without a definition to decode them by: {}", types.join("; "));
+        eprintln!("skipped {total} messages moe_vla cannot decode: {}", types.join("; "));
     }
     for damage in &report.damage {
         eprintln!("DAMAGED: {damage}");

@@ -1,11 +1,14 @@
-//! rosbag2 bags without ROS installed: MCAP storage, CDR messages, `ros2msg` schemas and
-//! `metadata.yaml`, read and written with the `mcap` and `cdr-encoding` crates.
+//! rosbag2 bags without ROS installed: MCAP and sqlite3 storage, CDR messages, `ros2msg`
+//! definitions and `metadata.yaml`, read with the `mcap` and `rusqlite` crates, written (MCAP
+//! only) with `mcap` and `cdr-encoding`; messages of any type decoded by [`dynamic`].
 
 mod cdr;
+pub mod dynamic;
 mod frames;
 pub mod metadata;
 pub mod msgs;
 mod read;
+mod sqlite;
 mod write;
 
 use std::path::PathBuf;
@@ -13,15 +16,17 @@ use std::path::PathBuf;
 pub use cdr::{decode, encode, CdrError};
 pub use frames::{camera_frame, CameraMessageError};
 pub use metadata::{BagMetadata, METADATA_FILE};
-pub use read::{BagInfo, BagReader, RawMessage, ReadReport, TopicInfo};
+pub use read::{BagInfo, BagReader, RawMessage, ReadReport, Storage, StoredDefinition, TopicInfo};
 pub use write::{BagWriter, TopicQos};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BagError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{}: no .mcap files", path.display())]
+    #[error("{}: no .mcap or .db3 files", path.display())]
     NoFiles { path: PathBuf },
+    #[error("{}: storage `{id}` is not supported (moe_vla reads mcap and sqlite3)", path.display())]
+    UnknownStorage { path: PathBuf, id: String },
     #[error("{} already exists", path.display())]
     Exists { path: PathBuf },
     #[error("writing {}: {reason}", path.display())]

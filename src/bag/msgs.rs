@@ -30,6 +30,23 @@ pub trait RosMessage: Serialize + DeserializeOwned {
     }
 }
 
+/// The full definition of a type moe_vla knows, for bags that carry none (rosbag2's sqlite3
+/// storage before Jazzy).
+pub fn known_definition(type_name: &str) -> Option<String> {
+    Some(match type_name {
+        Image::TYPE => Image::definition(),
+        CompressedImage::TYPE => CompressedImage::definition(),
+        StringMsg::TYPE => StringMsg::definition(),
+        Twist::TYPE => Twist::definition(),
+        TwistStamped::TYPE => TwistStamped::definition(),
+        Header::TYPE => Header::definition(),
+        GaitCommand::TYPE => GaitCommand::definition(),
+        VlaDecision::TYPE => VlaDecision::definition(),
+        EpisodeOutcome::TYPE => EpisodeOutcome::definition(),
+        _ => return None,
+    })
+}
+
 const TIME: (&str, &str) = ("builtin_interfaces/Time", "int32 sec\nuint32 nanosec\n");
 const HEADER: (&str, &str) = ("std_msgs/Header", "builtin_interfaces/Time stamp\nstring frame_id\n");
 const VECTOR3: (&str, &str) = ("geometry_msgs/Vector3", "float64 x\nfloat64 y\nfloat64 z\n");

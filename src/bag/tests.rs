@@ -215,3 +215,115 @@ fn metadata_of_other_rosbag2_versions_reads() {
     let m = BagMetadata::from_yaml(v4).unwrap();
     assert_eq!((m.version, m.relative_file_paths.as_slice(), m.files.len()), (4, &["b_0.db3".to_owned()][..], 0));
 }
+
+/// A rosbag2 sqlite3 file as Humble writes it (no `message_definitions`), or as Jazzy does
+/// (with it). Messages are inserted out of timestamp order.
+fn write_db3(path: &std::path::Path, with_definitions: bool) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.execute_batch(
+        "CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL,
+           serialization_format TEXT NOT NULL, offered_qos_profiles TEXT NOT NULL);
+         CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER NOT NULL, timestamp INTEGER NOT NULL,
+           data BLOB NOT NULL);
+         CREATE INDEX timestamp_idx ON messages (timestamp ASC);
+         INSERT INTO topics VALUES (1, '/instruction', 'std_msgs/msg/String', 'cdr', ''),
+                                   (2, '/battery', 'std_msgs/msg/Int32', 'cdr', '');",
+    )
+    .unwrap();
+    if with_definitions {
+        db.execute_batch(
+            "CREATE TABLE message_definitions(id INTEGER PRIMARY KEY, topic_type TEXT NOT NULL, encoding TEXT NOT NULL,
+               encoded_message_definition TEXT NOT NULL, type_description_hash TEXT NOT NULL);
+             INSERT INTO message_definitions (topic_type, encoding, encoded_message_definition, type_description_hash)
+               VALUES ('std_msgs/msg/Int32', 'ros2msg', 'int32 data', ''), ('std_msgs/msg/String', 'unknown', '', '');",
+        )
+        .unwrap();
+    }
+    let string = |s: &str| encode(&StringMsg { data: s.into() }).unwrap();
+    let int32 = vec![0u8, 1, 0, 0, 87, 0, 0, 0];
+    for (topic, time, data) in
+        [(1, 30, string("late")), (2, 10, int32.clone()), (1, 20, string("early")), (2, 20, int32), (9, 5, vec![])]
+    {
+        db.execute("INSERT INTO messages (topic_id, timestamp, data) VALUES (?1, ?2, ?3)", rusqlite::params![topic, time, data])
+            .unwrap();
+    }
+}
+
+/// (topic, log time, definition text) of every message.
+fn read_all(reader: &BagReader) -> (Vec<(String, u64, Option<String>)>, ReadReport) {
+    let mut seen = Vec::new();
+    let report = reader.for_each(|m| seen.push((m.topic.to_owned(), m.log_time, m.definition.map(|d| d.text.clone())))).unwrap();
+    (seen, report)
+}
+
+#[test]
+fn sqlite3_bags_read_in_timestamp_order_with_their_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    // Humble: a metadata.yaml naming sqlite3, no definitions in the file.
+    let humble = dir.path().join("humble");
+    std::fs::create_dir(&humble).unwrap();
+    write_db3(&humble.join("humble_0.db3"), false);
+    let metadata =
+        "rosbag2_bagfile_information:\n  version: 5\n  storage_identifier: sqlite3\n  relative_file_paths:\n    - humble_0.db3\n";
+    std::fs::write(humble.join(METADATA_FILE), metadata).unwrap();
+    let reader = BagReader::open(&humble).unwrap();
+    assert_eq!(reader.storage(), Storage::Sqlite3);
+    let (seen, report) = read_all(&reader);
+    let times: Vec<(&str, u64)> = seen.iter().map(|(t, time, _)| (t.as_str(), *time)).collect();
+    assert_eq!(times, [("/battery", 10), ("/instruction", 20), ("/battery", 20), ("/instruction", 30)]);
+    assert!(seen.iter().all(|(_, _, d)| d.is_none()));
+    assert_eq!(report.messages, 4);
+    assert_eq!(report.damage.len(), 1, "the message of topic id 9");
+    assert!(report.damage[0].contains("skipped 1 messages whose topic id is not in the topics table"));
+    let info = reader.info().unwrap();
+    assert_eq!((info.storage, info.start, info.end), (Storage::Sqlite3, Some(10), Some(30)));
+    assert_eq!(
+        info.topics.iter().map(|t| (t.type_name.as_str(), t.count)).collect::<Vec<_>>(),
+        [("std_msgs/msg/Int32", 2), ("std_msgs/msg/String", 2)]
+    );
+    let mut decoder = dynamic::MessageDecoder::default();
+    let mut decoded = Vec::new();
+    reader.for_each(|m| decoded.push(decoder.decode(m).map_err(|e| e.is_unsupported()))).unwrap();
+    assert_eq!(decoded[1], Ok(serde_json::json!({ "data": "early" })), "moe_vla's own definition of String");
+    assert_eq!(decoded[0], Err(true), "Int32: no definition to decode it by");
+
+    // Jazzy: definitions in the file; a bare .db3 and a folder without metadata read by extension.
+    let jazzy = dir.path().join("jazzy_0.db3");
+    write_db3(&jazzy, true);
+    let (seen, _) = read_all(&BagReader::open(&jazzy).unwrap());
+    assert_eq!(seen[0], ("/battery".into(), 10, Some("int32 data".into())));
+    assert_eq!(seen[1].2, None, "an empty definition is none");
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(&jazzy, folder.join("a.db3")).unwrap();
+    let reader = BagReader::open(&folder).unwrap();
+    assert_eq!((reader.storage(), read_all(&reader).1.messages), (Storage::Sqlite3, 4));
+    // Metadata naming the storage but no files: that storage's files, not the others.
+    std::fs::write(folder.join("stray.mcap"), b"").unwrap();
+    assert_eq!(BagReader::open(&folder).unwrap().files(), [folder.join("stray.mcap")]);
+    std::fs::write(folder.join(METADATA_FILE), "rosbag2_bagfile_information:\n  storage_identifier: sqlite3\n").unwrap();
+    assert_eq!(BagReader::open(&folder).unwrap().files(), [folder.join("a.db3")]);
+}
+
+#[test]
+fn damaged_sqlite3_files_are_reported_and_unknown_storage_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.db3");
+    std::fs::write(&garbage, b"this is not a bag".repeat(300)).unwrap();
+    let (seen, report) = read_all(&BagReader::open(&garbage).unwrap());
+    assert!(seen.is_empty() && report.messages == 0);
+    assert!(report.damage[0].contains("not a rosbag2 sqlite3 file"), "{:?}", report.damage);
+    // An SQLite file that is not a bag.
+    let other = dir.path().join("other.db3");
+    rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE t(x);").unwrap();
+    assert!(read_all(&BagReader::open(&other).unwrap()).1.damage[0].contains("no such table: topics"));
+
+    let bag = dir.path().join("rosbag1");
+    std::fs::create_dir(&bag).unwrap();
+    std::fs::write(bag.join("x.mcap"), b"").unwrap();
+    std::fs::write(bag.join(METADATA_FILE), "rosbag2_bagfile_information:\n  version: 9\n  storage_identifier: rosbag_v1\n")
+        .unwrap();
+    let error = BagReader::open(&bag).err().expect("unknown storage");
+    assert!(matches!(&error, BagError::UnknownStorage { id, .. } if id == "rosbag_v1"));
+    assert!(error.to_string().contains("storage `rosbag_v1` is not supported (moe_vla reads mcap and sqlite3)"), "{error}");
+}

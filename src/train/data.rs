@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{ActionSpace, PlanarTwist};
 use crate::bag::msgs::{EpisodeOutcome, GaitCommand, StringMsg, Twist, TwistStamped, VlaDecision};
-use crate::bag::{camera_frame, decode, BagReader, METADATA_FILE};
+use crate::bag::{camera_frame, decode, BagReader, Storage, METADATA_FILE};
 use crate::model::{history_window, EncodedObservation, ObservationBatch, PreprocessConfig, TextEncoding, VlaModel};
 use crate::policy::{preprocess, InstructionTokenizer};
 use crate::topics;
@@ -101,7 +101,7 @@ pub struct Dataset {
     image_size: usize,
 }
 
-/// Every bag under `dir`: folders with a metadata.yaml, and .mcap files outside such folders.
+/// Every bag under `dir`: folders with a metadata.yaml, and .mcap or .db3 files outside such folders.
 pub fn find_bags(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -119,7 +119,7 @@ pub fn find_bags(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
             }
             if path.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "mcap") {
+            } else if Storage::of_file(&path).is_some() {
                 found.push(path);
             }
         }

@@ -22,7 +22,7 @@ const RECENT_UPDATES: usize = 50;
 /// `moe_vla train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainRun {
-    /// Folder of episode bags (rosbag2 directories or .mcap files, searched recursively).
+    /// Folder of episode bags (rosbag2 directories, .mcap or .db3 files, searched recursively).
     #[arg(long)]
     pub data: PathBuf,
     /// Architecture: a preset (tiny, germ) or a config.json file.

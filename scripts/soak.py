@@ -47,7 +47,7 @@ class Camera(threading.Thread):
         self.sent, self.last_sent = 0, None
         self.gaps = []
         self._pause_until = 0.0
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def pause(self, seconds):
         self._pause_until = time.monotonic() + seconds
@@ -55,7 +55,7 @@ class Camera(threading.Thread):
     def run(self):
         next_time = time.monotonic()
         paused_at = None
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             now = time.monotonic()
             if now < self._pause_until:
                 paused_at = paused_at or self.last_sent
@@ -69,10 +69,10 @@ class Camera(threading.Thread):
                 self.last_sent = time.monotonic()
                 self.sent += 1
             next_time += self.period
-            self._stop.wait(max(0.0, next_time - time.monotonic()))
+            self._stopping.wait(max(0.0, next_time - time.monotonic()))
 
     def stop(self):
-        self._stop.set()
+        self._stopping.set()
         self.join()
 
 
@@ -166,7 +166,7 @@ def main():
     if args.json:
         print(json.dumps(result))
         return
-    print(f"soak: {args.minutes:.0f} min, {camera.sent} frames of {args.size} at {args.fps:.0f} fps, "
+    print(f"soak: {args.minutes:g} min, {camera.sent} frames of {args.size} at {args.fps:.0f} fps, "
           f"{said} instructions, {len(cmds)} commands ({args.model})")
     r = result["rss_mb"]
     print(f"  RSS             {r['first']:.0f} MB -> {r['last']:.0f} MB (max {r['max']:.0f}, growth {r['growth']:+.0f} MB)")

@@ -236,7 +236,9 @@ fn read_mcap(path: &Path, report: &mut ReadReport, visit: &mut impl FnMut(&RawMe
         let channel = &message.channel;
         let (type_name, definition) = types.entry(channel.id).or_insert_with(|| match &channel.schema {
             Some(schema) => {
-                let definition = (!schema.data.is_empty()).then(|| StoredDefinition {
+                // Empty data is a real definition only as ros2msg (a type without fields, like
+                // test_msgs/Empty); rosbag2 writes it empty with another encoding when it had none.
+                let definition = (!schema.data.is_empty() || schema.encoding == "ros2msg").then(|| StoredDefinition {
                     encoding: schema.encoding.clone(),
                     text: String::from_utf8_lossy(&schema.data).into_owned(),
                 });

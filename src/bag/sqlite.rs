@@ -81,7 +81,9 @@ fn topics(connection: &Connection) -> rusqlite::Result<HashMap<i64, Topic>> {
 }
 
 /// The `message_definitions` table (Jazzy on) by full type name; empty before Jazzy. rosbag2
-/// stores an empty text when it found no definition: such rows are left out.
+/// stores an empty text under another encoding when it found no definition: such rows are left
+/// out (an empty ros2msg text is a type without fields). A service's row also serves its
+/// `_Event` type, the type of its service-event topic.
 fn definitions(connection: &Connection) -> rusqlite::Result<HashMap<String, StoredDefinition>> {
     let has_table: bool = connection.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'message_definitions'",
@@ -95,5 +97,16 @@ fn definitions(connection: &Connection) -> rusqlite::Result<HashMap<String, Stor
     let rows = statement.query_map([], |row| {
         Ok((full_type_name(&row.get::<_, String>(0)?), StoredDefinition { encoding: row.get(1)?, text: row.get(2)? }))
     })?;
-    rows.filter(|row| row.as_ref().map_or(true, |(_, d)| !d.text.trim().is_empty())).collect()
+    let mut found = HashMap::new();
+    for row in rows {
+        let (type_name, definition) = row?;
+        if definition.text.trim().is_empty() && definition.encoding != "ros2msg" {
+            continue;
+        }
+        if type_name.contains("/srv/") && !type_name.ends_with("_Event") {
+            found.insert(format!("{type_name}_Event"), definition.clone());
+        }
+        found.insert(type_name, definition);
+    }
+    Ok(found)
 }

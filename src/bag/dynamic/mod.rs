@@ -60,13 +60,40 @@ impl MessageDecoder {
         };
         let stale = self.parsed.get(message.type_name).is_none_or(|(parsed_text, _)| *parsed_text != *text);
         if stale {
-            let definition = Definition::parse(message.type_name, &text);
+            let definition = match service_event_definition(message.type_name, &text) {
+                Some(event) => Definition::parse(message.type_name, &event),
+                None => Definition::parse(message.type_name, &text),
+            };
             self.parsed.insert(message.type_name.to_owned(), (text.into_owned(), definition));
         }
         let (_, definition) = &self.parsed[message.type_name];
         let definition = definition.as_ref().map_err(|e| MessageError::Definition(e.clone()))?;
         Ok(decode(definition, message.data)?)
     }
+}
+
+/// The separator rosbag2 and mcap-ros2-support put between a definition and its dependencies.
+const SECTION: &str = "================================================================================";
+
+/// A service-event type (`pkg/srv/Name_Event`, what rosbag2 records on `.../_service_event`
+/// topics) whose stored definition is the service's own text (request `---` response): the event
+/// message rosidl generates around them.
+fn service_event_definition(type_name: &str, text: &str) -> Option<String> {
+    let service = type_name.strip_suffix("_Event").filter(|s| s.contains("/srv/"))?;
+    let (own, dependencies) = match text.find(SECTION) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let mut parts = own.split("\n---");
+    let (request, response) = (parts.next()?, parts.next()?.trim_start_matches('-'));
+    Some(format!(
+        "service_msgs/msg/ServiceEventInfo info\n{service}_Request[<=1] request\n{service}_Response[<=1] response\n\
+         {SECTION}\nMSG: service_msgs/msg/ServiceEventInfo\nuint8 event_type\nbuiltin_interfaces/Time stamp\n\
+         char[16] client_gid\nint64 sequence_number\n\
+         {SECTION}\nMSG: builtin_interfaces/Time\nint32 sec\nuint32 nanosec\n\
+         {SECTION}\nMSG: {service}_Request\n{request}\n\
+         {SECTION}\nMSG: {service}_Response\n{response}\n{dependencies}"
+    ))
 }
 
 #[cfg(test)]

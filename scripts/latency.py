@@ -18,8 +18,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/ros"))
 
 import peer as p  # noqa: E402
-from geometry_msgs.msg import Twist  # noqa: E402
-from moe_vla_msgs.msg import VlaDecision  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 
@@ -47,13 +45,7 @@ def main():
                                            "image_timeout_s": max(0.5, 3.0 / args.rate)})
     peer = p.Peer(domain, "moe_vla_latency_peer")
     try:
-        camera = peer.camera()
-        instruction = peer.instruction_publisher()
-        peer.subscribe("cmd_vel", Twist)
-        peer.subscribe("moe_vla_node/decision", VlaDecision)
-        peer.wait_matched(camera, timeout=60)
-        peer.wait_matched(instruction, timeout=60)
-        peer.wait_publisher("cmd_vel")
+        camera, instruction = p.drive(peer)
         instruction.publish(String(data=args.instruction))
         msg = p.image_msg(p.picture(width, height, 0))
 

@@ -23,8 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/ros"))
 
 import peer as p  # noqa: E402
-from geometry_msgs.msg import Twist  # noqa: E402
-from moe_vla_msgs.msg import VlaDecision  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 CONTROL_RATE_HZ = 10.0
@@ -97,13 +95,7 @@ def main():
     peer = p.Peer(domain, "moe_vla_soak_peer")
     samples = []
     try:
-        camera_pub = peer.camera()
-        instruction = peer.instruction_publisher()
-        peer.subscribe("cmd_vel", Twist)
-        peer.subscribe("moe_vla_node/decision", VlaDecision)
-        peer.wait_matched(camera_pub, timeout=60)
-        peer.wait_matched(instruction, timeout=60)
-        peer.wait_publisher("cmd_vel")
+        camera_pub, instruction = p.drive(peer)
         instructions = p.INSTRUCTIONS
         camera = Camera(peer, camera_pub, args.fps, size)
         camera.start()

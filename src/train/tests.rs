@@ -268,31 +268,23 @@ fn write_episodes(dir: &Path, episodes: usize, decided_yaw: Option<u32>) {
                 Image { header, height: SIZE, width: SIZE, encoding: "rgb8".into(), is_bigendian: 0, step: SIZE * 3, data };
             bag.write("/camera/image_raw", t, &image).unwrap();
             let yaw = if left { 0.8 } else { -0.8 };
+            let gait = GaitFields {
+                body_height: -0.1,
+                step_frequency: 3.0,
+                phase_offsets: [0.5, 0.0, 0.0],
+                footswing_height: 0.1,
+                pitch: 0.0,
+                stance_width: 0.3,
+            };
             if let Some(bin) = decided_yaw {
                 let twist = PlanarTwist { x_vel: 0.5, y_vel: 0.0, yaw_vel: yaw as f32 };
-                let gait = GaitFields {
-                    body_height: -0.1,
-                    step_frequency: 3.0,
-                    phase_offsets: [0.5, 0.0, 0.0],
-                    footswing_height: 0.1,
-                    pitch: 0.0,
-                    stance_width: 0.3,
-                };
                 let mut bins = space.encode_command(false, twist, gait);
                 bins[space.index_of("yaw_vel").unwrap()] = bin;
                 bag.write("/moe_vla_node/decision", t + 500_000, &VlaDecision { bins, ..Default::default() }).unwrap();
             }
             let twist = Twist { linear: Vector3 { x: 0.5, y: 0.0, z: 0.0 }, angular: Vector3 { x: 0.0, y: 0.0, z: yaw } };
             bag.write("/cmd_vel", t + 1_000_000, &twist).unwrap();
-            let gait = GaitCommand {
-                body_height: -0.1,
-                step_frequency: 3.0,
-                phase_offsets: [0.5, 0.0, 0.0],
-                footswing_height: 0.1,
-                stance_width: 0.3,
-                ..Default::default()
-            };
-            bag.write("/gait_command", t + 1_000_000, &gait).unwrap();
+            bag.write("/gait_command", t + 1_000_000, &GaitCommand::from_fields(&gait, Header::default())).unwrap();
         }
         let outcome = EpisodeOutcome {
             family: "synthetic".into(),

@@ -19,6 +19,8 @@ from pathlib import Path
 os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 
 import numpy as np  # noqa: E402
+from geometry_msgs.msg import Twist  # noqa: E402
+from moe_vla_msgs.msg import VlaDecision  # noqa: E402
 import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
@@ -208,6 +210,18 @@ class Peer:
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
         self._thread.join(timeout=5)
+
+
+def drive(peer: "Peer", timeout: float = 60.0):
+    """A camera and an instruction publisher for a node, and subscriptions to its cmd_vel and
+    ~/decision; waits until the node and the peer see each other."""
+    camera, instruction = peer.camera(), peer.instruction_publisher()
+    peer.subscribe("cmd_vel", Twist)
+    peer.subscribe("moe_vla_node/decision", VlaDecision)
+    peer.wait_matched(camera, timeout=timeout)
+    peer.wait_matched(instruction, timeout=timeout)
+    peer.wait_publisher("cmd_vel")
+    return camera, instruction
 
 
 def compressed_msg(data: bytes, fmt: str = "jpeg") -> CompressedImage:

@@ -84,6 +84,8 @@ fn service_event_definition(type_name: &str, text: &str) -> Option<String> {
         Some(at) => text.split_at(at),
         None => (text, ""),
     };
+    // A leading newline lets a service with an empty request (`---` on the first line) split too.
+    let own = format!("\n{own}");
     let mut parts = own.split("\n---");
     let (request, response) = (parts.next()?, parts.next()?.trim_start_matches('-'));
     Some(format!(

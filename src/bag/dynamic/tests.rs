@@ -291,3 +291,27 @@ fn the_decoder_uses_the_bags_definition_else_moe_vlas_own() {
     let error = decoder.decode(&raw("p/msg/A", &int32, Some(&broken))).unwrap_err();
     assert!(!error.is_unsupported() && error.to_string().contains("p/msg/Missing"), "{error}");
 }
+
+/// A service-event message as rosbag2 records it, its definition stored as the service's own text
+/// (here std_srvs/Trigger's: an empty request): decoded as the event rosidl generates.
+#[test]
+fn service_events_decode_from_the_services_text() {
+    let text = "---\nbool success\nstring message\n";
+    let event = service_event_definition("std_srvs/srv/Trigger_Event", text).expect("an event");
+    let definition = parse("std_srvs/srv/Trigger_Event", &event);
+    let mut cdr = Cdr::new(false);
+    cdr.u8(2); // info.event_type: response sent
+    cdr.i32(1_700_000_000).u32(5); // info.stamp
+    for b in 0..16u8 {
+        cdr.u8(b); // info.client_gid
+    }
+    cdr.put(7i64.to_le_bytes()); // info.sequence_number
+    cdr.u32(0); // no request
+    cdr.u32(1).u8(1).string("done"); // one response
+    let value = decode(&definition, &cdr.bytes).unwrap();
+    assert_eq!(value["info"]["event_type"], json!(2));
+    assert_eq!(value["info"]["sequence_number"], json!(7));
+    assert_eq!(value["request"], json!([]));
+    assert_eq!(value["response"], json!([{"success": true, "message": "done"}]));
+    assert!(service_event_definition("std_msgs/msg/String", "string data").is_none());
+}

@@ -174,6 +174,17 @@ impl ControlConfig {
         positive("control_rate_hz", self.control_rate_hz)?;
         positive("image_timeout_s", self.image_timeout_s)?;
         positive("max_decision_age_s", self.max_decision_age_s)?;
+        // Bounded too: a tick every few minutes, or a watchdog of hours, would switch the stops off.
+        let within = |name, value: f64, range: std::ops::RangeInclusive<f64>, reason| {
+            if range.contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError { name, value, reason })
+            }
+        };
+        within("control_rate_hz", self.control_rate_hz, 1.0..=1000.0, "must be within 1..1000 Hz")?;
+        within("image_timeout_s", self.image_timeout_s, 0.0..=10.0, "must be at most 10 s")?;
+        within("max_decision_age_s", self.max_decision_age_s, 0.0..=10.0, "must be at most 10 s")?;
         for (name, axis) in [("x_vel", self.x_vel), ("y_vel", self.y_vel), ("yaw_vel", self.yaw_vel)] {
             for (value, bound) in [(axis.min, "min"), (axis.max, "max")] {
                 if !value.is_finite() || (bound == "min" && value > 0.0) || (bound == "max" && value < 0.0) {

@@ -149,7 +149,11 @@ fn rejects_unsafe_settings() {
     let base = ControlConfig::default();
     let bad = [
         ControlConfig { control_rate_hz: 0.0, ..base },
+        ControlConfig { control_rate_hz: 0.001, ..base },
+        ControlConfig { control_rate_hz: 1e9, ..base },
         ControlConfig { image_timeout_s: f64::NAN, ..base },
+        ControlConfig { image_timeout_s: 1e9, ..base },
+        ControlConfig { max_decision_age_s: 3600.0, ..base },
         ControlConfig { x_vel: AxisLimit { min: 0.2, max: 1.0, max_accel: 1.0 }, ..base },
         ControlConfig { y_vel: AxisLimit { min: -1.0, max: f32::INFINITY, max_accel: 1.0 }, ..base },
         ControlConfig { yaw_vel: AxisLimit::symmetric(1.0, 0.0), ..base },

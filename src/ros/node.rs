@@ -67,7 +67,7 @@ enum ControlEvent {
     CancelGoal(ActionServerCancelRequest),
     FrameDecision(FrameDecision),
     /// `ros2 param set` changed parameters; this is the whole new set.
-    Params(Box<NodeParams>),
+    Params(String, Box<NodeParams>),
     Tick,
     Diagnostics,
 }
@@ -151,7 +151,7 @@ pub fn run() -> Result<(), NodeError> {
     let mut node = r2r::Node::create(ctx, NODE_NAME, "")?;
     logging::init(node.logger());
 
-    let (param_changes, changed_params) = mpsc::unbounded::<NodeParams>();
+    let (param_changes, changed_params) = mpsc::unbounded::<(String, NodeParams)>();
     let live = Arc::new(Mutex::new(LiveParams::new(NodeParams::default(), param_changes)));
     let (param_handler, _param_events) = node.make_derived_parameter_handler(live.clone())?;
     let params = live.lock().expect("not shared yet").current().clone();
@@ -239,7 +239,7 @@ pub fn run() -> Result<(), NodeError> {
 
     let mut ticks = TickTimer::default();
     ticks.start(&mut node, &spawner, &events, session.config().period_s())?;
-    spawner.spawn_local(forward(changed_params.map(|p| ControlEvent::Params(Box::new(p))), events.clone()))?;
+    spawner.spawn_local(forward(changed_params.map(|(name, p)| ControlEvent::Params(name, Box::new(p))), events.clone()))?;
     let (rate_changes, mut new_periods) = mpsc::unbounded::<f64>();
     let diagnostics = node.create_timer(Duration::from_secs(1))?;
     spawner.spawn_local(forward(timer_stream(diagnostics).map(|_| ControlEvent::Diagnostics), events.clone()))?;
@@ -279,7 +279,10 @@ pub fn run() -> Result<(), NodeError> {
         instruction_qos.poll(&node);
         // Timers belong to the node, which this loop holds: a new control rate is applied here.
         while let Ok(period_s) = new_periods.try_recv() {
-            ticks.start(&mut node, &spawner, &events, period_s)?;
+            // A timer that cannot be made leaves the old one ticking; never leave without the final stop.
+            if let Err(e) = ticks.start(&mut node, &spawner, &events, period_s) {
+                tracing::error!("cannot change the control rate, keeping the old one: {e}");
+            }
         }
     }
     tracing::info!("shutting down: publishing a stop");
@@ -488,40 +491,46 @@ impl ControlTask {
             }
             ControlEvent::CancelGoal(request) => self.cancel_goal(request),
             ControlEvent::FrameDecision(decided) => self.decided(decided),
-            ControlEvent::Params(next) => self.params_changed(*next),
+            ControlEvent::Params(name, next) => self.params_changed(&name, *next),
             ControlEvent::Tick => self.tick(),
             ControlEvent::Diagnostics => self.diagnostics(),
         }
     }
 
-    /// Applies parameters changed through the parameter services (already checked by `LiveParams`).
-    fn params_changed(&mut self, next: NodeParams) {
-        let old = std::mem::replace(&mut self.params, next);
-        let new = &self.params;
-        let config = new.control_config();
+    /// Applies a parameter set through the parameter services (already checked by `LiveParams`):
+    /// `name` is the one set, `next` the whole new set.
+    fn params_changed(&mut self, name: &str, next: NodeParams) {
+        let config = next.control_config();
         if config != *self.session.config() {
             if let Err(e) = self.session.set_config(config) {
                 tracing::error!("cannot apply the changed controller parameters: {e}");
+                return;
             }
-            if new.control_rate_hz != old.control_rate_hz {
+            if config.control_rate_hz != self.params.control_rate_hz {
                 let _ = self.rate_changes.unbounded_send(config.period_s());
             }
-            tracing::info!("controller parameters changed: applied from this tick on");
+            tracing::info!("controller parameter {name} changed: applied from this tick on");
         }
-        if new.start_enabled != old.start_enabled {
-            self.session.set_enabled(new.start_enabled);
-            tracing::info!("{} through the start_enabled parameter", if new.start_enabled { "enabled" } else { "disabled" });
-        }
-        if new.instruction != old.instruction {
-            let text = new.instruction.trim().to_owned();
-            self.end_goal(outcome::PREEMPTED, "replaced by the instruction parameter");
-            if text.is_empty() {
-                tracing::info!("instruction parameter cleared: stopping");
-                self.session.clear_instruction();
-            } else {
-                tracing::info!("new instruction from the instruction parameter: \"{}\"", preview(&text));
-                self.instruct(text.into());
+        self.params = next;
+        match name {
+            // Set, not compared: setting the same value again still acts.
+            "start_enabled" => {
+                let enable = self.params.start_enabled;
+                self.session.set_enabled(enable);
+                tracing::info!("{} through the start_enabled parameter", if enable { "enabled" } else { "disabled" });
             }
+            "instruction" => {
+                let text = self.params.instruction.trim().to_owned();
+                self.end_goal(outcome::PREEMPTED, "replaced by the instruction parameter");
+                if text.is_empty() {
+                    tracing::info!("instruction parameter cleared: stopping");
+                    self.session.clear_instruction();
+                } else {
+                    tracing::info!("new instruction from the instruction parameter: \"{}\"", preview(&text));
+                    self.instruct(text.into());
+                }
+            }
+            _ => {}
         }
         self.tick();
     }

@@ -142,15 +142,16 @@ pub const START_UP_ONLY: [&str; 7] =
 /// The parameters as the parameter services see them while the node runs (`ros2 param set`). A
 /// change is checked together with every other parameter before it is taken: a refusal keeps the
 /// old value and gives the reason in the `SetParametersResult`. Start-up-only parameters are
-/// refused. Each accepted change goes, as the whole new set, to the control task, which applies it
-/// at its next tick.
+/// refused. Each accepted set goes to the control task as the name set and the whole new set; the
+/// control task applies it at once (a set of an unchanged value still acts: `start_enabled false`
+/// disables again after `~/enable` enabled).
 pub struct LiveParams {
     current: NodeParams,
-    changes: UnboundedSender<NodeParams>,
+    changes: UnboundedSender<(String, NodeParams)>,
 }
 
 impl LiveParams {
-    pub fn new(initial: NodeParams, changes: UnboundedSender<NodeParams>) -> Self {
+    pub fn new(initial: NodeParams, changes: UnboundedSender<(String, NodeParams)>) -> Self {
         Self { current: initial, changes }
     }
 
@@ -166,7 +167,7 @@ impl LiveParams {
         }
         let mut next = self.current.clone();
         next.set_parameter(name, value)?;
-        next.runtime_check().map_err(|reason| refuse(format!("refused, the old value stays: {reason}")))?;
+        next.runtime_check(name).map_err(|reason| refuse(format!("refused, the old value stays: {reason}")))?;
         Ok(next)
     }
 }
@@ -189,7 +190,7 @@ impl RosParams for LiveParams {
         let next = self.changed(name, value)?;
         self.current = next.clone();
         // The control task is gone only while the node shuts down.
-        let _ = self.changes.unbounded_send(next);
+        let _ = self.changes.unbounded_send((name.to_owned(), next));
         Ok(())
     }
 
@@ -237,11 +238,12 @@ impl NodeParams {
         }
     }
 
-    /// Whether the parameters the node applies at run time make sense together: the controller's
-    /// settings and the instruction.
-    fn runtime_check(&self) -> Result<(), String> {
+    /// Whether the node can run with these parameters after `changed` was set: the controller's
+    /// settings, and the instruction when that is what changed (a start-up instruction that was
+    /// refused must not block every later change).
+    fn runtime_check(&self, changed: &str) -> Result<(), String> {
         self.control_config().validate().map_err(|e| e.to_string())?;
-        if !self.instruction.trim().is_empty() {
+        if changed == "instruction" && !self.instruction.trim().is_empty() {
             accept_instruction(&self.instruction).map_err(|e| format!("instruction: {e}"))?;
         }
         Ok(())

@@ -6,6 +6,7 @@ import time
 
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.parameter import Parameter, parameter_value_to_python
+from std_srvs.srv import SetBool
 
 import peer as p
 from test_node import FULL_RANGE, Camera, connect, is_zero, say, stop_after_moving, twists
@@ -64,7 +65,7 @@ def test_invalid_and_start_up_only_changes_are_refused_with_a_reason(peer, start
     refused = {
         "max_linear_x": -1.0,  # a negative maximum
         "min_body_height": 0.5,  # above max_body_height
-        "control_rate_hz": 0.0,
+        "control_rate_hz": 0.001,  # a tick every 17 minutes would switch the watchdogs off
         "image_timeout_s": "soon",  # wrong type
         "model_dir": "/tmp/another_model",
         "inference_threads": 1,
@@ -125,6 +126,15 @@ def test_instruction_and_start_enabled_set_at_run_time(peer, start_node, scenes)
     decisions = [m for _, m in peer.messages("moe_vla_node/decision")]
     assert decisions and all(d.instruction == scenes["instruction"] for d in decisions)
 
+    # Disabled by the parameter, enabled by ~/enable, then the same parameter value set again must
+    # disable again: a set acts even when the value is unchanged.
+    assert params.set(start_enabled=False) == [(True, "")]
+    enable = peer.node.create_client(SetBool, "moe_vla_node/enable")
+    assert enable.wait_for_service(timeout_sec=20)
+    future = enable.call_async(SetBool.Request(data=True))
+    assert p.wait_until(lambda: future.done() and future.result(), 10, "the ~/enable response").success
+    reenabled = time.monotonic()
+    p.wait_until(lambda: [m for _, m in twists(peer, reenabled) if not is_zero(m)], 10, "commands after ~/enable")
     assert params.set(start_enabled=False) == [(True, "")]
     disabled = time.monotonic()
     time.sleep(0.6)  # frames keep coming: the node must hold the stop

@@ -410,9 +410,12 @@ impl Controller {
         self.inference_died = true;
     }
 
-    /// Takes a decision from the policy, made on the frame received at `frame_time`.
-    pub fn apply(&mut self, instruction: &str, result: &Result<Decision, PolicyError>, frame_time: f64) -> Applied {
-        if self.instruction.as_deref() != Some(instruction) || self.terminated {
+    /// Takes a decision from the policy, made on the frame received at `frame_time` for
+    /// `instruction`: the very instruction given to `set_instruction` (the same `Arc`), so a
+    /// decision made for an earlier copy of the same text (re-sent, or a new goal) is stale.
+    pub fn apply(&mut self, instruction: &Arc<str>, result: &Result<Decision, PolicyError>, frame_time: f64) -> Applied {
+        let current = self.instruction.as_ref().is_some_and(|given| Arc::ptr_eq(given, instruction));
+        if !current || self.terminated {
             return Applied::Stale;
         }
         match result {

@@ -136,7 +136,7 @@ impl Session {
     /// rather than at the next tick: that tick is returned.
     pub fn decided(
         &mut self,
-        instruction: &str,
+        instruction: &Arc<str>,
         result: &Result<Decision, PolicyError>,
         frame_time: f64,
         latency_ms: f32,

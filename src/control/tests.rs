@@ -16,6 +16,11 @@ fn decision(x: f32, y: f32, yaw: f32, terminate: bool) -> Result<Decision, Polic
     Ok(Decision { command, bins: vec![0; 4], q: vec![0.5; 4], expert_load: vec![], timing: Timing::default() })
 }
 
+/// The instruction in force: what decisions made for it carry.
+fn current(c: &Controller) -> Arc<str> {
+    c.instruction().cloned().expect("an instruction")
+}
+
 /// A controller following `go` with a fresh frame at t = 0.
 fn following() -> Controller {
     let mut c = Controller::new(ControlConfig::default()).unwrap();
@@ -35,7 +40,7 @@ fn stands_still_until_it_has_an_instruction_a_frame_and_a_decision() {
     assert_eq!(out.stop, Some(StopReason::Waiting));
     assert_eq!(out.twist, PlanarTwist::default());
     assert_eq!(out.gait, NEUTRAL_GAIT);
-    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0), Applied::Followed);
+    assert_eq!(c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), 0.0), Applied::Followed);
     let out = c.tick(0.3);
     assert_eq!(out.stop, None);
     assert!(out.twist.x_vel > 0.0);
@@ -50,7 +55,7 @@ fn speeds_up_at_the_acceleration_limit_and_never_past_the_velocity_limit() {
     for i in 1..=30 {
         let t = i as f64 * PERIOD;
         c.frame_received(t, Duration::ZERO);
-        c.apply("go", &decision(3.0, -2.0, 0.4, false), t);
+        c.apply(&current(&c), &decision(3.0, -2.0, 0.4, false), t);
         let out = c.tick(t);
         assert_eq!(out.stop, None);
         let step = |a: f32, b: f32| (a - b).abs();
@@ -67,7 +72,7 @@ fn speeds_up_at_the_acceleration_limit_and_never_past_the_velocity_limit() {
 #[test]
 fn a_stale_frame_stops_at_once_and_fresh_frames_resume() {
     let mut c = following();
-    c.apply("go", &decision(0.8, 0.0, 0.0, false), 0.0);
+    c.apply(&current(&c), &decision(0.8, 0.0, 0.0, false), 0.0);
     for i in 1..=5 {
         c.tick(i as f64 * PERIOD);
     }
@@ -76,7 +81,7 @@ fn a_stale_frame_stops_at_once_and_fresh_frames_resume() {
     assert!(matches!(out.stop, Some(StopReason::StaleFrame { .. })), "{:?}", out.stop);
     assert_eq!(out.twist, PlanarTwist::default());
     c.frame_received(1.0, Duration::ZERO);
-    c.apply("go", &decision(0.8, 0.0, 0.0, false), 1.0);
+    c.apply(&current(&c), &decision(0.8, 0.0, 0.0, false), 1.0);
     let out = c.tick(1.0);
     assert_eq!(out.stop, None);
     // Resumes from standstill, at the acceleration limit.
@@ -86,58 +91,65 @@ fn a_stale_frame_stops_at_once_and_fresh_frames_resume() {
 #[test]
 fn terminate_holds_a_stop_until_a_new_instruction() {
     let mut c = following();
-    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, true), 0.0), Applied::Terminated);
+    assert_eq!(c.apply(&current(&c), &decision(0.5, 0.0, 0.0, true), 0.0), Applied::Terminated);
     assert_eq!(c.tick(0.1).stop, Some(StopReason::Terminated));
-    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0), Applied::Stale);
+    assert_eq!(c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), 0.0), Applied::Stale);
     assert_eq!(c.tick(0.2).stop, Some(StopReason::Terminated));
     c.set_instruction(Some("go".into()));
-    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0), Applied::Followed);
+    assert_eq!(c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), 0.0), Applied::Followed);
     assert_eq!(c.tick(0.3).stop, None);
 }
 
 #[test]
 fn disabling_stops_and_enabling_waits_for_a_new_decision() {
     let mut c = following();
-    c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0);
+    c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), 0.0);
     assert!(c.tick(0.1).twist.x_vel > 0.0);
     c.set_enabled(false);
     let out = c.tick(0.2);
     assert_eq!((out.stop, out.twist), (Some(StopReason::Disabled), PlanarTwist::default()));
     c.set_enabled(true);
     assert_eq!(c.tick(0.3).stop, Some(StopReason::Waiting));
-    c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0);
+    c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), 0.0);
     assert_eq!(c.tick(0.4).stop, None);
 }
 
 #[test]
 fn failed_or_non_finite_decisions_stop_until_a_good_one() {
     let mut c = following();
-    c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0);
+    c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), 0.0);
     c.tick(0.1);
     let bad = Err(PolicyError::Image(FrameError::UnknownFormat));
-    assert_eq!(c.apply("go", &bad, 0.0), Applied::Failed);
+    assert_eq!(c.apply(&current(&c), &bad, 0.0), Applied::Failed);
     let out = c.tick(0.2);
     assert!(matches!(out.stop, Some(StopReason::DecisionFailed(_))));
     assert_eq!(out.twist, PlanarTwist::default());
-    assert_eq!(c.apply("go", &decision(f32::NAN, 0.0, 0.0, false), 0.0), Applied::Failed);
+    assert_eq!(c.apply(&current(&c), &decision(f32::NAN, 0.0, 0.0, false), 0.0), Applied::Failed);
     assert!(matches!(c.tick(0.3).stop, Some(StopReason::DecisionFailed(_))));
-    c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0);
+    c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), 0.0);
     assert_eq!(c.tick(0.4).stop, None);
 }
 
 #[test]
 fn decisions_for_an_old_instruction_are_ignored() {
     let mut c = following();
+    let go = current(&c);
     c.set_instruction(Some("stop".into()));
-    assert_eq!(c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0), Applied::Stale);
+    assert_eq!(c.apply(&go, &decision(0.5, 0.0, 0.0, false), 0.0), Applied::Stale);
     assert_eq!(c.tick(0.1).stop, Some(StopReason::Waiting));
+    // The same text given again is a new instruction: a decision made for the earlier copy (on
+    // the earlier history) is stale too.
+    let first_stop = current(&c);
+    c.set_instruction(Some("stop".into()));
+    assert_eq!(c.apply(&first_stop, &decision(0.5, 0.0, 0.0, true), 0.1), Applied::Stale);
+    assert_eq!(c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), 0.1), Applied::Followed);
 }
 
 #[test]
 fn a_clock_that_jumps_back_gets_one_period() {
     let mut c = following();
     c.frame_received(5.0, Duration::ZERO);
-    c.apply("go", &decision(1.0, 0.0, 0.0, false), 5.0);
+    c.apply(&current(&c), &decision(1.0, 0.0, 0.0, false), 5.0);
     let first = c.tick(5.0).twist.x_vel;
     c.frame_received(0.1, Duration::ZERO); // older than the newest: the watchdog keeps the newest
     let out = c.tick(4.0);
@@ -180,7 +192,7 @@ fn latency_quantiles_use_the_window() {
 #[test]
 fn two_ticks_at_the_same_instant_change_nothing() {
     let mut c = following();
-    c.apply("go", &decision(1.0, 0.0, 0.0, false), 0.0);
+    c.apply(&current(&c), &decision(1.0, 0.0, 0.0, false), 0.0);
     let first = c.tick(0.1).twist;
     assert_eq!(c.tick(0.1).twist, first);
 }
@@ -215,7 +227,7 @@ fn an_old_decision_stops_within_its_age_limit_and_one_period_though_frames_keep_
     for i in 0..=5 {
         let t = i as f64 * PERIOD;
         c.frame_received(t, Duration::ZERO);
-        c.apply("go", &decision(0.5, 0.0, 0.0, false), t);
+        c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), t);
         assert_eq!(c.tick(t).stop, None);
     }
     let (stop, at) = first_stop(&mut c, 0.6, 5.0, |_| Duration::ZERO).expect("stops");
@@ -223,7 +235,7 @@ fn an_old_decision_stops_within_its_age_limit_and_one_period_though_frames_keep_
     assert!(at <= 0.5 + cfg.max_decision_age_s + cfg.period_s() + 1e-9, "stopped at {at}");
     assert_eq!(c.tick(at + PERIOD).twist, PlanarTwist::default());
     // A new decision on a fresh frame resumes.
-    c.apply("go", &decision(0.5, 0.0, 0.0, false), at + PERIOD);
+    c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), at + PERIOD);
     assert_eq!(c.tick(at + PERIOD).stop, None);
 }
 
@@ -235,7 +247,7 @@ fn frames_repeating_an_old_stamp_stop_within_the_image_timeout_and_one_period() 
     for i in 0..=3 {
         let t = i as f64 * PERIOD;
         c.frame_received(t, stamp(t));
-        c.apply("go", &decision(0.5, 0.0, 0.0, false), t);
+        c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), t);
         assert_eq!(c.tick(t).stop, None);
     }
     // From t = 0.3 the driver re-sends its last frame, and the (hung-up) pipeline keeps deciding on it.
@@ -244,7 +256,7 @@ fn frames_repeating_an_old_stamp_stop_within_the_image_timeout_and_one_period() 
     let mut t = 0.4;
     let stopped_at = loop {
         c.frame_received(t, frozen);
-        c.apply("go", &decision(0.5, 0.0, 0.0, false), t);
+        c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), t);
         let out = c.tick(t);
         if let Some(stop) = out.stop {
             assert!(matches!(stop, StopReason::FrozenStamps { .. }), "{stop:?}");
@@ -262,7 +274,7 @@ fn frames_repeating_an_old_stamp_stop_within_the_image_timeout_and_one_period() 
     for i in 1..=20 {
         let t = i as f64 * PERIOD;
         c.frame_received(t, frozen);
-        c.apply("go", &decision(0.5, 0.0, 0.0, false), t);
+        c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), t);
         assert_eq!(c.tick(t).stop, None);
     }
 }
@@ -270,13 +282,13 @@ fn frames_repeating_an_old_stamp_stop_within_the_image_timeout_and_one_period() 
 #[test]
 fn a_dead_inference_thread_stops_for_good() {
     let mut c = following();
-    c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.0);
+    c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), 0.0);
     assert_eq!(c.tick(0.1).stop, None);
     c.inference_died();
     let out = c.tick(0.2);
     assert_eq!((out.stop, out.twist), (Some(StopReason::InferenceDied), PlanarTwist::default()));
     c.set_instruction(Some("go".into()));
-    c.apply("go", &decision(0.5, 0.0, 0.0, false), 0.3);
+    c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), 0.3);
     assert_eq!(c.tick(0.3).stop, Some(StopReason::InferenceDied));
 }
 
@@ -311,7 +323,7 @@ fn no_gait_field_ever_leaves_its_limits_or_changes_faster_than_its_rate() {
         if step % 11 == 0 {
             c.set_enabled(!c.enabled());
         }
-        c.apply("go", &decision_with_gait(gait), t);
+        c.apply(&current(&c), &decision_with_gait(gait), t);
         let dt = (2.0 * cfg.period_s()) as f32; // the longest step a tick takes
         let out = c.tick(t);
         let g = out.gait;
@@ -336,7 +348,7 @@ fn the_gait_eases_to_the_decisions_and_back_to_neutral_on_a_stop() {
     while c.tick(t).gait.body_height > -0.2 {
         t += PERIOD;
         c.frame_received(t, Duration::ZERO);
-        c.apply("go", &decision_with_gait(crouch), t);
+        c.apply(&current(&c), &decision_with_gait(crouch), t);
         assert!(t < 5.0);
     }
     // 0.2 m at the rate limit, in whole periods.
@@ -503,12 +515,13 @@ fn a_session_counts_each_stop_once_per_change_and_every_command() {
     assert!(!s.tick(0.1).stop_changed, "the same stop again is no change");
     s.instruct("go".into());
     s.frame_received(0.2, Duration::ZERO, false);
-    let (applied, tick) = s.decided("go", &decision(0.5, 0.0, 0.0, false), 0.2, 3.0, 0.2);
+    let go = s.instruction().cloned().unwrap();
+    let (applied, tick) = s.decided(&go, &decision(0.5, 0.0, 0.0, false), 0.2, 3.0, 0.2);
     assert_eq!(applied, Applied::Followed);
     let tick = tick.expect("a followed decision goes out at once");
     assert!(tick.stop_changed && tick.output.stop.is_none());
     // A decision for an instruction no longer in force sends nothing and counts as stale.
-    let (applied, tick) = s.decided("old", &decision(0.5, 0.0, 0.0, false), 0.2, 3.0, 0.25);
+    let (applied, tick) = s.decided(&Arc::from("old"), &decision(0.5, 0.0, 0.0, false), 0.2, 3.0, 0.25);
     assert_eq!((applied, tick), (Applied::Stale, None));
     s.reject_instruction();
     assert_eq!(s.tick(0.3).output.stop, Some(StopReason::NoInstruction));
@@ -521,11 +534,11 @@ fn a_session_counts_each_stop_once_per_change_and_every_command() {
 #[test]
 fn new_limits_apply_at_the_next_tick_and_invalid_ones_change_nothing() {
     let mut c = following();
-    c.apply("go", &decision(0.8, 0.0, 0.0, false), 0.0);
+    c.apply(&current(&c), &decision(0.8, 0.0, 0.0, false), 0.0);
     for i in 0..20 {
         let t = i as f64 * PERIOD;
         c.frame_received(t, Duration::ZERO);
-        c.apply("go", &decision(0.8, 0.0, 0.0, false), t);
+        c.apply(&current(&c), &decision(0.8, 0.0, 0.0, false), t);
         c.tick(t);
     }
     c.frame_received(2.0, Duration::ZERO);

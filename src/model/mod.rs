@@ -7,6 +7,7 @@
 //! per-dimension Q decoding comes from Q-Transformer (Chebotar et al. 2023,
 //! <https://arxiv.org/abs/2309.10150>).
 
+pub mod bf16;
 pub mod config;
 pub mod decode;
 pub mod layers;
@@ -17,10 +18,10 @@ pub mod vla;
 pub mod weights;
 
 pub use config::{
-    ActionSpaceConfig, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig, VisionConfig, VisionKind,
-    VlaConfig,
+    ActionSpaceConfig, DecoderKind, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig, VisionConfig,
+    VisionKind, VlaConfig, WeightPrecision,
 };
-pub use decode::{history_window, masked_argmax, sigmoid, FrameTokenCache, GreedyAction, HistoryRing};
+pub use decode::{history_window, masked_argmax, sigmoid, FrameTokenCache, GreedyAction, HistoryRing, StepCache, StreamingCache};
 pub use moe::ExpertLoad;
 pub use text::TextEncoding;
 pub use vla::{EncodedObservation, ObservationBatch, VlaModel, INITIAL_Q_LOGIT};

@@ -11,7 +11,9 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 
 use crate::action::{ActionCommand, ActionError, ActionSpace};
-use crate::model::{load_model, FrameTokenCache, HistoryRing, ModelError, ObservationBatch, ParamCount, VlaConfig, VlaModel};
+use crate::model::{
+    load_model, HistoryRing, ModelError, ObservationBatch, ParamCount, StepCache, VlaConfig, VlaModel, WeightPrecision,
+};
 pub use preprocess::{Frame, FrameError, OwnedFrame, PixelEncoding, RawFrame};
 pub use tokenize::{InstructionTokenizer, TokenizeError};
 pub use worker::{Decide, FrameDecision, FrameJob, InferenceWorker};
@@ -78,7 +80,7 @@ pub struct Policy {
     space: ActionSpace,
     masks: Vec<Vec<bool>>,
     tokenizer: InstructionTokenizer,
-    frame_tokens: FrameTokenCache,
+    step_cache: StepCache,
     /// Preprocessed frames of the window, for the uncached procedure.
     frames: HistoryRing<Tensor>,
     instruction: Vec<u32>,
@@ -123,13 +125,17 @@ impl Policy {
         tokenizer: InstructionTokenizer,
         model_id: String,
     ) -> Result<Self, PolicyError> {
+        let model = match model.config().decoder_weights {
+            WeightPrecision::F32 => model,
+            WeightPrecision::Bf16 => model.to_bf16_decoder()?,
+        };
         let config = model.config();
         let space = ActionSpace::new(&config.actions)?;
         Ok(Self {
             masks: space.valid_masks(),
             space,
             tokenizer,
-            frame_tokens: FrameTokenCache::new(config.history),
+            step_cache: StepCache::new(&model),
             frames: HistoryRing::new(config.history),
             instruction: Vec::new(),
             model_id,
@@ -171,7 +177,7 @@ impl Policy {
 
     /// Forgets the frame history (a new episode).
     pub fn reset(&mut self) {
-        self.frame_tokens.reset();
+        self.step_cache.reset();
         self.frames.clear();
         self.instruction.clear();
     }
@@ -201,10 +207,7 @@ impl Policy {
         }
         self.frames.push(image.clone());
         let decision = match decoding {
-            Decoding::Cached => {
-                let (text, window) = self.frame_tokens.observe(&self.model, &ids, &image)?;
-                self.model.decode_cached(&text, &window, &self.masks)?
-            }
+            Decoding::Cached => self.step_cache.decide(&self.model, &ids, &image, &self.masks)?,
             Decoding::Uncached => {
                 let device = self.model.device();
                 let obs = ObservationBatch {

@@ -36,7 +36,9 @@ pub fn variants() -> Vec<(&'static str, VlaConfig)> {
     patch.vision.patch_size = 8;
     let mut swiglu = micro_config();
     swiglu.ffn.expert_act = moe_vla::model::ExpertAct::Swiglu;
-    vec![("moe", moe), ("lora", lora), ("dense", dense), ("patch", patch), ("swiglu", swiglu)]
+    let mut streaming = micro_config();
+    streaming.decoder = moe_vla::model::DecoderKind::Streaming;
+    vec![("moe", moe), ("lora", lora), ("dense", dense), ("patch", patch), ("swiglu", swiglu), ("streaming", streaming)]
 }
 
 pub fn policy(cfg: VlaConfig, seed: u64) -> Policy {

@@ -5,10 +5,15 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use half::bf16;
+use rayon::prelude::*;
 
 /// Inputs with at most this many rows use the bf16 kernel; larger batches (a full observation
 /// prefix) are compute-bound and go to the f32 matrix multiply.
 pub const MAX_ROWS: usize = 16;
+
+/// Weights per parallel task (64 KiB of bf16): large matrices are split over the pool's threads
+/// (a single core does not saturate memory bandwidth), small ones stay on one.
+const PARALLEL_BLOCK: usize = 32 * 1024;
 
 /// A weight matrix [out, in] in bf16, applied as `x W^T` to f32 rows.
 #[derive(Debug, Clone)]
@@ -47,10 +52,20 @@ impl CustomOp1 for Bf16Matrix {
         }
         let xs = &all[start..end];
         let rows = xs.len() / self.inp;
+        // Output-major ([out, rows]) so threads can take disjoint blocks of weight rows.
+        let mut by_output = vec![0f32; self.out * rows];
+        let block = PARALLEL_BLOCK.div_ceil(self.inp).max(1);
+        by_output.par_chunks_mut(block * rows).zip(self.data.par_chunks(block * self.inp)).for_each(|(ys, ws)| {
+            for (y, w) in ys.chunks_exact_mut(rows).zip(ws.chunks_exact(self.inp)) {
+                for (y, x) in y.iter_mut().zip(xs.chunks_exact(self.inp)) {
+                    *y = dot(w, x);
+                }
+            }
+        });
         let mut ys = vec![0f32; rows * self.out];
-        for (o, w) in self.data.chunks_exact(self.inp).enumerate() {
-            for (r, x) in xs.chunks_exact(self.inp).enumerate() {
-                ys[r * self.out + o] = dot(w, x);
+        for (o, column) in by_output.chunks_exact(rows).enumerate() {
+            for (r, y) in column.iter().enumerate() {
+                ys[r * self.out + o] = *y;
             }
         }
         let mut shape = dims.to_vec();

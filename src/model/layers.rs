@@ -70,11 +70,18 @@ impl Projection {
     }
 }
 
+impl Projection {
+    /// Whether `xs` is a small inference batch on the CPU, which the bf16 kernel serves.
+    fn takes_bf16(xs: &Tensor) -> bool {
+        let rows = xs.elem_count() / xs.dims().last().copied().unwrap_or(1).max(1);
+        rows <= MAX_ROWS && xs.device().is_cpu() && !xs.track_op()
+    }
+}
+
 impl Module for Projection {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let rows = xs.elem_count() / xs.dim(D::Minus1)?.max(1);
         match &self.bf16 {
-            Some(half) if rows <= MAX_ROWS && xs.device().is_cpu() && !xs.track_op() => {
+            Some(half) if Self::takes_bf16(xs) => {
                 let ys = xs.contiguous()?.apply_op1_no_bwd(half.as_ref())?;
                 match self.linear.bias() {
                     Some(bias) => ys.broadcast_add(bias),
@@ -154,6 +161,8 @@ pub struct GatedFfn {
     w3: Projection,
     w2: Projection,
     act: ExpertAct,
+    /// bf16 decoding: `[w1; w3]` as one matrix, so a step streams both in one pass.
+    w13: Option<Arc<Bf16Matrix>>,
 }
 
 impl GatedFfn {
@@ -163,17 +172,32 @@ impl GatedFfn {
             w3: linear_no_bias(d_model, hidden, vb.pp("w3"))?.into(),
             w2: linear_no_bias(hidden, d_model, vb.pp("w2"))?.into(),
             act,
+            w13: None,
         })
     }
 
     /// The feed-forward with its weights in bf16 (`Projection::to_bf16`).
     pub fn to_bf16(&self) -> Result<Self> {
-        Ok(Self { w1: self.w1.to_bf16()?, w3: self.w3.to_bf16()?, w2: self.w2.to_bf16()?, act: self.act })
+        let w13 = Tensor::cat(&[self.w1.linear.weight(), self.w3.linear.weight()], 0)?;
+        Ok(Self {
+            w1: self.w1.to_bf16()?,
+            w3: self.w3.to_bf16()?,
+            w2: self.w2.to_bf16()?,
+            act: self.act,
+            w13: Some(Arc::new(Bf16Matrix::new(&w13)?)),
+        })
     }
 
     /// The up projections `(w1 x, w3 x)`, before gating.
     pub fn up(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((self.w1.forward(xs)?, self.w3.forward(xs)?))
+        match &self.w13 {
+            Some(w13) if Projection::takes_bf16(xs) => {
+                let both = xs.contiguous()?.apply_op1_no_bwd(w13.as_ref())?;
+                let hidden = both.dim(D::Minus1)? / 2;
+                Ok((both.narrow(D::Minus1, 0, hidden)?, both.narrow(D::Minus1, hidden, hidden)?))
+            }
+            _ => Ok((self.w1.forward(xs)?, self.w3.forward(xs)?)),
+        }
     }
 
     pub fn down(&self, hidden: &Tensor) -> Result<Tensor> {

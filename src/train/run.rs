@@ -25,7 +25,7 @@ pub struct TrainRun {
     /// Folder of episode bags (rosbag2 directories, .mcap or .db3 files, searched recursively).
     #[arg(long)]
     pub data: PathBuf,
-    /// Architecture: a preset (tiny, germ) or a config.json file.
+    /// Architecture: a preset (tiny, tiny-dense, tiny-streaming, germ, germ-full) or a config.json file.
     #[arg(long, required_unless_present = "resume")]
     pub config: Option<String>,
     /// Model folder to write (config.json, model.safetensors, tokenizer.json, train.json,

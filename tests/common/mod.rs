@@ -38,7 +38,20 @@ pub fn variants() -> Vec<(&'static str, VlaConfig)> {
     swiglu.ffn.expert_act = moe_vla::model::ExpertAct::Swiglu;
     let mut streaming = micro_config();
     streaming.decoder = moe_vla::model::DecoderKind::Streaming;
-    vec![("moe", moe), ("lora", lora), ("dense", dense), ("patch", patch), ("swiglu", swiglu), ("streaming", streaming)]
+    let mut streaming_bf16 = streaming.clone();
+    streaming_bf16.decoder_weights = moe_vla::model::WeightPrecision::Bf16;
+    let mut bf16 = micro_config();
+    bf16.decoder_weights = moe_vla::model::WeightPrecision::Bf16;
+    vec![
+        ("moe", moe),
+        ("lora", lora),
+        ("dense", dense),
+        ("patch", patch),
+        ("swiglu", swiglu),
+        ("streaming", streaming),
+        ("streaming-bf16", streaming_bf16),
+        ("bf16", bf16),
+    ]
 }
 
 pub fn policy(cfg: VlaConfig, seed: u64) -> Policy {

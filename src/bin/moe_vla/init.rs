@@ -12,7 +12,7 @@ use moe_vla::policy::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 
 #[derive(Args)]
 pub struct InitArgs {
-    /// Architecture preset: tiny or germ.
+    /// Architecture preset: tiny, tiny-dense, tiny-streaming, germ (streaming decoder, bf16 weights) or germ-full.
     #[arg(long)]
     preset: String,
     /// Instruction list (one per line, '#' comments) the tokenizer is trained on.

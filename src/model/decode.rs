@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use candle_core::{Result, Tensor};
 
 use super::moe::ExpertLoad;
-use super::text::TextEncoding;
+use super::text::{TextEncoding, TextInput};
 use super::vla::{DecoderCache, ObservationBatch, VlaModel};
 
 /// The greedy action of one control step: the argmax bin of each dimension, its Q and the experts' load.
@@ -102,13 +102,20 @@ impl FrameTokenCache {
         Self { instruction: None, frames: HistoryRing::new(history) }
     }
 
-    /// Adds the newest frame ([1, 3, S, S]) under instruction `ids` and returns the encoded
-    /// instruction with the window of vision tokens, oldest first.
-    pub fn observe(&mut self, model: &VlaModel, ids: &[u32], image: &Tensor) -> Result<(TextEncoding, Vec<Tensor>)> {
+    /// Adds the newest frame ([1, 3, S, S]) under the instruction whose token ids are `ids` and
+    /// whose text-encoder input is `input`, and returns the encoded instruction with the window of
+    /// vision tokens, oldest first.
+    pub fn observe(
+        &mut self,
+        model: &VlaModel,
+        ids: &[u32],
+        input: &TextInput,
+        image: &Tensor,
+    ) -> Result<(TextEncoding, Vec<Tensor>)> {
         let text = match &self.instruction {
             Some((cached, text)) if cached == ids => text.clone(),
             _ => {
-                let text = model.encode_text(&Tensor::new(ids, model.device())?.unsqueeze(0)?, None)?;
+                let text = model.encode_text(input, None)?;
                 self.frames.clear();
                 self.instruction = Some((ids.to_vec(), text.clone()));
                 text

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod decode;
 pub mod layers;
+pub mod minilm;
 pub mod moe;
 pub mod text;
 pub mod vision;
@@ -17,11 +18,14 @@ pub mod vla;
 pub mod weights;
 
 pub use config::{
-    ActionSpaceConfig, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig, VisionConfig, VisionKind,
-    VlaConfig,
+    ActionSpaceConfig, EncoderRef, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig, TextKind, VisionConfig,
+    VisionKind, VlaConfig,
 };
 pub use decode::{history_window, masked_argmax, sigmoid, FrameTokenCache, GreedyAction, HistoryRing};
 pub use moe::ExpertLoad;
-pub use text::TextEncoding;
+pub use minilm::{mean_pool_normalised, Bert, BertConfig};
+pub use text::{TextEncoding, TextInput};
 pub use vla::{EncodedObservation, ObservationBatch, VlaModel, INITIAL_Q_LOGIT};
-pub use weights::{count_params, init_model, load_model, read_weights, save_weights, ModelError, ParamCount};
+pub use weights::{
+    count_params, init_model, load_model, read_weights, save_weights, seeded_var_builder, ModelError, ParamCount,
+};

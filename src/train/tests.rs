@@ -587,3 +587,30 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
         assert!(dir.path().join("resumed").join(file).is_file(), "{file}");
     }
 }
+
+#[test]
+fn a_sentence_encoder_runs_once_per_distinct_instruction_and_stays_frozen() {
+    let dir = tempfile::tempdir().unwrap();
+    write_bag(&dir.path().join("bag"), 4);
+    let data = load(dir.path(), &micro());
+    let (encoder, spec) = crate::fixtures::tiny_sentence_encoder(&["turn to the light".into()], 1, &Device::Cpu);
+    let encoder = std::sync::Arc::new(encoder);
+    let mut cfg = micro();
+    cfg.text = crate::model::TextConfig { encoder: Some(spec), ..crate::model::TextConfig::minilm(8) };
+    let text = crate::policy::InstructionText::Sentence { encoder: encoder.clone(), max_tokens: 8 };
+    let mut batcher = Batcher::new(&data, &text, cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
+    assert_eq!(data.episodes.len(), 4);
+    assert_eq!(encoder.runs(), 1, "four episodes, one instruction");
+    let opts = TrainOptions { steps: 3, batch_size: 4, freeze_encoders_after: Some(1), ..Default::default() };
+    let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
+    assert!(trainer.weights().keys().all(|n| !n.contains("encoder.layer")), "BERT's weights are no trainable variables");
+    let before = trainer.weights()["text.token_proj.weight"].copy().unwrap();
+    let eligible = data.step_indices(false);
+    let stats = train_steps(&mut trainer, &mut batcher, &eligible, 3);
+    assert!(batcher.is_encoded());
+    assert!(stats.iter().all(|s| s.loss.is_finite()));
+    assert_eq!(encoder.runs(), 1, "batches and the frozen-encoder cache reuse the instruction's embedding");
+    let after = &trainer.weights()["text.token_proj.weight"];
+    let moved = (after - before).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(moved > 0.0, "the projection trains");
+}

@@ -24,9 +24,10 @@ pub fn instruction_lines(text: &str) -> Vec<String> {
 /// installed sentence encoder.
 pub fn random_policy(mut cfg: VlaConfig, instructions: &[String], seed: u64, device: &Device) -> Result<Policy, PolicyError> {
     let text: InstructionText = match (cfg.text.kind, &cfg.text.encoder) {
-        (TextKind::Minilm, Some(spec)) => {
-            InstructionText::Sentence { encoder: Arc::new(SentenceEncoder::locate(spec, device)?), max_tokens: cfg.text.max_tokens }
-        }
+        (TextKind::Minilm, Some(spec)) => InstructionText::Sentence {
+            encoder: Arc::new(SentenceEncoder::locate(spec, device)?),
+            max_tokens: cfg.text.max_tokens,
+        },
         _ => {
             let tokenizer = train_word_level(instructions.iter(), cfg.text.vocab_size)
                 .map_err(|e| PolicyError::Tokenizer { path: "<trained in memory>".into(), reason: e.to_string() })?;

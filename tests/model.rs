@@ -80,11 +80,7 @@ fn ids_input(ids: &[u32]) -> TextInput {
 
 fn observation(cfg: &VlaConfig, ids: &[u32]) -> ObservationBatch {
     let frames: Vec<Tensor> = (0..cfg.history as u64).map(|t| image(cfg, t)).collect();
-    ObservationBatch {
-        text: ids_input(ids),
-        text_valid: None,
-        frames: Tensor::stack(&frames, 1).unwrap(),
-    }
+    ObservationBatch { text: ids_input(ids), text_valid: None, frames: Tensor::stack(&frames, 1).unwrap() }
 }
 
 /// Q values of every dimension for the joint action `bins`, from one full forward pass.

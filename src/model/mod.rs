@@ -18,14 +18,12 @@ pub mod vla;
 pub mod weights;
 
 pub use config::{
-    ActionSpaceConfig, EncoderRef, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig, TextKind, VisionConfig,
-    VisionKind, VlaConfig,
+    ActionSpaceConfig, EncoderRef, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig, TextKind,
+    VisionConfig, VisionKind, VlaConfig,
 };
 pub use decode::{history_window, masked_argmax, sigmoid, FrameTokenCache, GreedyAction, HistoryRing};
-pub use moe::ExpertLoad;
 pub use minilm::{mean_pool_normalised, Bert, BertConfig};
+pub use moe::ExpertLoad;
 pub use text::{TextEncoding, TextInput};
 pub use vla::{EncodedObservation, ObservationBatch, VlaModel, INITIAL_Q_LOGIT};
-pub use weights::{
-    count_params, init_model, load_model, read_weights, save_weights, seeded_var_builder, ModelError, ParamCount,
-};
+pub use weights::{count_params, init_model, load_model, read_weights, save_weights, seeded_var_builder, ModelError, ParamCount};

@@ -119,8 +119,8 @@ impl SentenceEncoder {
         let tokenizer = Tokenizer::from_bytes(read("tokenizer.json", Some(&spec.tokenizer_sha256))?)
             .map_err(|e| invalid(format!("tokenizer.json: {e}")))?;
         let weights = read("model.safetensors", Some(&spec.weights_sha256))?;
-        let tensors = candle_core::safetensors::load_buffer(&weights, device)
-            .map_err(|e| invalid(format!("model.safetensors: {e}")))?;
+        let tensors =
+            candle_core::safetensors::load_buffer(&weights, device).map_err(|e| invalid(format!("model.safetensors: {e}")))?;
         let bert = Bert::new(&config, VarBuilder::from_tensors(tensors, DType::F32, device))
             .map_err(|e| invalid(format!("model.safetensors: {e}")))?;
         Self::new(spec.name.clone(), bert, tokenizer, device).map_err(|e| invalid(e.to_string()))

@@ -83,14 +83,14 @@ pub struct Decision {
 #[derive(Clone)]
 pub enum InstructionText {
     /// The model folder's word-level `tokenizer.json`.
-    WordLevel(InstructionTokenizer),
+    WordLevel(Box<InstructionTokenizer>),
     /// The frozen sentence encoder; its first `max_tokens` token states reach the decoder.
     Sentence { encoder: Arc<SentenceEncoder>, max_tokens: usize },
 }
 
 impl From<InstructionTokenizer> for InstructionText {
     fn from(tokenizer: InstructionTokenizer) -> Self {
-        Self::WordLevel(tokenizer)
+        Self::WordLevel(Box::new(tokenizer))
     }
 }
 

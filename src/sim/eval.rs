@@ -48,7 +48,9 @@ pub fn eval_scenario(seed: u64, index: usize, templates: Option<&Templates>) -> 
     let mut rng = StdRng::seed_from_u64(episode);
     let mut scenario = sample_task(family, held_out, &mut rng)?;
     let driver_seed = rng.random();
-    if let Some(instruction) = templates.and_then(|t| t.instruction(&scenario, &mut StdRng::seed_from_u64(episode ^ TEMPLATE_SALT))) {
+    if let Some(instruction) =
+        templates.and_then(|t| t.instruction(&scenario, &mut StdRng::seed_from_u64(episode ^ TEMPLATE_SALT)))
+    {
         scenario.instruction = instruction;
     }
     Ok((scenario, driver_seed))

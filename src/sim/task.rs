@@ -126,7 +126,9 @@ impl Templates {
                 }
                 match (family.names_object(), t.contains("{o}")) {
                     (true, false) => return Err(bad(format!("{name} template {t:?} lacks {{o}} (the target's name)"))),
-                    (false, true) => return Err(bad(format!("{name} template {t:?} has {{o}}, but {name} has no target object"))),
+                    (false, true) => {
+                        return Err(bad(format!("{name} template {t:?} has {{o}}, but {name} has no target object")))
+                    }
                     _ => {}
                 }
             }

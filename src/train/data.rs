@@ -423,12 +423,16 @@ pub struct Batcher<'a> {
     pub preprocess: PreprocessConfig,
     /// Token ids of each episode's instruction (those that reach the decoder).
     pub ids: Vec<Vec<u32>>,
-    /// With a frozen sentence encoder: each episode's token states [L, E] (L = its ids' length)
-    /// and sentence embedding [E], computed once per distinct instruction.
-    embedded: Option<Vec<(Tensor, Tensor)>>,
+    /// With a frozen sentence encoder: each episode's instruction through it, computed once per
+    /// distinct instruction.
+    embedded: Option<Vec<Embedded>>,
     pub device: Device,
     encoded: Option<EncodedSteps>,
 }
+
+/// An instruction through the frozen sentence encoder: token states [L, E] (L = the length of its
+/// ids) and the sentence embedding [E].
+type Embedded = (Tensor, Tensor);
 
 /// The frozen encoders' output for every step of a dataset.
 struct EncodedSteps {
@@ -494,11 +498,13 @@ impl<'a> Batcher<'a> {
     ) -> candle_core::Result<Self> {
         let mut ids = Vec::with_capacity(data.episodes.len());
         let mut embedded = Vec::with_capacity(data.episodes.len());
-        let mut seen: HashMap<&str, (Vec<u32>, Option<(Tensor, Tensor)>)> = HashMap::new();
+        let mut seen: HashMap<&str, (Vec<u32>, Option<Embedded>)> = HashMap::new();
         for episode in &data.episodes {
             if !seen.contains_key(episode.instruction.as_str()) {
                 let entry = match text {
-                    InstructionText::WordLevel(tokenizer) => (tokenizer.encode(&episode.instruction).unwrap_or_else(|_| vec![1]), None),
+                    InstructionText::WordLevel(tokenizer) => {
+                        (tokenizer.encode(&episode.instruction).unwrap_or_else(|_| vec![1]), None)
+                    }
                     InstructionText::Sentence { encoder, .. } => {
                         let full = encoder.tokenize(&episode.instruction).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
                         let TextInput::Embedded { tokens, pooled } = text.input(&full, device)? else {

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 
 use super::{data, plot, Batcher, Dataset, Objective, StepStats, Topics, TrainError, TrainOptions, Trainer};
-use crate::policy::PolicyError;
 use crate::action::{supported_ranges, ActionSpace};
 use crate::model::{count_params, save_weights, ParamCount, TextKind, VlaConfig};
 use crate::policy::tokenize::train_word_level;
+use crate::policy::PolicyError;
 use crate::policy::{
     read_config, InstructionText, InstructionTokenizer, Policy, SentenceEncoder, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
 };

@@ -57,7 +57,9 @@ pub fn run(args: InitArgs) -> Result<()> {
             let tokenizer = train_word_level(instructions.iter(), cfg.text.vocab_size)?;
             cfg.text.vocab_size = tokenizer.get_vocab_size(true);
             std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-            tokenizer.save(args.out.join(TOKENIZER_FILE), true).map_err(|e| anyhow::anyhow!("cannot write the tokenizer: {e}"))?;
+            tokenizer
+                .save(args.out.join(TOKENIZER_FILE), true)
+                .map_err(|e| anyhow::anyhow!("cannot write the tokenizer: {e}"))?;
             format!("vocabulary {} from {} instructions", cfg.text.vocab_size, instructions.len())
         }
     };
@@ -66,11 +68,6 @@ pub fn run(args: InitArgs) -> Result<()> {
     std::fs::write(args.out.join(CONFIG_FILE), serde_json::to_string_pretty(&cfg)? + "\n")?;
     save_weights(&tensors, &args.out.join(WEIGHTS_FILE))?;
     let params = count_params(&cfg, tensors.iter());
-    println!(
-        "wrote an UNTRAINED {} model to {} ({} parameters, {text})",
-        args.preset,
-        args.out.display(),
-        params.total,
-    );
+    println!("wrote an UNTRAINED {} model to {} ({} parameters, {text})", args.preset, args.out.display(), params.total,);
     Ok(())
 }

@@ -12,7 +12,10 @@ fn decisions(c: &mut Criterion) {
     let frames: Vec<Vec<u8>> = (0..8).map(|t| synthetic_frame(640, 480, t)).collect();
     let mut group = c.benchmark_group("decision");
     group.sample_size(20);
-    for (preset, procedures) in [("tiny", &[Decoding::Cached, Decoding::Uncached][..]), ("germ", &[Decoding::Cached][..])] {
+    let cached = &[Decoding::Cached][..];
+    let both = &[Decoding::Cached, Decoding::Uncached][..];
+    // germ: streaming decoder, bf16 weights; germ-full: the whole prefix every step, f32.
+    for (preset, procedures) in [("tiny", both), ("tiny-streaming", both), ("germ", cached), ("germ-full", cached)] {
         let cfg = VlaConfig::preset(preset).expect("known preset");
         let mut policy = random_policy(cfg, &instructions, 0, &Device::Cpu).expect("random policy");
         for &decoding in procedures {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use common::{micro_config, picture};
 use moe_vla::fixtures::{instruction_lines, random_policy_with, tiny_sentence_encoder, SAMPLE_INSTRUCTIONS};
-use moe_vla::model::{init_model, save_weights, EncoderRef, TextConfig, TextKind, VlaConfig};
+use moe_vla::model::{init_model, save_weights, DecoderKind, EncoderRef, TextConfig, TextKind, VlaConfig};
 use moe_vla::policy::encoder::ENCODERS_ENV;
 use moe_vla::policy::{
     read_config, Decoding, EncoderError, Frame, InstructionText, PixelEncoding, Policy, PolicyError, RawFrame, SentenceEncoder,
@@ -52,19 +52,20 @@ fn text_kinds_round_trip_and_word_level_models_read_unchanged() {
     assert!("bert".parse::<TextKind>().unwrap_err().contains("word_level, minilm"));
 }
 
-/// A micro network reading instructions through a small random BERT.
-fn tiny_minilm_policy(seed: u64) -> (Policy, Arc<SentenceEncoder>) {
+/// A micro network with `decoder` reading instructions through a small random BERT.
+fn tiny_minilm_policy(seed: u64, decoder: DecoderKind) -> (Policy, Arc<SentenceEncoder>) {
     let (encoder, spec) = tiny_sentence_encoder(&instruction_lines(SAMPLE_INSTRUCTIONS), 5, &Device::Cpu);
     let encoder = Arc::new(encoder);
     let mut cfg = micro_config();
     cfg.text = TextConfig { encoder: Some(spec), ..TextConfig::minilm(8) };
+    cfg.decoder = decoder;
     let text = InstructionText::Sentence { encoder: encoder.clone(), max_tokens: 8 };
     (random_policy_with(&cfg, text, seed, &Device::Cpu).unwrap(), encoder)
 }
 
 #[test]
 fn the_sentence_encoder_runs_once_per_instruction_not_per_frame() {
-    let (mut policy, encoder) = tiny_minilm_policy(3);
+    let (mut policy, encoder) = tiny_minilm_policy(3, DecoderKind::Full);
     let frames: Vec<Vec<u8>> = (0..6).map(|t| picture(64, 48, t)).collect();
     for f in &frames {
         policy.decide(&frame(f), "go to the red ball", Decoding::Cached).unwrap();
@@ -84,16 +85,19 @@ fn the_sentence_encoder_runs_once_per_instruction_not_per_frame() {
 
 #[test]
 fn cached_decoding_equals_uncached_with_a_sentence_encoder() {
-    let (mut cached, _) = tiny_minilm_policy(11);
-    let (mut uncached, _) = tiny_minilm_policy(11);
-    for t in 0..5 {
-        let f = picture(64, 48, t);
-        let a = cached.decide(&frame(&f), "walk towards the crimson sphere", Decoding::Cached).unwrap();
-        let b = uncached.decide(&frame(&f), "walk towards the crimson sphere", Decoding::Uncached).unwrap();
-        assert_eq!(a.bins, b.bins, "frame {t}");
-        for (x, y) in a.q.iter().zip(&b.q) {
-            assert!((x - y).abs() < 1e-4);
+    for decoder in [DecoderKind::Full, DecoderKind::Streaming] {
+        let (mut cached, encoder) = tiny_minilm_policy(11, decoder);
+        let (mut uncached, _) = tiny_minilm_policy(11, decoder);
+        for t in 0..5 {
+            let f = picture(64, 48, t);
+            let a = cached.decide(&frame(&f), "walk towards the crimson sphere", Decoding::Cached).unwrap();
+            let b = uncached.decide(&frame(&f), "walk towards the crimson sphere", Decoding::Uncached).unwrap();
+            assert_eq!(a.bins, b.bins, "{decoder:?} frame {t}");
+            for (x, y) in a.q.iter().zip(&b.q) {
+                assert!((x - y).abs() < 1e-4, "{decoder:?} frame {t}: {x} vs {y}");
+            }
         }
+        assert_eq!(encoder.runs(), 1, "{decoder:?}: five frames, one instruction");
     }
 }
 

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor};
 use common::{micro_config, picture, policy, variants};
 use moe_vla::model::{
-    init_model, load_model, save_weights, FrameTokenCache, ModelError, ObservationBatch, TextInput, VlaConfig, VlaModel,
+    init_model, load_model, save_weights, DecoderKind, FrameTokenCache, ModelError, ObservationBatch, StreamingCache, TextInput,
+    VlaConfig, VlaModel,
 };
 use moe_vla::policy::{Decoding, Frame, PixelEncoding, RawFrame};
 
@@ -146,6 +147,75 @@ fn saved(tensors: &BTreeMap<String, Tensor>) -> (tempfile::TempDir, std::path::P
     let path = dir.path().join("model.safetensors");
     save_weights(tensors, &path).unwrap();
     (dir, path)
+}
+
+/// A streaming model whose age biases are far from their zero start, so that a frame's age
+/// changes what the action tokens read.
+fn streaming_model(seed: u64) -> (VlaConfig, VlaModel) {
+    let mut cfg = micro_config();
+    cfg.decoder = DecoderKind::Streaming;
+    let (_, mut tensors) = init_model(&cfg, seed, &Device::Cpu).unwrap();
+    for (name, t) in tensors.iter_mut() {
+        if name.ends_with("age_bias") {
+            *t = Tensor::randn(0f32, 2.0, t.dims(), &Device::Cpu).unwrap();
+        }
+    }
+    let (_dir, path) = saved(&tensors);
+    (cfg.clone(), load_model(&cfg, &path, &Device::Cpu).unwrap().0)
+}
+
+/// The window of the last `history` images up to `t`, the oldest repeated at the start.
+fn window_batch(cfg: &VlaConfig, ids: &[u32], images: &[Tensor], first: usize, t: usize) -> ObservationBatch {
+    let window: Vec<Tensor> = moe_vla::model::history_window(first, t, cfg.history).map(|i| images[i].clone()).collect();
+    ObservationBatch { text: ids_input(ids), text_valid: None, frames: Tensor::stack(&window, 1).unwrap() }
+}
+
+#[test]
+fn streaming_cached_decoding_equals_the_uncached_forward() {
+    for seed in 0..3 {
+        let (cfg, model) = streaming_model(seed);
+        let valid = vec![vec![true; cfg.actions.bins]; cfg.action_dims()];
+        let images: Vec<Tensor> = (0..9).map(|t| image(&cfg, t)).collect();
+        let mut cache = StreamingCache::new(cfg.history);
+        // Three times the history, with an instruction change in the middle.
+        let mut first = 0;
+        for t in 0..images.len() {
+            let ids: &[u32] = if t < 5 { &[2, 5, 9] } else { &[3, 4] };
+            if t == 5 {
+                first = 5;
+            }
+            let a = cache.decide(&model, ids, &ids_input(ids), &images[t], &valid).unwrap();
+            let b = model.decode_uncached(&window_batch(&cfg, ids, &images, first, t), &valid).unwrap();
+            assert_eq!(a.bins, b.bins, "seed {seed} step {t}");
+            for (qa, qb) in a.q.iter().zip(&b.q) {
+                assert!((qa - qb).abs() < 1e-4, "seed {seed} step {t}: {qa} vs {qb}");
+            }
+            assert_eq!(a.load.counts.len(), cfg.layers);
+        }
+    }
+}
+
+#[test]
+fn streaming_frames_see_only_the_instruction_and_themselves() {
+    let (cfg, model) = streaming_model(4);
+    let text = model.encode_text(&ids_input(&[2, 5, 9]), None).unwrap();
+    let frames: Vec<Tensor> = (0..cfg.history as u64).map(|t| model.encode_frame(&image(&cfg, t), &text).unwrap()).collect();
+    let obs = |frames: &[Tensor]| moe_vla::model::EncodedObservation {
+        text_tokens: text.tokens.clone(),
+        text_valid: None,
+        frames: Tensor::stack(frames, 1).unwrap(),
+    };
+    let bins = Tensor::new(&[[1u32, 2]], &Device::Cpu).unwrap();
+    let base = model.forward_encoded(&obs(&frames), &bins).unwrap();
+    // Swapping two older frames changes what the actions see (their ages differ) ...
+    let mut swapped = frames.clone();
+    swapped.swap(0, 1);
+    assert!(max_diff(&base, &model.forward_encoded(&obs(&swapped), &bins).unwrap()) > 1e-4);
+    // ... and without age biases it would not: the frames' own states do not depend on their slot.
+    let (plain, _) = init_model(&cfg, 4, &Device::Cpu).unwrap(); // age biases start at zero
+    let a = plain.forward_encoded(&obs(&frames), &bins).unwrap();
+    let b = plain.forward_encoded(&obs(&swapped), &bins).unwrap();
+    assert!(max_diff(&a, &b) < 1e-5, "a frame's tokens depend on its slot: {}", max_diff(&a, &b));
 }
 
 #[test]

@@ -193,6 +193,33 @@ fn shared_head() -> ActionHeadKind {
     ActionHeadKind::Shared
 }
 
+/// Which observation tokens the decoder lets attend to which.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecoderKind {
+    /// Every observation token attends to every other; a frame's slot in the history window is
+    /// added to its tokens, so the whole observation prefix is recomputed at every control step.
+    #[default]
+    Full,
+    /// Frame-causal: instruction tokens attend to themselves, each frame's tokens to the
+    /// instruction and their own frame, and the action tokens (after a learned start token) to
+    /// everything. A frame's age enters only as a learned per-head bias on the action tokens'
+    /// attention to it, so its keys and values never change as it ages: a control step computes
+    /// the new frame's tokens only.
+    Streaming,
+}
+
+/// How the decoder's attention and feed-forward weights are held at inference.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightPrecision {
+    #[default]
+    F32,
+    /// Rounded to bf16 when the policy loads; single-token steps then stream half the bytes.
+    /// Training keeps f32.
+    Bf16,
+}
+
 /// Image normalisation applied after resizing: `(x / 255 - mean) / std` per RGB channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreprocessConfig {
@@ -219,6 +246,12 @@ pub struct VlaConfig {
     pub layers: usize,
     pub heads: usize,
     pub ffn: FeedForwardConfig,
+    /// Absent in models written before the streaming decoder existed: those are `full`.
+    #[serde(default)]
+    pub decoder: DecoderKind,
+    /// Absent in models written before bf16 decoding existed: those are `f32`.
+    #[serde(default)]
+    pub decoder_weights: WeightPrecision,
     /// Absent in models written before per-dimension heads existed: those are `shared`.
     #[serde(default = "shared_head")]
     pub action_head: ActionHeadKind,
@@ -290,6 +323,8 @@ impl VlaConfig {
             d_model: 128,
             layers: 4,
             heads: 4,
+            decoder: DecoderKind::Full,
+            decoder_weights: WeightPrecision::F32,
             ffn: FeedForwardConfig {
                 kind: FeedForwardKind::Moe,
                 experts: 8,
@@ -330,6 +365,8 @@ impl VlaConfig {
             d_model: 256,
             layers: 8,
             heads: 8,
+            decoder: DecoderKind::Streaming,
+            decoder_weights: WeightPrecision::Bf16,
             ffn: FeedForwardConfig {
                 kind: FeedForwardKind::Moe,
                 experts: 8,
@@ -375,17 +412,34 @@ impl VlaConfig {
         self
     }
 
+    /// `cfg` with the other decoder kind.
+    fn with_decoder(mut self, decoder: DecoderKind) -> Self {
+        self.decoder = decoder;
+        self
+    }
+
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "tiny" => Some(Self::tiny()),
             "tiny-dense" => Some(Self::tiny_dense()),
+            "tiny-streaming" => Some(Self::tiny().with_decoder(DecoderKind::Streaming)),
             "tiny-minilm" => Some(Self::tiny().with_text(TextKind::Minilm)),
             "germ" => Some(Self::germ()),
+            "germ-full" => Some(Self::germ().with_decoder(DecoderKind::Full)),
             _ => None,
         }
     }
 
-    pub const PRESETS: &'static [&'static str] = &["tiny", "tiny-dense", "tiny-minilm", "germ"];
+    pub const PRESETS: &'static [&'static str] = &["tiny", "tiny-dense", "tiny-streaming", "tiny-minilm", "germ", "germ-full"];
+
+    /// Learned frame-token position sets: one per history slot (`full`), or one shared by every
+    /// frame whatever its age (`streaming`).
+    pub fn frame_position_slots(&self) -> usize {
+        match self.decoder {
+            DecoderKind::Full => self.history,
+            DecoderKind::Streaming => 1,
+        }
+    }
 
     pub fn action_dims(&self) -> usize {
         self.actions.names.len()

@@ -5,9 +5,10 @@ use std::collections::VecDeque;
 
 use candle_core::{Result, Tensor};
 
+use super::config::DecoderKind;
 use super::moe::ExpertLoad;
 use super::text::{TextEncoding, TextInput};
-use super::vla::{DecoderCache, ObservationBatch, VlaModel};
+use super::vla::{DecoderCache, LayerKv, ObservationBatch, VlaModel};
 
 /// The greedy action of one control step: the argmax bin of each dimension, its Q and the experts' load.
 #[derive(Debug, Clone)]
@@ -63,6 +64,11 @@ impl<T: Clone> HistoryRing<T> {
 
     pub fn clear(&mut self) {
         self.items.clear();
+    }
+
+    /// The items held, oldest first (at most `capacity`, no repeats).
+    pub fn items(&self) -> impl Iterator<Item = &T> {
+        self.items.iter()
     }
 
     pub fn len(&self) -> usize {
@@ -132,6 +138,127 @@ impl FrameTokenCache {
     }
 }
 
+/// The streaming decoder's memory between control steps: the instruction's keys and values and
+/// those of the frames still inside the history window, so a control step runs only its new
+/// frame (and the action tokens) through the decoder. A new instruction clears it.
+#[derive(Debug, Clone)]
+pub struct StreamingCache {
+    instruction: Option<(Vec<u32>, TextEncoding, LayerKv)>,
+    frames: HistoryRing<LayerKv>,
+}
+
+impl StreamingCache {
+    pub fn new(history: usize) -> Self {
+        Self { instruction: None, frames: HistoryRing::new(history) }
+    }
+
+    /// Adds the newest frame ([1, 3, S, S]) under instruction `ids` (text-encoder input `input`)
+    /// and decodes the greedy action.
+    pub fn decide(
+        &mut self,
+        model: &VlaModel,
+        ids: &[u32],
+        input: &TextInput,
+        image: &Tensor,
+        valid: &[Vec<bool>],
+    ) -> Result<GreedyAction> {
+        check_masks(valid, model.config().action_dims())?;
+        let (text, instruction) = match &self.instruction {
+            Some((cached, text, kv)) if cached == ids => (text.clone(), kv.clone()),
+            _ => {
+                let text = model.encode_text(input, None)?;
+                let kv = model.instruction_kv(&text)?;
+                self.frames.clear();
+                self.instruction = Some((ids.to_vec(), text.clone(), kv.clone()));
+                (text, kv)
+            }
+        };
+        let frame = model.encode_frame(image, &text)?;
+        // The window after this frame joins: the newest `history - 1` stored frames, then it.
+        let history = model.config().history;
+        let kept: Vec<&LayerKv> = self.frames.items().skip((self.frames.len() + 1).saturating_sub(history)).collect();
+        let window: Vec<Option<&LayerKv>> = history_window(0, kept.len(), history).map(|i| kept.get(i).copied()).collect();
+        let mut load = model.empty_load();
+        let (new_frame, mut cache, logits) = model.stream_observe(&instruction, &window, &frame, &mut load)?;
+        self.frames.push(new_frame);
+        greedy(valid, logits, load, |bin, dim, load| {
+            model.stream_step(&Tensor::new(&[bin], model.device())?, dim, &mut cache, load)
+        })
+    }
+
+    /// Forgets everything (a new episode: old frames must not leak into it).
+    pub fn reset(&mut self) {
+        self.instruction = None;
+        self.frames.clear();
+    }
+}
+
+/// What a policy keeps between control steps for cached decoding, by decoder kind.
+#[derive(Debug, Clone)]
+pub enum StepCache {
+    /// Vision tokens of the window's frames; the decoder reruns the whole prefix.
+    Full(FrameTokenCache),
+    /// Decoder keys and values of the instruction and the window's frames.
+    Streaming(StreamingCache),
+}
+
+impl StepCache {
+    pub fn new(model: &VlaModel) -> Self {
+        let history = model.config().history;
+        match model.config().decoder {
+            DecoderKind::Full => Self::Full(FrameTokenCache::new(history)),
+            DecoderKind::Streaming => Self::Streaming(StreamingCache::new(history)),
+        }
+    }
+
+    /// Adds the newest frame ([1, 3, S, S]) under instruction `ids` (text-encoder input `input`)
+    /// and decodes the greedy action.
+    pub fn decide(
+        &mut self,
+        model: &VlaModel,
+        ids: &[u32],
+        input: &TextInput,
+        image: &Tensor,
+        valid: &[Vec<bool>],
+    ) -> Result<GreedyAction> {
+        match self {
+            Self::Full(frames) => {
+                let (text, window) = frames.observe(model, ids, input, image)?;
+                model.decode_cached(&text, &window, valid)
+            }
+            Self::Streaming(cache) => cache.decide(model, ids, input, image, valid),
+        }
+    }
+
+    pub fn reset(&mut self) {
+        match self {
+            Self::Full(frames) => frames.reset(),
+            Self::Streaming(cache) => cache.reset(),
+        }
+    }
+}
+
+/// Greedy decoding from the first dimension's logits ([1, bins]): the best valid bin of each
+/// dimension, then `step(bin, dim, load)` for the next dimension's logits.
+fn greedy(
+    valid: &[Vec<bool>],
+    mut logits: Tensor,
+    mut load: ExpertLoad,
+    mut step: impl FnMut(u32, usize, &mut ExpertLoad) -> Result<Tensor>,
+) -> Result<GreedyAction> {
+    let dims = valid.len();
+    let (mut bins, mut q) = (Vec::with_capacity(dims), Vec::with_capacity(dims));
+    for (dim, mask) in valid.iter().enumerate() {
+        let (bin, logit) = masked_argmax(&logits.squeeze(0)?.to_vec1::<f32>()?, mask);
+        bins.push(bin);
+        q.push(sigmoid(logit));
+        if dim + 1 < dims {
+            logits = step(bin, dim, &mut load)?;
+        }
+    }
+    Ok(GreedyAction { bins, q, load })
+}
+
 fn check_masks(valid: &[Vec<bool>], dims: usize) -> Result<()> {
     if valid.len() != dims {
         candle_core::bail!("{} validity masks for {dims} action dimensions", valid.len());
@@ -145,22 +272,16 @@ impl VlaModel {
     /// be chosen.
     pub fn decode_cached(&self, text: &TextEncoding, frames: &[Tensor], valid: &[Vec<bool>]) -> Result<GreedyAction> {
         let cfg = self.config();
+        if cfg.decoder != DecoderKind::Full {
+            candle_core::bail!("decode_cached runs the full decoder; a streaming one decodes with StreamingCache");
+        }
         let dims = cfg.action_dims();
         check_masks(valid, dims)?;
         let prefix = self.observation(text, frames)?;
         let mut cache = DecoderCache::new(cfg.layers, prefix.dim(1)? + dims);
         let mut load = self.empty_load();
-        let mut logits = self.prefill(&prefix, &mut cache, &mut load)?;
-        let (mut bins, mut q) = (Vec::with_capacity(dims), Vec::with_capacity(dims));
-        for (dim, mask) in valid.iter().enumerate() {
-            let (bin, logit) = masked_argmax(&logits.squeeze(0)?.to_vec1::<f32>()?, mask);
-            bins.push(bin);
-            q.push(sigmoid(logit));
-            if dim + 1 < dims {
-                logits = self.step(&Tensor::new(&[bin], self.device())?, dim, &mut cache, &mut load)?;
-            }
-        }
-        Ok(GreedyAction { bins, q, load })
+        let logits = self.prefill(&prefix, &mut cache, &mut load)?;
+        greedy(valid, logits, load, |bin, dim, load| self.step(&Tensor::new(&[bin], self.device())?, dim, &mut cache, load))
     }
 
     /// The reference procedure: for each dimension a full forward pass over the instruction, every

@@ -7,6 +7,7 @@
 //! per-dimension Q decoding comes from Q-Transformer (Chebotar et al. 2023,
 //! <https://arxiv.org/abs/2309.10150>).
 
+pub mod bf16;
 pub mod config;
 pub mod decode;
 pub mod layers;
@@ -18,10 +19,10 @@ pub mod vla;
 pub mod weights;
 
 pub use config::{
-    ActionSpaceConfig, EncoderRef, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig, TextKind,
-    VisionConfig, VisionKind, VlaConfig,
+    ActionSpaceConfig, DecoderKind, EncoderRef, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig,
+    TextKind, VisionConfig, VisionKind, VlaConfig, WeightPrecision,
 };
-pub use decode::{history_window, masked_argmax, sigmoid, FrameTokenCache, GreedyAction, HistoryRing};
+pub use decode::{history_window, masked_argmax, sigmoid, FrameTokenCache, GreedyAction, HistoryRing, StepCache, StreamingCache};
 pub use minilm::{mean_pool_normalised, Bert, BertConfig};
 pub use moe::ExpertLoad;
 pub use text::{TextEncoding, TextInput};

@@ -178,6 +178,12 @@ impl SparseMoe {
         Ok(Self { router: Router::new(d_model, cfg.experts, cfg.top_k, vb)?, experts })
     }
 
+    /// The mixture with its experts' weights in bf16 (the router stays f32).
+    pub fn to_bf16(&self) -> Result<Self> {
+        let experts = self.experts.iter().map(GatedFfn::to_bf16).collect::<Result<_>>()?;
+        Ok(Self { router: self.router.clone(), experts })
+    }
+
     /// `xs`: [N, D] -> [N, D]. `balance` receives this layer's load-balancing loss.
     pub fn forward(&self, xs: &Tensor, load: Option<&mut [u32]>, balance: Option<&mut Vec<Tensor>>) -> Result<Tensor> {
         let routing = self.router.route(xs)?;
@@ -275,6 +281,15 @@ impl FeedForward {
             FeedForwardKind::Dense => Self::Dense(GatedFfn::new(d_model, cfg.hidden, cfg.expert_act, vb)?),
             FeedForwardKind::Moe => Self::Moe(SparseMoe::new(d_model, cfg, vb)?),
             FeedForwardKind::Lora => Self::Lora(LoraMoe::new(d_model, cfg, vb)?),
+        })
+    }
+
+    /// The layer with its feed-forward weights in bf16 (LoRA adapters stay f32: they are small).
+    pub fn to_bf16(&self) -> Result<Self> {
+        Ok(match self {
+            Self::Dense(ffn) => Self::Dense(ffn.to_bf16()?),
+            Self::Moe(moe) => Self::Moe(moe.to_bf16()?),
+            Self::Lora(lora) => Self::Lora(LoraMoe { shared: lora.shared.to_bf16()?, ..lora.clone() }),
         })
     }
 

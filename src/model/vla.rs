@@ -5,7 +5,7 @@ use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::{embedding, Embedding, Linear, VarBuilder};
 
-use super::config::{ActionHeadKind, VlaConfig};
+use super::config::{ActionHeadKind, DecoderKind, VlaConfig};
 use super::layers::{norm, Attention, Norm};
 use super::moe::{empty_load, ExpertLoad, FeedForward};
 use super::text::{key_padding_bias, TextEncoder, TextEncoding, TextInput};
@@ -17,16 +17,27 @@ struct DecoderBlock {
     attn: Attention,
     norm2: Norm,
     ffn: FeedForward,
+    /// Streaming decoder: [heads, history], the bias an action token's attention adds to the keys
+    /// of a frame of each age (0 = newest).
+    age_bias: Option<Tensor>,
 }
 
 impl DecoderBlock {
     fn new(cfg: &VlaConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.d_model;
+        let age_bias = match cfg.decoder {
+            DecoderKind::Full => None,
+            // Zero: no preference for any age until training learns one.
+            DecoderKind::Streaming => {
+                Some(vb.get_with_hints((cfg.heads, cfg.history), "age_bias", candle_nn::Init::Const(0.0))?)
+            }
+        };
         Ok(Self {
             norm1: norm(d, cfg.norm_eps, vb.pp("norm1"))?,
             attn: Attention::new(d, cfg.heads, vb.pp("attn"))?,
             norm2: norm(d, cfg.norm_eps, vb.pp("norm2"))?,
             ffn: FeedForward::new(d, &cfg.ffn, vb.pp("ffn"))?,
+            age_bias,
         })
     }
 
@@ -38,8 +49,37 @@ impl DecoderBlock {
         load: Option<&mut [u32]>,
         balance: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
-        let xs = (xs + self.attn.forward(&self.norm1.forward(xs)?, bias, cache)?)?;
+        self.forward_over(xs, bias, load, balance, |k, v| match cache {
+            Some(cache) => cache.append(k, v),
+            None => Ok((k.clone(), v.clone())),
+        })
+    }
+
+    /// The block with the keys and values its queries attend to made by `keys` from those of
+    /// `xs` ([B, H, T, hd] each): a cache appends them, the streaming decoder places them among
+    /// the stored ones of the instruction and older frames.
+    fn forward_over(
+        &self,
+        xs: &Tensor,
+        bias: Option<&Tensor>,
+        load: Option<&mut [u32]>,
+        balance: Option<&mut Vec<Tensor>>,
+        keys: impl FnOnce(&Tensor, &Tensor) -> Result<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let (q, k, v) = self.attn.project(&self.norm1.forward(xs)?)?;
+        let (k, v) = keys(&k, &v)?;
+        let xs = (xs + self.attn.attend(&q, &k, &v, bias)?)?;
         &xs + self.ffn.forward(&self.norm2.forward(&xs)?, load, balance)?
+    }
+
+    fn to_bf16(&self) -> Result<Self> {
+        Ok(Self { attn: self.attn.to_bf16()?, ffn: self.ffn.to_bf16()?, ..self.clone() })
+    }
+
+    /// This layer's age bias per key: `ages` [history, S] one-hot (see `key_ages`) -> [1, H, 1, S].
+    fn key_age_bias(&self, ages: &Tensor) -> Result<Option<Tensor>> {
+        let Some(age_bias) = &self.age_bias else { return Ok(None) };
+        Ok(Some(age_bias.matmul(ages)?.unsqueeze(1)?.unsqueeze(0)?))
     }
 }
 
@@ -132,8 +172,12 @@ pub struct VlaModel {
     cfg: VlaConfig,
     text: TextEncoder,
     vision: VisionEncoder,
-    /// [history, tokens_per_frame, D]: where in the history window a frame token sits.
+    /// [slots, tokens_per_frame, D]: which token of a frame a token is and, for the full decoder,
+    /// where in the history window the frame sits (`VlaConfig::frame_position_slots`).
     frame_positions: Tensor,
+    /// Streaming decoder: [1, 1, D], the token before the action tokens whose state gives the
+    /// first dimension's Q values (the last frame token cannot: it sees only its own frame).
+    action_start: Option<Tensor>,
     bin_embedding: Embedding,
     /// [dims, D]: which action dimension a token carries.
     dim_embedding: Tensor,
@@ -151,7 +195,15 @@ impl VlaModel {
             cfg: cfg.clone(),
             text: TextEncoder::new(cfg, vb.pp("text"))?,
             vision: VisionEncoder::new(cfg, vb.pp("vision"))?,
-            frame_positions: vb.get_with_hints((cfg.history, cfg.tokens_per_frame, d), "frame_positions", small)?,
+            frame_positions: vb.get_with_hints(
+                (cfg.frame_position_slots(), cfg.tokens_per_frame, d),
+                "frame_positions",
+                small,
+            )?,
+            action_start: match cfg.decoder {
+                DecoderKind::Full => None,
+                DecoderKind::Streaming => Some(vb.get_with_hints((1, 1, d), "action_start", small)?),
+            },
             bin_embedding: embedding(bin_embeddings(cfg), d, vb.pp("bin_embedding"))?,
             dim_embedding: vb.get_with_hints((cfg.action_dims(), d), "dim_embedding", small)?,
             blocks,
@@ -162,6 +214,13 @@ impl VlaModel {
 
     pub fn config(&self) -> &VlaConfig {
         &self.cfg
+    }
+
+    /// The model with its decoder's attention and feed-forward weights rounded to bf16 and held
+    /// in bf16 for batch-1 steps (`WeightPrecision::Bf16`): an inference model, not for training.
+    pub fn to_bf16_decoder(&self) -> Result<Self> {
+        let blocks = self.blocks.iter().map(DecoderBlock::to_bf16).collect::<Result<_>>()?;
+        Ok(Self { blocks, ..self.clone() })
     }
 
     pub fn device(&self) -> &Device {
@@ -187,9 +246,18 @@ impl VlaModel {
         let mut parts = Vec::with_capacity(frames.len() + 1);
         parts.push(text.tokens.clone());
         for (slot, f) in frames.iter().enumerate() {
-            parts.push(f.broadcast_add(&self.frame_positions.i(slot)?)?);
+            parts.push(self.place_frame(f, slot)?);
         }
         Tensor::cat(&parts, 1)
+    }
+
+    /// Vision tokens [B, t, D] of the frame in history slot `slot` with their positions.
+    fn place_frame(&self, tokens: &Tensor, slot: usize) -> Result<Tensor> {
+        let slot = match self.cfg.decoder {
+            DecoderKind::Full => slot,
+            DecoderKind::Streaming => 0,
+        };
+        tokens.broadcast_add(&self.frame_positions.i(slot)?)
     }
 
     /// Action tokens for dimensions `first..first + m`: `bins`: [B, m] u32 -> [B, m, D].
@@ -261,7 +329,8 @@ impl VlaModel {
     /// its slot's position (as `observation` builds them for one sample).
     fn prefix(&self, obs: &EncodedObservation) -> Result<Tensor> {
         let (b, h, t, d) = obs.frames.dims4()?;
-        let frames = obs.frames.broadcast_add(&self.frame_positions.narrow(0, 0, h)?)?.reshape((b, h * t, d))?;
+        let positions = self.frame_positions.narrow(0, 0, h.min(self.cfg.frame_position_slots()))?;
+        let frames = obs.frames.broadcast_add(&positions)?.reshape((b, h * t, d))?;
         Tensor::cat(&[&obs.text_tokens, &frames], 1)
     }
 
@@ -293,16 +362,55 @@ impl VlaModel {
         mut load: Option<&mut ExpertLoad>,
         mut balance: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
-        let (b, p, _) = prefix.dims3()?;
+        let (b, p, d) = prefix.dims3()?;
         let (_, m) = bins.dims2()?;
-        let xs = if m > 0 { Tensor::cat(&[prefix, &self.action_tokens(bins, 0)?], 1)? } else { prefix.clone() };
-        let bias = attention_bias(b, p, m, text_valid, xs.device())?;
-        let mut xs = xs;
+        let mut parts = vec![prefix.clone()];
+        if let Some(start) = &self.action_start {
+            parts.push(start.broadcast_as((b, 1, d))?.contiguous()?);
+        }
+        if m > 0 {
+            parts.push(self.action_tokens(bins, 0)?);
+        }
+        let mut xs = Tensor::cat(&parts, 1)?;
+        let device = xs.device().clone();
+        let (mask, ages, first_read) = match self.cfg.decoder {
+            DecoderKind::Full => (attention_bias(p, m, text_valid, &device)?, None, p - 1),
+            DecoderKind::Streaming => {
+                let seq = self.layout(p)?;
+                let t = xs.dim(1)?;
+                let mask = seq.mask(0..t, t, &device)?;
+                let mask = match text_valid {
+                    Some(valid) => mask.broadcast_add(&key_padding_bias(&pad_keys(valid, t)?)?)?,
+                    None => mask,
+                };
+                // Only the start and action tokens (positions p..) see frames by age.
+                let actions: Vec<f32> = (0..t).map(|q| f32::from(q >= p)).collect();
+                let actions = Tensor::from_vec(actions, (1, 1, t, 1), &device)?;
+                (mask, Some((seq.key_ages(t, &device)?, actions)), p)
+            }
+        };
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_load = load.as_deref_mut().map(|l| l.counts[i].as_mut_slice());
+            let bias = match &ages {
+                Some((ages, actions)) => match block.key_age_bias(ages)? {
+                    Some(age) => mask.broadcast_add(&age.broadcast_mul(actions)?)?,
+                    None => mask.clone(),
+                },
+                None => mask.clone(),
+            };
             xs = block.forward(&xs, Some(&bias), None, layer_load, balance.as_deref_mut())?;
         }
-        self.q_logits(&xs.narrow(1, p - 1, m + 1)?, 0)
+        self.q_logits(&xs.narrow(1, first_read, m + 1)?, 0)
+    }
+
+    /// Where the instruction, the frames and the actions sit in a sequence whose observation
+    /// prefix has `p` tokens.
+    fn layout(&self, p: usize) -> Result<StreamingLayout> {
+        let frames = self.cfg.frame_tokens();
+        if p <= frames {
+            candle_core::bail!("an observation of {p} tokens holds no instruction before its {frames} frame tokens");
+        }
+        Ok(StreamingLayout { text: p - frames, history: self.cfg.history, tokens_per_frame: self.cfg.tokens_per_frame })
     }
 
     /// Runs the observation prefix into fresh caches and returns the Q logits of dimension 0,
@@ -325,6 +433,154 @@ impl VlaModel {
         }
         self.q_logits(&xs, dim + 1)?.squeeze(1)
     }
+
+    /// Streaming decoder: the instruction's keys and values in every layer. Instruction tokens
+    /// attend only to each other, so these hold for as long as the instruction does.
+    pub fn instruction_kv(&self, text: &TextEncoding) -> Result<LayerKv> {
+        let mut xs = text.tokens.clone();
+        let mut kv = Vec::with_capacity(self.blocks.len());
+        let mut unused = self.empty_load();
+        for (block, counts) in self.blocks.iter().zip(unused.counts.iter_mut()) {
+            xs = block.forward_over(&xs, None, Some(counts), None, |k, v| {
+                kv.push((k.clone(), v.clone()));
+                Ok((k.clone(), v.clone()))
+            })?;
+        }
+        Ok(kv)
+    }
+
+    /// Streaming decoder, one control step's observation pass: the new frame's vision tokens
+    /// ([1, t, D]) and the start token go through every layer, attending to the instruction and
+    /// to the stored keys and values of the older frames in `window` (history slots oldest first;
+    /// `None` is the new frame, always the last slot). Returns the new frame's keys and values
+    /// to store, the cache the action steps continue from, and the first dimension's Q logits
+    /// [1, bins].
+    pub fn stream_observe(
+        &self,
+        instruction: &LayerKv,
+        window: &[Option<&LayerKv>],
+        frame: &Tensor,
+        load: &mut ExpertLoad,
+    ) -> Result<(LayerKv, ActionCache, Tensor)> {
+        let (Some(start), Some(None)) = (&self.action_start, window.last()) else {
+            candle_core::bail!("stream_observe needs a streaming decoder and the new frame in the last slot");
+        };
+        if window.len() != self.cfg.history || instruction.len() != self.blocks.len() {
+            candle_core::bail!("a window of {} slots for a history of {}", window.len(), self.cfg.history);
+        }
+        let device = self.device().clone();
+        let t = self.cfg.tokens_per_frame;
+        let text = instruction[0].0.dim(2)?;
+        let seq = StreamingLayout { text, history: self.cfg.history, tokens_per_frame: t };
+        let p = text + self.cfg.frame_tokens();
+        let mut xs = Tensor::cat(&[&self.place_frame(frame, 0)?, start], 1)?; // [1, t + 1, D]
+                                                                              // Queries are the newest frame's tokens and the start token; keys everything up to it.
+        let mask = seq.mask(p - t..p + 1, p + 1, &device)?;
+        let ages = seq.key_ages(p + 1 + self.cfg.action_dims(), &device)?;
+        let start_row = Tensor::from_vec((0..=t).map(|q| f32::from(q == t)).collect::<Vec<_>>(), (1, 1, t + 1, 1), &device)?;
+        let (mut new_frame, mut actions) = (Vec::with_capacity(self.blocks.len()), ActionCache::default());
+        for (layer, (block, counts)) in self.blocks.iter().zip(load.counts.iter_mut()).enumerate() {
+            let age = block.key_age_bias(&ages)?.expect("a streaming block has an age bias"); // [1, H, 1, S + dims]
+            let bias = mask.broadcast_add(&age.narrow(3, 0, p + 1)?.broadcast_mul(&start_row)?)?;
+            let mut cache = KvCache::new(2, p + self.cfg.action_dims());
+            xs = block.forward_over(&xs, Some(&bias), Some(counts), None, |k, v| {
+                let (k_frame, v_frame) = (k.narrow(2, 0, t)?, v.narrow(2, 0, t)?);
+                let (text_k, text_v) = &instruction[layer];
+                let (mut keys, mut values) = (vec![text_k.clone()], vec![text_v.clone()]);
+                for slot in &window[..window.len() - 1] {
+                    let (k, v) = match slot {
+                        Some(stored) => (stored[layer].0.clone(), stored[layer].1.clone()),
+                        None => (k_frame.clone(), v_frame.clone()),
+                    };
+                    keys.push(k);
+                    values.push(v);
+                }
+                keys.push(k.clone());
+                values.push(v.clone());
+                new_frame.push((k_frame.contiguous()?, v_frame.contiguous()?));
+                cache.append(&Tensor::cat(&keys, 2)?, &Tensor::cat(&values, 2)?)
+            })?;
+            actions.layers.push((cache, age));
+        }
+        let logits = self.q_logits(&xs.narrow(1, t, 1)?, 0)?.squeeze(1)?;
+        Ok((new_frame, actions, logits))
+    }
+
+    /// Streaming decoder, one action step after `stream_observe`: like `step`, with the action
+    /// token's attention biased by the frames' ages.
+    pub fn stream_step(&self, bins: &Tensor, dim: usize, cache: &mut ActionCache, load: &mut ExpertLoad) -> Result<Tensor> {
+        let mut xs = self.action_tokens(&bins.unsqueeze(1)?, dim)?;
+        for ((block, (kv, age)), counts) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(load.counts.iter_mut()) {
+            let bias = age.narrow(3, 0, kv.current_seq_len() + 1)?;
+            xs = block.forward(&xs, Some(&bias), Some(kv), Some(counts), None)?;
+        }
+        self.q_logits(&xs, dim + 1)?.squeeze(1)
+    }
+}
+
+/// Keys and values [1, H, n, hd] of every decoder layer for tokens whose states never change
+/// in the streaming decoder (the instruction's, one frame's).
+pub type LayerKv = Vec<(Tensor, Tensor)>;
+
+/// The streaming decoder's per-decision state: each layer's cache of keys and values up to the
+/// start token, and its age bias over those keys and the action tokens' ([1, H, 1, S]).
+#[derive(Default)]
+pub struct ActionCache {
+    layers: Vec<(KvCache, Tensor)>,
+}
+
+/// Token positions of a streaming decoder's sequence: `text` instruction tokens, `history`
+/// frames of `tokens_per_frame` oldest first, then the start token and the action tokens.
+struct StreamingLayout {
+    text: usize,
+    history: usize,
+    tokens_per_frame: usize,
+}
+
+impl StreamingLayout {
+    /// The history slot of position `i`, if it is a frame token.
+    fn slot(&self, i: usize) -> Option<usize> {
+        let frames = self.history * self.tokens_per_frame;
+        (i >= self.text && i < self.text + frames).then(|| (i - self.text) / self.tokens_per_frame)
+    }
+
+    /// Whether query `q` may attend to key `k`.
+    fn sees(&self, q: usize, k: usize) -> bool {
+        let observation = self.text + self.history * self.tokens_per_frame;
+        if q >= observation {
+            return k <= q; // start and action tokens: everything before them, causally
+        }
+        match (self.slot(q), self.slot(k)) {
+            (None, key) => key.is_none() && k < self.text, // instruction: itself
+            (Some(_), None) => k < self.text,              // a frame: the instruction ...
+            (Some(a), Some(b)) => a == b,                  // ... and its own frame
+        }
+    }
+
+    /// Additive mask [1, 1, |queries|, keys]: 0 where a query sees a key, -inf elsewhere.
+    fn mask(&self, queries: std::ops::Range<usize>, keys: usize, device: &Device) -> Result<Tensor> {
+        let rows = queries.len();
+        let values: Vec<f32> =
+            queries.flat_map(|q| (0..keys).map(move |k| if self.sees(q, k) { 0.0 } else { f32::NEG_INFINITY })).collect();
+        Tensor::from_vec(values, (1, 1, rows, keys), device)
+    }
+
+    /// One-hot [history, keys]: row a marks the keys of the frame of age a (0 = newest).
+    fn key_ages(&self, keys: usize, device: &Device) -> Result<Tensor> {
+        let mut values = vec![0f32; self.history * keys];
+        for k in 0..keys {
+            if let Some(slot) = self.slot(k) {
+                values[(self.history - 1 - slot) * keys + k] = 1.0;
+            }
+        }
+        Tensor::from_vec(values, (self.history, keys), device)
+    }
+}
+
+/// `valid` [B, L] for the instruction, extended with ones to the `t` keys of the whole sequence.
+fn pad_keys(valid: &Tensor, t: usize) -> Result<Tensor> {
+    let (b, l) = valid.dims2()?;
+    Tensor::cat(&[valid.clone(), Tensor::ones((b, t - l), DType::F32, valid.device())?], 1)
 }
 
 /// Rows of the bin-embedding table: one set of bins, or one per dimension.
@@ -337,7 +593,7 @@ fn bin_embeddings(cfg: &VlaConfig) -> usize {
 
 /// Additive bias [B or 1, 1, T, T] with T = p + m. Observation queries see every (valid)
 /// observation key; the action token at position p + j also sees action tokens 0..=j.
-fn attention_bias(b: usize, p: usize, m: usize, text_valid: Option<&Tensor>, device: &Device) -> Result<Tensor> {
+fn attention_bias(p: usize, m: usize, text_valid: Option<&Tensor>, device: &Device) -> Result<Tensor> {
     let t = p + m;
     let mut causal = vec![0f32; t * t];
     for q in 0..t {
@@ -352,9 +608,7 @@ fn attention_bias(b: usize, p: usize, m: usize, text_valid: Option<&Tensor>, dev
         None => Ok(causal),
         Some(valid) => {
             // Every key after the instruction is a real token.
-            let l = valid.dim(1)?;
-            let keys = Tensor::cat(&[valid.clone(), Tensor::ones((b, t - l), DType::F32, device)?], 1)?;
-            causal.broadcast_add(&key_padding_bias(&keys)?)
+            causal.broadcast_add(&key_padding_bias(&pad_keys(valid, t)?)?)
         }
     }
 }

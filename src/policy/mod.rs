@@ -13,7 +13,8 @@ use candle_core::{Device, Tensor};
 
 use crate::action::{ActionCommand, ActionError, ActionSpace};
 use crate::model::{
-    load_model, FrameTokenCache, HistoryRing, ModelError, ObservationBatch, ParamCount, TextInput, TextKind, VlaConfig, VlaModel,
+    load_model, HistoryRing, ModelError, ObservationBatch, ParamCount, StepCache, TextInput, TextKind, VlaConfig, VlaModel,
+    WeightPrecision,
 };
 pub use encoder::{EncoderError, SentenceEmbedding, SentenceEncoder};
 pub use preprocess::{Frame, FrameError, OwnedFrame, PixelEncoding, RawFrame};
@@ -122,7 +123,7 @@ pub struct Policy {
     space: ActionSpace,
     masks: Vec<Vec<bool>>,
     text: InstructionText,
-    frame_tokens: FrameTokenCache,
+    step_cache: StepCache,
     /// Preprocessed frames of the window, for the uncached procedure.
     frames: HistoryRing<Tensor>,
     /// The current instruction's token ids and text-encoder input.
@@ -177,13 +178,17 @@ impl Policy {
         text: impl Into<InstructionText>,
         model_id: String,
     ) -> Result<Self, PolicyError> {
+        let model = match model.config().decoder_weights {
+            WeightPrecision::F32 => model,
+            WeightPrecision::Bf16 => model.to_bf16_decoder()?,
+        };
         let config = model.config();
         let space = ActionSpace::new(&config.actions)?;
         Ok(Self {
             masks: space.valid_masks(),
             space,
             text: text.into(),
-            frame_tokens: FrameTokenCache::new(config.history),
+            step_cache: StepCache::new(&model),
             frames: HistoryRing::new(config.history),
             instruction: Vec::new(),
             text_input: None,
@@ -230,7 +235,7 @@ impl Policy {
 
     /// Forgets the frame history (a new episode).
     pub fn reset(&mut self) {
-        self.frame_tokens.reset();
+        self.step_cache.reset();
         self.frames.clear();
         self.instruction.clear();
         self.text_input = None;
@@ -268,10 +273,7 @@ impl Policy {
         };
         self.frames.push(image.clone());
         let decision = match decoding {
-            Decoding::Cached => {
-                let (text, window) = self.frame_tokens.observe(&self.model, &ids, &input, &image)?;
-                self.model.decode_cached(&text, &window, &self.masks)?
-            }
+            Decoding::Cached => self.step_cache.decide(&self.model, &ids, &input, &image, &self.masks)?,
             Decoding::Uncached => {
                 let obs = ObservationBatch {
                     text: input,

@@ -29,7 +29,8 @@ pub struct TrainRun {
     /// Folder of episode bags (rosbag2 directories, .mcap or .db3 files, searched recursively).
     #[arg(long)]
     pub data: PathBuf,
-    /// Architecture: a preset (tiny, tiny-dense, tiny-minilm, germ) or a config.json file.
+    /// Architecture: a preset (tiny, tiny-dense, tiny-streaming, tiny-minilm, germ, germ-full) or a
+    /// config.json file.
     #[arg(long, required_unless_present = "resume")]
     pub config: Option<String>,
     /// Instruction encoder, replacing the architecture's: word_level (a tokenizer trained on the

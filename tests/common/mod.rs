@@ -36,7 +36,22 @@ pub fn variants() -> Vec<(&'static str, VlaConfig)> {
     patch.vision.patch_size = 8;
     let mut swiglu = micro_config();
     swiglu.ffn.expert_act = moe_vla::model::ExpertAct::Swiglu;
-    vec![("moe", moe), ("lora", lora), ("dense", dense), ("patch", patch), ("swiglu", swiglu)]
+    let mut streaming = micro_config();
+    streaming.decoder = moe_vla::model::DecoderKind::Streaming;
+    let mut streaming_bf16 = streaming.clone();
+    streaming_bf16.decoder_weights = moe_vla::model::WeightPrecision::Bf16;
+    let mut bf16 = micro_config();
+    bf16.decoder_weights = moe_vla::model::WeightPrecision::Bf16;
+    vec![
+        ("moe", moe),
+        ("lora", lora),
+        ("dense", dense),
+        ("patch", patch),
+        ("swiglu", swiglu),
+        ("streaming", streaming),
+        ("streaming-bf16", streaming_bf16),
+        ("bf16", bf16),
+    ]
 }
 
 pub fn policy(cfg: VlaConfig, seed: u64) -> Policy {

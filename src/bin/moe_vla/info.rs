@@ -45,7 +45,10 @@ fn describe(cfg: &VlaConfig, params: ParamCount) -> String {
             cfg.text.vocab_size, cfg.text.max_tokens, cfg.text.layers
         ),
     });
-    line(format!("decoder              {} layers, width {}, {} heads", cfg.layers, cfg.d_model, cfg.heads));
+    line(format!(
+        "decoder              {:?}, {} layers, width {}, {} heads, {:?} weights",
+        cfg.decoder, cfg.layers, cfg.d_model, cfg.heads, cfg.decoder_weights
+    ));
     line(format!(
         "feed-forward         {:?}: {} experts, top-{}, hidden {}, expert {:?}{}",
         f.kind,

@@ -13,7 +13,8 @@ use moe_vla::policy::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 
 #[derive(Args)]
 pub struct InitArgs {
-    /// Architecture preset: tiny, tiny-dense, tiny-minilm or germ.
+    /// Architecture preset: tiny, tiny-dense, tiny-streaming, tiny-minilm, germ (streaming decoder,
+    /// bf16 weights) or germ-full.
     #[arg(long)]
     preset: String,
     /// Instruction list (one per line, '#' comments) the word-level tokenizer is trained on

@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use moe_vla::model::{EncodedObservation, ObservationBatch, VlaConfig};
+use moe_vla::model::{EncodedObservation, ObservationBatch, TextInput, VlaConfig};
 use moe_vla::train::data::Batch;
 use moe_vla::train::{Objective, Observations, TrainOptions, Trainer};
 
@@ -25,7 +25,7 @@ fn batch(cfg: &VlaConfig, encoded: bool) -> Batch {
             })
         } else {
             Observations::Pixels(ObservationBatch {
-                ids: Tensor::new(&[[2u32, 3, 4, 5, 6, 7, 8, 9]], &dev).unwrap().repeat((BATCH, 1)).unwrap(),
+                text: TextInput::Ids(Tensor::new(&[[2u32, 3, 4, 5, 6, 7, 8, 9]], &dev).unwrap().repeat((BATCH, 1)).unwrap()),
                 text_valid: None,
                 frames: Tensor::randn(0f32, 1.0, (BATCH, cfg.history, 3, s, s), &dev).unwrap(),
             })

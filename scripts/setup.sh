@@ -6,6 +6,7 @@
 # - Uses an already-sourced ROS 2 if there is one; otherwise builds .ros/, a Python venv holding
 #   ROS 2 kilted from PyPI, with the workarounds marked "Workaround" below.
 # - Installs missing Debian packages (clang for r2r's bindgen, cmake) when it can.
+# - Downloads the pretrained sentence encoder (scripts/fetch_encoders.sh) that the package installs.
 # - Builds the interfaces (moe_vla_msgs) with CMake, then the Rust binaries with cargo (feature `ros`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -110,6 +111,8 @@ else
   link_numpy_include
 fi
 install_test_wheels
+# The pretrained sentence encoder of `text.kind: minilm` models, into the cache CMake installs from.
+./scripts/fetch_encoders.sh
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh
 log "ROS 2 from $MOE_VLA_ROS_SOURCE ($((SECONDS - start)) s)"

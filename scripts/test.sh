@@ -26,4 +26,4 @@ cargo test --locked --bench decode --bench train_step
 cargo test --locked --lib --bins --tests
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh
-python3 -m pytest -q -p no:cacheprovider tests/ros tests/bags
+python3 -m pytest -q -p no:cacheprovider tests/ros tests/bags tests/encoders

@@ -16,7 +16,7 @@ fn default_model_beats_a_random_policy_by_a_wide_margin() {
     let mut policy = Policy::load(&dir, &Device::Cpu).expect("models/default loads");
     assert!(policy.config().trained, "models/default must be a trained model");
     policy.set_threads(2).unwrap();
-    let opts = EvalOptions { episodes: 48, seed: 2026, image_size: 64 };
+    let opts = EvalOptions { episodes: 48, seed: 2026, image_size: 64, templates: None };
     let model = evaluate(&mut policy, &opts, &mut |_| {}).unwrap();
     // Random over the whole action space, as `moe_vla eval --policy random` (not over the model's
     // supported bins, which already encode much of what the data knows).

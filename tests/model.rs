@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor};
 use common::{micro_config, picture, policy, variants};
 use moe_vla::model::{
-    init_model, load_model, save_weights, DecoderKind, FrameTokenCache, ModelError, ObservationBatch, StreamingCache, VlaConfig,
-    VlaModel,
+    init_model, load_model, save_weights, DecoderKind, FrameTokenCache, ModelError, ObservationBatch, StreamingCache, TextInput,
+    VlaConfig, VlaModel,
 };
 use moe_vla::policy::{Decoding, Frame, PixelEncoding, RawFrame};
 
@@ -43,7 +43,7 @@ fn frame_token_cache_equals_recomputing_every_frame() {
     let ids = [2u32, 5, 9];
     let images: Vec<Tensor> = (0..5).map(|t| image(&cfg, t)).collect();
     for (t, img) in images.iter().enumerate() {
-        let (text, window) = cache.observe(&model, &ids, img).unwrap();
+        let (text, window) = cache.observe(&model, &ids, &ids_input(&ids), img).unwrap();
         assert_eq!(window.len(), cfg.history);
         // Recompute: the last `history` frames, the oldest repeated while fewer were seen.
         let first = (t + 1).saturating_sub(cfg.history);
@@ -57,7 +57,7 @@ fn frame_token_cache_equals_recomputing_every_frame() {
         }
     }
     // A new instruction re-encodes: no frame conditioned on the old text survives.
-    let (text, window) = cache.observe(&model, &[3, 4], &images[0]).unwrap();
+    let (text, window) = cache.observe(&model, &[3, 4], &ids_input(&[3, 4]), &images[0]).unwrap();
     let fresh = model.encode_frame(&images[0], &text).unwrap();
     for cached in &window {
         assert_eq!(max_diff(cached, &fresh), 0.0);
@@ -74,13 +74,14 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
+/// One instruction's word-level ids as the text encoder's input.
+fn ids_input(ids: &[u32]) -> TextInput {
+    TextInput::Ids(Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap())
+}
+
 fn observation(cfg: &VlaConfig, ids: &[u32]) -> ObservationBatch {
     let frames: Vec<Tensor> = (0..cfg.history as u64).map(|t| image(cfg, t)).collect();
-    ObservationBatch {
-        ids: Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap(),
-        text_valid: None,
-        frames: Tensor::stack(&frames, 1).unwrap(),
-    }
+    ObservationBatch { text: ids_input(ids), text_valid: None, frames: Tensor::stack(&frames, 1).unwrap() }
 }
 
 /// Q values of every dimension for the joint action `bins`, from one full forward pass.
@@ -117,7 +118,7 @@ fn greedy_argmax_equals_brute_force_on_a_small_action_space() {
         }
         let (best_q, best_bins) = best.unwrap();
         let valid = vec![vec![true; 4]; 3];
-        let text = model.encode_text(&obs.ids, None).unwrap();
+        let text = model.encode_text(&obs.text, None).unwrap();
         let frames: Vec<Tensor> = (0..cfg.history as u64).map(|t| model.encode_frame(&image(&cfg, t), &text).unwrap()).collect();
         for decision in [model.decode_cached(&text, &frames, &valid).unwrap(), model.decode_uncached(&obs, &valid).unwrap()] {
             assert_eq!(decision.bins, best_bins, "seed {seed}");
@@ -166,11 +167,7 @@ fn streaming_model(seed: u64) -> (VlaConfig, VlaModel) {
 /// The window of the last `history` images up to `t`, the oldest repeated at the start.
 fn window_batch(cfg: &VlaConfig, ids: &[u32], images: &[Tensor], first: usize, t: usize) -> ObservationBatch {
     let window: Vec<Tensor> = moe_vla::model::history_window(first, t, cfg.history).map(|i| images[i].clone()).collect();
-    ObservationBatch {
-        ids: Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap(),
-        text_valid: None,
-        frames: Tensor::stack(&window, 1).unwrap(),
-    }
+    ObservationBatch { text: ids_input(ids), text_valid: None, frames: Tensor::stack(&window, 1).unwrap() }
 }
 
 #[test]
@@ -187,7 +184,7 @@ fn streaming_cached_decoding_equals_the_uncached_forward() {
             if t == 5 {
                 first = 5;
             }
-            let a = cache.decide(&model, ids, &images[t], &valid).unwrap();
+            let a = cache.decide(&model, ids, &ids_input(ids), &images[t], &valid).unwrap();
             let b = model.decode_uncached(&window_batch(&cfg, ids, &images, first, t), &valid).unwrap();
             assert_eq!(a.bins, b.bins, "seed {seed} step {t}");
             for (qa, qb) in a.q.iter().zip(&b.q) {
@@ -201,7 +198,7 @@ fn streaming_cached_decoding_equals_the_uncached_forward() {
 #[test]
 fn streaming_frames_see_only_the_instruction_and_themselves() {
     let (cfg, model) = streaming_model(4);
-    let text = model.encode_text(&Tensor::new(&[[2u32, 5, 9]], &Device::Cpu).unwrap(), None).unwrap();
+    let text = model.encode_text(&ids_input(&[2, 5, 9]), None).unwrap();
     let frames: Vec<Tensor> = (0..cfg.history as u64).map(|t| model.encode_frame(&image(&cfg, t), &text).unwrap()).collect();
     let obs = |frames: &[Tensor]| moe_vla::model::EncodedObservation {
         text_tokens: text.tokens.clone(),
@@ -326,7 +323,7 @@ fn padded_batches_equal_single_unpadded_samples() {
     let ids = Tensor::new(&[[2u32, 3, 0, 0], [4, 5, 6, 7]], &Device::Cpu).unwrap();
     let valid = Tensor::new(&[[1f32, 1., 0., 0.], [1., 1., 1., 1.]], &Device::Cpu).unwrap();
     let frames = Tensor::cat(&[&short.frames, &long.frames], 0).unwrap();
-    let batch = ObservationBatch { ids, text_valid: Some(valid), frames };
+    let batch = ObservationBatch { text: TextInput::Ids(ids), text_valid: Some(valid), frames };
     let bins = Tensor::new(&[[9u32, 1], [3, 250]], &Device::Cpu).unwrap();
     let batched = model.forward(&batch, &bins, None).unwrap();
     for (i, obs) in [short, long].iter().enumerate() {

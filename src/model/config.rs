@@ -26,14 +26,102 @@ pub struct VisionConfig {
     pub token_learner_hidden: usize,
 }
 
+/// How the instruction becomes the decoder's text tokens and the FiLM vector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextKind {
+    /// A word-level tokenizer trained on the task's instructions and a small trained encoder.
+    #[default]
+    WordLevel,
+    /// A frozen pretrained sentence encoder (`text.encoder`, e.g. all-MiniLM-L6-v2) whose token
+    /// states and sentence embedding are projected to `d_model` by trained linear maps.
+    Minilm,
+}
+
+impl TextKind {
+    pub const NAMES: &'static [&'static str] = &["word_level", "minilm"];
+}
+
+impl std::str::FromStr for TextKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "word_level" | "word-level" => Ok(Self::WordLevel),
+            "minilm" => Ok(Self::Minilm),
+            _ => Err(format!("unknown text encoder kind '{s}' (known: {})", Self::NAMES.join(", "))),
+        }
+    }
+}
+
+/// A pretrained sentence encoder a model was trained with, by name and content. The encoder is not
+/// part of the model folder: it is installed once (scripts/setup.sh) and found by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncoderRef {
+    /// The encoder's folder name, e.g. `all-MiniLM-L6-v2`.
+    pub name: String,
+    /// Width of its token states and sentence embedding.
+    pub width: usize,
+    /// SHA-256 of its `model.safetensors` and `tokenizer.json`, checked when it loads.
+    pub weights_sha256: String,
+    pub tokenizer_sha256: String,
+}
+
+/// The checksums scripts/setup.sh verifies the downloaded all-MiniLM-L6-v2 against.
+const MINILM_SHA256: &str = include_str!("../../encoders/all-MiniLM-L6-v2.sha256");
+
+impl EncoderRef {
+    pub const MINILM_L6_V2: &'static str = "all-MiniLM-L6-v2";
+
+    /// sentence-transformers' all-MiniLM-L6-v2 (Apache-2.0): BERT, 6 layers x 384.
+    pub fn all_minilm_l6_v2() -> Self {
+        let sha = |file: &str| {
+            MINILM_SHA256
+                .lines()
+                .find_map(|l| l.split_once("  ").filter(|(_, f)| *f == file).map(|(h, _)| h.to_string()))
+                .expect("the checksum file lists every encoder file")
+        };
+        Self {
+            name: Self::MINILM_L6_V2.into(),
+            width: 384,
+            weights_sha256: sha("model.safetensors"),
+            tokenizer_sha256: sha("tokenizer.json"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextConfig {
+    /// Absent in models written before sentence encoders existed: those are `word_level`.
+    #[serde(default)]
+    pub kind: TextKind,
+    /// Word-level vocabulary (`word_level`; the sentence encoder brings its own).
+    #[serde(default)]
     pub vocab_size: usize,
-    /// Instructions are truncated to this many tokens.
+    /// Instructions reach the decoder as at most this many tokens.
     pub max_tokens: usize,
-    /// Bidirectional encoder layers (width `d_model`, dense feed-forward).
+    /// Bidirectional encoder layers (width `d_model`, dense feed-forward; `word_level`).
+    #[serde(default)]
     pub layers: usize,
+    #[serde(default)]
     pub ffn_hidden: usize,
+    /// The frozen sentence encoder (`minilm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderRef>,
+}
+
+impl TextConfig {
+    /// all-MiniLM-L6-v2's first `max_tokens` token states become the decoder's text tokens.
+    pub fn minilm(max_tokens: usize) -> Self {
+        Self {
+            kind: TextKind::Minilm,
+            vocab_size: 0,
+            max_tokens,
+            layers: 0,
+            ffn_hidden: 0,
+            encoder: Some(EncoderRef::all_minilm_l6_v2()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,7 +312,14 @@ impl VlaConfig {
                 patch_size: 0,
                 token_learner_hidden: 64,
             },
-            text: TextConfig { vocab_size: 512, max_tokens: 16, layers: 1, ffn_hidden: 256 },
+            text: TextConfig {
+                kind: TextKind::WordLevel,
+                vocab_size: 512,
+                max_tokens: 16,
+                layers: 1,
+                ffn_hidden: 256,
+                encoder: None,
+            },
             d_model: 128,
             layers: 4,
             heads: 4,
@@ -259,7 +354,14 @@ impl VlaConfig {
                 patch_size: 0,
                 token_learner_hidden: 128,
             },
-            text: TextConfig { vocab_size: 1024, max_tokens: 16, layers: 2, ffn_hidden: 512 },
+            text: TextConfig {
+                kind: TextKind::WordLevel,
+                vocab_size: 1024,
+                max_tokens: 16,
+                layers: 2,
+                ffn_hidden: 512,
+                encoder: None,
+            },
             d_model: 256,
             layers: 8,
             heads: 8,
@@ -296,6 +398,20 @@ impl VlaConfig {
         cfg
     }
 
+    /// This config with instructions through `kind`, keeping the number of decoder text tokens:
+    /// unchanged when it already is that kind, else `tiny`'s word-level encoder or the frozen
+    /// all-MiniLM-L6-v2.
+    pub fn with_text(mut self, kind: TextKind) -> Self {
+        if self.text.kind != kind {
+            let max_tokens = self.text.max_tokens;
+            self.text = match kind {
+                TextKind::WordLevel => TextConfig { max_tokens, ..Self::tiny().text },
+                TextKind::Minilm => TextConfig::minilm(max_tokens),
+            };
+        }
+        self
+    }
+
     /// `cfg` with the other decoder kind.
     fn with_decoder(mut self, decoder: DecoderKind) -> Self {
         self.decoder = decoder;
@@ -307,13 +423,14 @@ impl VlaConfig {
             "tiny" => Some(Self::tiny()),
             "tiny-dense" => Some(Self::tiny_dense()),
             "tiny-streaming" => Some(Self::tiny().with_decoder(DecoderKind::Streaming)),
+            "tiny-minilm" => Some(Self::tiny().with_text(TextKind::Minilm)),
             "germ" => Some(Self::germ()),
             "germ-full" => Some(Self::germ().with_decoder(DecoderKind::Full)),
             _ => None,
         }
     }
 
-    pub const PRESETS: &'static [&'static str] = &["tiny", "tiny-dense", "tiny-streaming", "germ", "germ-full"];
+    pub const PRESETS: &'static [&'static str] = &["tiny", "tiny-dense", "tiny-streaming", "tiny-minilm", "germ", "germ-full"];
 
     /// Learned frame-token position sets: one per history slot (`full`), or one shared by every
     /// frame whatever its age (`streaming`).
@@ -346,8 +463,22 @@ impl VlaConfig {
         if self.image_size == 0 || self.history == 0 || self.tokens_per_frame == 0 {
             return fail("image_size, history and tokens_per_frame must be positive".into());
         }
-        if self.text.vocab_size < 3 || self.text.max_tokens == 0 {
-            return fail("text.vocab_size must be at least 3 and text.max_tokens positive".into());
+        if self.text.max_tokens == 0 {
+            return fail("text.max_tokens must be positive".into());
+        }
+        match (self.text.kind, &self.text.encoder) {
+            (TextKind::WordLevel, _) if self.text.vocab_size < 3 => {
+                return fail("text.vocab_size must be at least 3".into());
+            }
+            (TextKind::WordLevel, Some(_)) => return fail("text.encoder is only for kind minilm".into()),
+            (TextKind::Minilm, None) => return fail("text.kind minilm needs text.encoder (name, width, checksums)".into()),
+            (TextKind::Minilm, Some(e)) => {
+                let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+                if e.name.is_empty() || e.width == 0 || !hex(&e.weights_sha256) || !hex(&e.tokenizer_sha256) {
+                    return fail("text.encoder needs a name, a positive width and two SHA-256 checksums".into());
+                }
+            }
+            (TextKind::WordLevel, None) => {}
         }
         match self.vision.kind {
             VisionKind::FilmConv => {

@@ -7,7 +7,7 @@ use candle_core::{Result, Tensor};
 
 use super::config::DecoderKind;
 use super::moe::ExpertLoad;
-use super::text::TextEncoding;
+use super::text::{TextEncoding, TextInput};
 use super::vla::{DecoderCache, LayerKv, ObservationBatch, VlaModel};
 
 /// The greedy action of one control step: the argmax bin of each dimension, its Q and the experts' load.
@@ -108,13 +108,20 @@ impl FrameTokenCache {
         Self { instruction: None, frames: HistoryRing::new(history) }
     }
 
-    /// Adds the newest frame ([1, 3, S, S]) under instruction `ids` and returns the encoded
-    /// instruction with the window of vision tokens, oldest first.
-    pub fn observe(&mut self, model: &VlaModel, ids: &[u32], image: &Tensor) -> Result<(TextEncoding, Vec<Tensor>)> {
+    /// Adds the newest frame ([1, 3, S, S]) under the instruction whose token ids are `ids` and
+    /// whose text-encoder input is `input`, and returns the encoded instruction with the window of
+    /// vision tokens, oldest first.
+    pub fn observe(
+        &mut self,
+        model: &VlaModel,
+        ids: &[u32],
+        input: &TextInput,
+        image: &Tensor,
+    ) -> Result<(TextEncoding, Vec<Tensor>)> {
         let text = match &self.instruction {
             Some((cached, text)) if cached == ids => text.clone(),
             _ => {
-                let text = model.encode_text(&Tensor::new(ids, model.device())?.unsqueeze(0)?, None)?;
+                let text = model.encode_text(input, None)?;
                 self.frames.clear();
                 self.instruction = Some((ids.to_vec(), text.clone()));
                 text
@@ -145,13 +152,21 @@ impl StreamingCache {
         Self { instruction: None, frames: HistoryRing::new(history) }
     }
 
-    /// Adds the newest frame ([1, 3, S, S]) under instruction `ids` and decodes the greedy action.
-    pub fn decide(&mut self, model: &VlaModel, ids: &[u32], image: &Tensor, valid: &[Vec<bool>]) -> Result<GreedyAction> {
+    /// Adds the newest frame ([1, 3, S, S]) under instruction `ids` (text-encoder input `input`)
+    /// and decodes the greedy action.
+    pub fn decide(
+        &mut self,
+        model: &VlaModel,
+        ids: &[u32],
+        input: &TextInput,
+        image: &Tensor,
+        valid: &[Vec<bool>],
+    ) -> Result<GreedyAction> {
         check_masks(valid, model.config().action_dims())?;
         let (text, instruction) = match &self.instruction {
             Some((cached, text, kv)) if cached == ids => (text.clone(), kv.clone()),
             _ => {
-                let text = model.encode_text(&Tensor::new(ids, model.device())?.unsqueeze(0)?, None)?;
+                let text = model.encode_text(input, None)?;
                 let kv = model.instruction_kv(&text)?;
                 self.frames.clear();
                 self.instruction = Some((ids.to_vec(), text.clone(), kv.clone()));
@@ -196,14 +211,22 @@ impl StepCache {
         }
     }
 
-    /// Adds the newest frame ([1, 3, S, S]) under instruction `ids` and decodes the greedy action.
-    pub fn decide(&mut self, model: &VlaModel, ids: &[u32], image: &Tensor, valid: &[Vec<bool>]) -> Result<GreedyAction> {
+    /// Adds the newest frame ([1, 3, S, S]) under instruction `ids` (text-encoder input `input`)
+    /// and decodes the greedy action.
+    pub fn decide(
+        &mut self,
+        model: &VlaModel,
+        ids: &[u32],
+        input: &TextInput,
+        image: &Tensor,
+        valid: &[Vec<bool>],
+    ) -> Result<GreedyAction> {
         match self {
             Self::Full(frames) => {
-                let (text, window) = frames.observe(model, ids, image)?;
+                let (text, window) = frames.observe(model, ids, input, image)?;
                 model.decode_cached(&text, &window, valid)
             }
-            Self::Streaming(cache) => cache.decide(model, ids, image, valid),
+            Self::Streaming(cache) => cache.decide(model, ids, input, image, valid),
         }
     }
 

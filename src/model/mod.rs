@@ -11,6 +11,7 @@ pub mod bf16;
 pub mod config;
 pub mod decode;
 pub mod layers;
+pub mod minilm;
 pub mod moe;
 pub mod text;
 pub mod vision;
@@ -18,11 +19,12 @@ pub mod vla;
 pub mod weights;
 
 pub use config::{
-    ActionSpaceConfig, DecoderKind, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig, VisionConfig,
-    VisionKind, VlaConfig, WeightPrecision,
+    ActionSpaceConfig, DecoderKind, EncoderRef, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig,
+    TextKind, VisionConfig, VisionKind, VlaConfig, WeightPrecision,
 };
 pub use decode::{history_window, masked_argmax, sigmoid, FrameTokenCache, GreedyAction, HistoryRing, StepCache, StreamingCache};
+pub use minilm::{mean_pool_normalised, Bert, BertConfig};
 pub use moe::ExpertLoad;
-pub use text::TextEncoding;
+pub use text::{TextEncoding, TextInput};
 pub use vla::{EncodedObservation, ObservationBatch, VlaModel, INITIAL_Q_LOGIT};
-pub use weights::{count_params, init_model, load_model, read_weights, save_weights, ModelError, ParamCount};
+pub use weights::{count_params, init_model, load_model, read_weights, save_weights, seeded_var_builder, ModelError, ParamCount};

@@ -1,9 +1,10 @@
-//! The instruction encoder: token and position embeddings, a few bidirectional blocks.
+//! The instruction encoder: word-level token and position embeddings with a few bidirectional
+//! blocks, or trained projections of a frozen sentence encoder's output.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{embedding, Embedding, VarBuilder};
+use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
 
-use super::config::VlaConfig;
+use super::config::{TextKind, VlaConfig};
 use super::layers::{masked_mean, norm, Attention, GatedFfn, Norm};
 
 #[derive(Debug, Clone)]
@@ -32,15 +33,82 @@ pub struct TextEncoding {
     pub valid: Option<Tensor>,
 }
 
+/// What the text encoder reads, by `text.kind`.
 #[derive(Debug, Clone)]
-pub struct TextEncoder {
+pub enum TextInput {
+    /// `word_level`: [B, L] u32 token ids.
+    Ids(Tensor),
+    /// `minilm`: the frozen sentence encoder's token states [B, L, E] (padding rows zero) and its
+    /// sentence embeddings [B, E].
+    Embedded { tokens: Tensor, pooled: Tensor },
+}
+
+/// The instruction encoder of a `text.kind`.
+#[derive(Debug, Clone)]
+pub enum TextEncoder {
+    WordLevel(WordLevelEncoder),
+    Projected(ProjectedText),
+}
+
+impl TextEncoder {
+    pub fn new(cfg: &VlaConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(match cfg.text.kind {
+            TextKind::WordLevel => Self::WordLevel(WordLevelEncoder::new(cfg, vb)?),
+            TextKind::Minilm => Self::Projected(ProjectedText::new(cfg, vb)?),
+        })
+    }
+
+    /// `valid`: [B, L] f32 for padded batches.
+    pub fn forward(&self, input: &TextInput, valid: Option<&Tensor>) -> Result<TextEncoding> {
+        match (self, input) {
+            (Self::WordLevel(e), TextInput::Ids(ids)) => e.forward(ids, valid),
+            (Self::Projected(p), TextInput::Embedded { tokens, pooled }) => p.forward(tokens, pooled, valid),
+            _ => candle_core::bail!("the instruction input does not fit this model's text encoder kind"),
+        }
+    }
+}
+
+/// A frozen sentence encoder's output mapped to the decoder: its token states projected to
+/// `d_model` as the instruction tokens, its sentence embedding projected for FiLM. Each is
+/// layer-normed to the scale the word-level encoder's output has.
+#[derive(Debug, Clone)]
+pub struct ProjectedText {
+    token_proj: Linear,
+    token_norm: Norm,
+    pooled_proj: Linear,
+    pooled_norm: Norm,
+}
+
+impl ProjectedText {
+    fn new(cfg: &VlaConfig, vb: VarBuilder) -> Result<Self> {
+        let width = cfg.text.encoder.as_ref().map_or(0, |e| e.width);
+        let d = cfg.d_model;
+        Ok(Self {
+            token_proj: linear(width, d, vb.pp("token_proj"))?,
+            token_norm: norm(d, cfg.norm_eps, vb.pp("token_norm"))?,
+            pooled_proj: linear(width, d, vb.pp("pooled_proj"))?,
+            pooled_norm: norm(d, cfg.norm_eps, vb.pp("pooled_norm"))?,
+        })
+    }
+
+    fn forward(&self, tokens: &Tensor, pooled: &Tensor, valid: Option<&Tensor>) -> Result<TextEncoding> {
+        Ok(TextEncoding {
+            tokens: self.token_norm.forward(&self.token_proj.forward(tokens)?)?,
+            pooled: self.pooled_norm.forward(&self.pooled_proj.forward(pooled)?)?,
+            valid: valid.cloned(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WordLevelEncoder {
     tokens: Embedding,
     positions: Tensor,
     blocks: Vec<EncoderBlock>,
     norm: Norm,
 }
 
-impl TextEncoder {
+impl WordLevelEncoder {
     pub fn new(cfg: &VlaConfig, vb: VarBuilder) -> Result<Self> {
         let (d, t) = (cfg.d_model, &cfg.text);
         let blocks = (0..t.layers)

@@ -8,7 +8,7 @@ use candle_nn::{embedding, Embedding, Linear, VarBuilder};
 use super::config::{ActionHeadKind, DecoderKind, VlaConfig};
 use super::layers::{norm, Attention, Norm};
 use super::moe::{empty_load, ExpertLoad, FeedForward};
-use super::text::{key_padding_bias, TextEncoder, TextEncoding};
+use super::text::{key_padding_bias, TextEncoder, TextEncoding, TextInput};
 use super::vision::VisionEncoder;
 
 #[derive(Debug, Clone)]
@@ -86,8 +86,8 @@ impl DecoderBlock {
 /// One observation batch for the full forward pass.
 #[derive(Debug, Clone)]
 pub struct ObservationBatch {
-    /// [B, L] u32 instruction token ids.
-    pub ids: Tensor,
+    /// The instruction: [B, L] token ids, or a frozen sentence encoder's output.
+    pub text: TextInput,
     /// [B, L] f32, 1 for real tokens and 0 for padding; None when nothing is padded.
     pub text_valid: Option<Tensor>,
     /// [B, history, 3, S, S] f32 normalised frames, oldest first.
@@ -231,8 +231,8 @@ impl VlaModel {
         empty_load(self.cfg.layers, &self.cfg.ffn)
     }
 
-    pub fn encode_text(&self, ids: &Tensor, valid: Option<&Tensor>) -> Result<TextEncoding> {
-        self.text.forward(ids, valid)
+    pub fn encode_text(&self, text: &TextInput, valid: Option<&Tensor>) -> Result<TextEncoding> {
+        self.text.forward(text, valid)
     }
 
     /// `images`: [B, 3, S, S] -> vision tokens [B, tokens_per_frame, D] (no position yet).
@@ -319,7 +319,7 @@ impl VlaModel {
 
     /// Runs the instruction and frame encoders over a batch.
     pub fn encode(&self, obs: &ObservationBatch) -> Result<EncodedObservation> {
-        let text = self.encode_text(&obs.ids, obs.text_valid.as_ref())?;
+        let text = self.encode_text(&obs.text, obs.text_valid.as_ref())?;
         let (b, h, c, s, _) = obs.frames.dims5()?;
         let frames = self.vision_batch(&obs.frames.reshape((b * h, c, s, s))?, &text, h)?;
         Ok(EncodedObservation { text_tokens: text.tokens, text_valid: text.valid, frames })

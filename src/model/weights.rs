@@ -128,6 +128,13 @@ pub fn init_model(cfg: &VlaConfig, seed: u64, device: &Device) -> Result<(VlaMod
     Ok((model, tensors))
 }
 
+/// A `VarBuilder` whose every tensor comes from a generator seeded by `seed` and the tensor's
+/// name: reproducible random weights for any module.
+pub fn seeded_var_builder(seed: u64, device: &Device) -> VarBuilder<'static> {
+    let backend = SeededInit { seed, created: Mutex::new(BTreeMap::new()) };
+    VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone())
+}
+
 /// CRC32 over names and data, in name order.
 fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> u32 {
     let mut sorted: Vec<_> = tensors.collect();

@@ -1,5 +1,6 @@
 //! Image + instruction -> preprocessing -> network -> argmax bins -> `ActionCommand`.
 
+pub mod encoder;
 pub mod preprocess;
 pub mod tokenize;
 mod worker;
@@ -12,8 +13,10 @@ use candle_core::{Device, Tensor};
 
 use crate::action::{ActionCommand, ActionError, ActionSpace};
 use crate::model::{
-    load_model, HistoryRing, ModelError, ObservationBatch, ParamCount, StepCache, VlaConfig, VlaModel, WeightPrecision,
+    load_model, HistoryRing, ModelError, ObservationBatch, ParamCount, StepCache, TextInput, TextKind, VlaConfig, VlaModel,
+    WeightPrecision,
 };
+pub use encoder::{EncoderError, SentenceEmbedding, SentenceEncoder};
 pub use preprocess::{Frame, FrameError, OwnedFrame, PixelEncoding, RawFrame};
 pub use tokenize::{InstructionTokenizer, TokenizeError};
 pub use worker::{Decide, FrameDecision, FrameJob, InferenceWorker};
@@ -32,6 +35,8 @@ pub enum PolicyError {
     Model(#[from] ModelError),
     #[error("tokenizer {path}: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
     #[error("bad image: {0}")]
     Image(#[from] FrameError),
     #[error("bad instruction: {0}")]
@@ -75,15 +80,55 @@ pub struct Decision {
     pub timing: Timing,
 }
 
+/// How instruction text becomes the text encoder's input (`text.kind`).
+#[derive(Clone)]
+pub enum InstructionText {
+    /// The model folder's word-level `tokenizer.json`.
+    WordLevel(Box<InstructionTokenizer>),
+    /// The frozen sentence encoder; its first `max_tokens` token states reach the decoder.
+    Sentence { encoder: Arc<SentenceEncoder>, max_tokens: usize },
+}
+
+impl From<InstructionTokenizer> for InstructionText {
+    fn from(tokenizer: InstructionTokenizer) -> Self {
+        Self::WordLevel(Box::new(tokenizer))
+    }
+}
+
+impl InstructionText {
+    /// Token ids: they identify the instruction (cheap; every frame computes them).
+    pub fn tokenize(&self, instruction: &str) -> Result<Vec<u32>, TokenizeError> {
+        match self {
+            Self::WordLevel(tokenizer) => tokenizer.encode(instruction),
+            Self::Sentence { encoder, .. } => encoder.tokenize(instruction),
+        }
+    }
+
+    /// The text encoder's input for one instruction's `ids` ([1, ...]). Runs the sentence
+    /// encoder: call it once per instruction.
+    pub fn input(&self, ids: &[u32], device: &Device) -> candle_core::Result<TextInput> {
+        match self {
+            Self::WordLevel(_) => Ok(TextInput::Ids(Tensor::new(ids, device)?.unsqueeze(0)?)),
+            Self::Sentence { encoder, max_tokens } => {
+                let e = encoder.embed_ids(ids)?;
+                let keep = e.tokens.dim(1)?.min(*max_tokens);
+                Ok(TextInput::Embedded { tokens: e.tokens.narrow(1, 0, keep)?, pooled: e.pooled })
+            }
+        }
+    }
+}
+
 pub struct Policy {
     model: VlaModel,
     space: ActionSpace,
     masks: Vec<Vec<bool>>,
-    tokenizer: InstructionTokenizer,
+    text: InstructionText,
     step_cache: StepCache,
     /// Preprocessed frames of the window, for the uncached procedure.
     frames: HistoryRing<Tensor>,
+    /// The current instruction's token ids and text-encoder input.
     instruction: Vec<u32>,
+    text_input: Option<TextInput>,
     model_id: String,
     params: ParamCount,
     /// Every decision runs on this pool; the experts of a layer run on its threads in parallel.
@@ -91,7 +136,9 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Loads a model folder: `config.json`, `model.safetensors`, `tokenizer.json`.
+    /// Loads a model folder: `config.json`, `model.safetensors` and, for a word-level model,
+    /// `tokenizer.json`; a `minilm` model's sentence encoder is found by name
+    /// (`encoder::encoder_search_path`) and must match its recorded checksums.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, PolicyError> {
         let file = |name: &'static str| -> Result<PathBuf, PolicyError> {
             let path = dir.join(name);
@@ -103,6 +150,14 @@ impl Policy {
         };
         let config_path = file(CONFIG_FILE)?;
         let config = read_config(&config_path)?;
+        let id = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let id = id.file_name().map_or_else(|| id.display().to_string(), |n| n.to_string_lossy().into_owned());
+        if let (TextKind::Minilm, Some(spec)) = (config.text.kind, &config.text.encoder) {
+            let encoder = Arc::new(SentenceEncoder::locate(spec, device)?);
+            let (model, params) = load_model(&config, &file(WEIGHTS_FILE)?, device)?;
+            let text = InstructionText::Sentence { encoder, max_tokens: config.text.max_tokens };
+            return Self::new(model, params, text, id);
+        }
         let tokenizer_path = file(TOKENIZER_FILE)?;
         let (model, params) = load_model(&config, &file(WEIGHTS_FILE)?, device)?;
         let tokenizer = InstructionTokenizer::from_file(&tokenizer_path, config.text.max_tokens, config.text.vocab_size)
@@ -114,15 +169,13 @@ impl Policy {
                 reason: format!("{vocab} tokens, but the model's vocabulary holds {}", config.text.vocab_size),
             });
         }
-        let id = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        let id = id.file_name().map_or_else(|| id.display().to_string(), |n| n.to_string_lossy().into_owned());
         Self::new(model, params, tokenizer, id)
     }
 
     pub fn new(
         model: VlaModel,
         params: ParamCount,
-        tokenizer: InstructionTokenizer,
+        text: impl Into<InstructionText>,
         model_id: String,
     ) -> Result<Self, PolicyError> {
         let model = match model.config().decoder_weights {
@@ -134,10 +187,11 @@ impl Policy {
         Ok(Self {
             masks: space.valid_masks(),
             space,
-            tokenizer,
+            text: text.into(),
             step_cache: StepCache::new(&model),
             frames: HistoryRing::new(config.history),
             instruction: Vec::new(),
+            text_input: None,
             model_id,
             params,
             model,
@@ -175,11 +229,16 @@ impl Policy {
         &self.model_id
     }
 
+    pub fn instruction_text(&self) -> &InstructionText {
+        &self.text
+    }
+
     /// Forgets the frame history (a new episode).
     pub fn reset(&mut self) {
         self.step_cache.reset();
         self.frames.clear();
         self.instruction.clear();
+        self.text_input = None;
     }
 
     /// The network's input for a frame: [1, 3, S, S].
@@ -198,20 +257,26 @@ impl Policy {
 
     fn decide_on_pool(&mut self, frame: &Frame, instruction: &str, decoding: Decoding) -> Result<Decision, PolicyError> {
         let start = Instant::now();
-        let ids = self.tokenizer.encode(instruction)?;
+        let ids = self.text.tokenize(instruction)?;
         let image = self.preprocess(frame)?;
         let preprocessed = Instant::now();
-        if ids != self.instruction {
-            self.frames.clear();
-            self.instruction = ids.clone();
-        }
+        let input = match &self.text_input {
+            Some(input) if ids == self.instruction => input.clone(),
+            // A new instruction: the only time the sentence encoder runs.
+            _ => {
+                let input = self.text.input(&ids, self.model.device())?;
+                self.frames.clear();
+                self.instruction = ids.clone();
+                self.text_input = Some(input.clone());
+                input
+            }
+        };
         self.frames.push(image.clone());
         let decision = match decoding {
-            Decoding::Cached => self.step_cache.decide(&self.model, &ids, &image, &self.masks)?,
+            Decoding::Cached => self.step_cache.decide(&self.model, &ids, &input, &image, &self.masks)?,
             Decoding::Uncached => {
-                let device = self.model.device();
                 let obs = ObservationBatch {
-                    ids: Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?,
+                    text: input,
                     text_valid: None,
                     frames: Tensor::stack(&self.frames.window(), 1)?, // [1, history, 3, S, S]
                 };

@@ -40,6 +40,19 @@ pub fn accept_instruction(text: &str) -> Result<&str, TokenizeError> {
     Ok(text)
 }
 
+/// The part of `instruction` a tokenizer sees: at most `MAX_INSTRUCTION_BYTES`, trimmed, not empty.
+pub(crate) fn clip_instruction(instruction: &str) -> Result<&str, TokenizeError> {
+    let mut end = instruction.len().min(MAX_INSTRUCTION_BYTES);
+    while !instruction.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = instruction[..end].trim();
+    if text.is_empty() {
+        return Err(TokenizeError::Empty);
+    }
+    Ok(text)
+}
+
 #[derive(Clone)]
 pub struct InstructionTokenizer {
     tokenizer: Tokenizer,
@@ -63,14 +76,7 @@ impl InstructionTokenizer {
 
     /// Token ids, truncated to `max_tokens`; unknown words map to the unknown token.
     pub fn encode(&self, instruction: &str) -> Result<Vec<u32>, TokenizeError> {
-        let mut end = instruction.len().min(MAX_INSTRUCTION_BYTES);
-        while !instruction.is_char_boundary(end) {
-            end -= 1;
-        }
-        let text = instruction[..end].trim();
-        if text.is_empty() {
-            return Err(TokenizeError::Empty);
-        }
+        let text = clip_instruction(instruction)?;
         let encoding = self.tokenizer.encode(text, true).map_err(|e| TokenizeError::Failed(e.to_string()))?;
         let mut ids = encoding.get_ids().to_vec();
         ids.truncate(self.max_tokens);

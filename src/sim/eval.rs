@@ -10,11 +10,13 @@ use serde::Serialize;
 use super::collect::{episode_seed, EpisodeSummary, FamilyCounts};
 use super::driver::Driver;
 use super::episode::run_episode;
-use super::task::{sample_task, TaskFamily};
+use super::task::{sample_task, Scenario, TaskFamily, Templates};
 use super::SimError;
 
 /// Keeps evaluation scenarios apart from collection scenarios of the same seed.
 const EVAL_SALT: u64 = 0x6576_616c_5f73_696d;
+/// The stream that picks `--templates` templates, apart from the scene's.
+const TEMPLATE_SALT: u64 = 0x7465_6d70_6c61_7465;
 
 /// The options of `moe_vla eval` that decide its episodes.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
@@ -26,6 +28,32 @@ pub struct EvalOptions {
     /// Camera frames are IMAGE_SIZE x IMAGE_SIZE rgb8.
     #[arg(long, default_value_t = 64)]
     pub image_size: u32,
+    /// A JSON object family -> list of instruction templates ("{o}" for the target's name) that
+    /// replaces the built-in templates (seen and held out) of the families it names. The scenes
+    /// stay those of the same --seed without it.
+    #[arg(long, value_name = "FILE", value_parser = parse_templates)]
+    pub templates: Option<Templates>,
+}
+
+fn parse_templates(path: &str) -> Result<Templates, String> {
+    Templates::read(std::path::Path::new(path)).map_err(|e| e.to_string())
+}
+
+/// Evaluation episode `index` of `seed`: its scenario and the seed its driver is reset with. The
+/// templates only replace the instruction, drawn from a stream of its own, so the scene, the start,
+/// the goal and the driver's seed do not depend on them.
+pub fn eval_scenario(seed: u64, index: usize, templates: Option<&Templates>) -> Result<(Scenario, u64), SimError> {
+    let (family, held_out) = eval_plan(index);
+    let episode = episode_seed(seed ^ EVAL_SALT, index as u64);
+    let mut rng = StdRng::seed_from_u64(episode);
+    let mut scenario = sample_task(family, held_out, &mut rng)?;
+    let driver_seed = rng.random();
+    if let Some(instruction) =
+        templates.and_then(|t| t.instruction(&scenario, &mut StdRng::seed_from_u64(episode ^ TEMPLATE_SALT)))
+    {
+        scenario.instruction = instruction;
+    }
+    Ok((scenario, driver_seed))
 }
 
 /// Family and instruction split of evaluation episode `index`: families round-robin, and each
@@ -63,6 +91,7 @@ pub struct EvalReport {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EpisodeResult {
     pub family: String,
+    pub instruction: String,
     pub held_out: bool,
     pub success: bool,
     pub reason: String,
@@ -106,6 +135,7 @@ impl EvalReport {
                 .iter()
                 .map(|s| EpisodeResult {
                     family: s.family.name().to_owned(),
+                    instruction: s.instruction.clone(),
                     held_out: s.held_out,
                     success: s.outcome.success,
                     reason: s.outcome.reason.name().to_owned(),
@@ -129,10 +159,9 @@ pub fn evaluate(
     for index in 0..opts.episodes {
         let (family, held_out) = eval_plan(index);
         let seed = episode_seed(opts.seed ^ EVAL_SALT, index as u64);
-        let mut rng = StdRng::seed_from_u64(seed);
-        let scenario = sample_task(family, held_out, &mut rng)?;
+        let (scenario, driver_seed) = eval_scenario(opts.seed, index, opts.templates.as_ref())?;
         let instruction = scenario.instruction.clone();
-        driver.reset(rng.random());
+        driver.reset(driver_seed);
         let outcome = run_episode(scenario, driver, opts.image_size, &mut |_| Ok(()))?;
         let summary = EpisodeSummary { index, family, held_out, seed, instruction, outcome, failure_mode: None };
         progress(&summary);

@@ -21,14 +21,14 @@ pub use collect::{
 };
 pub use driver::{Driver, Observation, RandomDriver};
 pub use episode::{run_episode, sim_control_config, Step};
-pub use eval::{eval_plan, evaluate, EpisodeResult, EvalOptions, EvalReport};
+pub use eval::{eval_plan, eval_scenario, evaluate, EpisodeResult, EvalOptions, EvalReport};
 pub use expert::{CleanExpert, Expert, ExpertQuality, FailureMode};
 pub use render::{render, render_into, FOV_DEG};
 pub use scene::{
     wrap_angle, Bar, Color, Footprint, Object, Obstacle, Pose, Scene, Shape, NOMINAL_BODY_TOP, REACH_DISTANCE, ROBOT_RADIUS,
     WALL_HEIGHT, WALL_THICKNESS,
 };
-pub use task::{all_instructions, sample_task, Goal, Scenario, TaskFamily, ARENA, BAR_BOTTOM, BAR_TOP};
+pub use task::{all_instructions, sample_task, Goal, Scenario, TaskFamily, Templates, ARENA, BAR_BOTTOM, BAR_TOP};
 pub use world::{
     gait_speed_factor, speed_limit, Outcome, Reason, World, WorldCommand, BODY_OFFSET_RANGE, BODY_RATE, CONTROL_PERIOD_S,
     CONTROL_RATE_HZ, STAY_RADIUS, SUBSTEP_S,

@@ -1,6 +1,7 @@
 //! Task families after QUARD, instruction templates with paraphrases (some held out), and
 //! sampling of valid scenarios.
 
+use std::collections::BTreeMap;
 use std::f32::consts::PI;
 use std::fmt;
 use std::str::FromStr;
@@ -52,6 +53,11 @@ impl TaskFamily {
         }
     }
 
+    /// Whether the family's instructions name a target object (`{o}` in its templates).
+    pub fn names_object(self) -> bool {
+        matches!(self, Self::GoTo | Self::Distinguish | Self::GoAvoid)
+    }
+
     /// Instruction templates: (seen, held out). `{o}` stands for the target's name.
     pub fn templates(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
@@ -91,6 +97,62 @@ impl FromStr for TaskFamily {
 
     fn from_str(s: &str) -> Result<Self, SimError> {
         Self::ALL.into_iter().find(|f| f.name() == s).ok_or_else(|| SimError::UnknownFamily(s.to_owned()))
+    }
+}
+
+/// Instruction templates that replace the built-in ones (seen and held out alike) for the
+/// families they name: `eval --templates`, a JSON object family -> list of templates.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Templates {
+    pub families: BTreeMap<TaskFamily, Vec<String>>,
+}
+
+impl Templates {
+    /// Parses and checks a templates file's text: known family names, non-empty lists, and `{o}`
+    /// in exactly the families whose instructions name an object.
+    pub fn from_json(text: &str) -> Result<Self, SimError> {
+        let bad = |m: String| SimError::Invalid(format!("templates: {m}"));
+        let raw: BTreeMap<String, Vec<String>> = serde_json::from_str(text)
+            .map_err(|e| bad(format!("expected a JSON object of family -> list of templates ({e})")))?;
+        let mut families = BTreeMap::new();
+        for (name, templates) in raw {
+            let family = TaskFamily::from_str(&name)?;
+            if templates.is_empty() {
+                return Err(bad(format!("{name} has no templates")));
+            }
+            for t in &templates {
+                if t.trim().is_empty() {
+                    return Err(bad(format!("{name} has an empty template")));
+                }
+                match (family.names_object(), t.contains("{o}")) {
+                    (true, false) => return Err(bad(format!("{name} template {t:?} lacks {{o}} (the target's name)"))),
+                    (false, true) => {
+                        return Err(bad(format!("{name} template {t:?} has {{o}}, but {name} has no target object")))
+                    }
+                    _ => {}
+                }
+            }
+            families.insert(family, templates);
+        }
+        Ok(Self { families })
+    }
+
+    /// Reads and checks a templates file.
+    pub fn read(path: &std::path::Path) -> Result<Self, SimError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SimError::Io { path: path.to_path_buf(), source })?;
+        Self::from_json(&text).map_err(|e| SimError::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// The instruction for `scenario` from this file's templates of its family, if it has any;
+    /// `pick` chooses the template.
+    pub fn instruction(&self, scenario: &Scenario, pick: &mut StdRng) -> Option<String> {
+        let templates = self.families.get(&scenario.family)?;
+        let template = &templates[pick.random_range(0..templates.len())];
+        let name = match scenario.goal {
+            Goal::Reach { object } => scenario.scene.objects[object].name(),
+            Goal::Pass { .. } | Goal::Stay => String::new(),
+        };
+        Some(template.replace("{o}", &name))
     }
 }
 

@@ -376,7 +376,7 @@ fn collect_writes_bags_the_reader_reads_back() {
 #[test]
 fn evaluation_covers_every_family_seen_and_held_out() {
     let mut driver = RandomDriver::new(space(), 0);
-    let opts = EvalOptions { episodes: 12, seed: 5, image_size: 8 };
+    let opts = EvalOptions { episodes: 12, seed: 5, image_size: 8, templates: None };
     let mut n = 0;
     let report = evaluate(&mut driver, &opts, &mut |_| n += 1).unwrap();
     assert_eq!((n, report.episodes, report.policy.as_str()), (12, 12, "random"));
@@ -388,4 +388,47 @@ fn evaluation_covers_every_family_seen_and_held_out() {
     let again = evaluate(&mut RandomDriver::new(space(), 0), &opts, &mut |_| ()).unwrap();
     assert_eq!(report, again);
     assert!(evaluate(&mut driver, &EvalOptions { episodes: 0, ..opts }, &mut |_| ()).is_err());
+}
+
+#[test]
+fn eval_templates_replace_only_the_instruction() {
+    let templates = Templates::from_json(include_str!("../../config/novel_templates.json")).unwrap();
+    assert_eq!(templates.families.len(), TaskFamily::ALL.len());
+    for index in 0..600 {
+        let (plain, plain_seed) = eval_scenario(7, index, None).unwrap();
+        let (novel, novel_seed) = eval_scenario(7, index, Some(&templates)).unwrap();
+        assert_eq!(plain_seed, novel_seed, "episode {index}: the driver's seed changed");
+        assert_eq!(
+            (plain.family, plain.held_out, &plain.scene, plain.start, plain.goal),
+            (novel.family, novel.held_out, &novel.scene, novel.start, novel.goal),
+            "episode {index}: the scene changed"
+        );
+        let from_file = templates.families[&novel.family].iter().any(|t| {
+            let (before, after) = t.split_once("{o}").unwrap_or((t, ""));
+            novel.instruction.starts_with(before) && novel.instruction.ends_with(after)
+        });
+        assert!(from_file, "episode {index}: {:?} is not from the file", novel.instruction);
+        if let Goal::Reach { object } = novel.goal {
+            assert!(novel.instruction.contains(&novel.scene.objects[object].name()), "{}", novel.instruction);
+        }
+    }
+    // A file naming some families leaves the others' built-in instructions.
+    let some = Templates::from_json(r#"{"stop": ["freeze"]}"#).unwrap();
+    for index in 0..12 {
+        let (plain, _) = eval_scenario(7, index, None).unwrap();
+        let (novel, _) = eval_scenario(7, index, Some(&some)).unwrap();
+        let expected = if plain.family == TaskFamily::Stop { "freeze".to_string() } else { plain.instruction.clone() };
+        assert_eq!(novel.instruction, expected);
+    }
+}
+
+#[test]
+fn templates_files_are_checked() {
+    let error = |json: &str| Templates::from_json(json).unwrap_err().to_string();
+    assert!(error(r#"{"fly": ["fly to the {o}"]}"#).contains("unknown task family 'fly'"));
+    assert!(error(r#"{"go_to": ["go there"]}"#).contains("lacks {o}"));
+    assert!(error(r#"{"crawl": ["crawl to the {o}"]}"#).contains("has no target object"));
+    assert!(error(r#"{"stop": []}"#).contains("no templates"));
+    assert!(error(r#"{"stop": ["  "]}"#).contains("empty template"));
+    assert!(error(r#"["stop"]"#).contains("JSON object"));
 }

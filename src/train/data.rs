@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::action::{ActionSpace, PlanarTwist};
 use crate::bag::msgs::{EpisodeOutcome, GaitCommand, StringMsg, Twist, TwistStamped, VlaDecision};
 use crate::bag::{camera_frame, decode, BagReader, Storage, METADATA_FILE};
-use crate::model::{history_window, EncodedObservation, ObservationBatch, PreprocessConfig, TextEncoding, VlaModel};
-use crate::policy::{preprocess, InstructionTokenizer};
+use crate::model::{history_window, EncodedObservation, ObservationBatch, PreprocessConfig, TextEncoding, TextInput, VlaModel};
+use crate::policy::{preprocess, InstructionText};
 use crate::topics;
 
 /// Topic names of the bags a dataset is read from.
@@ -415,17 +415,24 @@ fn split_episodes(bag: &Path, events: Vec<BagEvent>, space: &ActionSpace) -> Vec
     episodes
 }
 
-/// Builds the network's batches: normalised frames and padded instruction ids, or, once the
-/// encoders are frozen, their cached output.
+/// Builds the network's batches: normalised frames and padded instruction ids (or sentence-encoder
+/// output), or, once the encoders are frozen, their cached output.
 pub struct Batcher<'a> {
     pub data: &'a Dataset,
     pub history: usize,
     pub preprocess: PreprocessConfig,
-    /// Token ids of each episode's instruction.
+    /// Token ids of each episode's instruction (those that reach the decoder).
     pub ids: Vec<Vec<u32>>,
+    /// With a frozen sentence encoder: each episode's instruction through it, computed once per
+    /// distinct instruction.
+    embedded: Option<Vec<Embedded>>,
     pub device: Device,
     encoded: Option<EncodedSteps>,
 }
+
+/// An instruction through the frozen sentence encoder: token states [L, E] (L = the length of its
+/// ids) and the sentence embedding [E].
+type Embedded = (Tensor, Tensor);
 
 /// The frozen encoders' output for every step of a dataset.
 struct EncodedSteps {
@@ -481,15 +488,51 @@ pub fn n_step(step: usize, last: usize, success: bool, gamma: f64, n: usize) -> 
 }
 
 impl<'a> Batcher<'a> {
+    /// A sentence encoder in `text` runs here, once per distinct instruction of the data.
     pub fn new(
         data: &'a Dataset,
-        tokenizer: &InstructionTokenizer,
+        text: &InstructionText,
         history: usize,
         preprocess: PreprocessConfig,
         device: &Device,
-    ) -> Self {
-        let ids = data.episodes.iter().map(|e| tokenizer.encode(&e.instruction).unwrap_or_else(|_| vec![1])).collect();
-        Self { data, history, preprocess, ids, device: device.clone(), encoded: None }
+    ) -> candle_core::Result<Self> {
+        let mut ids = Vec::with_capacity(data.episodes.len());
+        let mut embedded = Vec::with_capacity(data.episodes.len());
+        let mut seen: HashMap<&str, (Vec<u32>, Option<Embedded>)> = HashMap::new();
+        for episode in &data.episodes {
+            if !seen.contains_key(episode.instruction.as_str()) {
+                let entry = match text {
+                    InstructionText::WordLevel(tokenizer) => {
+                        (tokenizer.encode(&episode.instruction).unwrap_or_else(|_| vec![1]), None)
+                    }
+                    InstructionText::Sentence { encoder, .. } => {
+                        let full = encoder.tokenize(&episode.instruction).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                        let TextInput::Embedded { tokens, pooled } = text.input(&full, device)? else {
+                            unreachable!("a sentence encoder gives embeddings")
+                        };
+                        let tokens = tokens.squeeze(0)?;
+                        (full[..tokens.dim(0)?].to_vec(), Some((tokens, pooled.squeeze(0)?)))
+                    }
+                };
+                seen.insert(&episode.instruction, entry);
+            }
+            let (episode_ids, episode_embedded) = &seen[episode.instruction.as_str()];
+            ids.push(episode_ids.clone());
+            embedded.extend(episode_embedded.clone());
+        }
+        let embedded = matches!(text, InstructionText::Sentence { .. }).then_some(embedded);
+        Ok(Self { data, history, preprocess, ids, embedded, device: device.clone(), encoded: None })
+    }
+
+    /// The text encoder's input for episode `e`'s instruction alone.
+    fn text_input(&self, e: usize) -> candle_core::Result<TextInput> {
+        Ok(match &self.embedded {
+            Some(embedded) => {
+                let (tokens, pooled) = &embedded[e];
+                TextInput::Embedded { tokens: tokens.unsqueeze(0)?, pooled: pooled.unsqueeze(0)? }
+            }
+            None => TextInput::Ids(Tensor::new(self.ids[e].as_slice(), &self.device)?.unsqueeze(0)?),
+        })
     }
 
     /// Whether batches carry the frozen encoders' output.
@@ -508,7 +551,7 @@ impl<'a> Batcher<'a> {
             progress(e, self.data.episodes.len());
             let ids = self.ids[e].as_slice();
             if !text_of.contains_key(ids) {
-                let encoded = model.encode_text(&Tensor::new(ids, &self.device)?.unsqueeze(0)?, None)?;
+                let encoded = model.encode_text(&self.text_input(e)?, None)?;
                 text_of.insert(ids, encoded);
             }
             let instruction = &text_of[ids];
@@ -545,29 +588,24 @@ impl<'a> Batcher<'a> {
             let (_, t, d) = encoded.frames.dims3()?;
             let index = Tensor::from_vec(windows.iter().map(|&f| f as u32).collect::<Vec<_>>(), windows.len(), &self.device)?;
             let frames = encoded.frames.index_select(&index, 0)?.reshape((steps.len(), self.history, t, d))?;
-            let text = episodes
-                .iter()
-                .map(|&e| {
-                    let tokens = &encoded.text[e];
-                    let missing = len - tokens.dim(0)?;
-                    if missing == 0 {
-                        Ok(tokens.clone())
-                    } else {
-                        Tensor::cat(&[tokens, &Tensor::zeros((missing, d), tokens.dtype(), &self.device)?], 0)
-                    }
-                })
-                .collect::<candle_core::Result<Vec<_>>>()?;
+            let text = episodes.iter().map(|&e| pad_rows(&encoded.text[e], len)).collect::<candle_core::Result<Vec<_>>>()?;
             return Ok(Observations::Encoded(EncodedObservation { text_tokens: Tensor::stack(&text, 0)?, text_valid, frames }));
         }
         let s = self.data.image_size();
         let frames = Tensor::from_vec(self.pixels(&windows), (steps.len(), self.history, 3, s, s), &self.device)?;
-        let flat: Vec<u32> =
-            episodes.iter().flat_map(|&e| (0..len).map(move |j| self.ids[e].get(j).copied().unwrap_or(0))).collect();
-        Ok(Observations::Pixels(ObservationBatch {
-            ids: Tensor::from_vec(flat, (steps.len(), len), &self.device)?,
-            text_valid,
-            frames,
-        }))
+        let text = match &self.embedded {
+            Some(embedded) => {
+                let tokens = episodes.iter().map(|&e| pad_rows(&embedded[e].0, len)).collect::<candle_core::Result<Vec<_>>>()?;
+                let pooled = episodes.iter().map(|&e| embedded[e].1.clone()).collect::<Vec<_>>();
+                TextInput::Embedded { tokens: Tensor::stack(&tokens, 0)?, pooled: Tensor::stack(&pooled, 0)? }
+            }
+            None => {
+                let flat: Vec<u32> =
+                    episodes.iter().flat_map(|&e| (0..len).map(move |j| self.ids[e].get(j).copied().unwrap_or(0))).collect();
+                TextInput::Ids(Tensor::from_vec(flat, (steps.len(), len), &self.device)?)
+            }
+        };
+        Ok(Observations::Pixels(ObservationBatch { text, text_valid, frames }))
     }
 
     /// The batch of `steps` with n-step bootstrapping.
@@ -595,6 +633,15 @@ impl<'a> Batcher<'a> {
             mc_return: Tensor::from_vec(mc, b, &self.device)?,
         })
     }
+}
+
+/// `rows` [L, D] followed by zero rows up to `len`.
+fn pad_rows(rows: &Tensor, len: usize) -> candle_core::Result<Tensor> {
+    let (l, d) = rows.dims2()?;
+    if l == len {
+        return Ok(rows.clone());
+    }
+    Tensor::cat(&[rows, &Tensor::zeros((len - l, d), rows.dtype(), rows.device())?], 0)
 }
 
 /// Steps per family and outcome, for the training summary.

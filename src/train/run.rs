@@ -5,15 +5,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
 use super::{data, plot, Batcher, Dataset, Objective, StepStats, Topics, TrainError, TrainOptions, Trainer};
 use crate::action::{supported_ranges, ActionSpace};
-use crate::model::{count_params, save_weights, ParamCount, VlaConfig};
+use crate::model::{count_params, save_weights, ParamCount, TextKind, VlaConfig};
 use crate::policy::tokenize::train_word_level;
-use crate::policy::{read_config, InstructionTokenizer, Policy, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+use crate::policy::PolicyError;
+use crate::policy::{
+    read_config, InstructionText, InstructionTokenizer, Policy, SentenceEncoder, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
+};
 
 /// Updates whose statistics are averaged for progress and for train.json's final values.
 const RECENT_UPDATES: usize = 50;
@@ -25,9 +29,14 @@ pub struct TrainRun {
     /// Folder of episode bags (rosbag2 directories, .mcap or .db3 files, searched recursively).
     #[arg(long)]
     pub data: PathBuf,
-    /// Architecture: a preset (tiny, tiny-dense, tiny-streaming, germ, germ-full) or a config.json file.
+    /// Architecture: a preset (tiny, tiny-dense, tiny-streaming, tiny-minilm, germ, germ-full) or a
+    /// config.json file.
     #[arg(long, required_unless_present = "resume")]
     pub config: Option<String>,
+    /// Instruction encoder, replacing the architecture's: word_level (a tokenizer trained on the
+    /// data's instructions) or minilm (the frozen all-MiniLM-L6-v2 that scripts/setup.sh installs).
+    #[arg(long, conflicts_with = "resume", value_parser = clap::value_parser!(TextKind))]
+    pub text: Option<TextKind>,
     /// Model folder to write (config.json, model.safetensors, tokenizer.json, train.json,
     /// loss.png, checkpoint/).
     #[arg(long)]
@@ -119,7 +128,11 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
         None => {
             let spec =
                 run.config.as_deref().ok_or_else(|| TrainError::Invalid("--config is required without --resume".into()))?;
-            read_architecture(spec)?
+            let cfg = read_architecture(spec)?;
+            match run.text {
+                Some(kind) => cfg.with_text(kind),
+                None => cfg,
+            }
         }
     };
     let successes_only = resumed.as_ref().map_or(run.options.successes_only, |t| t.options().successes_only);
@@ -146,23 +159,38 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
         return Err(TrainError::Invalid(format!("no steps to train on (successes only: {successes_only})")));
     }
 
-    let (mut trainer, tokenizer) = match resumed {
+    // A sentence encoder is found (and checked) before any update.
+    let sentence = match (&cfg.text.kind, &cfg.text.encoder) {
+        (TextKind::Minilm, Some(spec)) => Some(Arc::new(SentenceEncoder::locate(spec, &device).map_err(PolicyError::from)?)),
+        _ => None,
+    };
+    let (mut trainer, text) = match resumed {
         Some(trainer) => {
-            let text = &trainer.config().text;
-            let tokenizer = InstructionTokenizer::from_file(&tokenizer_path, text.max_tokens, text.vocab_size)?;
-            (trainer, tokenizer)
+            let text = match sentence {
+                Some(encoder) => InstructionText::Sentence { encoder, max_tokens: trainer.config().text.max_tokens },
+                None => {
+                    let t = &trainer.config().text;
+                    InstructionTokenizer::from_file(&tokenizer_path, t.max_tokens, t.vocab_size)?.into()
+                }
+            };
+            (trainer, text)
         }
         None => {
             let mut cfg = cfg;
             // The bins this run's data supports: targets maximise and the policy chooses over these.
             let used: Vec<Vec<u32>> = eligible.iter().map(|&i| dataset.bins[i].clone()).collect();
             cfg.actions.supported = Some(supported_ranges(&used, cfg.actions.bins, run.options.min_bin_share));
-            let words = train_word_level(dataset.episodes.iter().map(|e| e.instruction.as_str()), cfg.text.vocab_size)?;
-            cfg.text.vocab_size = words.get_vocab_size(true);
             std::fs::create_dir_all(out).map_err(|e| write_error(out, e))?;
-            words.save(&tokenizer_path, true).map_err(|e| write_error(&tokenizer_path, e))?;
-            let tokenizer = InstructionTokenizer::new(words, cfg.text.max_tokens, cfg.text.vocab_size);
-            (Trainer::new(&cfg, &run.options, &device)?, tokenizer)
+            let text = match sentence {
+                Some(encoder) => InstructionText::Sentence { encoder, max_tokens: cfg.text.max_tokens },
+                None => {
+                    let words = train_word_level(dataset.episodes.iter().map(|e| e.instruction.as_str()), cfg.text.vocab_size)?;
+                    cfg.text.vocab_size = words.get_vocab_size(true);
+                    words.save(&tokenizer_path, true).map_err(|e| write_error(&tokenizer_path, e))?;
+                    InstructionTokenizer::new(words, cfg.text.max_tokens, cfg.text.vocab_size).into()
+                }
+            };
+            (Trainer::new(&cfg, &run.options, &device)?, text)
         }
     };
     let cfg = trainer.config().clone();
@@ -172,7 +200,7 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
     let first_step = trainer.step;
     progress(TrainProgress::Training { first_step, steps: opts.steps, objective: opts.objective, supported_bins: &supported });
 
-    let mut batcher = Batcher::new(&dataset, &tokenizer, cfg.history, cfg.preprocess.clone(), &device);
+    let mut batcher = Batcher::new(&dataset, &text, cfg.history, cfg.preprocess.clone(), &device)?;
     let started = Instant::now();
     let deadline = run.max_minutes.map(|m| started + Duration::from_secs_f64(m.max(0.0) * 60.0));
     let mut recent: Vec<StepStats> = Vec::new();

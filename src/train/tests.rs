@@ -10,7 +10,7 @@ use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Ti
 use crate::bag::BagReader;
 use crate::bag::{BagWriter, TopicQos};
 use crate::model::HistoryRing;
-use crate::model::{ExpertAct, FeedForwardConfig, FeedForwardKind, ObservationBatch, VisionConfig, VisionKind};
+use crate::model::{ExpertAct, FeedForwardConfig, FeedForwardKind, ObservationBatch, TextInput, VisionConfig, VisionKind};
 use crate::policy::tokenize::train_word_level;
 use crate::policy::{InstructionTokenizer, WEIGHTS_FILE};
 use crate::topics;
@@ -95,7 +95,7 @@ fn synthetic_batch(cfg: &VlaConfig, b: usize) -> Batch {
     let dev = Device::Cpu;
     let s = cfg.image_size;
     let obs = || ObservationBatch {
-        ids: Tensor::new(&[[2u32, 3, 4]], &dev).unwrap().repeat((b, 1)).unwrap(),
+        text: TextInput::Ids(Tensor::new(&[[2u32, 3, 4]], &dev).unwrap().repeat((b, 1)).unwrap()),
         text_valid: None,
         frames: Tensor::randn(0f32, 1.0, (b, cfg.history, 3, s, s), &dev).unwrap(),
     };
@@ -329,7 +329,7 @@ fn bags_become_episodes_with_rewards_and_bins() {
     assert_eq!(again.frame(13), data.frame(13));
 
     let tokenizer = InstructionTokenizer::new(train_word_level(["turn to the light"].iter(), 32).unwrap(), 8, 32);
-    let batcher = Batcher::new(&data, &tokenizer, cfg.history, cfg.preprocess.clone(), &Device::Cpu);
+    let batcher = Batcher::new(&data, &tokenizer.clone().into(), cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
     let batch = batcher.batch(&[4, 9, 0], 0.9, 1).unwrap();
     assert_eq!(batch.return_n.to_vec1::<f32>().unwrap(), vec![1.0, 0.0, 0.0]);
     assert_eq!(batch.discount.to_vec1::<f32>().unwrap(), vec![0.0, 0.0, 0.9]);
@@ -356,7 +356,7 @@ fn loss_falls_and_resume_gives_identical_weights() {
     let cfg = micro();
     let data = load(dir.path(), &cfg);
     let tokenizer = InstructionTokenizer::new(train_word_level(["turn to the light"].iter(), 32).unwrap(), 8, 32);
-    let batcher = || Batcher::new(&data, &tokenizer, cfg.history, cfg.preprocess.clone(), &Device::Cpu);
+    let batcher = || Batcher::new(&data, &tokenizer.clone().into(), cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
     let eligible = data.step_indices(false);
     for objective in [Objective::Bc, Objective::Q] {
         let opts = TrainOptions {
@@ -416,7 +416,7 @@ fn the_frozen_encoders_cached_output_equals_encoding_pixels() {
     let data = load(dir.path(), &cfg);
     let tokenizer = InstructionTokenizer::new(train_word_level(["turn to the light"].iter(), 32).unwrap(), 8, 32);
     let (model, _) = crate::model::init_model(&cfg, 3, &Device::Cpu).unwrap();
-    let mut batcher = Batcher::new(&data, &tokenizer, cfg.history, cfg.preprocess.clone(), &Device::Cpu);
+    let mut batcher = Batcher::new(&data, &tokenizer.clone().into(), cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
     let steps = [0, 6, 13, 19];
     let from_pixels = batcher.batch(&steps, 0.9, 2).unwrap();
     batcher.encode_all(&model, |_, _| {}).unwrap();
@@ -484,7 +484,7 @@ fn a_bag_frame_reaches_the_network_identically_in_training_and_at_replay() {
     assert_eq!(data.steps(), 4);
     let words = ["go to the red ball".to_owned()];
     let tokenizer = InstructionTokenizer::new(train_word_level(words.iter(), 32).unwrap(), 8, 32);
-    let batcher = Batcher::new(&data, &tokenizer, cfg.history, cfg.preprocess.clone(), &Device::Cpu);
+    let batcher = Batcher::new(&data, &tokenizer.clone().into(), cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
     let trained: Vec<Vec<f32>> = (0..4)
         .map(|step| {
             let batch = batcher.batch(&[step], 0.99, 1).unwrap();
@@ -529,6 +529,7 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
         let run = TrainRun {
             data: data.clone(),
             config: Some(config.to_str().unwrap().to_owned()),
+            text: None,
             out: dir.path().join(out),
             options: TrainOptions { steps, batch_size: 4, warmup: 4, freeze_encoders_after: Some(2), ..Default::default() },
             checkpoint_every: 250,
@@ -585,4 +586,31 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
     for file in ["config.json", "tokenizer.json", "loss.png", "diagnostics.png", "checkpoint/state.json"] {
         assert!(dir.path().join("resumed").join(file).is_file(), "{file}");
     }
+}
+
+#[test]
+fn a_sentence_encoder_runs_once_per_distinct_instruction_and_stays_frozen() {
+    let dir = tempfile::tempdir().unwrap();
+    write_bag(&dir.path().join("bag"), 4);
+    let data = load(dir.path(), &micro());
+    let (encoder, spec) = crate::fixtures::tiny_sentence_encoder(&["turn to the light".into()], 1, &Device::Cpu);
+    let encoder = std::sync::Arc::new(encoder);
+    let mut cfg = micro();
+    cfg.text = crate::model::TextConfig { encoder: Some(spec), ..crate::model::TextConfig::minilm(8) };
+    let text = crate::policy::InstructionText::Sentence { encoder: encoder.clone(), max_tokens: 8 };
+    let mut batcher = Batcher::new(&data, &text, cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
+    assert_eq!(data.episodes.len(), 4);
+    assert_eq!(encoder.runs(), 1, "four episodes, one instruction");
+    let opts = TrainOptions { steps: 3, batch_size: 4, freeze_encoders_after: Some(1), ..Default::default() };
+    let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
+    assert!(trainer.weights().keys().all(|n| !n.contains("encoder.layer")), "BERT's weights are no trainable variables");
+    let before = trainer.weights()["text.token_proj.weight"].copy().unwrap();
+    let eligible = data.step_indices(false);
+    let stats = train_steps(&mut trainer, &mut batcher, &eligible, 3);
+    assert!(batcher.is_encoded());
+    assert!(stats.iter().all(|s| s.loss.is_finite()));
+    assert_eq!(encoder.runs(), 1, "batches and the frozen-encoder cache reuse the instruction's embedding");
+    let after = &trainer.weights()["text.token_proj.weight"];
+    let moved = (after - before).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(moved > 0.0, "the projection trains");
 }

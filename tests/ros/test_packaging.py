@@ -77,6 +77,8 @@ def test_colcon_builds_both_packages_from_the_checkout_and_colcon_test_runs_the_
     for binary in ("moe_vla_node", "moe_vla_sim_node", "moe_vla"):
         assert (install / "moe_vla/lib/moe_vla" / binary).is_file(), binary
     assert (install / "moe_vla/share/moe_vla/models/default/model.safetensors").is_file()
+    # The sentence encoder (scripts/setup.sh fetched it into the cache before this test) is installed.
+    assert (install / "moe_vla/share/moe_vla/encoders/all-MiniLM-L6-v2/model.safetensors").is_file()
     assert (install / "moe_vla_msgs/share/moe_vla_msgs/action/FollowInstruction.action").is_file()
     # The colcon-built node runs against the colcon-built interfaces.
     env.update(
@@ -86,10 +88,10 @@ def test_colcon_builds_both_packages_from_the_checkout_and_colcon_test_runs_the_
     listed = run([install / "moe_vla/lib/moe_vla/moe_vla_node", "--list-params"], env)
     assert "max_decision_age_s" in listed.stdout
 
-    # `colcon test` knows both pytest suites; the bag suite (the shorter) runs here against the
+    # `colcon test` knows the pytest suites; the bag suite (the shorter) runs here against the
     # colcon-built CLI and passes.
     listed = run(["ctest", "--test-dir", tmp_path / "build/moe_vla", "-N"], env)
-    assert "ros_tests" in listed.stdout and "bags_tests" in listed.stdout, listed.stdout
+    assert all(f"{suite}_tests" in listed.stdout for suite in ("ros", "bags", "encoders")), listed.stdout
     run(["colcon", "test", "--base-paths", p.ROOT, "--build-base", tmp_path / "build", "--install-base",
          tmp_path / "install", "--packages-select", "moe_vla", "--event-handlers", "console_direct-",
          "--return-code-on-test-failure", "--ctest-args", "-R", "bags_tests"], env, cwd=tmp_path, timeout=1800)

@@ -35,10 +35,16 @@ fn describe(cfg: &VlaConfig, params: ParamCount) -> String {
         "vision               {:?}, {}x{} input, history {}, {} tokens per frame",
         cfg.vision.kind, cfg.image_size, cfg.image_size, cfg.history, cfg.tokens_per_frame
     ));
-    line(format!(
-        "text                 vocabulary {}, up to {} tokens, {} layers",
-        cfg.text.vocab_size, cfg.text.max_tokens, cfg.text.layers
-    ));
+    line(match &cfg.text.encoder {
+        Some(e) => format!(
+            "text                 frozen sentence encoder {} (width {}, weights sha256 {}), up to {} tokens",
+            e.name, e.width, e.weights_sha256, cfg.text.max_tokens
+        ),
+        None => format!(
+            "text                 vocabulary {}, up to {} tokens, {} layers",
+            cfg.text.vocab_size, cfg.text.max_tokens, cfg.text.layers
+        ),
+    });
     line(format!(
         "decoder              {:?}, {} layers, width {}, {} heads, {:?} weights",
         cfg.decoder, cfg.layers, cfg.d_model, cfg.heads, cfg.decoder_weights

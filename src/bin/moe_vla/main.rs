@@ -4,6 +4,7 @@ mod bag;
 mod bench;
 mod collect;
 mod decide;
+mod embed;
 mod eval;
 mod info;
 mod init;
@@ -43,6 +44,8 @@ enum Command {
     Collect(moe_vla::sim::CollectOptions),
     /// Closed-loop success rates in the task world, through the node's controller.
     Eval(eval::EvalArgs),
+    /// The frozen sentence encoder's ids and embedding of instructions (JSON lines).
+    Embed(embed::EmbedArgs),
     /// Inspect rosbag2 bags (MCAP).
     Bag {
         #[command(subcommand)]
@@ -86,6 +89,7 @@ fn main() -> Result<()> {
         Command::Train(args) => train::run(args),
         Command::Collect(args) => collect::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Embed(args) => embed::run(args),
         Command::Bag { command } => bag::run(command),
     }
 }

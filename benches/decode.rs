@@ -14,7 +14,7 @@ fn decisions(c: &mut Criterion) {
     group.sample_size(20);
     let cached = &[Decoding::Cached][..];
     let both = &[Decoding::Cached, Decoding::Uncached][..];
-    // germ: streaming decoder, bf16 weights; germ-full: the whole prefix every step, f32.
+    // germ: streaming decoder; germ-full: the whole observation prefix every step (both bf16).
     for (preset, procedures) in [("tiny", both), ("tiny-streaming", both), ("germ", cached), ("germ-full", cached)] {
         let cfg = VlaConfig::preset(preset).expect("known preset");
         let mut policy = random_policy(cfg, &instructions, 0, &Device::Cpu).expect("random policy");

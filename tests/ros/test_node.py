@@ -2,10 +2,12 @@
 matched publishers and subscribers rather than sleeping."""
 
 import math
+import subprocess
 import threading
 import time
 
 import numpy as np
+import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
 from moe_vla_msgs.msg import GaitCommand, VlaDecision
@@ -149,6 +151,29 @@ def test_frame_and_instruction_give_the_offline_policys_command(peer, start_node
     assert all(within_limits(m, params) for _, m in twists(peer))
     assert gaits[0].header.frame_id == "base_link"
     assert node.alive()
+
+
+@pytest.mark.parametrize("preset", ["tiny-streaming", "tiny-minilm"])
+def test_streaming_and_sentence_encoder_models_decide_in_the_node_as_offline(peer, start_node, preset, tmp_path):
+    """The streaming decoder and the installed sentence encoder work inside the node: its first
+    decision equals `moe_vla decide` on the same picture and instruction."""
+    model = tmp_path / preset
+    subprocess.run([str(p.installed("moe_vla")), "init", "--preset", preset, "--seed", "3",
+                    "--instructions", str(p.ROOT / "data/instructions.txt"), "--out", str(model)],
+                   check=True, capture_output=True)
+    img = p.picture(p.WIDTH, p.HEIGHT, 5)
+    text = "please make your way to the red ball"
+    offline = p.offline_decision(model, img, text, tmp_path)
+    node = start_node({"model_dir": str(model)})
+    camera, instruction = connect(peer)
+    say(instruction, text)
+    cam = Camera(peer, camera, p.image_msg(img), rate_hz=10)
+    decisions = p.wait_until(lambda: peer.messages("moe_vla_node/decision"), 30, "a decision")
+    cam.stop()
+    decision = decisions[0][1]
+    assert list(decision.bins) == offline["bins"]
+    assert [f32(q) for q in decision.q_values] == [f32(q) for q in offline["q"]]
+    assert decision.model_id == preset and node.alive()
 
 
 def test_limits_clamp_the_models_command(peer, start_node, scenes):

@@ -16,7 +16,7 @@ use crate::policy::tokenize::accept_instruction;
 /// `ros2 param describe` shows.
 #[derive(RosParams, Debug, Clone)]
 pub struct NodeParams {
-    /// Model folder (config.json, model.safetensors, tokenizer.json); empty = share/moe_vla/models/default.
+    /// Model folder (config.json, model.safetensors, and tokenizer.json for a word-level model); empty = share/moe_vla/models/default.
     pub model_dir: String,
     /// "raw" subscribes to sensor_msgs/Image on camera/image_raw, "compressed" to sensor_msgs/CompressedImage on camera/image_raw/compressed.
     pub image_input: String,

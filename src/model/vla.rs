@@ -470,9 +470,8 @@ impl VlaModel {
         }
         let device = self.device().clone();
         let t = self.cfg.tokens_per_frame;
-        let text = instruction[0].0.dim(2)?;
-        let seq = StreamingLayout { text, history: self.cfg.history, tokens_per_frame: t };
-        let p = text + self.cfg.frame_tokens();
+        let p = instruction[0].0.dim(2)? + self.cfg.frame_tokens();
+        let seq = self.layout(p)?;
         let mut xs = Tensor::cat(&[&self.place_frame(frame, 0)?, start], 1)?; // [1, t + 1, D]
                                                                               // Queries are the newest frame's tokens and the start token; keys everything up to it.
         let mask = seq.mask(p - t..p + 1, p + 1, &device)?;

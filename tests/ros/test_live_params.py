@@ -123,7 +123,8 @@ def test_instruction_and_start_enabled_set_at_run_time(peer, start_node, scenes)
     cam = Camera(peer, camera, p.image_msg(img), rate_hz=20)
     assert params.set(instruction=scenes["instruction"]) == [(True, "")]
     p.wait_until(lambda: [m for _, m in twists(peer) if not is_zero(m)], 30, "a moving twist from the parameter's instruction")
-    decisions = [m for _, m in peer.messages("moe_vla_node/decision")]
+    # The node publishes a decision's command before its report: wait for the report too.
+    decisions = [m for _, m in p.wait_until(lambda: peer.messages("moe_vla_node/decision"), 10, "a decision report")]
     assert decisions and all(d.instruction == scenes["instruction"] for d in decisions)
 
     # Disabled by the parameter, enabled by ~/enable, then the same parameter value set again must

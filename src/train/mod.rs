@@ -31,7 +31,7 @@ use crate::action::{ActionError, ActionSpace};
 use crate::model::{init_model, read_weights, save_weights, ModelError, VlaConfig, VlaModel};
 use crate::policy::{PolicyError, TokenizeError};
 use data::Batch;
-use objective::{bc_loss, greedy_outside_support, mask_tensor, q_loss, q_targets, Bootstrap};
+use objective::{bc_loss, greedy_outside_support, mask_tensor, q_loss, q_targets, self_imitation_loss, Bootstrap};
 use optim::{cosine_lr, AdamW, AdamWConfig};
 
 pub use data::{Batcher, Dataset, Observations, Topics};
@@ -97,6 +97,11 @@ pub struct TrainOptions {
     /// Weight of the conservative term (both it and the TD term are per-dimension means).
     #[arg(long, default_value_t = DEFAULT_ALPHA)]
     pub alpha: f64,
+    /// Weight of the self-imitation term beside TD (Q-learning): cross-entropy of the data bins under
+    /// a softmax of the Q logits, on steps of successful episodes only.
+    #[serde(default)]
+    #[arg(long, default_value_t = 0.0)]
+    pub imitation_weight: f64,
     /// Weight of the load-balancing loss.
     #[arg(long, default_value_t = 0.01)]
     pub beta: f64,
@@ -154,8 +159,12 @@ impl TrainOptions {
         if !(0.0..1.0).contains(&self.tau) || !(0.0..=1.0).contains(&self.gamma) {
             return bad("tau must be in [0, 1) and gamma in [0, 1]");
         }
-        if !(self.adamw.lr > 0.0 && self.adamw.lr.is_finite()) || self.alpha < 0.0 || self.beta < 0.0 {
-            return bad("lr must be positive, alpha and beta not negative");
+        if !(self.adamw.lr > 0.0 && self.adamw.lr.is_finite())
+            || self.alpha < 0.0
+            || self.beta < 0.0
+            || !(self.imitation_weight >= 0.0 && self.imitation_weight.is_finite())
+        {
+            return bad("lr must be positive; alpha, beta and the imitation weight finite and not negative");
         }
         if self.n_step == 0 {
             return bad("n-step must be at least 1");
@@ -179,6 +188,9 @@ pub struct StepStats {
     /// TD error (Q) or cross-entropy (BC).
     pub main: f32,
     pub conservative: f32,
+    /// Self-imitation cross-entropy (Q-learning; computed whatever its weight).
+    #[serde(default)]
+    pub imitation: f32,
     pub balance: f32,
     /// Mean Q of the data actions and mean target (0 for BC).
     pub q_data: f32,
@@ -336,7 +348,14 @@ impl Trainer {
                 stats.q_data = parts.q_data.to_scalar()?;
                 stats.q_target = targets.mean_all()?.to_scalar()?;
                 stats.target_per_dim = targets.mean(0)?.to_vec1()?;
-                (parts.td + (parts.conservative * self.opts.alpha)?)?
+                let imitation = self_imitation_loss(&logits, &batch.bins, &self.valid_mask, &batch.mc_return)?;
+                stats.imitation = imitation.to_scalar()?;
+                let q = (parts.td + (parts.conservative * self.opts.alpha)?)?;
+                if self.opts.imitation_weight > 0.0 {
+                    (q + (imitation * self.opts.imitation_weight)?)?
+                } else {
+                    q
+                }
             }
             Objective::Bc => {
                 let ce = bc_loss(&logits, &batch.bins, &self.valid_mask)?;

@@ -1,7 +1,8 @@
 //! The training objectives: per-dimension Bellman targets with n-step returns and a Monte-Carlo
 //! lower bound, a conservative term on the bins the data did not take (Q-Transformer,
-//! Chebotar et al. 2023; GeRM, Song et al. 2024; MoRE), and behaviour cloning as the baseline. Losses are taken on logits (binary cross-entropy), which does not saturate where
-//! Q = sigmoid(logit) nears 0 or 1.
+//! Chebotar et al. 2023; GeRM, Song et al. 2024; MoRE), an optional self-imitation term, and
+//! behaviour cloning as the baseline. Losses are taken on logits (binary cross-entropy), which
+//! does not saturate where Q = sigmoid(logit) nears 0 or 1.
 
 use candle_core::{DType, Result, Tensor, D};
 
@@ -90,13 +91,29 @@ pub fn q_loss(logits: &Tensor, bins: &Tensor, targets: &Tensor, mask: &Tensor) -
     Ok(QLoss { td, conservative, q_data })
 }
 
+/// Log-probability [B, dims] of each data bin under a softmax of the logits over its dimension's
+/// valid bins.
+fn data_log_probs(logits: &Tensor, bins: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let masked = logits.broadcast_add(&((mask - 1.0)? * 1e4)?)?;
+    let log_probs = candle_nn::ops::log_softmax(&masked, D::Minus1)?;
+    (log_probs * one_hot(bins, logits.dim(2)?)?)?.sum(D::Minus1)
+}
+
 /// Behaviour cloning: cross-entropy of the data bins under a softmax over each dimension's valid
 /// bins, summed over dimensions, averaged over the batch.
 pub fn bc_loss(logits: &Tensor, bins: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let masked = logits.broadcast_add(&((mask - 1.0)? * 1e4)?)?;
-    let log_probs = candle_nn::ops::log_softmax(&masked, D::Minus1)?;
-    let hot = one_hot(bins, logits.dim(2)?)?;
-    (log_probs * hot)?.sum(D::Minus1)?.mean(0)?.sum_all()? * -1.0
+    data_log_probs(logits, bins, mask)?.mean(0)?.sum_all()? * -1.0
+}
+
+/// Self-imitation (Oh et al. 2018, with the sign of the return as the weight): the cross-entropy of
+/// the data bins under a softmax of the Q logits, a mean over dimensions like the TD term, over the
+/// samples of successful episodes (`mc_return` [B] > 0) only; 0 for a batch without any. It ranks
+/// the bins that led to success above their neighbours before the TD term has learned why.
+pub fn self_imitation_loss(logits: &Tensor, bins: &Tensor, mask: &Tensor, mc_return: &Tensor) -> Result<Tensor> {
+    let succeeded = mc_return.gt(0.0)?.to_dtype(DType::F32)?; // [B]
+    let count = succeeded.sum_all()?.clamp(1.0, f64::INFINITY)?;
+    let per_sample = data_log_probs(logits, bins, mask)?.mean(D::Minus1)?; // [B]
+    ((per_sample * succeeded)?.sum_all()? / count)? * -1.0
 }
 
 /// Per dimension, the share of samples whose greedy bin (argmax of `logits` [B, dims, bins] over

@@ -39,6 +39,10 @@ pub fn loss_curves(history: &[StepStats], objective: Objective, title: &str, pat
                 history.iter().map(|s| s.conservative).collect(),
             ));
             panels.push(("mean Q(data) and mean target", history.iter().map(|s| s.q_data).collect()));
+            panels.push((
+                "self-imitation (cross-entropy of successful steps' bins under softmax(Q logits))",
+                history.iter().map(|s| s.imitation).collect(),
+            ));
         }
         Objective::Bc => panels.push(("cross-entropy (sum over dimensions)", history.iter().map(|s| s.main).collect())),
     }

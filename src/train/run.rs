@@ -263,6 +263,7 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
         "final": {
             "loss": last(|s| s.loss),
             "main": last(|s| s.main),
+            "imitation": last(|s| s.imitation),
             "q_data": last(|s| s.q_data),
             "q_target": last(|s| s.q_target),
             "greedy_outside_support": last(|s| s.greedy_outside),

@@ -3,7 +3,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use super::data::{n_step, Batch, Batcher, Dataset, Observations, Topics};
-use super::objective::{mask_tensor, q_loss, q_targets, Bootstrap};
+use super::objective::{mask_tensor, q_loss, q_targets, self_imitation_loss, Bootstrap};
 use super::*;
 use crate::action::{GaitFields, PlanarTwist};
 use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist, Vector3, VlaDecision};
@@ -174,6 +174,27 @@ fn conservative_term_lowers_unseen_bins() {
     let (same_start, with) = run(DEFAULT_ALPHA);
     assert_eq!(before, same_start, "both runs start from the same weights");
     assert!(with < 0.5 * without, "at the default weight unseen bins reach {with}, without the term {without}");
+}
+
+#[test]
+fn self_imitation_is_the_cross_entropy_of_successful_samples_only() {
+    // 2 samples, 2 dimensions of 3 bins; bin 2 of dimension 1 is not a valid choice.
+    let masks = mask_tensor(&[vec![true; 3], vec![true, true, false]], &Device::Cpu).unwrap();
+    let logits = |failed_row: f32| {
+        let rows = [0.0, (2f32).ln(), 0.0, 0.0, 0.0, 9.0, failed_row, 0.0, 0.0, 0.0, 0.0, 0.0];
+        Tensor::from_vec(rows.to_vec(), (2, 2, 3), &Device::Cpu).unwrap()
+    };
+    let bins = Tensor::from_vec(vec![1u32, 0, 0, 1], (2, 2), &Device::Cpu).unwrap();
+    let returns = |first: f32, second: f32| Tensor::new(&[first, second], &Device::Cpu).unwrap();
+    let loss = |l: &Tensor, r: &Tensor| self_imitation_loss(l, &bins, &masks, r).unwrap().to_scalar::<f32>().unwrap();
+    // Sample 0 succeeded: dimension 0 takes bin 1 at probability 2/4, dimension 1 bin 0 at 1/2
+    // (the invalid bin's logit 9 does not count). The mean over dimensions is ln 2.
+    let expected = (2f32).ln();
+    assert!((loss(&logits(0.0), &returns(0.5, 0.0)) - expected).abs() < 1e-5);
+    // The failed sample neither counts nor dilutes the mean, whatever its logits.
+    assert!((loss(&logits(7.0), &returns(0.5, 0.0)) - expected).abs() < 1e-5);
+    // A batch without successes contributes nothing.
+    assert_eq!(loss(&logits(0.0), &returns(0.0, 0.0)), 0.0);
 }
 
 #[test]

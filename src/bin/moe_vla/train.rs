@@ -103,10 +103,11 @@ fn progress_message(objective: Objective, recent: &[StepStats]) -> String {
     let mean = |f: fn(&StepStats) -> f32| recent.iter().map(f).sum::<f32>() / recent.len() as f32;
     match objective {
         Objective::Q => format!(
-            "loss {:.4} td {:.4} cql {:.4} Q {:.3} target {:.3}",
+            "loss {:.4} td {:.4} cql {:.4} imitation {:.3} Q {:.3} target {:.3}",
             mean(|s| s.loss),
             mean(|s| s.main),
             mean(|s| s.conservative),
+            mean(|s| s.imitation),
             mean(|s| s.q_data),
             mean(|s| s.q_target)
         ),

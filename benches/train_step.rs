@@ -1,17 +1,25 @@
 //! Training throughput: one gradient update (online forward and backward, two target forwards,
-//! AdamW, EMA) on a batch of 64 random observations, for the tiny MoE and its dense twin, with
+//! AdamW, EMA) on a batch of 64 random observations, for the shipped architecture (`default`:
+//! `tiny-streaming` with the MiniLM-embedded instruction), the tiny MoE and its dense twin, with
 //! pixels through trainable encoders (`end_to_end`) and with the encoders frozen, their output
 //! cached (`frozen_encoders`, most of a default training run). Samples per second = 64 / time per
 //! update. Threads follow RAYON_NUM_THREADS (default: every core).
 
 use candle_core::{DType, Device, Tensor};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use moe_vla::model::{EncodedObservation, ObservationBatch, TextInput, VlaConfig};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use moe_vla::model::{EncodedObservation, ObservationBatch, TextInput, TextKind, VlaConfig};
 use moe_vla::train::data::Batch;
 use moe_vla::train::{Objective, Observations, TrainOptions, Trainer};
 
 const BATCH: usize = 64;
-const TEXT_TOKENS: usize = 8;
+/// Instruction tokens per sample: 8 word-level tokens; for MiniLM the most a model keeps
+/// (`text.max_tokens`, 16 for the default), which a batch's longest instruction usually reaches.
+fn text_tokens(cfg: &VlaConfig) -> usize {
+    match cfg.text.kind {
+        TextKind::WordLevel => 8,
+        TextKind::Minilm => cfg.text.max_tokens,
+    }
+}
 
 fn batch(cfg: &VlaConfig, encoded: bool) -> Batch {
     let dev = Device::Cpu;
@@ -19,13 +27,25 @@ fn batch(cfg: &VlaConfig, encoded: bool) -> Batch {
     let obs = || {
         if encoded {
             Observations::Encoded(EncodedObservation {
-                text_tokens: Tensor::randn(0f32, 1.0, (BATCH, TEXT_TOKENS, cfg.d_model), &dev).unwrap(),
+                text_tokens: Tensor::randn(0f32, 1.0, (BATCH, text_tokens(cfg), cfg.d_model), &dev).unwrap(),
                 text_valid: None,
                 frames: Tensor::randn(0f32, 1.0, (BATCH, cfg.history, cfg.tokens_per_frame, cfg.d_model), &dev).unwrap(),
             })
         } else {
+            let text = match cfg.text.kind {
+                TextKind::WordLevel => {
+                    TextInput::Ids(Tensor::new(&[[2u32, 3, 4, 5, 6, 7, 8, 9]], &dev).unwrap().repeat((BATCH, 1)).unwrap())
+                }
+                TextKind::Minilm => {
+                    let width = cfg.text.encoder.as_ref().expect("minilm config names its encoder").width;
+                    TextInput::Embedded {
+                        tokens: Tensor::randn(0f32, 1.0, (BATCH, text_tokens(cfg), width), &dev).unwrap(),
+                        pooled: Tensor::randn(0f32, 1.0, (BATCH, width), &dev).unwrap(),
+                    }
+                }
+            };
             Observations::Pixels(ObservationBatch {
-                text: TextInput::Ids(Tensor::new(&[[2u32, 3, 4, 5, 6, 7, 8, 9]], &dev).unwrap().repeat((BATCH, 1)).unwrap()),
+                text,
                 text_valid: None,
                 frames: Tensor::randn(0f32, 1.0, (BATCH, cfg.history, 3, s, s), &dev).unwrap(),
             })
@@ -44,11 +64,15 @@ fn batch(cfg: &VlaConfig, encoded: bool) -> Batch {
 }
 
 fn updates(c: &mut Criterion) {
+    moe_vla::train::keep_freed_memory();
     let mut group = c.benchmark_group("train_update");
     group.sample_size(10);
+    // Each update takes a second or more: the same few iterations per sample, not 1..10.
+    group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Elements(BATCH as u64));
-    for preset in ["tiny", "tiny-dense"] {
-        let cfg = VlaConfig::preset(preset).expect("known preset");
+    let shipped = VlaConfig::preset("tiny-streaming").expect("known preset").with_text(TextKind::Minilm);
+    let tiny = |name| VlaConfig::preset(name).expect("known preset");
+    for (preset, cfg) in [("default", shipped), ("tiny", tiny("tiny")), ("tiny-dense", tiny("tiny-dense"))] {
         for (phase, encoded) in [("frozen_encoders", true), ("end_to_end", false)] {
             let data = batch(&cfg, encoded);
             for objective in [Objective::Q, Objective::Bc] {

@@ -46,6 +46,20 @@ pub fn softmax_last(xs: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `linear.forward(xs)` as one matrix product over all leading dimensions. candle's `Linear`
+/// broadcasts its weight over a 3-D input's batch instead, and the backward pass of that broadcast
+/// makes one small weight gradient per batch row and then sums them.
+pub fn linear_rows(linear: &Linear, xs: &Tensor) -> Result<Tensor> {
+    if xs.rank() <= 2 {
+        return linear.forward(xs);
+    }
+    let mut dims = xs.dims().to_vec();
+    let width = dims.pop().expect("rank > 2");
+    let ys = linear.forward(&xs.reshape((dims.iter().product::<usize>(), width))?)?;
+    dims.push(ys.dim(1)?);
+    ys.reshape(dims)
+}
+
 /// A linear layer whose weight batch-1 decoding may also hold in bf16 (`to_bf16`).
 #[derive(Debug, Clone)]
 pub struct Projection {
@@ -88,7 +102,7 @@ impl Module for Projection {
                     None => Ok(ys),
                 }
             }
-            _ => self.linear.forward(xs),
+            _ => linear_rows(&self.linear, xs),
         }
     }
 }

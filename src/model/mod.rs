@@ -9,6 +9,7 @@
 
 pub mod bf16;
 pub mod config;
+pub mod conv;
 pub mod decode;
 pub mod layers;
 pub mod minilm;

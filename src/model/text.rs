@@ -5,7 +5,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
 
 use super::config::{TextKind, VlaConfig};
-use super::layers::{masked_mean, norm, Attention, GatedFfn, Norm};
+use super::layers::{linear_rows, masked_mean, norm, Attention, GatedFfn, Norm};
 
 #[derive(Debug, Clone)]
 struct EncoderBlock {
@@ -93,7 +93,7 @@ impl ProjectedText {
 
     fn forward(&self, tokens: &Tensor, pooled: &Tensor, valid: Option<&Tensor>) -> Result<TextEncoding> {
         Ok(TextEncoding {
-            tokens: self.token_norm.forward(&self.token_proj.forward(tokens)?)?,
+            tokens: self.token_norm.forward(&linear_rows(&self.token_proj, tokens)?)?,
             pooled: self.pooled_norm.forward(&self.pooled_proj.forward(pooled)?)?,
             valid: valid.cloned(),
         })

@@ -3,8 +3,10 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
 
+use super::conv::Conv;
+
 use super::config::{VisionKind, VlaConfig};
-use super::layers::{norm, Norm};
+use super::layers::{linear_rows, norm, Norm};
 
 /// Feature-wise linear modulation: `x * (1 + gamma(e)) + beta(e)` per channel.
 #[derive(Debug, Clone)]
@@ -56,7 +58,8 @@ impl TokenLearner {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let maps = self.fc2.forward(&self.fc1.forward(&self.norm.forward(xs)?)?.relu()?)?; // [B, P, S]
+        let hidden = linear_rows(&self.fc1, &self.norm.forward(xs)?)?.relu()?;
+        let maps = linear_rows(&self.fc2, &hidden)?; // [B, P, S]
         let maps = candle_nn::ops::softmax(&maps.transpose(1, 2)?, D::Minus1)?; // [B, S, P]
         maps.matmul(xs) // [B, S, D]
     }
@@ -64,13 +67,13 @@ impl TokenLearner {
 
 #[derive(Debug, Clone)]
 struct FilmConvBlock {
-    conv: Conv2d,
+    conv: Conv,
     film: Film,
 }
 
 #[derive(Debug, Clone)]
 enum Backbone {
-    FilmConv { blocks: Vec<FilmConvBlock>, proj: Conv2d },
+    FilmConv { blocks: Vec<FilmConvBlock>, proj: Conv },
     Patch { embed: Conv2d, pos: Tensor, film: Film },
 }
 
@@ -93,12 +96,12 @@ impl VisionEncoder {
                 for (i, &c) in v.channels.iter().enumerate() {
                     let vb = vb.pp(format!("blocks.{i}"));
                     blocks.push(FilmConvBlock {
-                        conv: conv2d(c_in, c, 3, stride2, vb.pp("conv"))?,
+                        conv: Conv::new(c_in, c, 3, stride2, vb.pp("conv"))?,
                         film: Film::new(d, c, vb.pp("film"))?,
                     });
                     c_in = c;
                 }
-                let proj = conv2d(c_in, d, 1, Default::default(), vb.pp("proj"))?;
+                let proj = Conv::new(c_in, d, 1, Default::default(), vb.pp("proj"))?;
                 Backbone::FilmConv { blocks, proj }
             }
             VisionKind::Patch => {

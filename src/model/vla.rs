@@ -6,7 +6,7 @@ use candle_nn::kv_cache::KvCache;
 use candle_nn::{embedding, Embedding, Linear, VarBuilder};
 
 use super::config::{ActionHeadKind, DecoderKind, VlaConfig};
-use super::layers::{norm, Attention, Norm};
+use super::layers::{linear_rows, norm, Attention, Norm};
 use super::moe::{empty_load, ExpertLoad, FeedForward};
 use super::text::{key_padding_bias, TextEncoder, TextEncoding, TextInput};
 use super::vision::VisionEncoder;
@@ -156,7 +156,7 @@ impl QHead {
     /// `hidden`: [B, T, D], position t belonging to dimension `first + t` -> [B, T, bins].
     fn forward(&self, hidden: &Tensor, first: usize) -> Result<Tensor> {
         match self {
-            Self::Shared(linear) => linear.forward(hidden),
+            Self::Shared(linear) => linear_rows(linear, hidden),
             Self::PerDimension { weight, bias } => {
                 let t = hidden.dim(1)?;
                 let w = weight.narrow(0, first, t)?.transpose(1, 2)?; // [T, D, bins]

@@ -37,6 +37,21 @@ use optim::{cosine_lr, AdamW, AdamWConfig};
 pub use data::{Batcher, Dataset, Observations, Topics};
 pub use run::{train_model, DataSummary, TrainProgress, TrainReport, TrainRun};
 
+/// Keeps freed memory in the process for the next update. Every update allocates and frees tensors
+/// of up to tens of MB; by default glibc hands those back to the kernel at once (`mmap`/trim) and
+/// then page-faults them in again, which cost about a sixth of an end-to-end update here. Call it
+/// once, before training starts; it changes nothing but where memory comes from.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is safe to call at any time.
+    unsafe {
+        // 32 MiB is the most glibc accepts for the mmap threshold on 64-bit.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]

@@ -86,7 +86,10 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Decide(args) => decide::run(args),
         Command::Replay(args) => replay::run(args),
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => {
+            moe_vla::train::keep_freed_memory();
+            train::run(args)
+        }
         Command::Collect(args) => collect::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Embed(args) => embed::run(args),

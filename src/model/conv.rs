@@ -158,14 +158,14 @@ mod tests {
 
     use super::*;
 
-    /// Forward values and all three gradients match candle's own conv2d, for the frame encoder's
-    /// stride-2 3x3 and for odd sizes, a 1x1 kernel and no padding (square images, as frames are:
-    /// candle's own backward fails on others).
+    /// Forward values and all three gradients match candle's own conv2d: the frame encoder's
+    /// stride-2 3x3, odd sizes, a 1x1 kernel, no padding, a patch embedding (kernel = stride).
+    /// Square images only, as frames are: candle's own backward fails on others.
     #[test]
     fn unfolded_convolution_matches_candle_values_and_gradients() -> Result<()> {
         let dev = Device::Cpu;
         for (c_in, c_out, k, stride, padding, size) in
-            [(3, 5, 3, 2, 1, 9), (4, 6, 3, 1, 1, 7), (3, 2, 1, 1, 0, 5), (2, 3, 3, 2, 0, 8)]
+            [(3, 5, 3, 2, 1, 9), (4, 6, 3, 1, 1, 7), (3, 2, 1, 1, 0, 5), (2, 3, 3, 2, 0, 8), (3, 4, 4, 4, 0, 8)]
         {
             let map = VarMap::new();
             let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);

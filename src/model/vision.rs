@@ -1,11 +1,10 @@
 //! Frame encoders: FiLM-conditioned convolutions or patch embedding, then TokenLearner.
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
-
-use super::conv::Conv;
+use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
 
 use super::config::{VisionKind, VlaConfig};
+use super::conv::Conv;
 use super::layers::{linear_rows, norm, Norm};
 
 /// Feature-wise linear modulation: `x * (1 + gamma(e)) + beta(e)` per channel.
@@ -74,7 +73,7 @@ struct FilmConvBlock {
 #[derive(Debug, Clone)]
 enum Backbone {
     FilmConv { blocks: Vec<FilmConvBlock>, proj: Conv },
-    Patch { embed: Conv2d, pos: Tensor, film: Film },
+    Patch { embed: Conv, pos: Tensor, film: Film },
 }
 
 /// Image [B, 3, H, W] plus the instruction's pooled vector [B, D] -> [B, tokens_per_frame, D].
@@ -109,7 +108,7 @@ impl VisionEncoder {
                 let patches = (cfg.image_size / p).pow(2);
                 let cfg_p = Conv2dConfig { stride: p, ..Default::default() };
                 Backbone::Patch {
-                    embed: conv2d(3, d, p, cfg_p, vb.pp("patch_embed"))?,
+                    embed: Conv::new(3, d, p, cfg_p, vb.pp("patch_embed"))?,
                     pos: vb.get_with_hints((patches, d), "pos", candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 })?,
                     film: Film::new(d, d, vb.pp("film"))?,
                 }

@@ -15,7 +15,6 @@ use rayon::prelude::*;
 #[derive(Debug, Clone)]
 pub struct Conv {
     inner: Conv2d,
-    kernel: usize,
 }
 
 impl Conv {
@@ -23,7 +22,7 @@ impl Conv {
         if cfg.dilation != 1 || cfg.groups != 1 {
             candle_core::bail!("Conv supports neither dilation nor groups");
         }
-        Ok(Self { inner: conv2d(c_in, c_out, kernel, cfg, vb)?, kernel })
+        Ok(Self { inner: conv2d(c_in, c_out, kernel, cfg, vb)? })
     }
 
     /// `xs`: [B, C, H, W] -> [B, C_out, H_out, W_out].
@@ -35,11 +34,14 @@ impl Conv {
         }
         let cfg = self.inner.config();
         let (b, c, h, w) = xs.dims4()?;
-        let unfold = Im2Col { kernel: self.kernel, stride: cfg.stride, padding: cfg.padding, height: h, width: w };
+        let (c_out, _, k, _) = weight.dims4()?;
+        if h.min(w) + 2 * cfg.padding < k {
+            candle_core::bail!("a {h}x{w} input is smaller than the {k}x{k} kernel");
+        }
+        let unfold = Im2Col { kernel: k, stride: cfg.stride, padding: cfg.padding, height: h, width: w };
         let (out_h, out_w) = unfold.out_size();
         let columns = xs.contiguous()?.apply_op1(unfold)?; // [C*k*k, B*H_out*W_out]
-        let c_out = weight.dim(0)?;
-        let kernel = weight.reshape((c_out, c * self.kernel * self.kernel))?;
+        let kernel = weight.reshape((c_out, c * k * k))?;
         let ys = kernel.matmul(&columns)?; // [C_out, B*H_out*W_out]
         let ys = match self.inner.bias() {
             Some(bias) => ys.broadcast_add(&bias.reshape((c_out, 1))?)?,

@@ -3,7 +3,8 @@
 //! `tiny-streaming` with the MiniLM-embedded instruction), the tiny MoE and its dense twin, with
 //! pixels through trainable encoders (`end_to_end`) and with the encoders frozen, their output
 //! cached (`frozen_encoders`, most of a default training run). Samples per second = 64 / time per
-//! update. Threads follow RAYON_NUM_THREADS (default: every core).
+//! update. Threads follow RAYON_NUM_THREADS (default: every core) and are used as `moe_vla train
+//! --threads` uses them: each computes the gradient of one shard of the batch, kernels single-threaded.
 
 use candle_core::{DType, Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
@@ -65,6 +66,13 @@ fn batch(cfg: &VlaConfig, encoded: bool) -> Batch {
 
 fn updates(c: &mut Criterion) {
     moe_vla::train::keep_freed_memory();
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .filter(|&t: &usize| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("rayon's pool is not yet built");
+    std::env::set_var("RAYON_NUM_THREADS", "1");
     let mut group = c.benchmark_group("train_update");
     group.sample_size(10);
     // Each update takes a second or more: the same few iterations per sample, not 1..10.
@@ -76,7 +84,7 @@ fn updates(c: &mut Criterion) {
         for (phase, encoded) in [("frozen_encoders", true), ("end_to_end", false)] {
             let data = batch(&cfg, encoded);
             for objective in [Objective::Q, Objective::Bc] {
-                let opts = TrainOptions { objective, steps: 1_000_000, batch_size: BATCH, ..Default::default() };
+                let opts = TrainOptions { objective, steps: 1_000_000, batch_size: BATCH, shards: threads, ..Default::default() };
                 let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).expect("trainer");
                 group.bench_function(format!("{preset}/{phase}/{objective:?}"), |b| {
                     b.iter(|| trainer.update(&data).expect("update"))

@@ -43,6 +43,18 @@ pub enum TextInput {
     Embedded { tokens: Tensor, pooled: Tensor },
 }
 
+impl TextInput {
+    /// Rows `start..start + len` of the batch.
+    pub fn rows(&self, start: usize, len: usize) -> candle_core::Result<Self> {
+        Ok(match self {
+            Self::Ids(ids) => Self::Ids(ids.narrow(0, start, len)?),
+            Self::Embedded { tokens, pooled } => {
+                Self::Embedded { tokens: tokens.narrow(0, start, len)?, pooled: pooled.narrow(0, start, len)? }
+            }
+        })
+    }
+}
+
 /// The instruction encoder of a `text.kind`.
 #[derive(Debug, Clone)]
 pub enum TextEncoder {

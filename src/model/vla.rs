@@ -106,6 +106,33 @@ pub struct EncodedObservation {
     pub frames: Tensor,
 }
 
+/// Rows `start..start + len` of an optional [B, ...] tensor.
+fn rows_of(t: &Option<Tensor>, start: usize, len: usize) -> Result<Option<Tensor>> {
+    t.as_ref().map(|t| t.narrow(0, start, len)).transpose()
+}
+
+impl ObservationBatch {
+    /// Rows `start..start + len` of the batch.
+    pub fn rows(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(Self {
+            text: self.text.rows(start, len)?,
+            text_valid: rows_of(&self.text_valid, start, len)?,
+            frames: self.frames.narrow(0, start, len)?,
+        })
+    }
+}
+
+impl EncodedObservation {
+    /// Rows `start..start + len` of the batch.
+    pub fn rows(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(Self {
+            text_tokens: self.text_tokens.narrow(0, start, len)?,
+            text_valid: rows_of(&self.text_valid, start, len)?,
+            frames: self.frames.narrow(0, start, len)?,
+        })
+    }
+}
+
 /// Key-value caches of every decoder layer for one control step.
 pub struct DecoderCache {
     layers: Vec<KvCache>,

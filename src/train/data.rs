@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use rand::Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::action::{ActionSpace, PlanarTwist};
@@ -434,6 +435,9 @@ pub struct Batcher<'a> {
 /// ids) and the sentence embedding [E].
 type Embedded = (Tensor, Tensor);
 
+/// Episodes encoded between two progress reports when the encoders freeze.
+const ENCODE_CHUNK: usize = 32;
+
 /// The frozen encoders' output for every step of a dataset.
 struct EncodedSteps {
     /// [steps, tokens_per_frame, D]: each frame's vision tokens under its episode's instruction.
@@ -457,6 +461,14 @@ impl Observations {
             Self::Encoded(enc) => Ok(enc.clone()),
         }
     }
+
+    /// Rows `start..start + len` of the batch.
+    pub fn rows(&self, start: usize, len: usize) -> candle_core::Result<Self> {
+        Ok(match self {
+            Self::Pixels(obs) => Self::Pixels(obs.rows(start, len)?),
+            Self::Encoded(enc) => Self::Encoded(enc.rows(start, len)?),
+        })
+    }
 }
 
 /// One training batch.
@@ -473,6 +485,44 @@ pub struct Batch {
     pub discount: Tensor,
     /// [B] f32: `gamma^(T - t) * success`, the Monte-Carlo return.
     pub mc_return: Tensor,
+}
+
+impl Batch {
+    pub fn len(&self) -> candle_core::Result<usize> {
+        self.bins.dim(0)
+    }
+
+    pub fn is_empty(&self) -> candle_core::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Rows `start..start + len` of the batch.
+    pub fn rows(&self, start: usize, len: usize) -> candle_core::Result<Self> {
+        Ok(Self {
+            obs: self.obs.rows(start, len)?,
+            next: self.next.rows(start, len)?,
+            bins: self.bins.narrow(0, start, len)?,
+            return_n: self.return_n.narrow(0, start, len)?,
+            discount: self.discount.narrow(0, start, len)?,
+            mc_return: self.mc_return.narrow(0, start, len)?,
+        })
+    }
+
+    /// The batch cut into `n` runs of consecutive rows as even as can be (fewer when it has fewer
+    /// rows than `n`).
+    pub fn shards(&self, n: usize) -> candle_core::Result<Vec<Self>> {
+        let rows = self.len()?;
+        let n = n.clamp(1, rows.max(1));
+        let mut start = 0;
+        (0..n)
+            .map(|i| {
+                let len = rows / n + usize::from(i < rows % n);
+                let shard = self.rows(start, len);
+                start += len;
+                shard
+            })
+            .collect()
+    }
 }
 
 /// Time-step bookkeeping of an n-step target for step `step` of an episode ending at `last`:
@@ -543,25 +593,37 @@ impl<'a> Batcher<'a> {
     /// Runs `model`'s encoders once over every step (each frame under its episode's instruction)
     /// and serves their output from then on. `progress(done, total)` sees the episodes.
     pub fn encode_all(&mut self, model: &VlaModel, mut progress: impl FnMut(usize, usize)) -> candle_core::Result<()> {
+        let episodes = self.data.episodes.len();
         let mut text_of: HashMap<&[u32], TextEncoding> = HashMap::new();
-        let mut text = Vec::with_capacity(self.data.episodes.len());
-        let mut frames = Vec::with_capacity(self.data.episodes.len());
-        let s = self.data.image_size();
-        for (e, episode) in self.data.episodes.iter().enumerate() {
-            progress(e, self.data.episodes.len());
+        for e in 0..episodes {
             let ids = self.ids[e].as_slice();
             if !text_of.contains_key(ids) {
-                let encoded = model.encode_text(&self.text_input(e)?, None)?;
-                text_of.insert(ids, encoded);
+                text_of.insert(ids, model.encode_text(&self.text_input(e)?, None)?);
             }
-            let instruction = &text_of[ids];
+        }
+        let s = self.data.image_size();
+        // Episodes are encoded side by side (one per thread); each one's result does not depend on
+        // the others, so neither does the cache on the thread count.
+        let encode = |e: usize| -> candle_core::Result<(Tensor, Tensor)> {
+            let episode = &self.data.episodes[e];
+            let instruction = &text_of[self.ids[e].as_slice()];
             let steps: Vec<usize> = (episode.first..episode.first + episode.len).collect();
             let images = Tensor::from_vec(self.pixels(&steps), (steps.len(), 3, s, s), &self.device)?;
             // Detached: kept with their graphs, the cached outputs would hold every activation.
-            frames.push(model.encode_frame(&images, instruction)?.detach());
-            text.push(instruction.tokens.squeeze(0)?.detach());
+            Ok((model.encode_frame(&images, instruction)?.detach(), instruction.tokens.squeeze(0)?.detach()))
+        };
+        let mut frames = Vec::with_capacity(episodes);
+        let mut text = Vec::with_capacity(episodes);
+        for first in (0..episodes).step_by(ENCODE_CHUNK) {
+            progress(first, episodes);
+            let chunk: Vec<(Tensor, Tensor)> =
+                (first..(first + ENCODE_CHUNK).min(episodes)).into_par_iter().map(encode).collect::<candle_core::Result<_>>()?;
+            for (f, t) in chunk {
+                frames.push(f);
+                text.push(t);
+            }
         }
-        progress(self.data.episodes.len(), self.data.episodes.len());
+        progress(episodes, episodes);
         self.encoded = Some(EncodedSteps { frames: Tensor::cat(&frames, 0)?, text });
         Ok(())
     }

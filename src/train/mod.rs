@@ -22,9 +22,11 @@ mod tests;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use rand::SeedableRng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::action::{ActionError, ActionSpace};
@@ -138,6 +140,17 @@ pub struct TrainOptions {
     #[serde(default)]
     #[arg(long, default_value_t = 0.002)]
     pub min_bin_share: f64,
+    /// Each batch is cut into this many shards whose gradients are computed side by side, one per
+    /// thread, and summed. It changes the arithmetic slightly (float sums, the balance loss is
+    /// per shard), so it belongs to the run: a resumed run keeps it. `moe_vla train` sets it to
+    /// `--threads`.
+    #[serde(default = "one_shard")]
+    #[arg(skip = 1usize)]
+    pub shards: usize,
+}
+
+fn one_shard() -> usize {
+    1
 }
 
 fn one_step() -> usize {
@@ -181,8 +194,8 @@ impl TrainOptions {
         {
             return bad("lr must be positive; alpha, beta and the imitation weight finite and not negative");
         }
-        if self.n_step == 0 {
-            return bad("n-step must be at least 1");
+        if self.n_step == 0 || self.shards == 0 {
+            return bad("n-step and shards must be at least 1");
         }
         if !(0.0..1.0).contains(&self.min_bin_share) {
             return bad("the minimum bin share must be in [0, 1)");
@@ -218,6 +231,41 @@ pub struct StepStats {
     /// bins the data supports.
     #[serde(default)]
     pub greedy_outside: f32,
+}
+
+impl StepStats {
+    /// The measurements times `w` (step, lr and grad norm are the update's, not a shard's).
+    fn scaled(&self, w: f32) -> Self {
+        Self {
+            loss: self.loss * w,
+            main: self.main * w,
+            conservative: self.conservative * w,
+            imitation: self.imitation * w,
+            balance: self.balance * w,
+            q_data: self.q_data * w,
+            q_target: self.q_target * w,
+            target_per_dim: self.target_per_dim.iter().map(|t| t * w).collect(),
+            greedy_outside: self.greedy_outside * w,
+            ..Self::default()
+        }
+    }
+
+    /// Adds another shard's (scaled) measurements.
+    fn add(&mut self, other: &Self) {
+        self.loss += other.loss;
+        self.main += other.main;
+        self.conservative += other.conservative;
+        self.imitation += other.imitation;
+        self.balance += other.balance;
+        self.q_data += other.q_data;
+        self.q_target += other.q_target;
+        self.greedy_outside += other.greedy_outside;
+        if self.target_per_dim.is_empty() {
+            self.target_per_dim = other.target_per_dim.clone();
+        } else {
+            self.target_per_dim.iter_mut().zip(&other.target_per_dim).for_each(|(a, b)| *a += b);
+        }
+    }
 }
 
 const CHECKPOINT: &str = "checkpoint";
@@ -336,24 +384,77 @@ impl Trainer {
         Ok(batcher.batch(&steps, self.opts.gamma, self.opts.n_step)?)
     }
 
-    /// One gradient update on `batch`.
+    /// One gradient update on `batch`. With several shards each computes the gradient of its
+    /// rows on its own thread, and the gradients are summed in shard order, so the result does not
+    /// depend on how many threads there are.
     pub fn update(&mut self, batch: &Batch) -> Result<StepStats, TrainError> {
-        let dims = self.cfg.action_dims();
-        let prefix_bins = batch.bins.narrow(1, 0, dims - 1)?;
-        let obs = batch.obs.encode(&self.online)?;
-        let (logits, balance) = self.online.forward_train(&obs, &prefix_bins)?;
+        let rows = batch.len()?;
+        let target_model = match self.opts.objective {
+            Objective::Q => Some(model_from(&self.cfg, self.target.clone().into_iter().collect(), &self.device)?),
+            Objective::Bc => None,
+        };
+        let shards = batch.shards(self.opts.shards)?;
+        let results: Vec<Result<(GradStore, StepStats), TrainError>> = shards
+            .par_iter()
+            .map(|shard| {
+                // The loss is a mean over rows: weighting each shard by its share of the batch
+                // makes the summed gradient the whole batch's.
+                let share = shard.len()? as f64 / rows as f64;
+                let (loss, stats) = self.shard_loss(shard, target_model.as_ref())?;
+                Ok(((loss * share)?.backward()?, stats.scaled(share as f32)))
+            })
+            .collect();
         let mut stats = StepStats {
             step: self.step,
             lr: cosine_lr(self.opts.adamw.lr, self.step, self.opts.warmup, self.opts.steps),
             ..Default::default()
         };
-        let main_loss = match self.opts.objective {
-            Objective::Q => {
-                let target_model = model_from(&self.cfg, self.target.clone().into_iter().collect(), &self.device)?;
+        let mut grads: Option<GradStore> = None;
+        for result in results {
+            let (shard_grads, shard_stats) = result?;
+            stats.add(&shard_stats);
+            grads = Some(match grads {
+                None => shard_grads,
+                Some(mut sum) => {
+                    for (_, var) in &self.vars {
+                        if let Some(g) = shard_grads.get(var) {
+                            let total = match sum.get(var) {
+                                Some(s) => (s + g)?,
+                                None => g.clone(),
+                            };
+                            sum.insert(var, total);
+                        }
+                    }
+                    sum
+                }
+            });
+        }
+        if !stats.loss.is_finite() {
+            return Err(TrainError::Invalid(format!("the loss became {} at step {}", stats.loss, self.step)));
+        }
+        let grads = grads.ok_or_else(|| TrainError::Invalid("an empty batch".to_string()))?;
+        stats.grad_norm = self.optimizer.step(&grads, stats.lr)?;
+        if self.opts.objective == Objective::Q {
+            self.update_target()?;
+        }
+        self.step += 1;
+        self.history.push(stats.clone());
+        Ok(stats)
+    }
+
+    /// The loss of one shard of a batch and what it measured (its means over the shard's rows).
+    fn shard_loss(&self, batch: &Batch, target_model: Option<&VlaModel>) -> Result<(Tensor, StepStats), TrainError> {
+        let dims = self.cfg.action_dims();
+        let prefix_bins = batch.bins.narrow(1, 0, dims - 1)?;
+        let obs = batch.obs.encode(&self.online)?;
+        let (logits, balance) = self.online.forward_train(&obs, &prefix_bins)?;
+        let mut stats = StepStats::default();
+        let main_loss = match target_model {
+            Some(target_model) => {
                 let q_target =
-                    candle_nn::ops::sigmoid(&target_model.forward_encoded(&batch.obs.encode(&target_model)?, &prefix_bins)?)?;
+                    candle_nn::ops::sigmoid(&target_model.forward_encoded(&batch.obs.encode(target_model)?, &prefix_bins)?)?;
                 let empty = Tensor::zeros((batch.bins.dim(0)?, 0), DType::U32, &self.device)?;
-                let q_next = candle_nn::ops::sigmoid(&target_model.forward_encoded(&batch.next.encode(&target_model)?, &empty)?)?
+                let q_next = candle_nn::ops::sigmoid(&target_model.forward_encoded(&batch.next.encode(target_model)?, &empty)?)?
                     .squeeze(1)?;
                 let boot = Bootstrap { return_n: &batch.return_n, discount: &batch.discount, mc_return: &batch.mc_return };
                 let targets = q_targets(&q_target, &q_next, &self.supported_mask, &boot)?;
@@ -372,7 +473,7 @@ impl Trainer {
                     q
                 }
             }
-            Objective::Bc => {
+            None => {
                 let ce = bc_loss(&logits, &batch.bins, &self.valid_mask)?;
                 stats.main = ce.to_scalar()?;
                 ce
@@ -382,17 +483,7 @@ impl Trainer {
         stats.balance = balance.to_scalar()?;
         let loss = (main_loss + (balance * self.opts.beta)?)?;
         stats.loss = loss.to_scalar()?;
-        if !stats.loss.is_finite() {
-            return Err(TrainError::Invalid(format!("the loss became {} at step {}", stats.loss, self.step)));
-        }
-        let grads = loss.backward()?;
-        stats.grad_norm = self.optimizer.step(&grads, stats.lr)?;
-        if self.opts.objective == Objective::Q {
-            self.update_target()?;
-        }
-        self.step += 1;
-        self.history.push(stats.clone());
-        Ok(stats)
+        Ok((loss, stats))
     }
 
     /// target <- tau * target + (1 - tau) * online.

@@ -60,20 +60,24 @@ fn main() -> Result<()> {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     // candle splits even batch-1 matrix products across threads, which costs more than it gains
-    // here; parallelism comes from the policy's own pool (experts run side by side) instead.
-    // Training's large batches do gain: there the kernels get every core (or --threads).
-    // Set before any thread exists; an explicit RAYON_NUM_THREADS is respected.
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let threads = match &cli.command {
-            // A number, not "0": with "0" candle re-reads the CPU count from /proc on every kernel.
-            Command::Train(args) => {
-                args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).to_string()
-            }
-            _ => "1".to_string(),
-        };
-        std::env::set_var("RAYON_NUM_THREADS", threads);
+    // here; parallelism comes from our own pools instead: the policy's (experts run side by side)
+    // and, in training, rayon's global pool, where each thread computes the gradient of its shard
+    // of the batch (for this model's matrix sizes, far better than splitting every kernel).
+    // Set before any thread exists. Outside training an explicit RAYON_NUM_THREADS is respected.
+    if let Command::Train(args) = &mut cli.command {
+        let threads = args
+            .threads
+            .or_else(|| std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()))
+            .filter(|&t| t > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+        args.threads = Some(threads);
+        // A number, not "0": with "0" candle re-reads the CPU count from /proc on every kernel.
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    } else if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
     }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))

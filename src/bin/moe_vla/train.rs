@@ -10,7 +10,8 @@ use moe_vla::train::{train_model, DataSummary, Objective, StepStats, TrainProgre
 pub struct TrainArgs {
     #[command(flatten)]
     run: TrainRun,
-    /// CPU threads (default: all cores).
+    /// CPU threads (default: RAYON_NUM_THREADS, else all cores). A fresh run cuts each batch into
+    /// this many shards, computed side by side; a resumed run keeps its checkpoint's shards.
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -28,7 +29,8 @@ struct Training {
     objective: Objective,
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
+pub fn run(mut args: TrainArgs) -> Result<()> {
+    args.run.options.shards = args.threads.unwrap_or(1);
     let reading = bar(0, "{spinner} reading bags [{bar:40}] {pos}/{len} {elapsed}");
     let mut encoding: Option<ProgressBar> = None;
     let mut training: Option<Training> = None;

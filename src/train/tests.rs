@@ -545,14 +545,23 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
     let config = dir.path().join("micro.json");
     std::fs::write(&config, serde_json::to_string(&micro()).unwrap()).unwrap();
     // Warm-up past the last update: the learning rate then does not depend on the planned steps,
-    // so a run planned for 2 updates and extended to 4 can match one planned for 4.
+    // so a run planned for 2 updates and extended to 4 can match one planned for 4. Batches are cut
+    // in 2 shards; the resuming call asks for 1, and must keep the checkpoint's 2 to match.
     let run = |out: &str, steps: usize, resume: bool| {
+        let shards = if resume { 1 } else { 2 };
         let run = TrainRun {
             data: data.clone(),
             config: Some(config.to_str().unwrap().to_owned()),
             text: None,
             out: dir.path().join(out),
-            options: TrainOptions { steps, batch_size: 4, warmup: 4, freeze_encoders_after: Some(2), ..Default::default() },
+            options: TrainOptions {
+                steps,
+                batch_size: 4,
+                warmup: 4,
+                freeze_encoders_after: Some(2),
+                shards,
+                ..Default::default()
+            },
             checkpoint_every: 250,
             max_minutes: None,
             resume,

@@ -66,13 +66,9 @@ fn batch(cfg: &VlaConfig, encoded: bool) -> Batch {
 
 fn updates(c: &mut Criterion) {
     moe_vla::train::keep_freed_memory();
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .filter(|&t: &usize| t > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("rayon's pool is not yet built");
+    let threads = moe_vla::train::training_threads(None);
     std::env::set_var("RAYON_NUM_THREADS", "1");
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("rayon's pool is not yet built");
     let mut group = c.benchmark_group("train_update");
     group.sample_size(10);
     // Each update takes a second or more: the same few iterations per sample, not 1..10.

@@ -488,12 +488,9 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn len(&self) -> candle_core::Result<usize> {
+    /// Its number of rows.
+    pub fn batch_size(&self) -> candle_core::Result<usize> {
         self.bins.dim(0)
-    }
-
-    pub fn is_empty(&self) -> candle_core::Result<bool> {
-        Ok(self.len()? == 0)
     }
 
     /// Rows `start..start + len` of the batch.
@@ -511,7 +508,7 @@ impl Batch {
     /// The batch cut into `n` runs of consecutive rows as even as can be (fewer when it has fewer
     /// rows than `n`).
     pub fn shards(&self, n: usize) -> candle_core::Result<Vec<Self>> {
-        let rows = self.len()?;
+        let rows = self.batch_size()?;
         let n = n.clamp(1, rows.max(1));
         let mut start = 0;
         (0..n)
@@ -614,10 +611,12 @@ impl<'a> Batcher<'a> {
         };
         let mut frames = Vec::with_capacity(episodes);
         let mut text = Vec::with_capacity(episodes);
-        for first in (0..episodes).step_by(ENCODE_CHUNK) {
+        // Enough episodes per chunk that threads seldom wait for the slowest one.
+        let chunk_len = ENCODE_CHUNK.max(4 * rayon::current_num_threads());
+        for first in (0..episodes).step_by(chunk_len) {
             progress(first, episodes);
             let chunk: Vec<(Tensor, Tensor)> =
-                (first..(first + ENCODE_CHUNK).min(episodes)).into_par_iter().map(encode).collect::<candle_core::Result<_>>()?;
+                (first..(first + chunk_len).min(episodes)).into_par_iter().map(encode).collect::<candle_core::Result<_>>()?;
             for (f, t) in chunk {
                 frames.push(f);
                 text.push(t);

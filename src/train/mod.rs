@@ -33,7 +33,7 @@ use crate::action::{ActionError, ActionSpace};
 use crate::model::{init_model, read_weights, save_weights, ModelError, VlaConfig, VlaModel};
 use crate::policy::{PolicyError, TokenizeError};
 use data::Batch;
-use objective::{bc_loss, greedy_outside_support, mask_tensor, q_loss, q_targets, self_imitation_loss, Bootstrap};
+use objective::{bc_loss, greedy_outside_support, mask_tensor, q_loss, q_targets, self_imitation_loss, successes, Bootstrap};
 use optim::{cosine_lr, AdamW, AdamWConfig};
 
 pub use data::{Batcher, Dataset, Observations, Topics};
@@ -52,6 +52,15 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 256 << 20);
     }
+}
+
+/// The threads a training run works on: `explicit` (`--threads`), else `RAYON_NUM_THREADS`, else
+/// every core.
+pub fn training_threads(explicit: Option<usize>) -> usize {
+    explicit
+        .or_else(|| std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()))
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,8 +203,11 @@ impl TrainOptions {
         {
             return bad("lr must be positive; alpha, beta and the imitation weight finite and not negative");
         }
-        if self.n_step == 0 || self.shards == 0 {
-            return bad("n-step and shards must be at least 1");
+        if self.n_step == 0 {
+            return bad("n-step must be at least 1");
+        }
+        if self.shards == 0 {
+            return bad("a batch needs at least 1 shard");
         }
         if !(0.0..1.0).contains(&self.min_bin_share) {
             return bad("the minimum bin share must be in [0, 1)");
@@ -234,37 +246,33 @@ pub struct StepStats {
 }
 
 impl StepStats {
-    /// The measurements times `w` (step, lr and grad norm are the update's, not a shard's).
-    fn scaled(&self, w: f32) -> Self {
-        Self {
-            loss: self.loss * w,
-            main: self.main * w,
-            conservative: self.conservative * w,
-            imitation: self.imitation * w,
-            balance: self.balance * w,
-            q_data: self.q_data * w,
-            q_target: self.q_target * w,
-            target_per_dim: self.target_per_dim.iter().map(|t| t * w).collect(),
-            greedy_outside: self.greedy_outside * w,
-            ..Self::default()
-        }
-    }
-
-    /// Adds another shard's (scaled) measurements.
-    fn add(&mut self, other: &Self) {
-        self.loss += other.loss;
-        self.main += other.main;
-        self.conservative += other.conservative;
-        self.imitation += other.imitation;
-        self.balance += other.balance;
-        self.q_data += other.q_data;
-        self.q_target += other.q_target;
-        self.greedy_outside += other.greedy_outside;
-        if self.target_per_dim.is_empty() {
-            self.target_per_dim = other.target_per_dim.clone();
-        } else {
-            self.target_per_dim.iter_mut().zip(&other.target_per_dim).for_each(|(a, b)| *a += b);
-        }
+    /// Adds `w` times a shard's measurements (step, lr and grad norm are the update's, not a
+    /// shard's).
+    fn add_scaled(&mut self, shard: &Self, w: f32) {
+        let Self {
+            step: _,
+            lr: _,
+            grad_norm: _,
+            loss,
+            main,
+            conservative,
+            imitation,
+            balance,
+            q_data,
+            q_target,
+            target_per_dim,
+            greedy_outside,
+        } = shard;
+        self.loss += w * loss;
+        self.main += w * main;
+        self.conservative += w * conservative;
+        self.imitation += w * imitation;
+        self.balance += w * balance;
+        self.q_data += w * q_data;
+        self.q_target += w * q_target;
+        self.greedy_outside += w * greedy_outside;
+        self.target_per_dim.resize(target_per_dim.len(), 0.0);
+        self.target_per_dim.iter_mut().zip(target_per_dim).for_each(|(sum, t)| *sum += w * t);
     }
 }
 
@@ -388,51 +396,50 @@ impl Trainer {
     /// rows on its own thread, and the gradients are summed in shard order, so the result does not
     /// depend on how many threads there are.
     pub fn update(&mut self, batch: &Batch) -> Result<StepStats, TrainError> {
-        let rows = batch.len()?;
+        let rows = batch.batch_size()?;
+        if rows == 0 {
+            return Err(TrainError::Invalid("an empty batch".to_string()));
+        }
         let target_model = match self.opts.objective {
             Objective::Q => Some(model_from(&self.cfg, self.target.clone().into_iter().collect(), &self.device)?),
             Objective::Bc => None,
         };
+        let successes = successes(&batch.mc_return)?;
         let shards = batch.shards(self.opts.shards)?;
-        let results: Vec<Result<(GradStore, StepStats), TrainError>> = shards
+        let results = shards
             .par_iter()
             .map(|shard| {
-                // The loss is a mean over rows: weighting each shard by its share of the batch
-                // makes the summed gradient the whole batch's.
-                let share = shard.len()? as f64 / rows as f64;
-                let (loss, stats) = self.shard_loss(shard, target_model.as_ref())?;
-                Ok(((loss * share)?.backward()?, stats.scaled(share as f32)))
+                // Every term but self-imitation is a mean over rows: weighting each shard by its
+                // share of the batch makes the summed gradient the whole batch's. Self-imitation
+                // is a mean over the batch's successful rows, wherever they fall.
+                let share = shard.batch_size()? as f64 / rows as f64;
+                let (loss, stats) = self.shard_loss(shard, target_model.as_ref(), successes * share)?;
+                Ok(((loss * share)?.backward()?, stats, share as f32))
             })
-            .collect();
+            .collect::<Result<Vec<(GradStore, StepStats, f32)>, TrainError>>()?;
         let mut stats = StepStats {
             step: self.step,
             lr: cosine_lr(self.opts.adamw.lr, self.step, self.opts.warmup, self.opts.steps),
             ..Default::default()
         };
-        let mut grads: Option<GradStore> = None;
-        for result in results {
-            let (shard_grads, shard_stats) = result?;
-            stats.add(&shard_stats);
-            grads = Some(match grads {
-                None => shard_grads,
-                Some(mut sum) => {
-                    for (_, var) in &self.vars {
-                        if let Some(g) = shard_grads.get(var) {
-                            let total = match sum.get(var) {
-                                Some(s) => (s + g)?,
-                                None => g.clone(),
-                            };
-                            sum.insert(var, total);
-                        }
-                    }
-                    sum
+        let mut results = results.into_iter();
+        let (mut grads, first, share) = results.next().expect("a batch with rows has a shard");
+        stats.add_scaled(&first, share);
+        for (shard_grads, shard_stats, share) in results {
+            stats.add_scaled(&shard_stats, share);
+            for (_, var) in &self.vars {
+                if let Some(g) = shard_grads.get(var) {
+                    let total = match grads.get(var) {
+                        Some(sum) => (sum + g)?,
+                        None => g.clone(),
+                    };
+                    grads.insert(var, total);
                 }
-            });
+            }
         }
         if !stats.loss.is_finite() {
             return Err(TrainError::Invalid(format!("the loss became {} at step {}", stats.loss, self.step)));
         }
-        let grads = grads.ok_or_else(|| TrainError::Invalid("an empty batch".to_string()))?;
         stats.grad_norm = self.optimizer.step(&grads, stats.lr)?;
         if self.opts.objective == Objective::Q {
             self.update_target()?;
@@ -443,14 +450,20 @@ impl Trainer {
     }
 
     /// The loss of one shard of a batch and what it measured (its means over the shard's rows).
-    fn shard_loss(&self, batch: &Batch, target_model: Option<&VlaModel>) -> Result<(Tensor, StepStats), TrainError> {
+    /// `imitation_divisor` is what the shard's self-imitation sum is divided by (see `update`).
+    fn shard_loss(
+        &self,
+        batch: &Batch,
+        target_model: Option<&VlaModel>,
+        imitation_divisor: f64,
+    ) -> Result<(Tensor, StepStats), TrainError> {
         let dims = self.cfg.action_dims();
         let prefix_bins = batch.bins.narrow(1, 0, dims - 1)?;
         let obs = batch.obs.encode(&self.online)?;
         let (logits, balance) = self.online.forward_train(&obs, &prefix_bins)?;
         let mut stats = StepStats::default();
-        let main_loss = match target_model {
-            Some(target_model) => {
+        let main_loss = match (self.opts.objective, target_model) {
+            (Objective::Q, Some(target_model)) => {
                 let q_target =
                     candle_nn::ops::sigmoid(&target_model.forward_encoded(&batch.obs.encode(target_model)?, &prefix_bins)?)?;
                 let empty = Tensor::zeros((batch.bins.dim(0)?, 0), DType::U32, &self.device)?;
@@ -464,7 +477,7 @@ impl Trainer {
                 stats.q_data = parts.q_data.to_scalar()?;
                 stats.q_target = targets.mean_all()?.to_scalar()?;
                 stats.target_per_dim = targets.mean(0)?.to_vec1()?;
-                let imitation = self_imitation_loss(&logits, &batch.bins, &self.valid_mask, &batch.mc_return)?;
+                let imitation = self_imitation_loss(&logits, &batch.bins, &self.valid_mask, &batch.mc_return, imitation_divisor)?;
                 stats.imitation = imitation.to_scalar()?;
                 let q = (parts.td + (parts.conservative * self.opts.alpha)?)?;
                 if self.opts.imitation_weight > 0.0 {
@@ -473,7 +486,8 @@ impl Trainer {
                     q
                 }
             }
-            None => {
+            (Objective::Q, None) => return Err(TrainError::Invalid("Q-learning needs the target network".to_string())),
+            (Objective::Bc, _) => {
                 let ce = bc_loss(&logits, &batch.bins, &self.valid_mask)?;
                 stats.main = ce.to_scalar()?;
                 ce

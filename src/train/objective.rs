@@ -106,14 +106,20 @@ pub fn bc_loss(logits: &Tensor, bins: &Tensor, mask: &Tensor) -> Result<Tensor> 
 }
 
 /// Self-imitation (Oh et al. 2018, with the sign of the return as the weight): the cross-entropy of
-/// the data bins under a softmax of the Q logits, a mean over dimensions like the TD term, over the
-/// samples of successful episodes (`mc_return` [B] > 0) only; 0 for a batch without any. It ranks
-/// the bins that led to success above their neighbours before the TD term has learned why.
-pub fn self_imitation_loss(logits: &Tensor, bins: &Tensor, mask: &Tensor, mc_return: &Tensor) -> Result<Tensor> {
+/// the data bins under a softmax of the Q logits, a mean over dimensions like the TD term, summed
+/// over the samples of successful episodes (`mc_return` [B] > 0) only and divided by `divisor`
+/// (for a whole batch, `successes(mc_return)`: a mean over its successful samples); 0 for a batch
+/// without any. It ranks the bins that led to success above their neighbours before the TD term
+/// has learned why.
+pub fn self_imitation_loss(logits: &Tensor, bins: &Tensor, mask: &Tensor, mc_return: &Tensor, divisor: f64) -> Result<Tensor> {
     let succeeded = mc_return.gt(0.0)?.to_dtype(DType::F32)?; // [B]
-    let count = succeeded.sum_all()?.clamp(1.0, f64::INFINITY)?;
     let per_sample = data_log_probs(logits, bins, mask)?.mean(D::Minus1)?; // [B]
-    ((per_sample * succeeded)?.sum_all()? / count)? * -1.0
+    ((per_sample * succeeded)?.sum_all()? / divisor)? * -1.0
+}
+
+/// The number of samples of successful episodes (`mc_return` [B] > 0), at least 1.
+pub fn successes(mc_return: &Tensor) -> Result<f64> {
+    Ok(f64::from(mc_return.gt(0.0)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?).max(1.0))
 }
 
 /// Per dimension, the share of samples whose greedy bin (argmax of `logits` [B, dims, bins] over

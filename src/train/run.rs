@@ -199,6 +199,15 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
         ActionSpace::new(&cfg.actions)?.valid_masks().iter().map(|m| m.iter().filter(|&&v| v).count()).collect();
     let first_step = trainer.step;
     progress(TrainProgress::Training { first_step, steps: opts.steps, objective: opts.objective, supported_bins: &supported });
+    let threads = rayon::current_num_threads();
+    if opts.shards < threads {
+        tracing::warn!(
+            "this run computes each batch in {} shard(s) (its checkpoint's), so only that many of the {threads} threads work",
+            opts.shards
+        );
+    } else {
+        tracing::info!("each batch in {} shards on {threads} threads", opts.shards);
+    }
 
     let mut batcher = Batcher::new(&dataset, &text, cfg.history, cfg.preprocess.clone(), &device)?;
     let started = Instant::now();

@@ -67,15 +67,11 @@ fn main() -> Result<()> {
     // of the batch (for this model's matrix sizes, far better than splitting every kernel).
     // Set before any thread exists. Outside training an explicit RAYON_NUM_THREADS is respected.
     if let Command::Train(args) = &mut cli.command {
-        let threads = args
-            .threads
-            .or_else(|| std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()))
-            .filter(|&t| t > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+        let threads = moe_vla::train::training_threads(args.threads);
         args.threads = Some(threads);
         // A number, not "0": with "0" candle re-reads the CPU count from /proc on every kernel.
         std::env::set_var("RAYON_NUM_THREADS", "1");
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
     } else if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }

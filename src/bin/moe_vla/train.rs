@@ -12,7 +12,7 @@ pub struct TrainArgs {
     run: TrainRun,
     /// CPU threads (default: RAYON_NUM_THREADS, else all cores). A fresh run cuts each batch into
     /// this many shards, computed side by side; a resumed run keeps its checkpoint's shards.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub threads: Option<usize>,
 }
 
@@ -30,7 +30,7 @@ struct Training {
 }
 
 pub fn run(mut args: TrainArgs) -> Result<()> {
-    args.run.options.shards = args.threads.unwrap_or(1);
+    args.run.options.shards = moe_vla::train::training_threads(args.threads);
     let reading = bar(0, "{spinner} reading bags [{bar:40}] {pos}/{len} {elapsed}");
     let mut encoding: Option<ProgressBar> = None;
     let mut training: Option<Training> = None;

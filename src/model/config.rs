@@ -255,6 +255,12 @@ pub struct VlaConfig {
     /// Absent in models written before per-dimension heads existed: those are `shared`.
     #[serde(default = "shared_head")]
     pub action_head: ActionHeadKind,
+    /// Discrete BCQ: a behaviour-cloning head beside the Q head, and a bin may win an argmax (in
+    /// Bellman targets and at inference) only where the behaviour head finds it at least this
+    /// share as likely as the dimension's likeliest supported bin. Absent: no behaviour head, the
+    /// argmax runs over every supported bin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour_filter: Option<f64>,
     pub actions: ActionSpaceConfig,
     #[serde(default)]
     pub preprocess: PreprocessConfig,
@@ -334,6 +340,7 @@ impl VlaConfig {
                 lora_rank: 0,
             },
             action_head: ActionHeadKind::PerDimension,
+            behaviour_filter: None,
             actions: quadruped_action_space(),
             preprocess: PreprocessConfig::default(),
             norm_eps: default_norm_eps(),
@@ -376,6 +383,7 @@ impl VlaConfig {
                 lora_rank: 0,
             },
             action_head: ActionHeadKind::PerDimension,
+            behaviour_filter: None,
             actions: quadruped_action_space(),
             preprocess: PreprocessConfig::default(),
             norm_eps: default_norm_eps(),
@@ -535,6 +543,11 @@ impl VlaConfig {
                         a.names[i], a.bins
                     ));
                 }
+            }
+        }
+        if let Some(threshold) = self.behaviour_filter {
+            if !(threshold > 0.0 && threshold <= 1.0) {
+                return fail(format!("behaviour_filter {threshold} must be in (0, 1]"));
             }
         }
         if self.preprocess.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {

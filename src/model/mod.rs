@@ -7,6 +7,7 @@
 //! per-dimension Q decoding comes from Q-Transformer (Chebotar et al. 2023,
 //! <https://arxiv.org/abs/2309.10150>).
 
+pub mod behaviour;
 pub mod bf16;
 pub mod config;
 pub mod conv;
@@ -27,5 +28,5 @@ pub use decode::{history_window, masked_argmax, sigmoid, FrameTokenCache, Greedy
 pub use minilm::{mean_pool_normalised, Bert, BertConfig};
 pub use moe::ExpertLoad;
 pub use text::{TextEncoding, TextInput};
-pub use vla::{EncodedObservation, ObservationBatch, VlaModel, INITIAL_Q_LOGIT};
+pub use vla::{EncodedObservation, ObservationBatch, TrainOutput, VlaModel, INITIAL_Q_LOGIT};
 pub use weights::{count_params, init_model, load_model, read_weights, save_weights, seeded_var_builder, ModelError, ParamCount};

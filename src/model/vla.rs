@@ -1,10 +1,12 @@
 //! The VLA Q-network: instruction and frame encoders, a MoE decoder over observation and action
-//! tokens, and a per-dimension Q head.
+//! tokens, and a per-dimension Q head (with, optionally, a behaviour head that filters its argmax:
+//! discrete BCQ, `behaviour.rs`).
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::{embedding, Embedding, Linear, VarBuilder};
 
+use super::behaviour::filter_q;
 use super::config::{ActionHeadKind, DecoderKind, VlaConfig};
 use super::layers::{linear_rows, norm, Attention, Norm};
 use super::moe::{empty_load, ExpertLoad, FeedForward};
@@ -211,6 +213,47 @@ pub struct VlaModel {
     blocks: Vec<DecoderBlock>,
     norm: Norm,
     head: QHead,
+    behaviour: Option<BehaviourHead>,
+}
+
+/// Discrete BCQ's behaviour model: logits of the data's policy over the bins of each dimension,
+/// read from the same decoder states as the Q head.
+#[derive(Debug, Clone)]
+struct BehaviourHead {
+    head: QHead,
+    /// `VlaConfig::behaviour_filter`.
+    threshold: f64,
+    /// [dims, bins]: 1 for the bins `actions.supported` allows (every bin without it).
+    supported: Tensor,
+}
+
+impl BehaviourHead {
+    fn new(cfg: &VlaConfig, threshold: f64, vb: VarBuilder) -> Result<Self> {
+        let (bins, dims) = (cfg.actions.bins, cfg.action_dims());
+        let mut supported = vec![0f32; dims * bins];
+        for dim in 0..dims {
+            let row = &mut supported[dim * bins..(dim + 1) * bins];
+            match cfg.actions.supported.as_ref().and_then(|s| s.get(dim)) {
+                Some(ranges) => ranges.iter().for_each(|&[lo, hi]| row[lo as usize..=hi as usize].fill(1.0)),
+                None => row.fill(1.0),
+            }
+        }
+        Ok(Self {
+            head: QHead::new(cfg, vb.clone())?,
+            threshold,
+            supported: Tensor::from_vec(supported, (dims, bins), vb.device())?,
+        })
+    }
+}
+
+/// What the training forward pass returns.
+pub struct TrainOutput {
+    /// [B, m + 1, bins]: unfiltered Q logits, row i for dimension i.
+    pub q: Tensor,
+    /// [B, m + 1, bins]: behaviour logits, for a model with a behaviour head.
+    pub behaviour: Option<Tensor>,
+    /// The mean load-balancing loss over the decoder's mixture layers (zero for a dense decoder).
+    pub balance: Tensor,
 }
 
 impl VlaModel {
@@ -236,6 +279,10 @@ impl VlaModel {
             blocks,
             norm: norm(d, cfg.norm_eps, vb.pp("norm"))?,
             head: QHead::new(cfg, vb.pp("q_head"))?,
+            behaviour: match cfg.behaviour_filter {
+                Some(threshold) => Some(BehaviourHead::new(cfg, threshold, vb.pp("behaviour_head"))?),
+                None => None,
+            },
         })
     }
 
@@ -303,9 +350,21 @@ impl VlaModel {
     }
 
     /// Q logits from hidden states [B, T, D] whose position t belongs to dimension `first + t`
-    /// -> [B, T, bins].
+    /// -> [B, T, bins]; with a behaviour head, the bins it rules out are dropped far below the
+    /// rest, so no argmax or max picks them.
     fn q_logits(&self, hidden: &Tensor, first: usize) -> Result<Tensor> {
-        self.head.forward(&self.norm.forward(hidden)?, first)
+        let (q, behaviour) = self.heads(hidden, first)?;
+        match (&self.behaviour, behaviour) {
+            (Some(b), Some(behaviour)) => filter_q(&q, &behaviour, &b.supported.narrow(0, first, q.dim(1)?)?, b.threshold),
+            _ => Ok(q),
+        }
+    }
+
+    /// Unfiltered Q logits and, with a behaviour head, behaviour logits, each [B, T, bins].
+    fn heads(&self, hidden: &Tensor, first: usize) -> Result<(Tensor, Option<Tensor>)> {
+        let hidden = self.norm.forward(hidden)?;
+        let behaviour = self.behaviour.as_ref().map(|b| b.head.forward(&hidden, first)).transpose()?;
+        Ok((self.head.forward(&hidden, first)?, behaviour))
     }
 
     /// The reference (training) forward pass. `bins`: [B, m] u32, the chosen bins of dimensions
@@ -315,22 +374,22 @@ impl VlaModel {
         self.forward_probed(obs, bins, load, None)
     }
 
-    /// The training forward pass: like `forward` on observations already through the encoders,
-    /// plus the mean load-balancing loss over the decoder's mixture layers (a scalar; zero for a
-    /// dense decoder).
-    pub fn forward_train(&self, obs: &EncodedObservation, bins: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// The training forward pass on observations already through the encoders: the unfiltered Q
+    /// logits (the loss needs every bin's), the behaviour logits and the balance loss.
+    pub fn forward_train(&self, obs: &EncodedObservation, bins: &Tensor) -> Result<TrainOutput> {
         let mut balance = Vec::with_capacity(self.cfg.layers);
-        let logits = self.decoder(&self.prefix(obs)?, obs.text_valid.as_ref(), bins, None, Some(&mut balance))?;
+        let states = self.decoder(&self.prefix(obs)?, obs.text_valid.as_ref(), bins, None, Some(&mut balance))?;
+        let (q, behaviour) = self.heads(&states, 0)?;
         let balance = match balance.len() {
             0 => Tensor::zeros((), candle_core::DType::F32, self.device())?,
             n => (Tensor::stack(&balance, 0)?.sum_all()? / n as f64)?,
         };
-        Ok((logits, balance))
+        Ok(TrainOutput { q, behaviour, balance })
     }
 
     /// Like `forward` on observations already through the encoders.
     pub fn forward_encoded(&self, obs: &EncodedObservation, bins: &Tensor) -> Result<Tensor> {
-        self.decoder(&self.prefix(obs)?, obs.text_valid.as_ref(), bins, None, None)
+        self.q_logits(&self.decoder(&self.prefix(obs)?, obs.text_valid.as_ref(), bins, None, None)?, 0)
     }
 
     fn forward_probed(
@@ -341,7 +400,7 @@ impl VlaModel {
         balance: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
         let encoded = self.encode(obs)?;
-        self.decoder(&self.prefix(&encoded)?, encoded.text_valid.as_ref(), bins, load, balance)
+        self.q_logits(&self.decoder(&self.prefix(&encoded)?, encoded.text_valid.as_ref(), bins, load, balance)?, 0)
     }
 
     /// Runs the instruction and frame encoders over a batch.
@@ -378,9 +437,11 @@ impl VlaModel {
         bins: &Tensor,
         load: Option<&mut ExpertLoad>,
     ) -> Result<Tensor> {
-        self.decoder(prefix, text_valid, bins, load, None)
+        self.q_logits(&self.decoder(prefix, text_valid, bins, load, None)?, 0)
     }
 
+    /// The decoder's last states [B, m + 1, D] at the positions the Q values of dimensions 0..=m
+    /// are read from.
     fn decoder(
         &self,
         prefix: &Tensor,
@@ -427,7 +488,7 @@ impl VlaModel {
             };
             xs = block.forward(&xs, Some(&bias), None, layer_load, balance.as_deref_mut())?;
         }
-        self.q_logits(&xs.narrow(1, first_read, m + 1)?, 0)
+        xs.narrow(1, first_read, m + 1)
     }
 
     /// Where the instruction, the frames and the actions sit in a sequence whose observation

@@ -243,6 +243,10 @@ pub struct StepStats {
     /// bins the data supports.
     #[serde(default)]
     pub greedy_outside: f32,
+    /// Cross-entropy of the data bins under the behaviour head, a mean over dimensions (models
+    /// with a behaviour filter).
+    #[serde(default)]
+    pub behaviour: f32,
 }
 
 impl StepStats {
@@ -262,6 +266,7 @@ impl StepStats {
             q_target,
             target_per_dim,
             greedy_outside,
+            behaviour,
         } = shard;
         self.loss += w * loss;
         self.main += w * main;
@@ -271,6 +276,7 @@ impl StepStats {
         self.q_data += w * q_data;
         self.q_target += w * q_target;
         self.greedy_outside += w * greedy_outside;
+        self.behaviour += w * behaviour;
         self.target_per_dim.resize(target_per_dim.len(), 0.0);
         self.target_per_dim.iter_mut().zip(target_per_dim).for_each(|(sum, t)| *sum += w * t);
     }
@@ -460,7 +466,8 @@ impl Trainer {
         let dims = self.cfg.action_dims();
         let prefix_bins = batch.bins.narrow(1, 0, dims - 1)?;
         let obs = batch.obs.encode(&self.online)?;
-        let (logits, balance) = self.online.forward_train(&obs, &prefix_bins)?;
+        let out = self.online.forward_train(&obs, &prefix_bins)?;
+        let (logits, balance) = (&out.q, out.balance);
         let mut stats = StepStats::default();
         let main_loss = match (self.opts.objective, target_model) {
             (Objective::Q, Some(target_model)) => {
@@ -492,6 +499,15 @@ impl Trainer {
                 stats.main = ce.to_scalar()?;
                 ce
             }
+        };
+        // The behaviour head learns the data's policy from every step, whatever the objective.
+        let main_loss = match &out.behaviour {
+            Some(behaviour) => {
+                let ce = (bc_loss(behaviour, &batch.bins, &self.valid_mask)? / dims as f64)?;
+                stats.behaviour = ce.to_scalar()?;
+                (main_loss + ce)?
+            }
+            None => main_loss,
         };
         stats.greedy_outside = greedy_outside_support(&logits.detach(), &self.valid, &self.supported)?;
         stats.balance = balance.to_scalar()?;

@@ -46,6 +46,12 @@ pub fn loss_curves(history: &[StepStats], objective: Objective, title: &str, pat
         }
         Objective::Bc => panels.push(("cross-entropy (sum over dimensions)", history.iter().map(|s| s.main).collect())),
     }
+    if history.iter().any(|s| s.behaviour != 0.0) {
+        panels.push((
+            "behaviour head (cross-entropy of the data bins, mean over dimensions)",
+            history.iter().map(|s| s.behaviour).collect(),
+        ));
+    }
     panels.push(("load-balancing loss", history.iter().map(|s| s.balance).collect()));
     let window = (history.len() / 50).clamp(1, 100);
     let root = BitMapBackend::new(path, (1000, 280 * panels.len() as u32)).into_drawing_area();

@@ -37,6 +37,11 @@ pub struct TrainRun {
     /// data's instructions) or minilm (the frozen all-MiniLM-L6-v2 that scripts/setup.sh installs).
     #[arg(long, conflicts_with = "resume", value_parser = clap::value_parser!(TextKind))]
     pub text: Option<TextKind>,
+    /// Discrete BCQ: add a behaviour head and let a bin win an argmax (in targets and at inference)
+    /// only where the behaviour head finds it at least this share as likely as the likeliest bin
+    /// (0.3 in Fujimoto et al.); replaces the architecture's setting.
+    #[arg(long, conflicts_with = "resume", value_name = "THRESHOLD")]
+    pub behaviour_filter: Option<f64>,
     /// Model folder to write (config.json, model.safetensors, tokenizer.json, train.json,
     /// loss.png, checkpoint/).
     #[arg(long)]
@@ -128,7 +133,11 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
         None => {
             let spec =
                 run.config.as_deref().ok_or_else(|| TrainError::Invalid("--config is required without --resume".into()))?;
-            let cfg = read_architecture(spec)?;
+            let mut cfg = read_architecture(spec)?;
+            if run.behaviour_filter.is_some() {
+                cfg.behaviour_filter = run.behaviour_filter;
+                cfg.validate().map_err(TrainError::Invalid)?;
+            }
             match run.text {
                 Some(kind) => cfg.with_text(kind),
                 None => cfg,
@@ -276,6 +285,7 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
             "q_data": last(|s| s.q_data),
             "q_target": last(|s| s.q_target),
             "greedy_outside_support": last(|s| s.greedy_outside),
+            "behaviour": last(|s| s.behaviour),
         },
         "supported_bins_per_dimension": supported,
         "diagnostics": diagnostics_series(&trainer.history, &cfg.actions.names),

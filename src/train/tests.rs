@@ -3,7 +3,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use super::data::{n_step, Batch, Batcher, Dataset, Observations, Topics};
-use super::objective::{mask_tensor, q_loss, q_targets, self_imitation_loss, successes, Bootstrap};
+use super::objective::{bc_loss, mask_tensor, q_loss, q_targets, self_imitation_loss, successes, Bootstrap};
 use super::*;
 use crate::action::{GaitFields, PlanarTwist};
 use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist, Vector3, VlaDecision};
@@ -178,6 +178,72 @@ fn conservative_term_lowers_unseen_bins() {
     assert!(with < 0.5 * without, "at the default weight unseen bins reach {with}, without the term {without}");
 }
 
+/// Per (sample, dimension), the argmax bin of `logits` [B, dims, bins] over the valid bins.
+fn greedy_bins(trainer: &Trainer, logits: &Tensor) -> Vec<Vec<u32>> {
+    let rows = logits.to_vec3::<f32>().unwrap();
+    rows.iter()
+        .map(|sample| sample.iter().zip(&trainer.valid).map(|(row, valid)| crate::model::masked_argmax(row, valid).0).collect())
+        .collect()
+}
+
+#[test]
+fn the_behaviour_filter_keeps_the_argmax_on_the_bins_the_data_takes() {
+    // Every recorded step failed (return 0) and there is no conservative term, so Q learns that
+    // the data's bins are worth nothing and stays at its initial guess elsewhere: the plain argmax
+    // leaves the data. The behaviour head learns which bins the data took, and its filter keeps
+    // the argmax on them.
+    let mut cfg = micro();
+    cfg.behaviour_filter = Some(0.3);
+    // As training data would have it: the terminate flag takes its extremes, the rest any bin.
+    let mut supported = vec![vec![[0, 255]]; cfg.action_dims()];
+    supported[0] = vec![[0, 0], [255, 255]];
+    cfg.actions.supported = Some(supported);
+    let batch = synthetic_batch(&cfg, 4);
+    let opts = TrainOptions {
+        steps: 150,
+        warmup: 1,
+        alpha: 0.0,
+        beta: 0.0,
+        adamw: AdamWConfig { lr: 3e-3, ..Default::default() },
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
+    let first = trainer.update(&batch).unwrap().behaviour;
+    let mut last = first;
+    for _ in 1..150 {
+        last = trainer.update(&batch).unwrap().behaviour;
+    }
+    assert!(last < 0.2 * first, "the behaviour head's cross-entropy went from {first} to {last}");
+
+    let dims = cfg.action_dims();
+    let prefix = batch.bins.narrow(1, 0, dims - 1).unwrap();
+    let data = batch.bins.to_vec2::<u32>().unwrap();
+    let plain = trainer.online.forward_train(&batch.obs.encode(&trainer.online).unwrap(), &prefix).unwrap().q;
+    let filtered = trainer.online.forward(pixels(&batch.obs), &prefix, None).unwrap();
+    let agree = |greedy: Vec<Vec<u32>>| -> usize {
+        greedy.iter().zip(&data).map(|(g, d)| g.iter().zip(d).filter(|(g, d)| g == d).count()).sum()
+    };
+    let total = data.len() * dims;
+    let (plain, filtered) = (agree(greedy_bins(&trainer, &plain)), agree(greedy_bins(&trainer, &filtered)));
+    assert_eq!(filtered, total, "the filtered argmax is the data's bin in {filtered} of {total} cases");
+    assert!(plain < total / 2, "without the filter the argmax is the data's bin in {plain} of {total} cases");
+}
+
+#[test]
+fn a_behaviour_filter_round_trips_through_config_json_and_must_be_a_share() {
+    let mut cfg = micro();
+    assert!(!serde_json::to_string(&cfg).unwrap().contains("behaviour_filter"), "absent unless set");
+    cfg.behaviour_filter = Some(0.3);
+    let back: VlaConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(back.behaviour_filter, Some(0.3));
+    let (_, weights) = crate::model::init_model(&cfg, 0, &Device::Cpu).unwrap();
+    assert!(weights.contains_key("behaviour_head.weight"), "{:?}", weights.keys().collect::<Vec<_>>());
+    for bad in [0.0, -0.1, 1.5, f64::NAN] {
+        cfg.behaviour_filter = Some(bad);
+        assert!(cfg.validate().is_err(), "behaviour_filter {bad} was accepted");
+    }
+}
+
 #[test]
 fn self_imitation_is_the_cross_entropy_of_successful_samples_only() {
     // 2 samples, 2 dimensions of 3 bins; bin 2 of dimension 1 is not a valid choice.
@@ -236,16 +302,18 @@ fn optimizer_and_target_state_hold_no_graph() {
 
 #[test]
 fn every_parameter_receives_a_gradient() {
-    let cfg = micro();
+    let mut cfg = micro();
+    cfg.behaviour_filter = Some(0.3);
     let batch = synthetic_batch(&cfg, 3);
     let opts = TrainOptions::default();
     let trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
     let dims = cfg.action_dims();
     let obs = batch.obs.encode(&trainer.online).unwrap();
-    let (logits, balance) = trainer.online.forward_train(&obs, &batch.bins.narrow(1, 0, dims - 1).unwrap()).unwrap();
+    let out = trainer.online.forward_train(&obs, &batch.bins.narrow(1, 0, dims - 1).unwrap()).unwrap();
     let targets = Tensor::ones((3, dims), DType::F32, &Device::Cpu).unwrap();
-    let parts = q_loss(&logits, &batch.bins, &targets, &trainer.valid_mask).unwrap();
-    let loss = (parts.td + parts.conservative + balance).unwrap();
+    let parts = q_loss(&out.q, &batch.bins, &targets, &trainer.valid_mask).unwrap();
+    let behaviour = bc_loss(&out.behaviour.unwrap(), &batch.bins, &trainer.valid_mask).unwrap();
+    let loss = (parts.td + parts.conservative + behaviour + out.balance).unwrap();
     let grads = loss.backward().unwrap();
     for (name, var) in &trainer.vars {
         let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} has no gradient"));
@@ -557,6 +625,8 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
             data: data.clone(),
             config: Some(config.to_str().unwrap().to_owned()),
             text: None,
+            // A behaviour head too: it must be written, loaded and resumed like every other part.
+            behaviour_filter: Some(0.3),
             out: dir.path().join(out),
             options: TrainOptions {
                 steps,
@@ -596,6 +666,9 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
     assert_eq!(events, ["data 4 20", "training from 2", "encoded at 2", "update 3 of 1", "update 4 of 2"]);
     let weights = |out: &str| std::fs::read(dir.path().join(out).join(WEIGHTS_FILE)).unwrap();
     assert!(weights("straight") == weights("resumed"), "the resumed run's weights differ");
+    let written: VlaConfig =
+        serde_json::from_slice(&std::fs::read(dir.path().join("resumed").join(crate::policy::CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(written.behaviour_filter, Some(0.3), "the resumed run keeps its checkpoint's architecture");
 
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("resumed/train.json")).unwrap()).unwrap();

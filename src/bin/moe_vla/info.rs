@@ -58,6 +58,12 @@ fn describe(cfg: &VlaConfig, params: ParamCount) -> String {
         f.expert_act,
         if f.lora_rank > 0 { format!(", LoRA rank {}", f.lora_rank) } else { String::new() }
     ));
+    line(match cfg.behaviour_filter {
+        Some(t) => {
+            format!("argmax               over bins the behaviour head finds at least {t} times as likely as its favourite (BCQ)")
+        }
+        None => "argmax               over every supported bin".to_string(),
+    });
     line(format!("action space         {} dimensions x {} bins", cfg.action_dims(), cfg.actions.bins));
     line(format!("  {:>2}  {:<18} {:>8} {:>8} {:>10}", "#", "name", "low", "high", "bin width"));
     if let Ok(space) = ActionSpace::new(&cfg.actions) {

@@ -103,7 +103,7 @@ fn print_data(data: &DataSummary) {
 /// The recent updates' mean losses and Q values.
 fn progress_message(objective: Objective, recent: &[StepStats]) -> String {
     let mean = |f: fn(&StepStats) -> f32| recent.iter().map(f).sum::<f32>() / recent.len() as f32;
-    match objective {
+    let message = match objective {
         Objective::Q => format!(
             "loss {:.4} td {:.4} cql {:.4} imitation {:.3} Q {:.3} target {:.3}",
             mean(|s| s.loss),
@@ -114,5 +114,11 @@ fn progress_message(objective: Objective, recent: &[StepStats]) -> String {
             mean(|s| s.q_target)
         ),
         Objective::Bc => format!("loss {:.4} ce {:.4} balance {:.3}", mean(|s| s.loss), mean(|s| s.main), mean(|s| s.balance)),
+    };
+    let behaviour = mean(|s| s.behaviour);
+    if behaviour == 0.0 {
+        message
+    } else {
+        format!("{message} behaviour {behaviour:.3}")
     }
 }

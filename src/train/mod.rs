@@ -478,13 +478,13 @@ impl Trainer {
                     .squeeze(1)?;
                 let boot = Bootstrap { return_n: &batch.return_n, discount: &batch.discount, mc_return: &batch.mc_return };
                 let targets = q_targets(&q_target, &q_next, &self.supported_mask, &boot)?;
-                let parts = q_loss(&logits, &batch.bins, &targets, &self.valid_mask)?;
+                let parts = q_loss(logits, &batch.bins, &targets, &self.valid_mask)?;
                 stats.main = parts.td.to_scalar()?;
                 stats.conservative = parts.conservative.to_scalar()?;
                 stats.q_data = parts.q_data.to_scalar()?;
                 stats.q_target = targets.mean_all()?.to_scalar()?;
                 stats.target_per_dim = targets.mean(0)?.to_vec1()?;
-                let imitation = self_imitation_loss(&logits, &batch.bins, &self.valid_mask, &batch.mc_return, imitation_divisor)?;
+                let imitation = self_imitation_loss(logits, &batch.bins, &self.valid_mask, &batch.mc_return, imitation_divisor)?;
                 stats.imitation = imitation.to_scalar()?;
                 let q = (parts.td + (parts.conservative * self.opts.alpha)?)?;
                 if self.opts.imitation_weight > 0.0 {
@@ -495,7 +495,7 @@ impl Trainer {
             }
             (Objective::Q, None) => return Err(TrainError::Invalid("Q-learning needs the target network".to_string())),
             (Objective::Bc, _) => {
-                let ce = bc_loss(&logits, &batch.bins, &self.valid_mask)?;
+                let ce = bc_loss(logits, &batch.bins, &self.valid_mask)?;
                 stats.main = ce.to_scalar()?;
                 ce
             }

@@ -180,18 +180,10 @@ impl ActionSpace {
                 if ranges.len() != n {
                     return Err(ActionError::Invalid(format!("{} supported-bin lists for {n} dimensions", ranges.len())));
                 }
-                let masks = ranges
-                    .iter()
-                    .zip(&cfg.names)
-                    .map(|(dim_ranges, name)| {
-                        let mut mask = vec![false; cfg.bins];
-                        for &[lo, hi] in dim_ranges {
-                            if lo > hi || hi as usize >= cfg.bins {
-                                return Err(ActionError::Invalid(format!("{name}: supported range [{lo}, {hi}]")));
-                            }
-                            mask[lo as usize..=hi as usize].fill(true);
-                        }
-                        Ok(mask)
+                let masks = (0..n)
+                    .map(|dim| {
+                        cfg.supported_mask(dim)
+                            .map_err(|[lo, hi]| ActionError::Invalid(format!("{}: supported range [{lo}, {hi}]", cfg.names[dim])))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Some(masks)

@@ -178,6 +178,24 @@ pub struct ActionSpaceConfig {
     pub supported: Option<Vec<Vec<[u32; 2]>>>,
 }
 
+impl ActionSpaceConfig {
+    /// Which of dimension `dim`'s bins the data supports: every bin where `supported` is absent.
+    /// A range that is reversed or reaches past `bins` is the error.
+    pub fn supported_mask(&self, dim: usize) -> std::result::Result<Vec<bool>, [u32; 2]> {
+        let Some(ranges) = self.supported.as_ref().and_then(|s| s.get(dim)) else {
+            return Ok(vec![true; self.bins]);
+        };
+        let mut mask = vec![false; self.bins];
+        for &[lo, hi] in ranges {
+            if lo > hi || hi as usize >= self.bins {
+                return Err([lo, hi]);
+            }
+            mask[lo as usize..=hi as usize].fill(true);
+        }
+        Ok(mask)
+    }
+}
+
 /// How the Q head and the action-token embedding treat the action dimensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

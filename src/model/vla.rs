@@ -230,13 +230,12 @@ struct BehaviourHead {
 impl BehaviourHead {
     fn new(cfg: &VlaConfig, threshold: f64, vb: VarBuilder) -> Result<Self> {
         let (bins, dims) = (cfg.actions.bins, cfg.action_dims());
-        let mut supported = vec![0f32; dims * bins];
+        let mut supported = Vec::with_capacity(dims * bins);
         for dim in 0..dims {
-            let row = &mut supported[dim * bins..(dim + 1) * bins];
-            match cfg.actions.supported.as_ref().and_then(|s| s.get(dim)) {
-                Some(ranges) => ranges.iter().for_each(|&[lo, hi]| row[lo as usize..=hi as usize].fill(1.0)),
-                None => row.fill(1.0),
-            }
+            let mask = cfg.actions.supported_mask(dim).map_err(|[lo, hi]| {
+                candle_core::Error::Msg(format!("actions.supported of dimension {dim}: range [{lo}, {hi}]"))
+            })?;
+            supported.extend(mask.into_iter().map(|s| if s { 1f32 } else { 0.0 }));
         }
         Ok(Self {
             head: QHead::new(cfg, vb.clone())?,

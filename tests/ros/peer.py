@@ -13,9 +13,16 @@ import zlib
 from collections import defaultdict
 from pathlib import Path
 
+# Participants on one host, found without multicast: on the CI machines, multicast discovery now
+# and then never connected a peer and its node (about one test in 100 timed out after 20 s; with
+# LARGE_DATA's ephemeral unicast ports a static peer cannot help). LOCALHOST announces by unicast
+# to localhost's well-known ports. rmw_fastrtps then chooses the transports itself (shared memory
+# and UDP), so FASTDDS_BUILTIN_TRANSPORTS below only counts where a run sets another range.
+# Both are set before any participant exists, for the peer and the nodes it starts.
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 # Fast DDS's default transports lose best-effort samples larger than its shared-memory segment
-# (a 640x480 rgb8 frame is 900 KB) on one host; LARGE_DATA is its documented fix. Set before any
-# participant exists, for the peer and the node it starts (README, "Large images").
+# (a 640x480 rgb8 frame is 900 KB) on one host; LARGE_DATA is its documented fix (README, "Large
+# images").
 os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 
 import numpy as np  # noqa: E402
@@ -199,11 +206,20 @@ class Peer:
         return self.publisher(topic, String, INSTRUCTION_QOS)
 
     def wait_matched(self, publisher, timeout=20.0):
-        wait_until(lambda: publisher.get_subscription_count() > 0, timeout,
-                   f"a subscriber on {publisher.topic_name}")
+        self._wait_discovered(lambda: publisher.get_subscription_count() > 0, timeout,
+                              f"a subscriber on {publisher.topic_name}")
 
     def wait_publisher(self, topic: str, timeout=20.0):
-        wait_until(lambda: self.node.count_publishers(topic) > 0, timeout, f"a publisher on {topic}")
+        self._wait_discovered(lambda: self.node.count_publishers(topic) > 0, timeout, f"a publisher on {topic}")
+
+    def _wait_discovered(self, predicate, timeout: float, what: str):
+        """`wait_until`, failing with the nodes this peer does see: whether discovery or the
+        endpoint is missing."""
+        try:
+            wait_until(predicate, timeout, what)
+        except AssertionError as e:
+            seen = [f"{ns.rstrip('/')}/{name}" for name, ns in self.node.get_node_names_and_namespaces()]
+            raise AssertionError(f"{e}; this peer sees the nodes {seen}") from None
 
     def close(self):
         self.executor.shutdown()

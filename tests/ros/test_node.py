@@ -363,10 +363,10 @@ def test_bad_input_is_logged_and_never_moves_the_robot(peer, start_node, scenes,
     cam_c, instr_c = connect(peer, cmd_topic="/cmp/cmd_vel", ns="/cmp", compressed=True)
     say(instr_c, scenes["instruction"])
     jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
-    for _ in range(10):
-        cam_c.publish(p.compressed_msg(jpeg))
-        time.sleep(0.02)
+    # A camera that keeps sending: frames that arrive before the instruction are not decided.
+    corrupt = Camera(peer, cam_c, p.compressed_msg(jpeg), rate_hz=20)
     p.wait_until(lambda: "decision failed" in compressed.log(), 20, "the corrupt JPEG to be reported")
+    corrupt.stop()
     assert "cannot decode compressed frame" in compressed.log()
     assert compressed.alive() and node.alive()
     assert all(is_zero(m) for _, m in twists(peer, topic="/cmp/cmd_vel"))

@@ -554,7 +554,7 @@ impl VlaConfig {
                 return fail(format!("actions.supported has {} entries for {n} dimensions", supported.len()));
             }
             for (i, ranges) in supported.iter().enumerate() {
-                let bad = ranges.is_empty() || ranges.iter().any(|[lo, hi]| lo > hi || *hi as usize >= a.bins);
+                let bad = ranges.is_empty() || a.supported_mask(i).is_err();
                 if bad {
                     return fail(format!(
                         "actions.supported of dimension {i} ({}) must be non-empty ranges [lo, hi] of bins below {}",

@@ -452,14 +452,14 @@ fn drive_worker(decider: Faulty, answered: usize, release: Option<std::sync::mps
     let mut last_applied = f64::NAN;
     for i in 0..100 {
         let t = i as f64 * period;
-        let frame = crate::policy::OwnedFrame::raw(2, 2, 6, "rgb8", vec![0; 12]).unwrap();
+        let frame = Arc::new(crate::policy::OwnedFrame::raw(2, 2, 6, "rgb8", vec![0; 12]).unwrap());
         session.frame_received(t, Duration::ZERO, false);
         let job = FrameJob {
             frame,
             instruction: instruction.clone(),
             source_stamp: Duration::ZERO,
             received_at: t,
-            received: std::time::Instant::now(),
+            asked: std::time::Instant::now(),
         };
         worker.submit(job);
         let wait = if i < answered { Duration::from_secs(30) } else { Duration::from_millis(20) };

@@ -29,7 +29,7 @@ impl Decide for Policy {
 /// A frame waiting for inference.
 #[derive(Debug)]
 pub struct FrameJob {
-    pub frame: OwnedFrame,
+    pub frame: Arc<OwnedFrame>,
     /// The instruction in force when the frame arrived. Every instruction given (even the same
     /// text again) is a new `Arc`: a job whose `Arc` differs from the previous job's starts a
     /// fresh history.
@@ -38,8 +38,9 @@ pub struct FrameJob {
     pub source_stamp: Duration,
     /// Receipt time on the controller's clock, for the decision-age watchdog.
     pub received_at: f64,
-    /// Receipt time on the wall clock, for latency.
-    pub received: Instant,
+    /// When the model was asked on the wall clock, for latency: the frame's receipt, or the
+    /// instruction's arrival for a frame that waited for one.
+    pub asked: Instant,
 }
 
 /// A finished decision.
@@ -50,7 +51,7 @@ pub struct FrameDecision {
     pub source_stamp: Duration,
     /// When that frame was received, on the controller's clock.
     pub frame_time: f64,
-    /// Frame received -> decision ready.
+    /// Asked (`FrameJob::asked`) -> decision ready.
     pub latency_ms: f32,
     pub result: Result<Decision, PolicyError>,
 }
@@ -106,7 +107,7 @@ impl InferenceWorker {
                     history_of = Some(job.instruction.clone());
                 }
                 let result = policy.decide(&job.frame.as_frame(), &job.instruction);
-                let latency_ms = job.received.elapsed().as_secs_f32() * 1e3;
+                let latency_ms = job.asked.elapsed().as_secs_f32() * 1e3;
                 deliver(FrameDecision {
                     instruction: job.instruction,
                     source_stamp: job.source_stamp,
@@ -125,10 +126,14 @@ impl InferenceWorker {
     }
 
     /// A new instruction applies to the frame still waiting as well, so the first decision for it
-    /// need not wait for the next frame.
-    pub fn retarget(&self, instruction: &Arc<str>) {
-        if let Some(job) = self.shared.lock().frame.as_mut() {
-            job.instruction = instruction.clone();
+    /// need not wait for the next frame. False when no frame was waiting.
+    pub fn retarget(&self, instruction: &Arc<str>) -> bool {
+        match self.shared.lock().frame.as_mut() {
+            Some(job) => {
+                job.instruction = instruction.clone();
+                true
+            }
+            None => false,
         }
     }
 

@@ -122,13 +122,21 @@ impl Outputs {
 
 /// A good camera frame, as it arrived.
 struct Received {
-    frame: OwnedFrame,
+    /// Shared with the inference job, so the newest frame can be kept without a copy.
+    frame: Arc<OwnedFrame>,
     /// The camera's header stamp.
     source_stamp: Duration,
     /// Receipt time on the node's clock (ROS time).
     stamp: f64,
     /// Receipt time on the wall clock, for latency.
     received: Instant,
+}
+
+impl Received {
+    /// The frame as a job for the model, to be decided for `instruction`; `asked` starts its latency.
+    fn job(&self, instruction: Arc<str>, asked: Instant) -> FrameJob {
+        FrameJob { frame: self.frame.clone(), instruction, source_stamp: self.source_stamp, received_at: self.stamp, asked }
+    }
 }
 
 fn now(clock: &Mutex<Clock>) -> Duration {
@@ -261,6 +269,7 @@ pub fn run() -> Result<(), NodeError> {
         started: Instant::now(),
         inference_died: inference_died.clone(),
         goal: None,
+        newest: None,
         spawner: spawner.clone(),
         events: events.clone(),
     };
@@ -428,7 +437,8 @@ async fn feed_frames<M>(
         let received = Instant::now();
         let event = match to_frame(msg) {
             Ok((frame, source_stamp)) => {
-                ControlEvent::Frame(Received { frame, source_stamp, stamp: now(&clock).as_secs_f64(), received })
+                let stamp = now(&clock).as_secs_f64();
+                ControlEvent::Frame(Received { frame: Arc::new(frame), source_stamp, stamp, received })
             }
             Err(e) => ControlEvent::BadFrame(e),
         };
@@ -454,6 +464,8 @@ struct ControlTask {
     inference_died: Arc<AtomicBool>,
     /// The FollowInstruction goal being followed, if the instruction came from one.
     goal: Option<ActiveGoal>,
+    /// The newest good frame, decided for a new instruction when no frame waits for the model.
+    newest: Option<Received>,
     /// To forward each accepted goal's cancel requests to this task.
     spawner: LocalSpawner,
     events: UnboundedSender<ControlEvent>,
@@ -475,12 +487,16 @@ impl ControlTask {
 
     fn handle(&mut self, event: ControlEvent) {
         match event {
-            ControlEvent::Frame(Received { frame, source_stamp, stamp, received }) => {
-                // Without an instruction there is nothing to decide; the frame still feeds the watchdog.
-                let dropped = self.session.instruction().cloned().is_some_and(|instruction| {
-                    self.worker.submit(FrameJob { frame, instruction, source_stamp, received_at: stamp, received })
-                });
-                self.session.frame_received(stamp, source_stamp, dropped);
+            ControlEvent::Frame(frame) => {
+                // Without an instruction there is nothing to decide; the frame still feeds the
+                // watchdog, and is kept for the first instruction.
+                let dropped = self
+                    .session
+                    .instruction()
+                    .cloned()
+                    .is_some_and(|instruction| self.worker.submit(frame.job(instruction, frame.received)));
+                self.session.frame_received(frame.stamp, frame.source_stamp, dropped);
+                self.newest = Some(frame);
             }
             ControlEvent::BadFrame(e) => {
                 self.session.bad_frame();
@@ -562,9 +578,18 @@ impl ControlTask {
         self.tick();
     }
 
-    /// A valid instruction from the topic or a goal: it applies to the frame waiting for the model too.
+    /// A valid instruction from the topic, a goal or the parameter. It applies to the frame waiting
+    /// for the model; with none waiting, the newest frame is decided for it at once if it is still
+    /// within the image timeout, so the robot need not wait a camera period to react.
     fn instruct(&mut self, text: Arc<str>) {
-        self.worker.retarget(&text);
+        if !self.worker.retarget(&text) {
+            let now = now(&self.clock).as_secs_f64();
+            let timeout = self.session.config().image_timeout_s;
+            if let Some(frame) = self.newest.as_ref().filter(|f| now - f.stamp <= timeout) {
+                // Latency counts from the instruction: the frame waited for it, not for the model.
+                self.worker.submit(frame.job(text.clone(), Instant::now()));
+            }
+        }
         self.session.instruct(text);
     }
 

@@ -55,6 +55,7 @@ class Camera:
     def __init__(self, peer, publisher, msg, rate_hz):
         self.peer, self.publisher, self.msg, self.period = peer, publisher, msg, 1.0 / rate_hz
         self.sent = 0
+        self.stamps = []
         self.last_sent = None
         self.last_fresh = None
         self._frozen = threading.Event()
@@ -68,6 +69,7 @@ class Camera:
             frozen = self._frozen.is_set()
             if not frozen:
                 self.msg.header.stamp = p.now_stamp(self.peer.node)
+                self.stamps.append(p.stamp_seconds(self.msg.header.stamp))
             self.publisher.publish(self.msg)
             self.last_sent = time.monotonic()
             if not frozen:
@@ -489,6 +491,31 @@ def test_instruction_parameter_is_followed_from_start_up(peer, start_node, scene
     p.wait_until(lambda: [m for _, m in twists(peer) if not is_zero(m)], 30, "a moving twist without an instruction message")
     cam.stop()
     assert f'new instruction: "{scenes["instruction"]}"' in node.log()
+
+
+def test_a_new_instruction_is_decided_on_the_newest_frame_without_waiting_for_another(peer, start_node, scenes):
+    """Frames that came before the instruction are not wasted: the first decision is made on the
+    newest one at once, while it is within the image timeout, and the watchdog still stops the
+    robot when no newer frame follows."""
+    img, _ = scenes["moving"][0]
+    timeout = 3.0  # wide, so a slow machine cannot let the frame expire before the instruction lands
+    start_node(dict(FULL_RANGE, image_timeout_s=timeout, max_decision_age_s=timeout))
+    camera, instruction = connect(peer)
+    cam = Camera(peer, camera, p.image_msg(img), rate_hz=10)
+    time.sleep(0.5)
+    last_sent = cam.stop()
+    assert not peer.messages("moe_vla_node/decision"), "decided without an instruction"
+    said = time.monotonic()
+    say(instruction, scenes["instruction"])
+    decisions = p.wait_until(lambda: peer.messages("moe_vla_node/decision"), 10, "a decision without a new frame")
+    decided_at, decision = decisions[0]
+    # Made on a frame sent before the instruction (the camera has stopped), and in time to drive.
+    assert p.stamp_seconds(decision.header.stamp) in cam.stamps
+    assert decision.instruction == scenes["instruction"] and decided_at >= said
+    moving = p.wait_until(lambda: [t for t, m in twists(peer, said) if not is_zero(m)], 10, "a moving twist")
+    # No frame newer than that one: the image watchdog stops the robot within the timeout.
+    zero = p.wait_until(lambda: stop_after_moving(peer), timeout + 5, "a zero twist after moving")
+    assert moving[0] < zero[0] <= last_sent + timeout + 1.0, (zero[0] - last_sent)
 
 
 def stop_after_moving(peer):

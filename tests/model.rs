@@ -331,3 +331,17 @@ fn padded_batches_equal_single_unpadded_samples() {
         assert!(max_diff(&batched.narrow(0, i, 1).unwrap(), &alone) < 1e-4, "sample {i}");
     }
 }
+
+/// `config/tiny-streaming-dense.json`, the README's dense baseline, is the shipped architecture
+/// with the mixture replaced by one dense feed-forward of the same active width.
+#[test]
+fn the_dense_baseline_config_is_the_shipped_architecture_with_a_dense_feed_forward() {
+    use moe_vla::model::config::{FeedForwardKind, TextKind};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tiny-streaming-dense.json");
+    let dense: VlaConfig = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    dense.validate().unwrap();
+    let moe = VlaConfig::preset("tiny-streaming").unwrap().with_text(TextKind::Minilm);
+    assert_eq!(dense.ffn.kind, FeedForwardKind::Dense);
+    assert_eq!(dense.ffn.hidden, moe.ffn.top_k * moe.ffn.hidden, "same active width as top-k experts");
+    assert_eq!(VlaConfig { ffn: moe.ffn.clone(), ..dense }, moe, "only the feed-forward differs");
+}

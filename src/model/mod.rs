@@ -12,6 +12,7 @@ pub mod bf16;
 pub mod config;
 pub mod conv;
 pub mod decode;
+pub mod device;
 pub mod layers;
 pub mod minilm;
 pub mod moe;
@@ -25,6 +26,7 @@ pub use config::{
     TextKind, VisionConfig, VisionKind, VlaConfig, WeightPrecision,
 };
 pub use decode::{history_window, masked_argmax, sigmoid, FrameTokenCache, GreedyAction, HistoryRing, StepCache, StreamingCache};
+pub use device::{parse_device, DeviceError};
 pub use minilm::{mean_pool_normalised, Bert, BertConfig};
 pub use moe::ExpertLoad;
 pub use text::{TextEncoding, TextInput};

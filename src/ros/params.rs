@@ -10,6 +10,7 @@ use r2r::indexmap::IndexMap;
 use r2r::{Parameter, ParameterValue, RosParams};
 
 use crate::control::{ControlConfig, ControlParams};
+use crate::model::parse_device;
 use crate::policy::tokenize::accept_instruction;
 
 /// Every parameter `moe_vla_node` declares, with its default. Field docs are the descriptions
@@ -284,23 +285,7 @@ impl NodeParams {
 
     /// `device`: the CPU, or a CUDA GPU when the build has the `cuda` feature.
     pub fn device(&self) -> Result<Device, ParamError> {
-        let invalid = |reason: String| ParamError::Invalid { name: "device", reason };
-        match self.device.trim() {
-            "" | "cpu" => Ok(Device::Cpu),
-            cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
-                let ordinal = match cuda.strip_prefix("cuda:") {
-                    None => 0,
-                    Some(n) => n.parse::<usize>().map_err(|_| invalid(format!("'{cuda}': the GPU index must be a number")))?,
-                };
-                if !candle_core::utils::cuda_is_available() {
-                    return Err(invalid(format!(
-                        "'{cuda}': this build has no CUDA support (rebuild with the cuda feature: cargo build --features ros,cuda, or colcon with -DMOE_VLA_CUDA=ON)"
-                    )));
-                }
-                Device::new_cuda(ordinal).map_err(|e| invalid(format!("'{cuda}': {e}")))
-            }
-            other => Err(invalid(format!("'{other}' is neither \"cpu\" nor \"cuda:N\""))),
-        }
+        parse_device(&self.device).map_err(|e| ParamError::Invalid { name: "device", reason: e.to_string() })
     }
 
     pub fn inference_threads(&self) -> Result<Option<usize>, ParamError> {

@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::Device;
-
 use super::{data, plot, Batcher, Dataset, Objective, StepStats, Topics, TrainError, TrainOptions, Trainer};
 use crate::action::{supported_ranges, ActionSpace};
-use crate::model::{count_params, save_weights, ParamCount, TextKind, VlaConfig};
+use crate::model::{count_params, parse_device, save_weights, ParamCount, TextKind, VlaConfig};
 use crate::policy::tokenize::train_word_level;
 use crate::policy::PolicyError;
 use crate::policy::{
@@ -62,6 +60,10 @@ pub struct TrainRun {
     /// Frame cache folder (default: DATA/.cache).
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Where the updates run: cpu, or cuda / cuda:N (a build with the cuda feature). A fresh run on
+    /// a GPU computes each batch whole, in one shard.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// What a run reports as it goes, in this order (Encoding and Encoded among the updates).
@@ -109,7 +111,7 @@ pub struct TrainReport {
 /// Trains a model as `run` says and writes its folder. A fresh run refuses a folder that holds a
 /// model or checkpoint; a resumed one continues its checkpoint bit for bit.
 pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) -> Result<TrainReport, TrainError> {
-    let device = Device::Cpu;
+    let device = parse_device(&run.device).map_err(|e| TrainError::Invalid(format!("--device {e}")))?;
     let out = &run.out;
     let tokenizer_path = out.join(TOKENIZER_FILE);
     // A resumed run brings its architecture and options; a fresh one must not overwrite a model.
@@ -199,7 +201,9 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
                     InstructionTokenizer::new(words, cfg.text.max_tokens, cfg.text.vocab_size).into()
                 }
             };
-            (Trainer::new(&cfg, &run.options, &device)?, text)
+            // Shards exist to keep CPU threads busy; a GPU takes the batch whole.
+            let options = TrainOptions { shards: if device.is_cpu() { run.options.shards } else { 1 }, ..run.options.clone() };
+            (Trainer::new(&cfg, &options, &device)?, text)
         }
     };
     let cfg = trainer.config().clone();
@@ -209,7 +213,9 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
     let first_step = trainer.step;
     progress(TrainProgress::Training { first_step, steps: opts.steps, objective: opts.objective, supported_bins: &supported });
     let threads = rayon::current_num_threads();
-    if opts.shards < threads {
+    if !device.is_cpu() {
+        tracing::info!("each batch in {} shard(s) on the GPU", opts.shards);
+    } else if opts.shards < threads {
         tracing::warn!(
             "this run computes each batch in {} shard(s) (its checkpoint's), so only that many of the {threads} threads work",
             opts.shards

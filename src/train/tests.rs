@@ -640,6 +640,7 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
             max_minutes: None,
             resume,
             cache: None,
+            device: "cpu".into(),
         };
         let mut events = Vec::new();
         let report = train_model(&run, &mut |event| {
@@ -819,4 +820,25 @@ fn encoded_and_embedded_batches_cut_by_rows() {
     };
     assert_eq!(values(&tokens), (18..24).map(|v| v as f32).collect::<Vec<_>>());
     assert_eq!(values(&pooled), [9.0, 10.0, 11.0]);
+}
+
+#[test]
+fn train_model_refuses_an_unknown_device_before_reading_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = TrainRun {
+        data: dir.path().join("no-data"),
+        config: Some("tiny".into()),
+        text: None,
+        behaviour_filter: None,
+        out: dir.path().join("model"),
+        options: TrainOptions::default(),
+        checkpoint_every: 250,
+        max_minutes: None,
+        resume: false,
+        cache: None,
+        device: "tpu:0".into(),
+    };
+    let err = train_model(&run, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("--device 'tpu:0'") && err.contains("neither"), "{err}");
+    assert!(!dir.path().join("model").exists(), "nothing is written");
 }

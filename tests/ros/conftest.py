@@ -54,9 +54,18 @@ def peer(domain_id):
     peer.close()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test item, so fixtures can tell whether the test failed."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
 @pytest.fixture
-def start_node(domain_id, model_dir, tmp_path):
-    """Starts moe_vla_node with the test model; every node is stopped at the end of the test."""
+def start_node(domain_id, model_dir, tmp_path, request):
+    """Starts moe_vla_node with the test model; every node is stopped at the end of the test, and
+    a failed test's report ends with the tail of each node's log."""
     nodes = []
 
     def start(params=None, remaps=(), name="node", domain=None, extra_args=()):
@@ -69,3 +78,7 @@ def start_node(domain_id, model_dir, tmp_path):
     yield start
     for node in nodes:
         node.stop()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        for node in nodes:
+            report.sections.append((f"log of {node.log_path.name}", node.log()[-4000:]))

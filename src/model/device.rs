@@ -18,14 +18,10 @@ pub fn parse_device(name: &str) -> Result<Device, DeviceError> {
     if name.is_empty() || name == "cpu" {
         return Ok(Device::Cpu);
     }
-    let ordinal = match name.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => match rest.strip_prefix(':').map(str::parse::<usize>) {
-            Some(Ok(n)) => n,
-            Some(Err(_)) => return Err(error("the GPU index must be a number".into())),
-            None => return Err(error("neither \"cpu\" nor \"cuda:N\"".into())),
-        },
-        None => return Err(error("neither \"cpu\" nor \"cuda:N\"".into())),
+    let ordinal = match name.strip_prefix("cuda").map(|rest| (rest, rest.strip_prefix(':'))) {
+        Some(("", _)) => 0,
+        Some((_, Some(index))) => index.parse().map_err(|_| error("the GPU index must be a number".into()))?,
+        _ => return Err(error("neither \"cpu\" nor \"cuda:N\"".into())),
     };
     if !candle_core::utils::cuda_is_available() {
         return Err(error(

@@ -9,6 +9,7 @@ use moe_vla::action::ActionSpace;
 use moe_vla::model::config::quadruped_action_space;
 use moe_vla::policy::Policy;
 use moe_vla::sim::{evaluate, EvalOptions, RandomDriver};
+use moe_vla::train::TrainOptions;
 
 #[test]
 fn default_model_beats_a_random_policy_by_a_wide_margin() {
@@ -46,4 +47,19 @@ fn default_model_is_q_learned_on_mixed_data() {
     assert!(data["successful_episodes"].as_u64().unwrap() < data["episodes"].as_u64().unwrap());
     let policy = Policy::load(&dir, &Device::Cpu).unwrap();
     assert!(policy.config().actions.supported.is_some(), "the supported bins travel with the model");
+}
+
+#[test]
+fn train_flag_defaults_are_the_default_models_recipe() {
+    // The README promises that `moe_vla train`'s defaults are the recipe of models/default (the
+    // seed and the thread count aside): a retrained default must move the flags with it.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("train.json")).unwrap()).unwrap();
+    let mut shipped = report["options"].clone();
+    let mut defaults = serde_json::to_value(TrainOptions::default()).unwrap();
+    for run_specific in ["seed", "shards"] {
+        shipped.as_object_mut().unwrap().remove(run_specific);
+        defaults.as_object_mut().unwrap().remove(run_specific);
+    }
+    assert_eq!(defaults, shipped);
 }

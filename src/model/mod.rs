@@ -30,5 +30,5 @@ pub use device::{parse_device, DeviceError};
 pub use minilm::{mean_pool_normalised, Bert, BertConfig};
 pub use moe::ExpertLoad;
 pub use text::{TextEncoding, TextInput};
-pub use vla::{EncodedObservation, ObservationBatch, TrainOutput, VlaModel, INITIAL_Q_LOGIT};
+pub use vla::{is_instruction_weight, EncodedObservation, ObservationBatch, TrainOutput, VlaModel, INITIAL_Q_LOGIT};
 pub use weights::{count_params, init_model, load_model, read_weights, save_weights, seeded_var_builder, ModelError, ParamCount};

@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::action::{ActionError, ActionSpace};
-use crate::model::{init_model, read_weights, save_weights, ModelError, VlaConfig, VlaModel};
+use crate::model::{init_model, is_instruction_weight, read_weights, save_weights, ModelError, VlaConfig, VlaModel};
 use crate::policy::{PolicyError, TokenizeError};
 use data::Batch;
 use objective::{bc_loss, greedy_outside_support, mask_tensor, q_loss, q_targets, self_imitation_loss, successes, Bootstrap};
@@ -144,6 +144,13 @@ pub struct TrainOptions {
     #[serde(default)]
     #[arg(long, default_value = "1600", value_parser = parse_freeze)]
     pub freeze_encoders_after: std::option::Option<usize>,
+    /// Freeze the instruction path (the instruction encoder or its projections, and the frame
+    /// encoder's FiLM layers) after this many updates, while the frame encoder trains on until
+    /// `--freeze-encoders-after`. Absent: it freezes with the other encoders. End-to-end updates
+    /// fit the training phrasings; this keeps the vision training without that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub freeze_instruction_after: Option<usize>,
     /// A bin joins a dimension's supported bins (the only ones targets maximise over and the
     /// policy chooses from) when at least this share of the training steps takes it.
     #[serde(default)]
@@ -211,6 +218,11 @@ impl TrainOptions {
         }
         if !(0.0..1.0).contains(&self.min_bin_share) {
             return bad("the minimum bin share must be in [0, 1)");
+        }
+        if let (Some(instruction), Some(encoders)) = (self.freeze_instruction_after, self.freeze_encoders_after) {
+            if instruction > encoders {
+                return bad("--freeze-instruction-after must not exceed --freeze-encoders-after (the instruction path freezes with the encoders)");
+            }
         }
         Ok(())
     }
@@ -376,6 +388,12 @@ impl Trainer {
         self.opts.freeze_encoders_after.is_some_and(|n| self.step >= n)
     }
 
+    /// Whether the instruction path is frozen while the frame encoder may still train: updates
+    /// then leave its weights (and their optimizer moments) as they are.
+    pub fn instruction_frozen(&self) -> bool {
+        self.opts.freeze_instruction_after.is_some_and(|n| self.step >= n)
+    }
+
     /// The online network.
     pub fn model(&self) -> &VlaModel {
         &self.online
@@ -445,6 +463,11 @@ impl Trainer {
         }
         if !stats.loss.is_finite() {
             return Err(TrainError::Invalid(format!("the loss became {} at step {}", stats.loss, self.step)));
+        }
+        if self.instruction_frozen() {
+            for (_, var) in self.vars.iter().filter(|(name, _)| is_instruction_weight(name)) {
+                grads.remove(var);
+            }
         }
         stats.grad_norm = self.optimizer.step(&grads, stats.lr)?;
         if self.opts.objective == Objective::Q {

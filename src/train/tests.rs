@@ -502,6 +502,43 @@ fn loss_falls_and_resume_gives_identical_weights() {
 }
 
 #[test]
+fn a_frozen_instruction_path_stops_while_the_frame_encoder_trains_on() {
+    let dir = tempfile::tempdir().unwrap();
+    write_bag(&dir.path().join("bag"), 4);
+    let cfg = micro();
+    let data = load(dir.path(), &cfg);
+    let tokenizer = InstructionTokenizer::new(train_word_level(["turn to the light"].iter(), 32).unwrap(), 8, 32);
+    let mut batcher = Batcher::new(&data, &tokenizer.into(), cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
+    let eligible = data.step_indices(false);
+    let opts = TrainOptions {
+        steps: 4,
+        batch_size: 4,
+        warmup: 1,
+        freeze_encoders_after: None,
+        freeze_instruction_after: Some(2),
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
+    train_steps(&mut trainer, &mut batcher, &eligible, 2);
+    assert!(trainer.instruction_frozen() && !trainer.encoders_frozen());
+    // Copies: the weights share storage with the variables, which updates overwrite in place.
+    let at_freeze: BTreeMap<String, Tensor> = trainer.weights().into_iter().map(|(n, t)| (n, t.copy().unwrap())).collect();
+    train_steps(&mut trainer, &mut batcher, &eligible, 4);
+    let changed = |name: &str| {
+        let (a, b) = (&at_freeze[name], &trainer.weights()[name]);
+        a.flatten_all().unwrap().to_vec1::<f32>().unwrap() != b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let instruction: Vec<&String> = at_freeze.keys().filter(|n| is_instruction_weight(n)).collect();
+    assert!(instruction.iter().any(|n| n.starts_with("text.")) && instruction.iter().any(|n| n.contains(".film.")));
+    for name in &instruction {
+        assert!(!changed(name), "{name} trained after the instruction path froze");
+    }
+    assert!(changed("vision.blocks.0.conv.weight"), "the frame encoder must train on");
+    let bad = TrainOptions { freeze_encoders_after: Some(2), freeze_instruction_after: Some(3), ..Default::default() };
+    assert!(matches!(bad.validate(), Err(TrainError::Invalid(_))));
+}
+
+#[test]
 fn the_frozen_encoders_cached_output_equals_encoding_pixels() {
     let dir = tempfile::tempdir().unwrap();
     write_bag(&dir.path().join("bag"), 4);

@@ -534,8 +534,6 @@ fn a_frozen_instruction_path_stops_while_the_frame_encoder_trains_on() {
         assert!(!changed(name), "{name} trained after the instruction path froze");
     }
     assert!(changed("vision.blocks.0.conv.weight"), "the frame encoder must train on");
-    let bad = TrainOptions { freeze_encoders_after: Some(2), freeze_instruction_after: Some(3), ..Default::default() };
-    assert!(matches!(bad.validate(), Err(TrainError::Invalid(_))));
 }
 
 #[test]

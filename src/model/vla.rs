@@ -152,6 +152,7 @@ impl DecoderCache {
 /// weights start small (not zero) so that gradients reach the decoder from the first update and an
 /// untrained model's choices still depend on its input.
 pub const INITIAL_Q_LOGIT: f64 = -4.0;
+const INITIAL_Q_WEIGHT_STD: f64 = 0.01;
 
 /// Whether a weight belongs to the instruction path: the instruction encoder (or, with a frozen
 /// sentence encoder, its projections) and the FiLM layers through which the instruction
@@ -159,7 +160,6 @@ pub const INITIAL_Q_LOGIT: f64 = -4.0;
 pub fn is_instruction_weight(name: &str) -> bool {
     name.starts_with("text.") || name.contains(".film.")
 }
-const INITIAL_Q_WEIGHT_STD: f64 = 0.01;
 
 /// Maps decoder states to Q logits over the bins of their action dimension.
 #[derive(Debug, Clone)]

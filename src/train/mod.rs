@@ -137,9 +137,9 @@ pub struct TrainOptions {
     #[serde(default = "one_step")]
     #[arg(long, default_value_t = 4)]
     pub n_step: usize,
-    /// Train end to end for this many updates, then freeze the instruction and frame encoders
-    /// and train the decoder on their cached output (much faster); "never" trains end to end
-    /// throughout.
+    /// Train end to end for this many updates, then freeze the frame encoder (and the instruction
+    /// path, unless `--freeze-instruction-after` froze it earlier) and train the decoder on their
+    /// cached output (much faster); "never" trains end to end throughout.
     // A full path: clap would read a plain `Option` as "flag may be absent", not as a value.
     #[serde(default)]
     #[arg(long, default_value = "3000", value_parser = parse_freeze)]

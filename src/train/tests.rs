@@ -394,6 +394,11 @@ fn write_episodes(dir: &Path, episodes: usize, decided_yaw: Option<u32>) {
     bag.finish().unwrap();
 }
 
+/// A word-level tokenizer sized for `micro()` (the instruction `write_bag` records).
+fn micro_tokenizer() -> InstructionTokenizer {
+    InstructionTokenizer::new(train_word_level(["turn to the light"].iter(), 32).unwrap(), 8, 32)
+}
+
 fn load(dir: &Path, cfg: &VlaConfig) -> Dataset {
     let space = ActionSpace::new(&cfg.actions).unwrap();
     Dataset::load(dir, &dir.join(".cache"), cfg.image_size, &space, &Topics::default(), |_, _| {}).unwrap()
@@ -421,7 +426,7 @@ fn bags_become_episodes_with_rewards_and_bins() {
     assert_eq!(again.bins, data.bins);
     assert_eq!(again.frame(13), data.frame(13));
 
-    let tokenizer = InstructionTokenizer::new(train_word_level(["turn to the light"].iter(), 32).unwrap(), 8, 32);
+    let tokenizer = micro_tokenizer();
     let batcher = Batcher::new(&data, &tokenizer.clone().into(), cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
     let batch = batcher.batch(&[4, 9, 0], 0.9, 1).unwrap();
     assert_eq!(batch.return_n.to_vec1::<f32>().unwrap(), vec![1.0, 0.0, 0.0]);
@@ -448,7 +453,7 @@ fn loss_falls_and_resume_gives_identical_weights() {
     write_bag(&dir.path().join("bag"), 6);
     let cfg = micro();
     let data = load(dir.path(), &cfg);
-    let tokenizer = InstructionTokenizer::new(train_word_level(["turn to the light"].iter(), 32).unwrap(), 8, 32);
+    let tokenizer = micro_tokenizer();
     let batcher = || Batcher::new(&data, &tokenizer.clone().into(), cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
     let eligible = data.step_indices(false);
     for objective in [Objective::Bc, Objective::Q] {
@@ -507,7 +512,7 @@ fn a_frozen_instruction_path_stops_while_the_frame_encoder_trains_on() {
     write_bag(&dir.path().join("bag"), 4);
     let cfg = micro();
     let data = load(dir.path(), &cfg);
-    let tokenizer = InstructionTokenizer::new(train_word_level(["turn to the light"].iter(), 32).unwrap(), 8, 32);
+    let tokenizer = micro_tokenizer();
     let mut batcher = Batcher::new(&data, &tokenizer.into(), cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
     let eligible = data.step_indices(false);
     let opts = TrainOptions {
@@ -542,7 +547,7 @@ fn the_frozen_encoders_cached_output_equals_encoding_pixels() {
     write_bag(&dir.path().join("bag"), 4);
     let cfg = micro();
     let data = load(dir.path(), &cfg);
-    let tokenizer = InstructionTokenizer::new(train_word_level(["turn to the light"].iter(), 32).unwrap(), 8, 32);
+    let tokenizer = micro_tokenizer();
     let (model, _) = crate::model::init_model(&cfg, 3, &Device::Cpu).unwrap();
     let mut batcher = Batcher::new(&data, &tokenizer.clone().into(), cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
     let steps = [0, 6, 13, 19];

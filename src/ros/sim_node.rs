@@ -294,6 +294,10 @@ impl WorldTask {
     }
 }
 
+/// Outcomes a late subscriber still receives if it asks for transient local durability: a logger
+/// started after the world, or one whose discovery finishes after a short first episode ended.
+const OUTCOME_HISTORY: usize = 100;
+
 /// Runs the world until its episodes are done (exit 0) or SIGINT/SIGTERM.
 pub fn run() -> Result<(), SimNodeError> {
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -317,7 +321,10 @@ pub fn run() -> Result<(), SimNodeError> {
         camera: node.create_publisher(topics::CAMERA.relative, QosProfile::sensor_data())?,
         instruction: node
             .create_publisher(topics::INSTRUCTION.relative, QosProfile::default().keep_last(1).reliable().transient_local())?,
-        outcome: node.create_publisher("moe_vla/episode", reliable.clone())?,
+        outcome: node.create_publisher(
+            "moe_vla/episode",
+            QosProfile::default().keep_last(OUTCOME_HISTORY).reliable().transient_local(),
+        )?,
         clock: node.get_ros_clock(),
         frame_id: params.frame_id.clone(),
     };

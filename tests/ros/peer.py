@@ -44,6 +44,11 @@ INSTRUCTION_QOS = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
 
+# moe_vla_sim_node keeps its last 100 episode outcomes for subscribers that join late.
+OUTCOME_QOS = QoSProfile(
+    depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+
 # Frame size for the behaviour tests (the flood test and the latency script use full VGA).
 WIDTH, HEIGHT = 160, 120
 

@@ -2,6 +2,7 @@
 world, commands back, one EpisodeOutcome per episode."""
 
 import ast
+import re
 import subprocess
 
 import time
@@ -28,7 +29,8 @@ def start_sim(tmp_path, domain_id, **params):
 
 def test_world_and_policy_close_the_loop(domain_id, peer, start_node, tmp_path):
     outcomes = "/moe_vla/episode"
-    peer.subscribe(outcomes, EpisodeOutcome)
+    # Transient local: an untrained model may end the first episode before this subscription matches.
+    peer.subscribe(outcomes, EpisodeOutcome, p.OUTCOME_QOS)
     peer.subscribe("/camera/image_raw", Image, qos_profile_sensor_data)
     peer.subscribe("/cmd_vel", Twist)
     node = start_node()
@@ -52,6 +54,21 @@ def test_world_and_policy_close_the_loop(domain_id, peer, start_node, tmp_path):
     # The node commanded the world: cmd_vel flowed while the episodes ran.
     assert peer.messages("/cmd_vel"), node.log()
     assert "episode 1 (distinguish)" in sim.log()
+
+
+def test_a_subscriber_that_joins_late_still_gets_the_outcomes(domain_id, peer, tmp_path):
+    """A logger started after an episode ended receives its outcome from the publisher's history."""
+    # No policy: the robot stands, so a stop episode ends "stayed" after its last step.
+    sim = start_sim(tmp_path, domain_id, episodes=2, family="stop", seed=5, rate_hz=20.0, wait_for_subscriber_s=0.0,
+                    pause_s=8.0)
+    try:
+        p.wait_until(lambda: re.search(r"episode 0 \(stop\): (SUCCESS|FAILURE)", sim.log()), 30,
+                     "the first episode's end in the world's log")
+        peer.subscribe("/moe_vla/episode", EpisodeOutcome, p.OUTCOME_QOS)
+        got = p.wait_until(lambda: peer.messages("/moe_vla/episode"), 7, "the first outcome, from the history")
+    finally:
+        sim.stop()
+    assert [(m.family, m.reason, m.success) for _, m in got] == [("stop", "stayed", True)]
 
 
 def test_a_follow_instruction_goal_drives_the_world_and_cancel_stops_it(domain_id, peer, start_node, tmp_path):

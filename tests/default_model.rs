@@ -63,3 +63,25 @@ fn train_flag_defaults_are_the_default_models_recipe() {
     }
     assert_eq!(defaults, shipped);
 }
+
+#[test]
+fn every_shipped_model_loads_and_is_q_learned_on_mixed_data() {
+    // The package installs every folder of models/ (tests/ros/test_packaging.py): each must be a
+    // trained model a user can point `model_dir` at, with the README that says what it is.
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut shipped = 0;
+    for entry in std::fs::read_dir(&models).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let policy = Policy::load(&dir, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        assert!(policy.config().trained, "{} is untrained", dir.display());
+        assert!(dir.join("README.md").is_file(), "{} has no README.md", dir.display());
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("train.json")).unwrap()).unwrap();
+        assert_eq!(report["options"]["objective"], "q", "{}", dir.display());
+        assert_eq!(report["options"]["successes_only"], false, "{}", dir.display());
+        shipped += 1;
+    }
+    assert!(shipped >= 1, "no models in {}", models.display());
+}

@@ -321,10 +321,8 @@ pub fn run() -> Result<(), SimNodeError> {
         camera: node.create_publisher(topics::CAMERA.relative, QosProfile::sensor_data())?,
         instruction: node
             .create_publisher(topics::INSTRUCTION.relative, QosProfile::default().keep_last(1).reliable().transient_local())?,
-        outcome: node.create_publisher(
-            "moe_vla/episode",
-            QosProfile::default().keep_last(OUTCOME_HISTORY).reliable().transient_local(),
-        )?,
+        outcome: node
+            .create_publisher("moe_vla/episode", QosProfile::default().keep_last(OUTCOME_HISTORY).reliable().transient_local())?,
         clock: node.get_ros_clock(),
         frame_id: params.frame_id.clone(),
     };

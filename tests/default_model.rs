@@ -37,19 +37,6 @@ fn default_model_beats_a_random_policy_by_a_wide_margin() {
 }
 
 #[test]
-fn default_model_is_q_learned_on_mixed_data() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("train.json")).unwrap()).unwrap();
-    let options = &report["options"];
-    assert_eq!(options["objective"], "q", "models/default must be trained by Q-learning");
-    assert_eq!(options["successes_only"], false, "on all episodes, failures included");
-    let data = &report["data"];
-    assert!(data["successful_episodes"].as_u64().unwrap() < data["episodes"].as_u64().unwrap());
-    let policy = Policy::load(&dir, &Device::Cpu).unwrap();
-    assert!(policy.config().actions.supported.is_some(), "the supported bins travel with the model");
-}
-
-#[test]
 fn train_flag_defaults_are_the_default_models_recipe() {
     // The README promises that `moe_vla train`'s defaults are the recipe of models/default (the
     // seed and the thread count aside): a retrained default must move the flags with it.
@@ -66,8 +53,9 @@ fn train_flag_defaults_are_the_default_models_recipe() {
 
 #[test]
 fn every_shipped_model_loads_and_is_q_learned_on_mixed_data() {
-    // The package installs every folder of models/ (tests/ros/test_packaging.py): each must be a
-    // trained model a user can point `model_dir` at, with the README that says what it is.
+    // The package installs every folder of models/ (tests/ros/test_packaging.py), models/default
+    // among them: each must be a trained model a user can point `model_dir` at, with the README
+    // that says what it is.
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let mut shipped = 0;
     for entry in std::fs::read_dir(&models).unwrap() {
@@ -78,10 +66,13 @@ fn every_shipped_model_loads_and_is_q_learned_on_mixed_data() {
         let policy = Policy::load(&dir, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         assert!(policy.config().trained, "{} is untrained", dir.display());
         assert!(dir.join("README.md").is_file(), "{} has no README.md", dir.display());
+        assert!(policy.config().actions.supported.is_some(), "{}: the supported bins travel with the model", dir.display());
         let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("train.json")).unwrap()).unwrap();
-        assert_eq!(report["options"]["objective"], "q", "{}", dir.display());
-        assert_eq!(report["options"]["successes_only"], false, "{}", dir.display());
+        assert_eq!(report["options"]["objective"], "q", "{} must be trained by Q-learning", dir.display());
+        assert_eq!(report["options"]["successes_only"], false, "{}: on all episodes, failures included", dir.display());
+        let data = &report["data"];
+        assert!(data["successful_episodes"].as_u64().unwrap() < data["episodes"].as_u64().unwrap(), "{}", dir.display());
         shipped += 1;
     }
-    assert!(shipped >= 1, "no models in {}", models.display());
+    assert!(models.join("default").is_dir() && shipped >= 1, "no models/default in {}", models.display());
 }

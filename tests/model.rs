@@ -332,16 +332,26 @@ fn padded_batches_equal_single_unpadded_samples() {
     }
 }
 
-/// `config/tiny-streaming-dense.json`, the README's dense baseline, is the shipped architecture
-/// with the mixture replaced by one dense feed-forward of the same active width.
+/// `config/tiny-streaming-dense.json` and `config/tiny-streaming-dense-history6.json`, the README's
+/// dense baselines, are the shipped architectures (3 and 6 frames of history) with the mixture
+/// replaced by one dense feed-forward of the same active width.
 #[test]
-fn the_dense_baseline_config_is_the_shipped_architecture_with_a_dense_feed_forward() {
+fn the_dense_baseline_configs_are_the_shipped_architectures_with_a_dense_feed_forward() {
     use moe_vla::model::config::{FeedForwardKind, TextKind};
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tiny-streaming-dense.json");
-    let dense: VlaConfig = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    dense.validate().unwrap();
-    let moe = VlaConfig::preset("tiny-streaming").unwrap().with_text(TextKind::Minilm);
-    assert_eq!(dense.ffn.kind, FeedForwardKind::Dense);
-    assert_eq!(dense.ffn.hidden, moe.ffn.top_k * moe.ffn.hidden, "same active width as top-k experts");
-    assert_eq!(VlaConfig { ffn: moe.ffn.clone(), ..dense }, moe, "only the feed-forward differs");
+    let config = |name: &str| -> VlaConfig {
+        let path = format!("{}/config/{name}", env!("CARGO_MANIFEST_DIR"));
+        let cfg: VlaConfig = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        cfg.validate().unwrap();
+        cfg
+    };
+    let moe3 = VlaConfig::preset("tiny-streaming").unwrap().with_text(TextKind::Minilm);
+    let moe6 = config("tiny-streaming-history6.json");
+    assert_eq!(VlaConfig { history: moe3.history, ..moe6.clone() }, moe3, "history6 differs only in history");
+    assert_eq!(moe6.history, 6);
+    for (dense, moe) in [("tiny-streaming-dense.json", moe3), ("tiny-streaming-dense-history6.json", moe6)] {
+        let dense = config(dense);
+        assert_eq!(dense.ffn.kind, FeedForwardKind::Dense);
+        assert_eq!(dense.ffn.hidden, moe.ffn.top_k * moe.ffn.hidden, "same active width as top-k experts");
+        assert_eq!(VlaConfig { ffn: moe.ffn.clone(), ..dense }, moe, "only the feed-forward differs");
+    }
 }

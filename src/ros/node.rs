@@ -386,6 +386,10 @@ impl QosCheck {
         let Ok(publishers) = node.get_publishers_info_by_topic(&self.topic, false) else {
             return;
         };
+        // Forget publishers that are gone, so the lists stay as long as the graph's.
+        let present: Vec<Vec<u8>> = publishers.iter().map(|p| p.endpoint_gid.to_vec()).collect();
+        self.warned.retain(|g| present.contains(g));
+        self.unnamed_since.retain(|(g, _)| present.contains(g));
         for p in publishers {
             let gid = p.endpoint_gid.to_vec();
             if p.qos_profile.reliability != ReliabilityPolicy::BestEffort || self.warned.contains(&gid) {

@@ -1,6 +1,7 @@
 //! Training throughput: one gradient update (online forward and backward, two target forwards,
 //! AdamW, EMA) on a batch of 64 random observations, for the shipped architecture (`default`:
-//! `tiny-streaming` with the MiniLM-embedded instruction), the tiny MoE and its dense twin, with
+//! `tiny-streaming` with the MiniLM-embedded instruction), the same with 6 frames of history
+//! (`history6`, models/history6's), the tiny MoE and its dense twin, with
 //! pixels through trainable encoders (`end_to_end`) and with the encoders frozen, their output
 //! cached (`frozen_encoders`, most of a default training run). Samples per second = 64 / time per
 //! update. Threads follow RAYON_NUM_THREADS (default: every core) and are used as `moe_vla train
@@ -75,8 +76,12 @@ fn updates(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Elements(BATCH as u64));
     let shipped = VlaConfig::preset("tiny-streaming").expect("known preset").with_text(TextKind::Minilm);
+    // models/history6: the shipped architecture with 6 frames of history.
+    let history6 = VlaConfig { history: 6, ..shipped.clone() };
     let tiny = |name| VlaConfig::preset(name).expect("known preset");
-    for (preset, cfg) in [("default", shipped), ("tiny", tiny("tiny")), ("tiny-dense", tiny("tiny-dense"))] {
+    for (preset, cfg) in
+        [("default", shipped), ("history6", history6), ("tiny", tiny("tiny")), ("tiny-dense", tiny("tiny-dense"))]
+    {
         for (phase, encoded) in [("frozen_encoders", true), ("end_to_end", false)] {
             let data = batch(&cfg, encoded);
             for objective in [Objective::Q, Objective::Bc] {

@@ -238,7 +238,12 @@ pub fn run() -> Result<(), NodeError> {
         });
         spawner.spawn_local(forward(first_copies, events.clone()))?;
     }
-    let mut instruction_qos = QosCheck::new(resolved_topic(&node.namespace()?, topics::INSTRUCTION.relative));
+    let mut instruction_qos = QosCheck::new(topics::resolve(
+        &std::env::args().collect::<Vec<_>>(),
+        NODE_NAME,
+        &node.namespace()?,
+        topics::INSTRUCTION.relative,
+    ));
 
     let enable = node.create_service::<SetBool::Service>("~/enable", QosProfile::services_default())?;
     spawner.spawn_local(forward(enable.map(ControlEvent::Enable), events.clone()))?;
@@ -329,30 +334,6 @@ impl TickTimer {
             old.abort();
         }
         Ok(())
-    }
-}
-
-/// The name a relative topic resolves to under the node's namespace and the command line's
-/// remapping rules (`-r [node:]from:=to`, as `ros2 run` and launch files pass them).
-fn resolved_topic(namespace: &str, name: &str) -> String {
-    let namespace = namespace.trim_end_matches('/');
-    let absolute = format!("{namespace}/{name}");
-    let node_prefix = format!("{NODE_NAME}:");
-    let args: Vec<String> = std::env::args().skip_while(|a| a != "--ros-args").collect();
-    let target = args
-        .windows(2)
-        .filter(|w| w[0] == "-r" || w[0] == "--remap")
-        .filter_map(|w| w[1].split_once(":="))
-        .filter_map(|(from, to)| {
-            let from = from.strip_prefix(&node_prefix).unwrap_or(from);
-            (from == name || from == absolute).then(|| to.to_owned())
-        })
-        .last()
-        .unwrap_or_else(|| name.to_owned());
-    if target.starts_with('/') {
-        target
-    } else {
-        format!("{namespace}/{target}")
     }
 }
 

@@ -577,6 +577,15 @@ def test_a_best_effort_instruction_publisher_is_named_in_a_warning(peer, start_n
     assert node.alive()
 
 
+def test_the_best_effort_warning_watches_the_topic_the_first_matching_remap_names(peer, start_node):
+    # rcl applies the first rule that matches, so the node listens on /first_rule; a best-effort
+    # publisher there is the one it cannot hear.
+    node = start_node(remaps=["instruction:=/first_rule", "instruction:=/second_rule"])
+    peer.publisher("/first_rule", String, QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+    p.wait_until(lambda: "best-effort" in node.log(), 20, "the incompatible-QoS warning")
+    assert "/first_rule" in node.log() and "/second_rule" not in node.log()
+
+
 def goal_client(peer):
     client = ActionClient(peer.node, FollowInstruction, "follow_instruction")
     assert client.wait_for_server(timeout_sec=20)

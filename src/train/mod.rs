@@ -128,6 +128,12 @@ pub struct TrainOptions {
     #[serde(default)]
     #[arg(long, default_value_t = 0.0)]
     pub imitation_weight: f64,
+    /// Discrete BCQ: the behaviour head learns from the steps of successful episodes only, so a
+    /// bin may win an argmax only where successful behaviour takes it (default: from every step,
+    /// the data's policy).
+    #[serde(default)]
+    #[arg(long)]
+    pub behaviour_successes_only: bool,
     /// Weight of the load-balancing loss.
     #[arg(long, default_value_t = 0.01)]
     pub beta: f64,
@@ -339,6 +345,11 @@ impl Trainer {
         target: Option<BTreeMap<String, Tensor>>,
         device: &Device,
     ) -> Result<Self, TrainError> {
+        if opts.behaviour_successes_only && cfg.behaviour_filter.is_none() {
+            return Err(TrainError::Invalid(
+                "--behaviour-successes-only trains the behaviour head: it needs --behaviour-filter".to_string(),
+            ));
+        }
         let vars: Vec<(String, Var)> =
             online.iter().map(|(n, t)| Ok((n.clone(), Var::from_tensor(t)?))).collect::<candle_core::Result<_>>()?;
         let model = model_from(cfg, vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect(), device)?;
@@ -475,7 +486,8 @@ impl Trainer {
     }
 
     /// The loss of one shard of a batch and what it measured (its means over the shard's rows).
-    /// `imitation_divisor` is what the shard's self-imitation sum is divided by (see `update`).
+    /// `imitation_divisor` is what the shard's sums over successful rows (self-imitation, and the
+    /// behaviour head's cross-entropy with `behaviour_successes_only`) are divided by (see `update`).
     fn shard_loss(
         &self,
         batch: &Batch,
@@ -519,10 +531,15 @@ impl Trainer {
                 ce
             }
         };
-        // The behaviour head learns the data's policy from every step, whatever the objective.
+        // The behaviour head learns the data's policy from every step (or the successful
+        // episodes' policy from theirs), whatever the objective.
         let main_loss = match &out.behaviour {
             Some(behaviour) => {
-                let ce = (bc_loss(behaviour, &batch.bins, &self.valid_mask)? / dims as f64)?;
+                let ce = if self.opts.behaviour_successes_only {
+                    self_imitation_loss(behaviour, &batch.bins, &self.valid_mask, &batch.mc_return, imitation_divisor)?
+                } else {
+                    (bc_loss(behaviour, &batch.bins, &self.valid_mask)? / dims as f64)?
+                };
                 stats.behaviour = ce.to_scalar()?;
                 (main_loss + ce)?
             }

@@ -230,6 +230,57 @@ fn the_behaviour_filter_keeps_the_argmax_on_the_bins_the_data_takes() {
 }
 
 #[test]
+fn a_behaviour_head_on_successes_learns_only_what_the_successful_rows_did() {
+    // Two rows see the same frames and take the same terminate bin, then part ways in the next
+    // dimension: row 0 (successful) takes bin 10, row 1 (failed) bin 200. Learning from every
+    // step, the behaviour head splits between the two; learning from successes, it takes bin 10.
+    let mut cfg = micro();
+    cfg.behaviour_filter = Some(0.3);
+    let mut batch = synthetic_batch(&cfg, 2);
+    let one = pixels(&batch.obs).frames.narrow(0, 0, 1).unwrap();
+    let frames = Tensor::cat(&[&one, &one], 0).unwrap();
+    batch.obs = Observations::Pixels(ObservationBatch { frames, ..pixels(&batch.obs).clone() });
+    let dims = cfg.action_dims();
+    let row = |bin: u32| {
+        let mut row = vec![0u32; dims];
+        row[1] = bin;
+        row
+    };
+    let mut bins = row(10);
+    bins.extend(row(200));
+    batch.bins = Tensor::from_vec(bins, (2, dims), &Device::Cpu).unwrap();
+    batch.mc_return = Tensor::new(&[0.9f32, 0.0], &Device::Cpu).unwrap();
+    let prefix = batch.bins.narrow(1, 0, dims - 1).unwrap();
+    for successes_only in [false, true] {
+        let opts = TrainOptions {
+            behaviour_successes_only: successes_only,
+            warmup: 1,
+            alpha: 0.0,
+            beta: 0.0,
+            adamw: AdamWConfig { lr: 3e-3, ..Default::default() },
+            ..Default::default()
+        };
+        let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
+        for _ in 0..100 {
+            trainer.update(&batch).unwrap();
+        }
+        let out = trainer.online.forward_train(&batch.obs.encode(&trainer.online).unwrap(), &prefix).unwrap();
+        let probs = candle_nn::ops::softmax(&out.behaviour.unwrap(), candle_core::D::Minus1).unwrap();
+        // Dimension 1 of row 0: both rows' inputs up to it are the same.
+        let p = probs.get(0).unwrap().get(1).unwrap().to_vec1::<f32>().unwrap();
+        let ratio = p[10] / p[200];
+        if successes_only {
+            assert!(ratio > 20.0, "on successes, bin 10 is only {ratio} times as likely as the failed row's bin 200");
+        } else {
+            assert!((0.33..3.0).contains(&ratio), "on every step, bin 10 is {ratio} times as likely as bin 200");
+        }
+    }
+    let opts = TrainOptions { behaviour_successes_only: true, ..Default::default() };
+    let err = Trainer::new(&micro(), &opts, &Device::Cpu).err().expect("no behaviour head to train");
+    assert!(err.to_string().contains("--behaviour-filter"), "{err}");
+}
+
+#[test]
 fn a_behaviour_filter_round_trips_through_config_json_and_must_be_a_share() {
     let mut cfg = micro();
     assert!(!serde_json::to_string(&cfg).unwrap().contains("behaviour_filter"), "absent unless set");

@@ -131,7 +131,8 @@ pub struct TrainOptions {
     /// Discrete BCQ: the behaviour head learns from the steps of successful episodes only, so a
     /// bin may win an argmax only where successful behaviour takes it (default: from every step,
     /// the data's policy).
-    #[serde(default)]
+    // Absent when false: reports of runs from before the option read the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[arg(long)]
     pub behaviour_successes_only: bool,
     /// Weight of the load-balancing loss.

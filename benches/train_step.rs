@@ -1,7 +1,8 @@
 //! Training throughput: one gradient update (online forward and backward, two target forwards,
 //! AdamW, EMA) on a batch of 64 random observations, for the shipped architecture (`default`:
-//! `tiny-streaming` with the MiniLM-embedded instruction), the same with 6 frames of history
-//! (`history6`, models/history6's), the tiny MoE and its dense twin, with
+//! `tiny-streaming` with the MiniLM-embedded instruction and 6 frames of history,
+//! `config/tiny-streaming-history6.json`), the same with 3 frames (`history3`, models/history3's,
+//! the former default), the tiny MoE and its dense twin, with
 //! pixels through trainable encoders (`end_to_end`) and with the encoders frozen, their output
 //! cached (`frozen_encoders`, most of a default training run). Samples per second = 64 / time per
 //! update. Threads follow RAYON_NUM_THREADS (default: every core) and are used as `moe_vla train
@@ -75,12 +76,12 @@ fn updates(c: &mut Criterion) {
     // Each update takes a second or more: the same few iterations per sample, not 1..10.
     group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Elements(BATCH as u64));
-    let shipped = VlaConfig::preset("tiny-streaming").expect("known preset").with_text(TextKind::Minilm);
-    // models/history6: the shipped architecture with 6 frames of history.
-    let history6 = VlaConfig { history: 6, ..shipped.clone() };
+    let history3 = VlaConfig::preset("tiny-streaming").expect("known preset").with_text(TextKind::Minilm);
+    // models/default: config/tiny-streaming-history6.json, the preset with 6 frames of history.
+    let shipped = VlaConfig { history: 6, ..history3.clone() };
     let tiny = |name| VlaConfig::preset(name).expect("known preset");
     for (preset, cfg) in
-        [("default", shipped), ("history6", history6), ("tiny", tiny("tiny")), ("tiny-dense", tiny("tiny-dense"))]
+        [("default", shipped), ("history3", history3), ("tiny", tiny("tiny")), ("tiny-dense", tiny("tiny-dense"))]
     {
         for (phase, encoded) in [("frozen_encoders", true), ("end_to_end", false)] {
             let data = batch(&cfg, encoded);

@@ -186,6 +186,12 @@ fn greedy_bins(trainer: &Trainer, logits: &Tensor) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Options under which a micro model's behaviour head learns a batch within a few hundred updates:
+/// a quick learning rate, no conservative or balance term.
+fn behaviour_learning() -> TrainOptions {
+    TrainOptions { warmup: 1, alpha: 0.0, beta: 0.0, adamw: AdamWConfig { lr: 3e-3, ..Default::default() }, ..Default::default() }
+}
+
 #[test]
 fn the_behaviour_filter_keeps_the_argmax_on_the_bins_the_data_takes() {
     // Every recorded step failed (return 0) and there is no conservative term, so Q learns that
@@ -199,14 +205,7 @@ fn the_behaviour_filter_keeps_the_argmax_on_the_bins_the_data_takes() {
     supported[0] = vec![[0, 0], [255, 255]];
     cfg.actions.supported = Some(supported);
     let batch = synthetic_batch(&cfg, 4);
-    let opts = TrainOptions {
-        steps: 150,
-        warmup: 1,
-        alpha: 0.0,
-        beta: 0.0,
-        adamw: AdamWConfig { lr: 3e-3, ..Default::default() },
-        ..Default::default()
-    };
+    let opts = TrainOptions { steps: 150, ..behaviour_learning() };
     let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
     let first = trainer.update(&batch).unwrap().behaviour;
     let mut last = first;
@@ -252,14 +251,7 @@ fn a_behaviour_head_on_successes_learns_only_what_the_successful_rows_did() {
     batch.mc_return = Tensor::new(&[0.9f32, 0.0], &Device::Cpu).unwrap();
     let prefix = batch.bins.narrow(1, 0, dims - 1).unwrap();
     for successes_only in [false, true] {
-        let opts = TrainOptions {
-            behaviour_successes_only: successes_only,
-            warmup: 1,
-            alpha: 0.0,
-            beta: 0.0,
-            adamw: AdamWConfig { lr: 3e-3, ..Default::default() },
-            ..Default::default()
-        };
+        let opts = TrainOptions { behaviour_successes_only: successes_only, ..behaviour_learning() };
         let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
         for _ in 0..100 {
             trainer.update(&batch).unwrap();

@@ -33,7 +33,7 @@ use crate::action::{ActionError, ActionSpace};
 use crate::model::{init_model, is_instruction_weight, read_weights, save_weights, ModelError, VlaConfig, VlaModel};
 use crate::policy::{PolicyError, TokenizeError};
 use data::Batch;
-use objective::{bc_loss, greedy_outside_support, mask_tensor, q_loss, q_targets, self_imitation_loss, successes, Bootstrap};
+use objective::{bc_loss, greedy_outside_support, mask_tensor, q_loss, q_targets, successes, successes_cross_entropy, Bootstrap};
 use optim::{cosine_lr, AdamW, AdamWConfig};
 
 pub use data::{Batcher, Dataset, Observations, Topics};
@@ -487,13 +487,13 @@ impl Trainer {
     }
 
     /// The loss of one shard of a batch and what it measured (its means over the shard's rows).
-    /// `imitation_divisor` is what the shard's sums over successful rows (self-imitation, and the
-    /// behaviour head's cross-entropy with `behaviour_successes_only`) are divided by (see `update`).
+    /// `successes_divisor` is what the shard's sums over successful rows are divided by (see
+    /// `update`).
     fn shard_loss(
         &self,
         batch: &Batch,
         target_model: Option<&VlaModel>,
-        imitation_divisor: f64,
+        successes_divisor: f64,
     ) -> Result<(Tensor, StepStats), TrainError> {
         let dims = self.cfg.action_dims();
         let prefix_bins = batch.bins.narrow(1, 0, dims - 1)?;
@@ -516,7 +516,8 @@ impl Trainer {
                 stats.q_data = parts.q_data.to_scalar()?;
                 stats.q_target = targets.mean_all()?.to_scalar()?;
                 stats.target_per_dim = targets.mean(0)?.to_vec1()?;
-                let imitation = self_imitation_loss(logits, &batch.bins, &self.valid_mask, &batch.mc_return, imitation_divisor)?;
+                let imitation =
+                    successes_cross_entropy(logits, &batch.bins, &self.valid_mask, &batch.mc_return, successes_divisor)?;
                 stats.imitation = imitation.to_scalar()?;
                 let q = (parts.td + (parts.conservative * self.opts.alpha)?)?;
                 if self.opts.imitation_weight > 0.0 {
@@ -537,7 +538,7 @@ impl Trainer {
         let main_loss = match &out.behaviour {
             Some(behaviour) => {
                 let ce = if self.opts.behaviour_successes_only {
-                    self_imitation_loss(behaviour, &batch.bins, &self.valid_mask, &batch.mc_return, imitation_divisor)?
+                    successes_cross_entropy(behaviour, &batch.bins, &self.valid_mask, &batch.mc_return, successes_divisor)?
                 } else {
                     (bc_loss(behaviour, &batch.bins, &self.valid_mask)? / dims as f64)?
                 };

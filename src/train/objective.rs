@@ -105,13 +105,19 @@ pub fn bc_loss(logits: &Tensor, bins: &Tensor, mask: &Tensor) -> Result<Tensor> 
     data_log_probs(logits, bins, mask)?.mean(0)?.sum_all()? * -1.0
 }
 
-/// Self-imitation (Oh et al. 2018, with the sign of the return as the weight): the cross-entropy of
-/// the data bins under a softmax of the Q logits, a mean over dimensions like the TD term, summed
-/// over the samples of successful episodes (`mc_return` [B] > 0) only and divided by `divisor`
-/// (for a whole batch, `successes(mc_return)`: a mean over its successful samples); 0 for a batch
-/// without any. It ranks the bins that led to success above their neighbours before the TD term
-/// has learned why.
-pub fn self_imitation_loss(logits: &Tensor, bins: &Tensor, mask: &Tensor, mc_return: &Tensor, divisor: f64) -> Result<Tensor> {
+/// The cross-entropy of the data bins under a softmax of `logits`, a mean over dimensions like the
+/// TD term, summed over the samples of successful episodes (`mc_return` [B] > 0) only and divided
+/// by `divisor` (for a whole batch, `successes(mc_return)`: a mean over its successful samples); 0
+/// for a batch without any. On the Q logits it is self-imitation (Oh et al. 2018, with the sign of
+/// the return as the weight), which ranks the bins that led to success above their neighbours
+/// before the TD term has learned why; on the behaviour head's, the successful episodes' policy.
+pub fn successes_cross_entropy(
+    logits: &Tensor,
+    bins: &Tensor,
+    mask: &Tensor,
+    mc_return: &Tensor,
+    divisor: f64,
+) -> Result<Tensor> {
     let succeeded = mc_return.gt(0.0)?.to_dtype(DType::F32)?; // [B]
     let per_sample = data_log_probs(logits, bins, mask)?.mean(D::Minus1)?; // [B]
     ((per_sample * succeeded)?.sum_all()? / divisor)? * -1.0

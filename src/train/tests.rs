@@ -3,7 +3,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use super::data::{n_step, Batch, Batcher, Dataset, Observations, Topics};
-use super::objective::{bc_loss, mask_tensor, q_loss, q_targets, self_imitation_loss, successes, Bootstrap};
+use super::objective::{bc_loss, mask_tensor, q_loss, q_targets, successes, successes_cross_entropy, Bootstrap};
 use super::*;
 use crate::action::{GaitFields, PlanarTwist};
 use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist, Vector3, VlaDecision};
@@ -298,7 +298,7 @@ fn self_imitation_is_the_cross_entropy_of_successful_samples_only() {
     let bins = Tensor::from_vec(vec![1u32, 0, 0, 1], (2, 2), &Device::Cpu).unwrap();
     let returns = |first: f32, second: f32| Tensor::new(&[first, second], &Device::Cpu).unwrap();
     let loss = |l: &Tensor, r: &Tensor| {
-        self_imitation_loss(l, &bins, &masks, r, successes(r).unwrap()).unwrap().to_scalar::<f32>().unwrap()
+        successes_cross_entropy(l, &bins, &masks, r, successes(r).unwrap()).unwrap().to_scalar::<f32>().unwrap()
     };
     // Sample 0 succeeded: dimension 0 takes bin 1 at probability 2/4, dimension 1 bin 0 at 1/2
     // (the invalid bin's logit 9 does not count). The mean over dimensions is ln 2.

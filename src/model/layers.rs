@@ -8,13 +8,15 @@ use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilde
 
 use super::bf16::{Bf16Matrix, MAX_ROWS};
 use super::config::ExpertAct;
+use super::fused;
 
 pub fn norm(d: usize, eps: f64, vb: VarBuilder) -> Result<Norm> {
     Ok(Norm { inner: layer_norm(d, eps, vb)?, eps })
 }
 
-/// Layer norm that stays differentiable. candle's fused CPU kernel has no backward pass, so the
-/// generic form runs whenever a gradient can flow (training); inference keeps the fused one.
+/// Layer norm that stays differentiable. candle's fused CPU kernel has no backward pass, so
+/// whenever a gradient can flow (training) [`fused::layer_norm`] runs instead; inference keeps
+/// candle's.
 #[derive(Debug, Clone)]
 pub struct Norm {
     inner: LayerNorm,
@@ -23,39 +25,27 @@ pub struct Norm {
 
 impl Module for Norm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if !(xs.track_op() || self.inner.weight().track_op()) {
-            return self.inner.forward(xs);
-        }
-        let centred = xs.broadcast_sub(&xs.mean_keepdim(D::Minus1)?)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.broadcast_mul(self.inner.weight())?;
         match self.inner.bias() {
-            Some(bias) => normed.broadcast_add(bias),
-            None => Ok(normed),
+            Some(bias) if xs.track_op() || self.inner.weight().track_op() => {
+                fused::layer_norm(xs, self.inner.weight(), bias, self.eps)
+            }
+            _ => self.inner.forward(xs),
         }
     }
 }
 
-/// Softmax over the last dimension: the fused kernel for inference, the generic (differentiable)
-/// form whenever a gradient can flow.
-pub fn softmax_last(xs: &Tensor) -> Result<Tensor> {
-    if xs.track_op() {
-        candle_nn::ops::softmax(xs, D::Minus1)
-    } else {
-        candle_nn::ops::softmax_last_dim(xs)
-    }
-}
-
-/// `linear.forward(xs)` as one matrix product over all leading dimensions. candle's `Linear`
-/// broadcasts its weight over a 3-D input's batch instead, and the backward pass of that broadcast
-/// makes one small weight gradient per batch row and then sums them.
+/// `linear.forward(xs)` as one matrix product over all leading dimensions, and its bias added by
+/// [`fused::add_bias`]. candle's `Linear` broadcasts its weight over a 3-D input's batch instead,
+/// and the backward pass of that broadcast makes one small weight gradient per batch row and then
+/// sums them.
 pub fn linear_rows(linear: &Linear, xs: &Tensor) -> Result<Tensor> {
-    if xs.rank() <= 2 {
-        return linear.forward(xs);
-    }
     let mut dims = xs.dims().to_vec();
-    let width = dims.pop().expect("rank > 2");
-    let ys = linear.forward(&xs.reshape((dims.iter().product::<usize>(), width))?)?;
+    let width = dims.pop().expect("a linear layer's input has a last dimension");
+    let ys = xs.reshape((dims.iter().product::<usize>(), width))?.matmul(&linear.weight().t()?)?;
+    let ys = match linear.bias() {
+        Some(bias) => fused::add_bias(&ys, bias)?,
+        None => ys,
+    };
     dims.push(ys.dim(1)?);
     ys.reshape(dims)
 }
@@ -145,7 +135,18 @@ impl Attention {
 
     /// Queries, keys and values of `xs` ([B, T, D]), each [B, H, T, head_dim].
     pub fn project(&self, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, t, _) = xs.dims3()?;
+        let (b, t, d) = xs.dims3()?;
+        let heads = |part: Tensor| part.reshape((b, t, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous();
+        if xs.track_op() || self.qkv.linear.weight().track_op() {
+            // Training: one product per part. Cutting the fused product's output instead would give
+            // each part a backward pass as large as all three (narrow pads its gradient with zeros).
+            let part = |i: usize| {
+                let weight = self.qkv.linear.weight().narrow(0, i * d, d)?;
+                let bias = self.qkv.linear.bias().map(|bias| bias.narrow(0, i * d, d)).transpose()?;
+                heads(linear_rows(&Linear::new(weight, bias), xs)?)
+            };
+            return Ok((part(0)?, part(1)?, part(2)?));
+        }
         let qkv = self.qkv.forward(xs)?.reshape((b, t, 3, self.heads, self.head_dim))?;
         let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous();
         Ok((part(0)?, part(1)?, part(2)?))
@@ -156,12 +157,18 @@ impl Attention {
     pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let (b, _, t, _) = q.dims4()?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?; // [B, H, T, S]
-        let scores = match bias {
-            Some(bias) => scores.broadcast_add(bias)?,
-            None => scores,
+        let scores = q.matmul(&k.t()?)?; // [B, H, T, S]
+        let probs = if scores.track_op() {
+            // candle's fused softmax has no backward pass.
+            fused::attention_softmax(&scores, scale, bias)?
+        } else {
+            let scores = (scores * scale)?;
+            let scores = match bias {
+                Some(bias) => scores.broadcast_add(bias)?,
+                None => scores,
+            };
+            candle_nn::ops::softmax_last_dim(&scores)?
         };
-        let probs = softmax_last(&scores)?;
         let ctx = probs.matmul(v)?; // [B, H, T, hd]
         let ctx = ctx.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
         self.out.forward(&ctx)
@@ -226,12 +233,10 @@ impl Module for GatedFfn {
     }
 }
 
-/// Combines the two up projections according to the expert's form.
+/// Combines the two up projections according to the expert's form: GeRM's `silu(u1 * u3)` or
+/// SwiGLU's `silu(u1) * u3`.
 pub fn gate(u1: &Tensor, u3: &Tensor, act: ExpertAct) -> Result<Tensor> {
-    match act {
-        ExpertAct::Germ => (u1 * u3)?.silu(),
-        ExpertAct::Swiglu => u1.silu()? * u3,
-    }
+    fused::gate(u1, u3, act)
 }
 
 /// Mean over the positions where `valid` is 1. `xs`: [B, T, D], `valid`: [B, T] (f32 0/1).

@@ -13,6 +13,7 @@ pub mod config;
 pub mod conv;
 pub mod decode;
 pub mod device;
+pub mod fused;
 pub mod layers;
 pub mod minilm;
 pub mod moe;

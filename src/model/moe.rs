@@ -156,11 +156,10 @@ fn mix(
             Ok((idx, ys))
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut out = Tensor::zeros((n, d), xs.dtype(), device)?;
-    for (idx, ys) in outputs {
-        out = if idx.dim(0)? == n { (out + ys)? } else { out.index_add(&idx, &ys, 0)? };
-    }
-    Ok(out)
+    // One scatter-add for all experts: one per expert would copy the whole output each time, and
+    // again in the backward pass.
+    let (idx, ys): (Vec<Tensor>, Vec<Tensor>) = outputs.into_iter().unzip();
+    Tensor::zeros((n, d), xs.dtype(), device)?.index_add(&Tensor::cat(&idx, 0)?, &Tensor::cat(&ys, 0)?, 0)
 }
 
 /// GeRM's sparse mixture: `experts` gated feed-forwards, top-k routing.

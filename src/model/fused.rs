@@ -1,12 +1,12 @@
-//! CPU kernels with a cheap backward pass for training: layer norm, attention's scaled and masked
-//! softmax, the experts' gates and a bias add, each one pass forward and one pass back.
+//! CPU kernels with a cheap backward pass for training: layer norm, softmax over the last dimension
+//! and the experts' gates, each one pass forward and one pass back.
 //!
 //! candle's fused CPU kernels for the first two have no backward, so while a gradient can flow they
-//! were built from generic ops (layer norm from nine, attention's softmax from seven, a gate from
-//! two), and each such op costs a pass forward, a pass back, and a zero-filled gradient buffer that
-//! the pass back is added into; a broadcast bias's gradient is a strided reduction. Inference keeps
-//! candle's layer norm and softmax; the gate and the bias add serve it too, computing what candle's
-//! ops did to the bit. Devices and dtypes these kernels do not cover take the generic forms.
+//! were built from generic ops (layer norm from nine, softmax from five, a gate from two), and each
+//! such op costs a pass forward, a pass back, and a zero-filled gradient buffer that the pass back
+//! is added into. Inference keeps candle's layer norm and softmax; the gate serves it too, computing
+//! what candle's ops did to the bit. Devices and dtypes these kernels do not cover take the generic
+//! forms.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 
@@ -153,88 +153,44 @@ impl CustomOp3 for LayerNormGrad {
     }
 }
 
-/// Attention weights: softmax over the last dimension of `scores * scale + bias`, with a gradient
-/// for `scores`. `bias` (a mask: no gradient) broadcasts to `scores`' shape.
-pub fn attention_softmax(scores: &Tensor, scale: f64, bias: Option<&Tensor>) -> Result<Tensor> {
-    if !covered(scores) || bias.is_some_and(|b| b.track_op() || b.dtype() != DType::F32) {
-        let scaled = (scores * scale)?;
-        let biased = match bias {
-            Some(bias) => scaled.broadcast_add(bias)?,
-            None => scaled,
-        };
-        return candle_nn::ops::softmax(&biased, D::Minus1);
+/// Softmax over the last dimension, with a gradient.
+pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
+    if !covered(xs) {
+        return candle_nn::ops::softmax(xs, D::Minus1);
     }
-    let scores = scores.contiguous()?;
-    let bias = match bias {
-        Some(bias) => bias.broadcast_as(scores.shape())?,
-        None => Tensor::zeros(scores.dim(D::Minus1)?, DType::F32, scores.device())?.broadcast_as(scores.shape())?,
-    };
-    // The kernel reads the bias a row at a time.
-    let bias = if bias.stride().last() == Some(&1) { bias } else { bias.contiguous()? };
-    scores.apply_op2(&bias, AttentionSoftmax { scale: scale as f32 })
+    xs.contiguous()?.apply_op1(Softmax)
 }
 
-/// Where each row (each index of all but the last dimension) of a tensor whose last dimension is
-/// contiguous starts in its storage.
-fn row_offsets(layout: &Layout) -> Result<Vec<usize>> {
-    let (dims, strides) = (layout.shape().dims(), layout.stride());
-    if strides.last() != Some(&1) {
-        candle_core::bail!("expected a contiguous last dimension, got strides {strides:?}");
-    }
-    let mut offsets = vec![layout.start_offset()];
-    for (&dim, &stride) in dims.iter().zip(strides).take(dims.len() - 1) {
-        offsets = offsets.iter().flat_map(|&o| (0..dim).map(move |i| o + i * stride)).collect();
-    }
-    Ok(offsets)
-}
+struct Softmax;
 
-struct AttentionSoftmax {
-    scale: f32,
-}
-
-impl CustomOp2 for AttentionSoftmax {
+impl candle_core::CustomOp1 for Softmax {
     fn name(&self) -> &'static str {
-        "attention-softmax"
+        "softmax"
     }
 
-    fn cpu_fwd(
-        &self,
-        scores: &CpuStorage,
-        scores_layout: &Layout,
-        bias: &CpuStorage,
-        bias_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let d = last_dim(scores_layout)?;
-        let scores = contiguous_f32(scores, scores_layout, self.name())?;
-        let CpuStorage::F32(bias) = bias else { candle_core::bail!("{} takes an f32 bias", self.name()) };
-        let bias_rows = row_offsets(bias_layout)?;
-        let mut probs = vec![0f32; scores.len()];
-        for ((x, p), &row) in scores.chunks(d).zip(probs.chunks_mut(d)).zip(&bias_rows) {
-            let bias = &bias[row..row + d];
-            let mut max = f32::NEG_INFINITY;
-            for i in 0..d {
-                p[i] = x[i] * self.scale + bias[i];
-                max = max.max(p[i]);
-            }
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = last_dim(layout)?;
+        let xs = contiguous_f32(storage, layout, self.name())?;
+        let mut ys = vec![0f32; xs.len()];
+        for (x, y) in xs.chunks(d).zip(ys.chunks_mut(d)) {
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0f32;
-            for p in p.iter_mut() {
-                *p = (*p - max).exp();
-                sum += *p;
+            for (y, x) in y.iter_mut().zip(x) {
+                *y = (x - max).exp();
+                sum += *y;
             }
-            p.iter_mut().for_each(|p| *p /= sum);
+            y.iter_mut().for_each(|y| *y /= sum);
         }
-        Ok((CpuStorage::F32(probs), scores_layout.shape().clone()))
+        Ok((CpuStorage::F32(ys), layout.shape().clone()))
     }
 
-    fn bwd(&self, _scores: &Tensor, _bias: &Tensor, probs: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(probs.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad { scale: self.scale })?), None))
+    fn bwd(&self, _xs: &Tensor, probs: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(probs.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad)?))
     }
 }
 
-/// `scale * probs * (grad - sum(grad * probs))` per row: the gradient of [`AttentionSoftmax`].
-struct SoftmaxGrad {
-    scale: f32,
-}
+/// `probs * (grad - sum(grad * probs))` per row: the gradient of [`Softmax`].
+struct SoftmaxGrad;
 
 impl CustomOp2 for SoftmaxGrad {
     fn name(&self) -> &'static str {
@@ -255,72 +211,10 @@ impl CustomOp2 for SoftmaxGrad {
         for ((p, g), o) in probs.chunks(d).zip(grad.chunks(d)).zip(out.chunks_mut(d)) {
             let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
             for i in 0..d {
-                o[i] = self.scale * p[i] * (g[i] - dot);
+                o[i] = p[i] * (g[i] - dot);
             }
         }
         Ok((CpuStorage::F32(out), probs_layout.shape().clone()))
-    }
-}
-
-/// `xs [N, D] + bias [D]`, with gradients for both: the bias's is a column sum, which candle's
-/// broadcast backward makes with a strided reduction.
-pub fn add_bias(xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    if !covered(xs) || xs.rank() != 2 {
-        return xs.broadcast_add(bias);
-    }
-    xs.contiguous()?.apply_op2(&bias.contiguous()?, AddBias)
-}
-
-struct AddBias;
-
-impl CustomOp2 for AddBias {
-    fn name(&self) -> &'static str {
-        "add-bias"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xs_layout: &Layout,
-        bias: &CpuStorage,
-        bias_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let d = last_dim(xs_layout)?;
-        let xs = contiguous_f32(xs, xs_layout, self.name())?;
-        let bias = contiguous_f32(bias, bias_layout, self.name())?;
-        if bias.len() != d {
-            candle_core::bail!("a bias for {d} columns has {} values", bias.len());
-        }
-        let mut ys = vec![0f32; xs.len()];
-        for (y, x) in ys.chunks_mut(d).zip(xs.chunks(d)) {
-            for i in 0..d {
-                y[i] = x[i] + bias[i];
-            }
-        }
-        Ok((CpuStorage::F32(ys), xs_layout.shape().clone()))
-    }
-
-    fn bwd(&self, _xs: &Tensor, _bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.clone()), Some(grad.contiguous()?.apply_op1_no_bwd(&ColumnSums)?)))
-    }
-}
-
-/// `[N, D] -> [D]`: the sum of each column.
-struct ColumnSums;
-
-impl candle_core::CustomOp1 for ColumnSums {
-    fn name(&self) -> &'static str {
-        "column-sums"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let d = last_dim(layout)?;
-        let xs = contiguous_f32(storage, layout, self.name())?;
-        let mut sums = vec![0f32; d];
-        for row in xs.chunks(d) {
-            sums.iter_mut().zip(row).for_each(|(s, x)| *s += x);
-        }
-        Ok((CpuStorage::F32(sums), Shape::from(d)))
     }
 }
 
@@ -474,39 +368,14 @@ mod tests {
     }
 
     #[test]
-    fn attention_softmax_matches_the_generic_form_in_values_and_gradients() -> Result<()> {
-        let generic = |scores: &Tensor, scale: f64, bias: Option<&Tensor>| {
-            let scaled = (scores * scale)?;
-            candle_nn::ops::softmax(&bias.map_or(Ok(scaled.clone()), |b| scaled.broadcast_add(b))?, D::Minus1)
-        };
-        let (b, h, t) = (2, 3, 4);
-        // A causal mask as attention's, one per batch row as with padded instructions, none.
-        let causal: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { f32::NEG_INFINITY } else { 0.0 }).collect();
-        let causal = Tensor::from_vec(causal, (1, 1, t, t), &Device::Cpu)?;
-        let last_key_padded = Tensor::new(&[0f32, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, f32::NEG_INFINITY], &Device::Cpu)?;
-        let padded = causal.broadcast_add(&last_key_padded.reshape((b, 1, 1, t))?)?;
-        for bias in [Some(&causal), Some(&padded), None] {
-            let inputs = [randn(&[b, h, t, t], 2.0)];
-            same_function(&inputs, |x| attention_softmax(&x[0], 0.35, bias), |x| generic(&x[0], 0.35, bias), 1e-5)?;
-        }
-        // A strided input (transposed) with a row mask.
-        let inputs = [randn(&[t, 5], 2.0)];
-        let mask = Tensor::new(&[0f32, 0.0, f32::NEG_INFINITY, 0.0], &Device::Cpu)?;
-        same_function(
-            &inputs,
-            |x| attention_softmax(&x[0].t()?, 1.0, Some(&mask)),
-            |x| generic(&x[0].t()?, 1.0, Some(&mask)),
-            1e-5,
-        )
-    }
-
-    #[test]
-    fn add_bias_matches_broadcast_add_in_values_and_gradients() -> Result<()> {
-        let inputs = [randn(&[9, 6], 1.0), randn(&[6], 1.0)];
-        same_function(&inputs, |x| add_bias(&x[0], &x[1]), |x| x[0].broadcast_add(&x[1]), 1e-6)?;
-        let (xs, bias) = (inputs[0].as_tensor().detach(), inputs[1].as_tensor().detach());
-        assert_eq!(max_diff(&add_bias(&xs, &bias)?, &xs.broadcast_add(&bias)?), 0.0);
-        Ok(())
+    fn softmax_matches_the_generic_form_in_values_and_gradients() -> Result<()> {
+        let inputs = [randn(&[3, 4, 9], 4.0)];
+        same_function(&inputs, |t| softmax_last_dim(&t[0]), |t| candle_nn::ops::softmax(&t[0], D::Minus1), 1e-5)?;
+        // Masked keys, as attention's causal bias makes them, and a transposed (strided) input.
+        let mask = Tensor::new(&[[0f32, f32::NEG_INFINITY, 0.0], [0.0, 0.0, f32::NEG_INFINITY]], &Device::Cpu)?;
+        let masked = |t: &[Tensor]| t[0].t()?.broadcast_add(&mask);
+        let inputs = [randn(&[3, 2], 2.0)];
+        same_function(&inputs, |t| softmax_last_dim(&masked(t)?), |t| candle_nn::ops::softmax(&masked(t)?, D::Minus1), 1e-5)
     }
 
     #[test]

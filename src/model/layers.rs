@@ -34,18 +34,26 @@ impl Module for Norm {
     }
 }
 
-/// `linear.forward(xs)` as one matrix product over all leading dimensions, and its bias added by
-/// [`fused::add_bias`]. candle's `Linear` broadcasts its weight over a 3-D input's batch instead,
-/// and the backward pass of that broadcast makes one small weight gradient per batch row and then
-/// sums them.
+/// Softmax over the last dimension: candle's kernel for inference, [`fused::softmax_last_dim`]
+/// (which has a backward pass) whenever a gradient can flow.
+pub fn softmax_last(xs: &Tensor) -> Result<Tensor> {
+    if xs.track_op() {
+        fused::softmax_last_dim(xs)
+    } else {
+        candle_nn::ops::softmax_last_dim(xs)
+    }
+}
+
+/// `linear.forward(xs)` as one matrix product over all leading dimensions. candle's `Linear`
+/// broadcasts its weight over a 3-D input's batch instead, and the backward pass of that broadcast
+/// makes one small weight gradient per batch row and then sums them.
 pub fn linear_rows(linear: &Linear, xs: &Tensor) -> Result<Tensor> {
+    if xs.rank() <= 2 {
+        return linear.forward(xs);
+    }
     let mut dims = xs.dims().to_vec();
-    let width = dims.pop().expect("a linear layer's input has a last dimension");
-    let ys = xs.reshape((dims.iter().product::<usize>(), width))?.matmul(&linear.weight().t()?)?;
-    let ys = match linear.bias() {
-        Some(bias) => fused::add_bias(&ys, bias)?,
-        None => ys,
-    };
+    let width = dims.pop().expect("rank > 2");
+    let ys = linear.forward(&xs.reshape((dims.iter().product::<usize>(), width))?)?;
     dims.push(ys.dim(1)?);
     ys.reshape(dims)
 }
@@ -135,18 +143,7 @@ impl Attention {
 
     /// Queries, keys and values of `xs` ([B, T, D]), each [B, H, T, head_dim].
     pub fn project(&self, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, t, d) = xs.dims3()?;
-        let heads = |part: Tensor| part.reshape((b, t, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous();
-        if xs.track_op() || self.qkv.linear.weight().track_op() {
-            // Training: one product per part. Cutting the fused product's output instead would give
-            // each part a backward pass as large as all three (narrow pads its gradient with zeros).
-            let part = |i: usize| {
-                let weight = self.qkv.linear.weight().narrow(0, i * d, d)?;
-                let bias = self.qkv.linear.bias().map(|bias| bias.narrow(0, i * d, d)).transpose()?;
-                heads(linear_rows(&Linear::new(weight, bias), xs)?)
-            };
-            return Ok((part(0)?, part(1)?, part(2)?));
-        }
+        let (b, t, _) = xs.dims3()?;
         let qkv = self.qkv.forward(xs)?.reshape((b, t, 3, self.heads, self.head_dim))?;
         let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous();
         Ok((part(0)?, part(1)?, part(2)?))
@@ -157,18 +154,12 @@ impl Attention {
     pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let (b, _, t, _) = q.dims4()?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = q.matmul(&k.t()?)?; // [B, H, T, S]
-        let probs = if scores.track_op() {
-            // candle's fused softmax has no backward pass.
-            fused::attention_softmax(&scores, scale, bias)?
-        } else {
-            let scores = (scores * scale)?;
-            let scores = match bias {
-                Some(bias) => scores.broadcast_add(bias)?,
-                None => scores,
-            };
-            candle_nn::ops::softmax_last_dim(&scores)?
+        let scores = (q.matmul(&k.t()?)? * scale)?; // [B, H, T, S]
+        let scores = match bias {
+            Some(bias) => scores.broadcast_add(bias)?,
+            None => scores,
         };
+        let probs = softmax_last(&scores)?;
         let ctx = probs.matmul(v)?; // [B, H, T, hd]
         let ctx = ctx.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
         self.out.forward(&ctx)

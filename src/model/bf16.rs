@@ -7,6 +7,8 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use half::bf16;
 use rayon::prelude::*;
 
+use super::fused::contiguous_f32;
+
 /// Inputs with at most this many rows use the bf16 kernel; larger batches (a full observation
 /// prefix) are compute-bound and go to the f32 matrix multiply.
 pub const MAX_ROWS: usize = 16;
@@ -44,13 +46,11 @@ impl CustomOp1 for Bf16Matrix {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(all) = storage else { candle_core::bail!("bf16-matvec takes f32 inputs") };
-        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("bf16-matvec takes contiguous inputs") };
+        let xs = contiguous_f32(storage, layout, self.name())?;
         let dims = layout.shape().dims();
         if dims.last() != Some(&self.inp) {
             candle_core::bail!("bf16-matvec: input {:?} for a weight of {} inputs", dims, self.inp);
         }
-        let xs = &all[start..end];
         let rows = xs.len() / self.inp;
         // Output-major ([out, rows]) so threads can take disjoint blocks of weight rows.
         let mut by_output = vec![0f32; self.out * rows];

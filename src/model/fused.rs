@@ -34,14 +34,22 @@ fn last_dim(layout: &Layout) -> Result<usize> {
 }
 
 /// Layer norm over the last dimension, `(x - mean) / sqrt(var + eps) * weight + bias`, with a
-/// gradient for all three.
-pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    if !covered(xs) {
-        let centred = xs.broadcast_sub(&xs.mean_keepdim(D::Minus1)?)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        return centred.broadcast_div(&(var + eps)?.sqrt()?)?.broadcast_mul(weight)?.broadcast_add(bias);
+/// gradient for all of them.
+pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    match bias {
+        Some(bias) if covered(xs) => {
+            xs.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNorm { eps: eps as f32 })
+        }
+        _ => {
+            let centred = xs.broadcast_sub(&xs.mean_keepdim(D::Minus1)?)?;
+            let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?.broadcast_mul(weight)?;
+            match bias {
+                Some(bias) => normed.broadcast_add(bias),
+                None => Ok(normed),
+            }
+        }
     }
-    xs.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNorm { eps: eps as f32 })
 }
 
 /// A row's mean and reciprocal standard deviation.
@@ -362,7 +370,7 @@ mod tests {
                 let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
                 centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?.broadcast_mul(&t[1])?.broadcast_add(&t[2])
             };
-            same_function(&inputs, |t| layer_norm(&t[0], &t[1], &t[2], 1e-5), generic, 1e-4)?;
+            same_function(&inputs, |t| layer_norm(&t[0], &t[1], Some(&t[2]), 1e-5), generic, 1e-4)?;
         }
         Ok(())
     }

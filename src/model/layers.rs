@@ -25,11 +25,10 @@ pub struct Norm {
 
 impl Module for Norm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        match self.inner.bias() {
-            Some(bias) if xs.track_op() || self.inner.weight().track_op() => {
-                fused::layer_norm(xs, self.inner.weight(), bias, self.eps)
-            }
-            _ => self.inner.forward(xs),
+        if xs.track_op() || self.inner.weight().track_op() {
+            fused::layer_norm(xs, self.inner.weight(), self.inner.bias(), self.eps)
+        } else {
+            self.inner.forward(xs)
         }
     }
 }

@@ -16,7 +16,10 @@ def launch_nodes(context):
     def given(name):
         return LaunchConfiguration(name).perform(context)
 
-    policy = {"model_dir": given("model_dir")} if given("model_dir") else {}
+    # The simulated robot needs no operator: armed at start (a real robot keeps start_enabled false).
+    policy = {"start_enabled": True}
+    if given("model_dir"):
+        policy["model_dir"] = given("model_dir")
     world = Node(
         package="moe_vla",
         executable="moe_vla_sim_node",

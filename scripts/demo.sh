@@ -18,7 +18,8 @@ moe_vla info "$model"
 # A domain of its own, so the demo neither hears nor drives other ROS 2 systems on this network
 # (within 1..101: higher domains reach the ephemeral port range).
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 90) + 10 ))}"
-moe_vla_node --ros-args -p model_dir:="$PWD/$model" &
+# The simulated robot needs no operator: armed at start (a real robot keeps start_enabled false).
+moe_vla_node --ros-args -p model_dir:="$PWD/$model" -p start_enabled:=true &
 node=$!
 trap 'kill -INT "$node" 2>/dev/null; wait "$node" 2>/dev/null || true' EXIT
 moe_vla_sim_node --ros-args -p episodes:="${EPISODES:-6}" -p seed:="${SEED:-0}" -p family:="${FAMILY:-all}"

@@ -42,7 +42,7 @@ def main():
     log_dir = Path(tempfile.mkdtemp(prefix="moe_vla-latency-"))
     node = p.NodeProcess(log_dir, domain, {"model_dir": str(args.model.resolve()),
                                            "inference_threads": args.threads,
-                                           "image_timeout_s": max(0.5, 3.0 / args.rate)})
+                                           "image_timeout_s": max(0.5, 3.0 / args.rate), "start_enabled": True})
     peer = p.Peer(domain, "moe_vla_latency_peer")
     try:
         camera, instruction = p.drive(peer)

@@ -46,7 +46,7 @@ link_numpy_include() {
 ROS_WHEELS=(
   ros-kilted-rcl ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp
   ros-kilted-std-msgs ros-kilted-sensor-msgs ros-kilted-geometry-msgs ros-kilted-std-srvs
-  ros-kilted-diagnostic-msgs ros-kilted-builtin-interfaces ros-kilted-rosgraph-msgs
+  ros-kilted-diagnostic-msgs ros-kilted-lifecycle-msgs ros-kilted-builtin-interfaces ros-kilted-rosgraph-msgs
   ros-kilted-rosidl-runtime-c ros-kilted-rosidl-typesupport-c ros-kilted-rosidl-typesupport-cpp
   ros-kilted-rosidl-typesupport-introspection-c
   ros-kilted-rosidl-default-generators ros-kilted-rosidl-core-generators ros-kilted-ament-cmake
@@ -58,7 +58,7 @@ ROS_WHEELS=(
 TEST_WHEELS=(pytest pyyaml rosbags mcap mcap-ros2-support)
 
 make_venv() {
-  local venv="$root/.ros" stamp="$root/.ros/.moe_vla-setup-v2"
+  local venv="$root/.ros" stamp="$root/.ros/.moe_vla-setup-v3"
   [ -f "$stamp" ] && return 0
   log "creating $venv from the ROS 2 kilted wheels on PyPI"
   python3 -m venv "$venv"
@@ -68,7 +68,8 @@ make_venv() {
   # Workaround: the wheels' CMake files name the wheel builder's Python and numpy.
   local py_include
   py_include="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
-  grep -rlF /opt/python/cp311-cp311 "$venv/share" "$venv/lib/cmake" 2>/dev/null | while read -r f; do
+  # (grep finds nothing when a newer setup re-runs this over a venv it already rewrote.)
+  { grep -rlF /opt/python/cp311-cp311 "$venv/share" "$venv/lib/cmake" 2>/dev/null || true; } | while read -r f; do
     sed -i \
       -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$numpy_include#g" \
       -e "s#/opt/python/cp311-cp311/include/python3.11#$py_include#g" \

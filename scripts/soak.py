@@ -91,7 +91,7 @@ def main():
     domain = p.fresh_domain_id()
     log_dir = Path(tempfile.mkdtemp(prefix="moe_vla-soak-"))
     node = p.NodeProcess(log_dir, domain, {"model_dir": str(args.model.resolve()), "control_rate_hz": CONTROL_RATE_HZ,
-                                           "image_timeout_s": IMAGE_TIMEOUT_S})
+                                           "image_timeout_s": IMAGE_TIMEOUT_S, "start_enabled": True})
     peer = p.Peer(domain, "moe_vla_soak_peer")
     samples = []
     try:

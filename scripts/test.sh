@@ -34,7 +34,7 @@ if $clippy; then
     source scripts/ros_env.sh
     if [ "${ROS_DISTRO:-}" = kilted ]; then export ROS_DISTRO=jazzy; fi
     msgs_hash=$(cat moe_vla_msgs/msg/*.msg moe_vla_msgs/action/*.action | sha1sum | cut -c1-12)
-    export IDL_PACKAGE_FILTER="std_msgs;sensor_msgs;geometry_msgs;std_srvs;diagnostic_msgs;builtin_interfaces;rosgraph_msgs;moe_vla_msgs;moe_vla_msgs_$msgs_hash"
+    export IDL_PACKAGE_FILTER="std_msgs;sensor_msgs;geometry_msgs;std_srvs;diagnostic_msgs;lifecycle_msgs;builtin_interfaces;rosgraph_msgs;moe_vla_msgs;moe_vla_msgs_$msgs_hash"
     rm -f "$CARGO_TARGET_DIR"/debug/build/r2r-*/out/*/done
     cargo clippy --locked --features ros --lib --bins --tests -- -D warnings
   )

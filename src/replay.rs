@@ -16,6 +16,9 @@ use crate::policy::{Decoding, OwnedFrame, Policy};
 use crate::topics::{self, REPLAY_FRAMES};
 
 const CMD_VEL: &str = topics::CMD_VEL.absolute;
+/// Where the controller's clock starts: far enough from zero that frames stamped before the bag's
+/// first message keep their (positive) stamps.
+const CLOCK_OFFSET_S: f64 = 3600.0;
 const GAIT_COMMAND: &str = topics::GAIT_COMMAND.absolute;
 const DECISION: &str = topics::DECISION.absolute;
 /// The instruction in force, as the controller took it.
@@ -81,11 +84,23 @@ struct Replay<'a> {
 }
 
 impl Replay<'_> {
-    /// Controller time: seconds since the first message, which keeps f64 exact to the nanosecond
-    /// over any bag length (seconds since the epoch would not be).
+    /// Controller time: seconds since the first message plus `CLOCK_OFFSET_S`, which keeps f64
+    /// exact to the nanosecond over any bag length (seconds since the epoch would not be).
     fn seconds(&mut self, ns: u64) -> f64 {
         let origin = *self.origin.get_or_insert(ns);
-        ns.saturating_sub(origin) as f64 * 1e-9
+        ns.saturating_sub(origin) as f64 * 1e-9 + CLOCK_OFFSET_S
+    }
+
+    /// A header stamp on the controller's clock, so that its lag behind the message's bag time is
+    /// what the node sees under `ros2 bag play --clock`. Zero stays zero (unstamped).
+    fn stamp_on_clock(&self, stamp: Time) -> Duration {
+        let origin = self.origin.unwrap_or(0) as i128;
+        let ns = stamp.nanos() as i128 - origin + (CLOCK_OFFSET_S * 1e9) as i128;
+        if stamp.nanos() == 0 || ns <= 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(ns as u64)
+        }
     }
 
     fn write<M: crate::bag::msgs::RosMessage>(&mut self, topic: &str, time: u64, msg: &M) {
@@ -101,8 +116,10 @@ impl Replay<'_> {
         let mut tick = *self.next_tick.get_or_insert(now);
         while tick <= now {
             let now = self.seconds(tick);
-            let out = self.session.tick(now).output;
-            self.emit(&out, tick);
+            let out = self.session.tick(now);
+            if out.publish {
+                self.emit(&out.output, tick);
+            }
             tick += self.period_ns;
         }
         self.next_tick = Some(tick);
@@ -110,8 +127,12 @@ impl Replay<'_> {
 
     fn emit(&mut self, out: &ControlOutput, time: u64) {
         self.write(CMD_VEL, time, &Twist::from(out.twist));
-        let gait =
-            GaitCommand::from_fields(&out.gait, Header { stamp: Time::from_nanos(time), frame_id: self.opts.frame_id.clone() });
+        let header = Header { stamp: Time::from_nanos(time), frame_id: self.opts.frame_id.clone() };
+        let gait = if out.stop.is_some() {
+            GaitCommand::standing(&out.gait, header)
+        } else {
+            GaitCommand::from_fields(&out.gait, header)
+        };
         self.write(GAIT_COMMAND, time, &gait);
     }
 
@@ -132,16 +153,18 @@ impl Replay<'_> {
 
     fn frame(&mut self, frame: OwnedFrame, stamp: Time, time: u64) {
         let now = self.seconds(time);
-        self.session.frame_received(now, Duration::from_nanos(stamp.nanos()), false);
+        let check = self.session.frame_received(now, self.stamp_on_clock(stamp));
         self.write(REPLAY_FRAMES, time, &Header { stamp, frame_id: String::new() });
-        let Some(instruction) = self.session.instruction().cloned() else {
+        let Some(instruction) = self.session.instruction().cloned().filter(|_| check.is_fresh()) else {
             return;
         };
         let start = Instant::now();
         let result = self.policy.decide(&frame.as_frame(), &instruction, Decoding::Cached);
         let latency_ms = start.elapsed().as_secs_f32() * 1e3;
         if let (_, Some(tick)) = self.session.decided(&instruction, &result, now, latency_ms, now) {
-            self.emit(&tick.output, time);
+            if tick.publish {
+                self.emit(&tick.output, time);
+            }
         }
         if let Ok(out) = result {
             let decision = VlaDecision {

@@ -178,6 +178,9 @@ pub struct GaitCommand {
 }
 
 impl GaitCommand {
+    /// The `gait` value of a stopped robot (GaitCommand.msg's STAND).
+    pub const STAND: u8 = 4;
+
     /// The message for a command's gait fields; `gait` is the preset nearest the phase offsets.
     pub fn from_fields(g: &GaitFields, header: Header) -> Self {
         Self {
@@ -190,6 +193,12 @@ impl GaitCommand {
             pitch: g.pitch,
             stance_width: g.stance_width,
         }
+    }
+
+    /// The message sent while the robot is stopped: `gait` is STAND (do not step), the other
+    /// fields give the posture to hold.
+    pub fn standing(g: &GaitFields, header: Header) -> Self {
+        Self { gait: Self::STAND, ..Self::from_fields(g, header) }
     }
 
     /// The command's gait fields (the `gait` preset is implied by the phase offsets).

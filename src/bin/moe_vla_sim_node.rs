@@ -14,8 +14,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.iter().any(|a| a == "--list-params") {
-        for (name, description) in moe_vla::ros::SimParams::declared() {
-            println!("{name}\t{description}");
+        for p in moe_vla::ros::SimParams::declared() {
+            println!("{}\t{}", p.name, p.description);
         }
         return ExitCode::SUCCESS;
     }

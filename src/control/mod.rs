@@ -1,7 +1,12 @@
 //! The controller between decisions and the robot: which command goes out at each control tick,
-//! and every safety rule on the way (frame and decision watchdogs, enable, terminate hold,
-//! velocity, acceleration and gait limits, non-finite guard). Time is an argument, never read from a clock, so the live node,
-//! bag replay and the simulator drive the same code with their own clocks.
+//! and every safety rule on the way (frame and decision watchdogs, enable, e-stop, deadman,
+//! terminate hold, velocity, acceleration and gait limits, non-finite guard). Time is an argument,
+//! never read from a clock, so the live node, bag replay and the simulator drive the same code with
+//! their own clocks.
+//!
+//! Two clocks come in (`Now`): ROS time, which `use_sim_time` makes jump back (a looping bag, a
+//! simulator reset) or freeze (a paused `/clock`), and a steady clock that does neither. Every
+//! watchdog holds on both, so no behaviour of ROS time can keep the robot moving.
 
 mod copies;
 mod params;
@@ -15,8 +20,27 @@ use std::time::Duration;
 use crate::action::{ActionCommand, GaitFields, PlanarTwist};
 use crate::policy::{Decision, PolicyError};
 pub use copies::CopyFilter;
-pub use params::ControlParams;
+pub use params::{ControlParams, ParamSpec, ParamTypeError, ParamValue};
 pub use session::{Counters, Session, Tick};
+
+/// The time of an event on the controller's two clocks, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Now {
+    /// ROS time (simulated time with `use_sim_time`): what frame stamps are compared with.
+    pub ros: f64,
+    /// A steady clock: never jumps, never stops.
+    pub steady: f64,
+}
+
+/// A driver with one monotonic clock (bag replay, the simulator) passes it as both.
+impl From<f64> for Now {
+    fn from(t: f64) -> Self {
+        Self { ros: t, steady: t }
+    }
+}
+
+/// ROS time going back by more than this is a jump (a reset), not rounding.
+const BACKWARD_JUMP_S: f64 = 1e-3;
 pub use stats::{nearest_rank, LatencyStats};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -143,6 +167,14 @@ pub struct ControlConfig {
     /// Stop when the decision being followed was made on a frame older than this: inference hung
     /// or fell behind while frames kept arriving.
     pub max_decision_age_s: f64,
+    /// A frame whose header stamp is further than this from ROS time (behind or ahead) is not
+    /// fresh: a stream arriving late, or a camera on another clock. 0 = no check.
+    pub max_frame_latency_s: f64,
+    /// Stop unless a deadman heartbeat came within this (steady time). 0 = no deadman.
+    pub deadman_timeout_s: f64,
+    /// After a stop with nothing to follow (disabled, e-stop, no instruction, terminated), stop
+    /// commands go out for this long and then none, so a lower-priority source (twist_mux) takes over.
+    pub idle_settle_s: f64,
     /// A frame whose header stamp equals the previous frame's (a driver re-sending an old frame)
     /// does not count as fresh for the image watchdog. Unstamped (zero) frames always count.
     pub require_new_stamps: bool,
@@ -185,6 +217,9 @@ impl ControlConfig {
         within("control_rate_hz", self.control_rate_hz, 1.0..=1000.0, "must be within 1..1000 Hz")?;
         within("image_timeout_s", self.image_timeout_s, 0.0..=10.0, "must be at most 10 s")?;
         within("max_decision_age_s", self.max_decision_age_s, 0.0..=10.0, "must be at most 10 s")?;
+        within("max_frame_latency_s", self.max_frame_latency_s, 0.0..=10.0, "must be within 0..10 s (0 = no check)")?;
+        within("deadman_timeout_s", self.deadman_timeout_s, 0.0..=10.0, "must be within 0..10 s (0 = no deadman)")?;
+        within("idle_settle_s", self.idle_settle_s, 0.0..=10.0, "must be within 0..10 s")?;
         for (name, axis) in [("x_vel", self.x_vel), ("y_vel", self.y_vel), ("yaw_vel", self.yaw_vel)] {
             for (value, bound) in [(axis.min, "min"), (axis.max, "max")] {
                 if !value.is_finite() || (bound == "min" && value > 0.0) || (bound == "max" && value < 0.0) {
@@ -217,15 +252,29 @@ impl ControlConfig {
 /// Why the controller is commanding a stop.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StopReason {
+    /// The e-stop input is engaged; releasing it leaves the robot disabled.
+    EStop,
     Disabled,
     NoInstruction,
+    /// The deadman heartbeat is missing (never heard, released, or older than its timeout).
+    Deadman,
     NoFrame,
+    /// ROS time went back (a looping bag, a simulator reset): everything before is forgotten and
+    /// the robot stands until a frame arrives on the new timeline.
+    ClockJumpedBack {
+        by_s: f64,
+    },
     StaleFrame {
         age_s: f64,
     },
     /// Frames keep arriving, but with the stamp of one already seen.
     FrozenStamps {
         age_s: f64,
+    },
+    /// Frames keep arriving, but stamped further from now than `max_frame_latency_s`.
+    LateFrames {
+        age_s: f64,
+        lag_s: f64,
     },
     /// The decision being followed was made on a frame this old.
     StaleDecision {
@@ -247,11 +296,15 @@ impl StopReason {
     /// A short stable name, for counters and diagnostics keys.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::EStop => "estop",
             Self::Disabled => "disabled",
             Self::NoInstruction => "no_instruction",
+            Self::Deadman => "deadman",
             Self::NoFrame => "no_frame",
+            Self::ClockJumpedBack { .. } => "clock_jumped_back",
             Self::StaleFrame { .. } => "stale_frame",
             Self::FrozenStamps { .. } => "frozen_stamps",
+            Self::LateFrames { .. } => "late_frames",
             Self::StaleDecision { .. } => "stale_decision",
             Self::InferenceDied => "inference_died",
             Self::Terminated => "terminated",
@@ -260,18 +313,45 @@ impl StopReason {
             Self::NonFinite => "non_finite",
         }
     }
+
+    /// A stop with nothing to follow: the robot is not meant to move, so after a settle time the
+    /// node stops publishing and lower-priority command sources take over.
+    pub fn is_idle(&self) -> bool {
+        matches!(self, Self::EStop | Self::Disabled | Self::NoInstruction | Self::Terminated)
+    }
+
+    /// A stop caused by the camera input, whatever the arming.
+    pub fn is_camera(&self) -> bool {
+        matches!(
+            self,
+            Self::NoFrame
+                | Self::ClockJumpedBack { .. }
+                | Self::StaleFrame { .. }
+                | Self::FrozenStamps { .. }
+                | Self::LateFrames { .. }
+        )
+    }
 }
 
 impl fmt::Display for StopReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Disabled => write!(f, "disabled through ~/enable"),
+            Self::EStop => write!(f, "e-stop engaged"),
+            Self::Disabled => write!(f, "disabled (arm through ~/enable or the lifecycle)"),
             Self::NoInstruction => write!(f, "no instruction"),
+            Self::Deadman => write!(f, "no deadman heartbeat"),
             Self::NoFrame => write!(f, "no camera frame yet"),
+            Self::ClockJumpedBack { by_s } => {
+                write!(f, "ROS time jumped back {by_s:.2} s; waiting for a frame on the new timeline")
+            }
             Self::StaleFrame { age_s } => write!(f, "newest camera frame is {age_s:.2} s old"),
             Self::FrozenStamps { age_s } => {
                 write!(f, "camera frames repeat an old header stamp; the newest new one is {age_s:.2} s old")
             }
+            Self::LateFrames { age_s, lag_s } => write!(
+                f,
+                "camera frames arrive stamped {lag_s:.2} s from now, beyond max_frame_latency_s; the newest timely one is {age_s:.2} s old"
+            ),
             Self::StaleDecision { age_s } => write!(f, "newest decision was made on a frame {age_s:.2} s old"),
             Self::InferenceDied => write!(f, "the inference thread died"),
             Self::Terminated => write!(f, "the model ended the episode; waiting for a new instruction"),
@@ -313,24 +393,53 @@ pub enum Applied {
     Failed,
 }
 
+/// How the controller took a good frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FrameCheck {
+    /// Fresh: it feeds the image watchdog and is worth a decision.
+    Fresh,
+    /// Its header stamp repeats the previous frame's (`require_new_stamps`).
+    RepeatedStamp,
+    /// Its header stamp is `lag_s` behind ROS time (negative: ahead), beyond `max_frame_latency_s`.
+    Late { lag_s: f64 },
+}
+
+impl FrameCheck {
+    pub fn is_fresh(&self) -> bool {
+        *self == Self::Fresh
+    }
+}
+
 pub struct Controller {
     config: ControlConfig,
     enabled: bool,
+    estop: bool,
     instruction: Option<Arc<str>>,
+    /// The newest event's time; ROS time below it is a backward jump.
+    latest: Option<Now>,
+    /// Set by a backward jump of ROS time (by how much), cleared by the next fresh frame.
+    jumped_back: Option<f64>,
     /// Receipt time of the newest fresh frame.
-    last_frame: Option<f64>,
-    /// Header stamp of the newest frame, and when a frame last repeated it.
+    last_frame: Option<Now>,
+    /// Header stamp of the newest frame, and the steady time a frame last repeated it.
     last_stamp: Option<Duration>,
     last_repeat: Option<f64>,
+    /// Steady time and lag of the newest late frame.
+    last_late: Option<(f64, f64)>,
+    /// Steady time of the newest deadman heartbeat (None: never, or released).
+    last_heartbeat: Option<f64>,
     target: Option<ActionCommand>,
-    /// Receipt time of the frame the followed decision was made on.
+    /// Receipt time (ROS) of the frame the followed decision was made on, and the steady time it
+    /// was applied at.
     target_frame: f64,
+    target_applied: f64,
     terminated: bool,
     failure: Option<String>,
     inference_died: bool,
     /// Last twist and gait sent, the start points of acceleration and rate limiting.
     sent: PlanarTwist,
     sent_gait: GaitFields,
+    /// Steady time of the last tick.
     last_tick: Option<f64>,
 }
 
@@ -340,12 +449,18 @@ impl Controller {
         Ok(Self {
             config,
             enabled: true,
+            estop: false,
             instruction: None,
+            latest: None,
+            jumped_back: None,
             last_frame: None,
             last_stamp: None,
             last_repeat: None,
+            last_late: None,
+            last_heartbeat: None,
             target: None,
             target_frame: 0.0,
+            target_applied: 0.0,
             terminated: false,
             failure: None,
             inference_died: false,
@@ -372,8 +487,13 @@ impl Controller {
         self.instruction.as_ref()
     }
 
+    /// Armed: enabled and no e-stop engaged.
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    pub fn estop(&self) -> bool {
+        self.estop
     }
 
     /// A new instruction (even the same text again) starts over: it releases a terminate hold and
@@ -385,23 +505,70 @@ impl Controller {
         self.failure = None;
     }
 
-    /// Disabling stops and holds; enabling waits for the next decision rather than resuming an old one.
-    pub fn set_enabled(&mut self, enabled: bool) {
+    /// Disabling stops and holds; enabling waits for the next decision rather than resuming an old
+    /// one. Enabling is refused (false) while the e-stop is engaged.
+    pub fn set_enabled(&mut self, enabled: bool) -> bool {
+        if enabled && self.estop {
+            return false;
+        }
         if enabled && !self.enabled {
             self.target = None;
         }
         self.enabled = enabled;
+        true
     }
 
-    /// A good frame with header stamp `stamp` (zero: unstamped) arrived at `now` (seconds on the
-    /// controller's clock).
-    pub fn frame_received(&mut self, now: f64, stamp: Duration) {
+    /// Engaging the e-stop stops, disarms and holds; releasing it leaves the robot disarmed, so
+    /// only `set_enabled(true)` (an operator) moves it again.
+    pub fn set_estop(&mut self, engaged: bool) {
+        if engaged {
+            self.enabled = false;
+            self.target = None;
+        }
+        self.estop = engaged;
+    }
+
+    /// A deadman heartbeat at `now`: `held` false (released) stops at once.
+    pub fn heartbeat(&mut self, now: impl Into<Now>, held: bool) {
+        let now = self.observe(now.into());
+        self.last_heartbeat = held.then_some(now.steady);
+    }
+
+    /// Takes note of `now`: a backward jump of ROS time forgets every frame, stamp and decision
+    /// (their times belong to the old timeline) and stops until a frame arrives on the new one.
+    pub fn observe(&mut self, now: impl Into<Now>) -> Now {
+        let now = now.into();
+        if let Some(latest) = self.latest {
+            if now.ros < latest.ros - BACKWARD_JUMP_S {
+                self.jumped_back = Some(latest.ros - now.ros);
+                self.last_frame = None;
+                self.last_stamp = None;
+                self.last_repeat = None;
+                self.last_late = None;
+                self.target = None;
+            }
+        }
+        self.latest = Some(now);
+        now
+    }
+
+    /// A good frame with header stamp `stamp` (zero: unstamped) arrived at `now`. Only a fresh
+    /// frame feeds the image watchdog; the caller decides on fresh frames only.
+    pub fn frame_received(&mut self, now: impl Into<Now>, stamp: Duration) -> FrameCheck {
+        let now = self.observe(now);
         let repeated = self.config.require_new_stamps && !stamp.is_zero() && self.last_stamp == Some(stamp);
         self.last_stamp = Some(stamp);
+        let lag_s = now.ros - stamp.as_secs_f64();
         if repeated {
-            self.last_repeat = Some(now);
+            self.last_repeat = Some(now.steady);
+            FrameCheck::RepeatedStamp
+        } else if self.config.max_frame_latency_s > 0.0 && !stamp.is_zero() && lag_s.abs() > self.config.max_frame_latency_s {
+            self.last_late = Some((now.steady, lag_s));
+            FrameCheck::Late { lag_s }
         } else {
-            self.last_frame = Some(self.last_frame.map_or(now, |t| t.max(now)));
+            self.last_frame = Some(now);
+            self.jumped_back = None;
+            FrameCheck::Fresh
         }
     }
 
@@ -410,12 +577,15 @@ impl Controller {
         self.inference_died = true;
     }
 
-    /// Takes a decision from the policy, made on the frame received at `frame_time` for
+    /// Takes a decision from the policy, made on the frame received at `frame_time` (ROS time) for
     /// `instruction`: the very instruction given to `set_instruction` (the same `Arc`), so a
-    /// decision made for an earlier copy of the same text (re-sent, or a new goal) is stale.
+    /// decision made for an earlier copy of the same text (re-sent, or a new goal) is stale. It is
+    /// applied at the latest time `observe` saw. A decision on a frame from before a backward clock
+    /// jump is stale too.
     pub fn apply(&mut self, instruction: &Arc<str>, result: &Result<Decision, PolicyError>, frame_time: f64) -> Applied {
         let current = self.instruction.as_ref().is_some_and(|given| Arc::ptr_eq(given, instruction));
-        if !current || self.terminated {
+        let before_jump = self.jumped_back.is_some() || self.latest.is_some_and(|l| frame_time > l.ros + BACKWARD_JUMP_S);
+        if !current || self.terminated || before_jump {
             return Applied::Stale;
         }
         match result {
@@ -432,6 +602,7 @@ impl Controller {
                 self.failure = None;
                 self.target = Some(out.command.clone());
                 self.target_frame = frame_time;
+                self.target_applied = self.latest.map_or(frame_time, |l| l.steady);
                 Applied::Followed
             }
             Err(e) => {
@@ -446,10 +617,35 @@ impl Controller {
         self.failure = Some(reason);
     }
 
+    /// What is wrong with the camera input at `now`, armed or not (for the stop and diagnostics).
+    /// A frame's age is the larger of its ages on the two clocks.
+    pub fn camera_problem(&self, now: impl Into<Now>) -> Option<StopReason> {
+        let now = now.into();
+        let Some(frame) = self.last_frame else {
+            return Some(match self.jumped_back {
+                Some(by_s) => StopReason::ClockJumpedBack { by_s },
+                None => StopReason::NoFrame,
+            });
+        };
+        let age_s = (now.ros - frame.ros).max(now.steady - frame.steady);
+        if age_s <= self.config.image_timeout_s {
+            return None;
+        }
+        Some(match (self.last_repeat, self.last_late) {
+            (Some(repeat), _) if repeat > frame.steady => StopReason::FrozenStamps { age_s },
+            (_, Some((late, lag_s))) if late > frame.steady => StopReason::LateFrames { age_s, lag_s },
+            _ => StopReason::StaleFrame { age_s },
+        })
+    }
+
     /// Why the robot must stand still at `now`, if it must.
-    pub fn stop_reason(&self, now: f64) -> Option<StopReason> {
+    pub fn stop_reason(&self, now: impl Into<Now>) -> Option<StopReason> {
+        let now = now.into();
         if self.inference_died {
             return Some(StopReason::InferenceDied);
+        }
+        if self.estop {
+            return Some(StopReason::EStop);
         }
         if !self.enabled {
             return Some(StopReason::Disabled);
@@ -460,15 +656,13 @@ impl Controller {
         if self.terminated {
             return Some(StopReason::Terminated);
         }
-        let Some(frame) = self.last_frame else {
-            return Some(StopReason::NoFrame);
-        };
-        let age_s = now - frame;
-        if age_s > self.config.image_timeout_s {
-            return Some(match self.last_repeat {
-                Some(repeat) if repeat > frame => StopReason::FrozenStamps { age_s },
-                _ => StopReason::StaleFrame { age_s },
-            });
+        if self.config.deadman_timeout_s > 0.0
+            && self.last_heartbeat.is_none_or(|beat| now.steady - beat > self.config.deadman_timeout_s)
+        {
+            return Some(StopReason::Deadman);
+        }
+        if let Some(problem) = self.camera_problem(now) {
+            return Some(problem);
         }
         if let Some(reason) = &self.failure {
             return Some(StopReason::DecisionFailed(reason.clone()));
@@ -476,7 +670,7 @@ impl Controller {
         if self.target.is_none() {
             return Some(StopReason::Waiting);
         }
-        let age_s = now - self.target_frame;
+        let age_s = (now.ros - self.target_frame).max(now.steady - self.target_applied);
         if age_s > self.config.max_decision_age_s {
             return Some(StopReason::StaleDecision { age_s });
         }
@@ -486,15 +680,16 @@ impl Controller {
     /// The command for the control tick at `now`. Stops are immediate; moving commands are clamped
     /// to the velocity limits and approach the decision's twist at the acceleration limits. The
     /// gait approaches the decision's (or, stopped, the neutral one) within the gait limits.
-    pub fn tick(&mut self, now: f64) -> ControlOutput {
+    pub fn tick(&mut self, now: impl Into<Now>) -> ControlOutput {
+        let now = self.observe(now);
         let period = self.config.period_s();
-        // A clock that jumped backwards (a looping bag) gets one nominal period; a long pause at
-        // most two, so a late tick cannot leap.
+        // Steps are measured on the steady clock; a long pause counts at most two periods, so a
+        // late tick cannot leap.
         let dt = match self.last_tick {
-            Some(last) if now >= last => (now - last).min(2.0 * period),
+            Some(last) if now.steady >= last => (now.steady - last).min(2.0 * period),
             _ => period,
         } as f32;
-        self.last_tick = Some(now);
+        self.last_tick = Some(now.steady);
 
         let mut stop = self.stop_reason(now);
         let toward_neutral = self.config.gait.step(&self.sent_gait, &NEUTRAL_GAIT, dt);

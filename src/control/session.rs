@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Applied, ConfigError, ControlConfig, ControlOutput, Controller, LatencyStats, StopReason};
+use super::{Applied, ConfigError, ControlConfig, ControlOutput, Controller, FrameCheck, LatencyStats, Now, StopReason};
 use crate::policy::{Decision, PolicyError};
 
 /// What a session has seen and done.
@@ -18,6 +18,8 @@ pub struct Counters {
     pub bad_instructions: u64,
     /// Good frames received.
     pub frames: u64,
+    /// Good frames that were not fresh (a repeated or late stamp): not decided on.
+    pub stale_frames: u64,
     /// Frames replaced in the inference slot before the model took them.
     pub dropped_frames: u64,
     pub bad_frames: u64,
@@ -28,7 +30,7 @@ pub struct Counters {
     /// Decisions, made or failed, that were ignored: their instruction is no longer in force, or the
     /// robot holds after a terminate.
     pub stale_decisions: u64,
-    /// Control ticks, each one command out.
+    /// Control ticks that sent a command.
     pub commands: u64,
     /// Times the session went into a stop, by `StopReason::kind`, with the first such reason's text.
     pub stops: BTreeMap<&'static str, (u64, String)>,
@@ -40,12 +42,17 @@ pub struct Tick {
     pub output: ControlOutput,
     /// The stop changed kind at this tick: a stop began, ended, or has a different reason.
     pub stop_changed: bool,
+    /// Send the command. False once an idle stop has been sent for `idle_settle_s`: the
+    /// robot is not meant to move, and silence lets a lower-priority source (twist_mux) through.
+    pub publish: bool,
 }
 
 pub struct Session {
     controller: Controller,
     /// The stop of the last tick.
     stop: Option<StopReason>,
+    /// Steady time the current idle stop began at.
+    idle_since: Option<f64>,
     counters: Counters,
     latency: LatencyStats,
 }
@@ -56,6 +63,7 @@ impl Session {
         Ok(Self {
             controller: Controller::new(config)?,
             stop: None,
+            idle_since: None,
             counters: Counters::default(),
             latency: LatencyStats::new(latency_window),
         })
@@ -92,8 +100,28 @@ impl Session {
         self.controller.set_config(config)
     }
 
-    pub fn set_enabled(&mut self, enabled: bool) {
-        self.controller.set_enabled(enabled);
+    /// See `Controller::set_enabled`: false when refused (e-stop engaged).
+    pub fn set_enabled(&mut self, enabled: bool) -> bool {
+        self.controller.set_enabled(enabled)
+    }
+
+    pub fn estop(&self) -> bool {
+        self.controller.estop()
+    }
+
+    /// See `Controller::set_estop`.
+    pub fn set_estop(&mut self, engaged: bool) {
+        self.controller.set_estop(engaged);
+    }
+
+    /// See `Controller::heartbeat`.
+    pub fn heartbeat(&mut self, now: impl Into<Now>, held: bool) {
+        self.controller.heartbeat(now, held);
+    }
+
+    /// What is wrong with the camera input at `now`, armed or not.
+    pub fn camera_problem(&self, now: impl Into<Now>) -> Option<StopReason> {
+        self.controller.camera_problem(now)
     }
 
     /// A valid instruction starts over (see `Controller::set_instruction`).
@@ -114,12 +142,17 @@ impl Session {
         self.controller.set_instruction(None);
     }
 
-    /// A good frame with header stamp `stamp` arrived at `now`; `dropped`: it replaced one the
-    /// model had not taken yet.
-    pub fn frame_received(&mut self, now: f64, stamp: Duration, dropped: bool) {
+    /// A good frame with header stamp `stamp` arrived at `now`. Decide on it only if fresh.
+    pub fn frame_received(&mut self, now: impl Into<Now>, stamp: Duration) -> FrameCheck {
         self.counters.frames += 1;
-        self.counters.dropped_frames += u64::from(dropped);
-        self.controller.frame_received(now, stamp);
+        let check = self.controller.frame_received(now, stamp);
+        self.counters.stale_frames += u64::from(!check.is_fresh());
+        check
+    }
+
+    /// A frame replaced one the model had not taken yet.
+    pub fn frame_dropped(&mut self) {
+        self.counters.dropped_frames += 1;
     }
 
     pub fn bad_frame(&mut self) {
@@ -131,17 +164,18 @@ impl Session {
         self.controller.inference_died();
     }
 
-    /// A decision made for `instruction` on the frame received at `frame_time`, `latency_ms`
-    /// after that frame arrived. Unless it is stale, the command goes out at once (at `now`)
-    /// rather than at the next tick: that tick is returned.
+    /// A decision made for `instruction` on the frame received at `frame_time` (ROS time),
+    /// `latency_ms` after that frame arrived. Unless it is stale, the command goes out at once (at
+    /// `now`) rather than at the next tick: that tick is returned.
     pub fn decided(
         &mut self,
         instruction: &Arc<str>,
         result: &Result<Decision, PolicyError>,
         frame_time: f64,
         latency_ms: f32,
-        now: f64,
+        now: impl Into<Now>,
     ) -> (Applied, Option<Tick>) {
+        let now = self.controller.observe(now);
         self.latency.record(latency_ms);
         let applied = self.controller.apply(instruction, result, frame_time);
         match result {
@@ -158,7 +192,8 @@ impl Session {
     }
 
     /// The command for the control tick at `now`.
-    pub fn tick(&mut self, now: f64) -> Tick {
+    pub fn tick(&mut self, now: impl Into<Now>) -> Tick {
+        let now = now.into();
         let output = self.controller.tick(now);
         let stop_changed = output.stop.as_ref().map(StopReason::kind) != self.stop.as_ref().map(StopReason::kind);
         if stop_changed {
@@ -166,8 +201,16 @@ impl Session {
                 self.counters.stops.entry(reason.kind()).or_insert((0, reason.to_string())).0 += 1;
             }
         }
+        let idle = output.stop.as_ref().is_some_and(StopReason::is_idle);
+        // A change between idle stops (disabled, then no instruction) keeps counting from the first.
+        self.idle_since = match (idle, self.idle_since) {
+            (false, _) => None,
+            (true, Some(since)) if since <= now.steady => Some(since),
+            (true, _) => Some(now.steady),
+        };
+        let publish = self.idle_since.is_none_or(|since| now.steady - since <= self.config().idle_settle_s);
         self.stop = output.stop.clone();
-        self.counters.commands += 1;
-        Tick { output, stop_changed }
+        self.counters.commands += u64::from(publish);
+        Tick { output, stop_changed, publish }
     }
 }

@@ -145,15 +145,162 @@ fn decisions_for_an_old_instruction_are_ignored() {
     assert_eq!(c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), 0.1), Applied::Followed);
 }
 
+/// Ticks every control period from `from` (seconds on both clocks, ROS time from `ros(t)`) with no
+/// frame, until the controller stops; returns the stop and the steady time (None: moving until `until`).
+fn first_stop_without_frames(c: &mut Controller, from: f64, until: f64, ros: impl Fn(f64) -> f64) -> Option<(StopReason, f64)> {
+    let mut t = from;
+    while t <= until {
+        if let Some(stop) = c.tick(Now { ros: ros(t), steady: t }).stop {
+            return Some((stop, t));
+        }
+        t += PERIOD;
+    }
+    None
+}
+
 #[test]
-fn a_clock_that_jumps_back_gets_one_period() {
+fn a_backward_clock_jump_with_the_camera_lost_stops_and_never_moves_again() {
     let mut c = following();
-    c.frame_received(5.0, Duration::ZERO);
-    c.apply(&current(&c), &decision(1.0, 0.0, 0.0, false), 5.0);
-    let first = c.tick(5.0).twist.x_vel;
-    c.frame_received(0.1, Duration::ZERO); // older than the newest: the watchdog keeps the newest
-    let out = c.tick(4.0);
-    assert!((out.twist.x_vel - first).abs() <= c.config().x_vel.max_accel * PERIOD as f32 + 1e-6);
+    c.frame_received(100.0, Duration::ZERO);
+    c.apply(&current(&c), &decision(1.0, 0.0, 0.0, false), 100.0);
+    assert_eq!(c.tick(100.0).stop, None);
+    // ROS time jumps 100 s back (a looping bag, a simulator reset); the camera is gone from here.
+    let out = c.tick(Now { ros: 0.1, steady: 100.1 });
+    assert_eq!(out.stop, Some(StopReason::ClockJumpedBack { by_s: 99.9 }));
+    assert_eq!(out.twist, PlanarTwist::default());
+    for i in 2..1000 {
+        let t = 100.0 + i as f64 * PERIOD;
+        let out = c.tick(Now { ros: t - 100.0, steady: t });
+        assert_eq!(out.twist, PlanarTwist::default(), "moved at tick {i}: {:?}", out.stop);
+        assert!(out.stop.is_some());
+    }
+    // A decision on a frame from before the jump is stale; a frame on the new timeline and a
+    // decision on it resume.
+    assert_eq!(c.apply(&current(&c), &decision(1.0, 0.0, 0.0, false), 100.0), Applied::Stale);
+    c.frame_received(Now { ros: 100.0, steady: 200.0 }, Duration::ZERO);
+    assert_eq!(c.apply(&current(&c), &decision(1.0, 0.0, 0.0, false), 100.0), Applied::Followed);
+    let out = c.tick(Now { ros: 100.0, steady: 200.0 });
+    assert_eq!(out.stop, None);
+    // From standstill, at the acceleration limit over one nominal period at most.
+    assert!(out.twist.x_vel > 0.0 && out.twist.x_vel <= c.config().x_vel.max_accel * 2.0 * PERIOD as f32 + 1e-6);
+}
+
+#[test]
+fn a_frozen_ros_clock_with_the_camera_lost_stops_on_the_steady_clock() {
+    let mut c = following();
+    c.apply(&current(&c), &decision(1.0, 0.0, 0.0, false), 0.0);
+    assert_eq!(c.tick(0.0).stop, None);
+    let timeout = c.config().image_timeout_s;
+    let (stop, at) = first_stop_without_frames(&mut c, PERIOD, 60.0, |_| 0.0).expect("stops");
+    assert!(matches!(stop, StopReason::StaleFrame { .. }), "{stop:?}");
+    assert!(at <= timeout + PERIOD + 1e-9, "stopped at steady {at}");
+    for i in 1..100 {
+        assert_eq!(c.tick(Now { ros: 0.0, steady: at + i as f64 * PERIOD }).twist, PlanarTwist::default());
+    }
+}
+
+#[test]
+fn a_frozen_ros_clock_with_inference_hung_stops_on_the_steady_clock() {
+    let mut c = following();
+    // Frames keep arriving (unstamped) while ROS time stands still; the decisions stop at 0.3 s.
+    for i in 0..=3 {
+        let t = i as f64 * PERIOD;
+        c.frame_received(Now { ros: 0.0, steady: t }, Duration::ZERO);
+        c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), 0.0);
+        assert_eq!(c.tick(Now { ros: 0.0, steady: t }).stop, None);
+    }
+    let age = c.config().max_decision_age_s;
+    let mut t = 0.4;
+    let stop = loop {
+        c.frame_received(Now { ros: 0.0, steady: t }, Duration::ZERO);
+        if let Some(stop) = c.tick(Now { ros: 0.0, steady: t }).stop {
+            break stop;
+        }
+        assert!(t < 30.0, "never stopped");
+        t += PERIOD;
+    };
+    assert!(matches!(stop, StopReason::StaleDecision { .. }), "{stop:?}");
+    assert!(t <= 0.3 + age + PERIOD + 1e-9, "stopped at steady {t}");
+}
+
+#[test]
+fn frames_stamped_far_from_now_are_not_fresh() {
+    let mut c = following();
+    let cfg = *c.config();
+    let stamp = |t: f64| Duration::from_secs_f64(1000.0 + t);
+    let ros = |t: f64| 1000.0 + t;
+    c.frame_received(ros(0.0), stamp(0.0));
+    c.apply(&current(&c), &decision(0.5, 0.0, 0.0, false), ros(0.0));
+    assert_eq!(c.tick(ros(0.0)).stop, None);
+    // From t = 0.1 the stream arrives 2 s late: each frame is new, none is fresh.
+    let mut t = 0.1;
+    let stop = loop {
+        let lag_s = ros(t) - stamp(t - 2.0).as_secs_f64();
+        assert!((lag_s - 2.0).abs() < 1e-6);
+        assert_eq!(c.frame_received(ros(t), stamp(t - 2.0)), FrameCheck::Late { lag_s });
+        if let Some(stop) = c.tick(ros(t)).stop {
+            break stop;
+        }
+        assert!(t < 10.0, "never stopped");
+        t += PERIOD;
+    };
+    assert!(matches!(stop, StopReason::LateFrames { .. }), "{stop:?}");
+    assert!(t <= cfg.image_timeout_s + PERIOD + 1e-9, "stopped at {t}");
+    // Ahead of now by as much is not fresh either; within the bound is.
+    assert!(matches!(c.frame_received(ros(t), stamp(t + 2.0)), FrameCheck::Late { .. }));
+    assert_eq!(c.frame_received(ros(t), stamp(t - 0.1)), FrameCheck::Fresh);
+    // 0 switches the check off.
+    let mut off = Controller::new(ControlConfig { max_frame_latency_s: 0.0, ..cfg }).unwrap();
+    assert_eq!(off.frame_received(ros(0.0), stamp(-5.0)), FrameCheck::Fresh);
+}
+
+#[test]
+fn the_estop_stops_at_once_holds_and_its_release_does_not_rearm() {
+    let mut c = following();
+    for i in 0..5 {
+        let t = i as f64 * PERIOD;
+        c.frame_received(t, Duration::ZERO);
+        c.apply(&current(&c), &decision(0.8, 0.0, 0.0, false), t);
+        c.tick(t);
+    }
+    c.set_estop(true);
+    let out = c.tick(0.5);
+    assert_eq!((out.stop, out.twist), (Some(StopReason::EStop), PlanarTwist::default()));
+    assert!(!c.set_enabled(true), "enabling is refused while the e-stop is engaged");
+    for i in 6..20 {
+        let t = i as f64 * PERIOD;
+        c.frame_received(t, Duration::ZERO);
+        assert_eq!(c.apply(&current(&c), &decision(0.8, 0.0, 0.0, false), t), Applied::Followed);
+        assert_eq!(c.tick(t).twist, PlanarTwist::default());
+    }
+    c.set_estop(false);
+    c.frame_received(2.0, Duration::ZERO);
+    c.apply(&current(&c), &decision(0.8, 0.0, 0.0, false), 2.0);
+    let out = c.tick(2.0);
+    assert_eq!((out.stop, out.twist), (Some(StopReason::Disabled), PlanarTwist::default()));
+    assert!(c.set_enabled(true));
+    assert_eq!(c.tick(2.1).stop, Some(StopReason::Waiting), "arming waits for a new decision");
+}
+
+#[test]
+fn the_deadman_stops_unless_a_heartbeat_is_recent() {
+    let mut c = Controller::new(ControlConfig { deadman_timeout_s: 0.3, ..ControlConfig::default() }).unwrap();
+    c.set_instruction(Some("go".into()));
+    let go = |c: &mut Controller, t: f64| {
+        c.frame_received(t, Duration::ZERO);
+        c.apply(&current(c), &decision(0.5, 0.0, 0.0, false), t);
+        c.tick(t)
+    };
+    assert_eq!(go(&mut c, 0.0).stop, Some(StopReason::Deadman), "no heartbeat yet");
+    c.heartbeat(0.05, true);
+    assert_eq!(go(&mut c, 0.1).stop, None);
+    assert_eq!(go(&mut c, 0.3).stop, None);
+    let out = go(&mut c, 0.4);
+    assert_eq!((out.stop, out.twist), (Some(StopReason::Deadman), PlanarTwist::default()), "heartbeat 0.35 s old");
+    c.heartbeat(0.45, true);
+    assert_eq!(go(&mut c, 0.5).stop, None);
+    c.heartbeat(0.55, false);
+    assert_eq!(go(&mut c, 0.6).stop, Some(StopReason::Deadman), "released");
 }
 
 #[test]
@@ -379,6 +526,10 @@ fn rejects_unsafe_gait_limits() {
         // The neutral gait (body_height 0) must be reachable.
         with(|g| g.body_height.max = -0.1),
         ControlConfig { max_decision_age_s: -1.0, ..base },
+        ControlConfig { max_frame_latency_s: -0.1, ..base },
+        ControlConfig { max_frame_latency_s: f64::NAN, ..base },
+        ControlConfig { deadman_timeout_s: 11.0, ..base },
+        ControlConfig { idle_settle_s: -1.0, ..base },
     ];
     for cfg in bad {
         assert!(Controller::new(cfg).is_err(), "{cfg:?}");
@@ -453,7 +604,7 @@ fn drive_worker(decider: Faulty, answered: usize, release: Option<std::sync::mps
     for i in 0..100 {
         let t = i as f64 * period;
         let frame = Arc::new(crate::policy::OwnedFrame::raw(2, 2, 6, "rgb8", vec![0; 12]).unwrap());
-        session.frame_received(t, Duration::ZERO, false);
+        session.frame_received(t, Duration::ZERO);
         let job = FrameJob {
             frame,
             instruction: instruction.clone(),
@@ -514,7 +665,7 @@ fn a_session_counts_each_stop_once_per_change_and_every_command() {
     assert!(first.stop_changed && first.output.stop == Some(StopReason::NoInstruction));
     assert!(!s.tick(0.1).stop_changed, "the same stop again is no change");
     s.instruct("go".into());
-    s.frame_received(0.2, Duration::ZERO, false);
+    s.frame_received(0.2, Duration::ZERO);
     let go = s.instruction().cloned().unwrap();
     let (applied, tick) = s.decided(&go, &decision(0.5, 0.0, 0.0, false), 0.2, 3.0, 0.2);
     assert_eq!(applied, Applied::Followed);
@@ -526,7 +677,9 @@ fn a_session_counts_each_stop_once_per_change_and_every_command() {
     s.reject_instruction();
     assert_eq!(s.tick(0.3).output.stop, Some(StopReason::NoInstruction));
     let c = s.counters();
-    assert_eq!((c.instructions, c.bad_instructions, c.frames, c.decisions, c.stale_decisions, c.commands), (2, 1, 1, 2, 1, 4));
+    // Commands sent: the followed decision and the first tick of the new idle stop; the two ticks
+    // before the first instruction were idle from the start, so silent.
+    assert_eq!((c.instructions, c.bad_instructions, c.frames, c.decisions, c.stale_decisions, c.commands), (2, 1, 1, 2, 1, 2));
     assert_eq!(c.stops.get("no_instruction").map(|(n, _)| *n), Some(2));
     assert_eq!(s.latency().count(), 2);
 }
@@ -554,4 +707,75 @@ fn new_limits_apply_at_the_next_tick_and_invalid_ones_change_nothing() {
     assert_eq!(c.config().x_vel.max, 0.3);
     c.frame_received(2.2, Duration::ZERO);
     assert_eq!(c.tick(2.2).twist.x_vel, 0.3);
+}
+
+#[test]
+fn a_session_goes_quiet_after_an_idle_stop_and_speaks_again_when_armed() {
+    let mut s = Session::new(ControlConfig::default(), 10).unwrap();
+    let settle = s.config().idle_settle_s;
+    // Idle from the start: nothing to retract, so nothing goes out.
+    assert!(!s.tick(0.0).publish);
+    s.instruct("go".into());
+    s.frame_received(0.1, Duration::ZERO);
+    let waiting = s.tick(0.1);
+    assert!(waiting.publish && waiting.output.stop == Some(StopReason::Waiting), "{waiting:?}");
+    let go = s.instruction().cloned().unwrap();
+    let (_, tick) = s.decided(&go, &decision(0.5, 0.0, 0.0, false), 0.1, 3.0, 0.1);
+    assert!(tick.unwrap().publish);
+    // Disabled: zeros for the settle time, then silence; a change to another idle stop (the
+    // instruction withdrawn) does not restart the settle time.
+    s.set_enabled(false);
+    let mut t = 0.2;
+    let mut sent = Vec::new();
+    while t < 3.0 {
+        if t > 0.6 && t < 0.7 {
+            s.clear_instruction();
+        }
+        s.frame_received(t, Duration::ZERO);
+        let tick = s.tick(t);
+        assert_eq!(tick.output.twist, PlanarTwist::default());
+        if tick.publish {
+            sent.push(t);
+        }
+        t += PERIOD;
+    }
+    assert!(!sent.is_empty() && sent.iter().all(|&at| at - 0.2 <= settle + 1e-9), "{sent:?}");
+    assert!(sent.last().unwrap() + PERIOD > 0.2 + settle - 1e-9, "zeros for the whole settle time: {sent:?}");
+    // A stop that is not idle (the camera lost while following) keeps the zeros coming.
+    assert!(s.set_enabled(true));
+    s.instruct("go".into());
+    for i in 0..40 {
+        assert!(s.tick(3.0 + i as f64 * PERIOD).publish);
+    }
+    assert!(s.stop().is_some_and(|r| r.is_camera()));
+}
+
+#[test]
+fn the_parameter_table_defines_each_parameter_once_and_maps_it_to_its_field() {
+    let names: Vec<&str> = ControlParams::SPECS.iter().map(|p| p.name).collect();
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len());
+    for spec in ControlParams::SPECS {
+        assert!(!spec.description.is_empty() && !spec.description.contains('\n'), "{}", spec.name);
+        let mut p = ControlParams::default();
+        let changed = match (spec.get)(&p) {
+            ParamValue::Float(v) => ParamValue::Float(v + 0.25),
+            ParamValue::Bool(v) => ParamValue::Bool(!v),
+        };
+        (spec.set)(&mut p, changed).unwrap();
+        assert_eq!((spec.get)(&p), changed, "{}", spec.name);
+        assert_ne!(p, ControlParams::default(), "{} sets no field", spec.name);
+        let wrong = match changed {
+            ParamValue::Float(_) => ParamValue::Bool(true),
+            ParamValue::Bool(_) => ParamValue::Float(1.0),
+        };
+        assert!((spec.set)(&mut p, wrong).is_err(), "{}", spec.name);
+    }
+    // serde reads the same names (replay's --params-file).
+    let from_yaml: ControlParams = serde_yaml_ng::from_str("idle_settle_s: 2.0\nmax_frame_latency_s: 0.0\n").unwrap();
+    assert_eq!((from_yaml.idle_settle_s, from_yaml.max_frame_latency_s), (2.0, 0.0));
+    let cfg = from_yaml.to_config();
+    assert_eq!((cfg.idle_settle_s, cfg.max_frame_latency_s, cfg.deadman_timeout_s), (2.0, 0.0, 0.0));
 }

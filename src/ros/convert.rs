@@ -12,20 +12,31 @@ use crate::action::{GaitFields, GaitPreset, PlanarTwist};
 use crate::policy::tokenize::{accept_instruction, TokenizeError, MAX_INSTRUCTION_BYTES};
 use crate::policy::{Decision, FrameError, OwnedFrame};
 
-/// A sensor_msgs/Image as a checked frame and its header stamp; the pixel buffer moves, it is not
-/// copied.
-pub fn frame_from_image(msg: Image) -> Result<(OwnedFrame, Duration), FrameError> {
-    let frame = OwnedFrame::raw(msg.width, msg.height, msg.step, &msg.encoding, msg.data)?;
-    Ok((frame, duration(&msg.header.stamp)))
+/// A camera message as the node takes it.
+pub struct CameraFrame {
+    pub frame: OwnedFrame,
+    /// The header stamp.
+    pub stamp: Duration,
+    /// The header frame_id: the camera's optical frame, which decisions made on it carry.
+    pub frame_id: String,
 }
 
-/// A sensor_msgs/CompressedImage and its header stamp (s); the bytes are decoded (and checked) on
-/// the inference thread.
-pub fn frame_from_compressed(msg: CompressedImage) -> Result<(OwnedFrame, Duration), FrameError> {
+/// A sensor_msgs/Image as a checked frame; the pixel buffer moves, it is not copied.
+pub fn frame_from_image(msg: Image) -> Result<CameraFrame, FrameError> {
+    let frame = OwnedFrame::raw(msg.width, msg.height, msg.step, &msg.encoding, msg.data)?;
+    Ok(CameraFrame { frame, stamp: duration(&msg.header.stamp), frame_id: msg.header.frame_id })
+}
+
+/// A sensor_msgs/CompressedImage; the bytes are decoded (and checked) on the inference thread.
+pub fn frame_from_compressed(msg: CompressedImage) -> Result<CameraFrame, FrameError> {
     if msg.data.is_empty() {
         return Err(FrameError::Decode("empty CompressedImage".into()));
     }
-    Ok((OwnedFrame::Compressed(msg.data), duration(&msg.header.stamp)))
+    Ok(CameraFrame {
+        frame: OwnedFrame::Compressed(msg.data),
+        stamp: duration(&msg.header.stamp),
+        frame_id: msg.header.frame_id,
+    })
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -94,9 +105,11 @@ pub fn twist_stamped(t: PlanarTwist, header: Header) -> TwistStamped {
     TwistStamped { header, twist: twist(t) }
 }
 
-pub fn gait_command(g: &GaitFields, header: Header) -> GaitCommand {
+/// The gait message; `standing` (the robot is stopped) sends STAND rather than a stepping gait.
+pub fn gait_command(g: &GaitFields, standing: bool, header: Header) -> GaitCommand {
+    // r2r's message constants are bindgen integers of distinct types; the field is a byte.
     let gait = match GaitPreset::nearest(g.phase_offsets) {
-        // r2r's message constants are bindgen integers of distinct types; the field is a byte.
+        _ if standing => GaitCommand::STAND as u8,
         GaitPreset::Pronk => GaitCommand::PRONK as u8,
         GaitPreset::Trot => GaitCommand::TROT as u8,
         GaitPreset::Bound => GaitCommand::BOUND as u8,

@@ -1,10 +1,12 @@
 //! The ROS 2 adapter (r2r): the only module that touches ROS.
 
 pub mod convert;
+pub mod lifecycle;
 pub mod logging;
 pub mod node;
 pub mod params;
 pub mod sim_node;
+mod qos_check;
 mod streams;
 
 pub use node::{run, NodeError, NODE_NAME};

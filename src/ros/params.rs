@@ -1,6 +1,8 @@
 //! The node's parameters: declared through r2r (so `ros2 param list/get/set` and `--params-file`
 //! work), turned into the controller's settings at start-up, and changed at run time through
-//! `LiveParams`.
+//! `LiveParams`. Each is defined once: the node's own in `NodeSettings`, the controller's in
+//! `control/params.rs`; `moe_vla_node --print-params yaml|markdown` writes config/params.yaml and
+//! the README's table from them.
 
 use std::path::PathBuf;
 
@@ -9,136 +11,146 @@ use futures::channel::mpsc::UnboundedSender;
 use r2r::indexmap::IndexMap;
 use r2r::{Parameter, ParameterValue, RosParams};
 
-use crate::control::{ControlConfig, ControlParams};
+use crate::control::{ControlConfig, ControlParams, ParamSpec, ParamValue};
 use crate::model::parse_device;
 use crate::policy::tokenize::accept_instruction;
 
-/// Every parameter `moe_vla_node` declares, with its default. Field docs are the descriptions
-/// `ros2 param describe` shows.
+/// The node's own parameters (model, inputs and outputs, arming). The controller's are
+/// `ControlParams`, defined in `control/params.rs`. Field docs are the descriptions `ros2 param
+/// describe` shows, the YAML's comments and the README's table: one line each.
 #[derive(RosParams, Debug, Clone)]
-pub struct NodeParams {
-    /// Model folder (config.json, model.safetensors, and tokenizer.json for a word-level model); empty = share/moe_vla/models/default.
+pub struct NodeSettings {
+    /// Model folder (config.json, model.safetensors, and tokenizer.json for a word-level model); empty = share/moe_vla/models/default. Read-only.
     pub model_dir: String,
-    /// "raw" subscribes to sensor_msgs/Image on camera/image_raw, "compressed" to sensor_msgs/CompressedImage on camera/image_raw/compressed.
+    /// "raw": sensor_msgs/Image on camera/image_raw; "compressed": sensor_msgs/CompressedImage on camera/image_raw/compressed. Read-only.
     pub image_input: String,
-    /// Publish geometry_msgs/TwistStamped instead of Twist on cmd_vel.
+    /// Publish geometry_msgs/TwistStamped instead of Twist on cmd_vel (twist_mux and Nav2 on Jazzy and later expect stamped). Read-only.
     pub use_stamped: bool,
-    /// header.frame_id of TwistStamped and GaitCommand.
+    /// Publish gait_command; false for a velocity-only locomotion controller (most are). Read-only.
+    pub publish_gait: bool,
+    /// header.frame_id of TwistStamped and GaitCommand. Read-only.
     pub frame_id: String,
-    /// Commands go out at this rate (Hz), and at once after each new decision.
-    pub control_rate_hz: f64,
-    /// Stop when the newest camera frame is older than this (s).
-    pub image_timeout_s: f64,
-    /// Stop when the decision being followed was made on a frame older than this (s): inference hung or fell behind.
-    pub max_decision_age_s: f64,
-    /// A frame repeating the previous frame's header.stamp does not count as fresh for image_timeout_s (zero stamps always count).
-    pub require_new_stamps: bool,
-    /// Lowest forward velocity sent (m/s, <= 0).
-    pub min_linear_x: f64,
-    /// Highest forward velocity sent (m/s).
-    pub max_linear_x: f64,
-    /// Largest lateral speed sent, either side (m/s).
-    pub max_linear_y: f64,
-    /// Largest yaw rate sent, either way (rad/s).
-    pub max_angular_z: f64,
-    /// Largest change of linear.x per second (m/s^2).
-    pub max_accel_x: f64,
-    /// Largest change of linear.y per second (m/s^2).
-    pub max_accel_y: f64,
-    /// Largest change of angular.z per second (rad/s^2).
-    pub max_accel_z: f64,
-    /// Lowest gait body_height sent (m, offset from nominal; negative = crouch).
-    pub min_body_height: f64,
-    /// Highest gait body_height sent (m).
-    pub max_body_height: f64,
-    /// Largest change of body_height per second (m/s).
-    pub max_body_height_rate: f64,
-    /// Lowest gait step_frequency sent (Hz).
-    pub min_step_frequency: f64,
-    /// Highest gait step_frequency sent (Hz).
-    pub max_step_frequency: f64,
-    /// Largest change of step_frequency per second (Hz/s).
-    pub max_step_frequency_rate: f64,
-    /// Largest change of each gait phase offset per second (cycles/s; offsets stay in 0..1).
-    pub max_phase_offset_rate: f64,
-    /// Lowest gait footswing_height sent (m).
-    pub min_footswing_height: f64,
-    /// Highest gait footswing_height sent (m).
-    pub max_footswing_height: f64,
-    /// Largest change of footswing_height per second (m/s).
-    pub max_footswing_height_rate: f64,
-    /// Lowest gait pitch sent (rad; REP 103, positive = nose down).
-    pub min_pitch: f64,
-    /// Highest gait pitch sent (rad).
-    pub max_pitch: f64,
-    /// Largest change of pitch per second (rad/s).
-    pub max_pitch_rate: f64,
-    /// Lowest gait stance_width sent (m).
-    pub min_stance_width: f64,
-    /// Highest gait stance_width sent (m).
-    pub max_stance_width: f64,
-    /// Largest change of stance_width per second (m/s).
-    pub max_stance_width_rate: f64,
-    /// CPU threads for inference; 0 = every core.
+    /// CPU threads for inference; 0 = every core. Read-only.
     pub inference_threads: i64,
-    /// Where the network runs: "cpu", or "cuda:N" (a build with the cuda feature).
+    /// Where the network runs: "cpu", or "cuda:N" (a build with the cuda feature). Read-only.
     pub device: String,
     /// Instruction to follow from start-up; empty = wait for one on the instruction topic.
     pub instruction: String,
-    /// Start enabled; when false, ~/enable must be called before the robot moves.
+    /// false: a lifecycle node of its own (configure, activate at start-up); true: wait for a lifecycle manager. Read-only.
+    pub managed: bool,
+    /// Unmanaged only: arm at start-up. Keep false on a robot: it then moves only after ~/enable. Read-only.
     pub start_enabled: bool,
-    /// Use /clock (e.g. from `ros2 bag play --clock`) as the node's time.
+    /// Use /clock (e.g. from `ros2 bag play --clock`) as ROS time; the watchdogs also run on a steady clock. Read-only.
     pub use_sim_time: bool,
 }
 
-impl Default for NodeParams {
+impl Default for NodeSettings {
     fn default() -> Self {
-        let c = ControlParams::default();
         Self {
             model_dir: String::new(),
             image_input: "raw".into(),
             use_stamped: false,
+            publish_gait: true,
             frame_id: "base_link".into(),
-            control_rate_hz: c.control_rate_hz,
-            image_timeout_s: c.image_timeout_s,
-            max_decision_age_s: c.max_decision_age_s,
-            require_new_stamps: c.require_new_stamps,
-            min_linear_x: c.min_linear_x,
-            max_linear_x: c.max_linear_x,
-            max_linear_y: c.max_linear_y,
-            max_angular_z: c.max_angular_z,
-            max_accel_x: c.max_accel_x,
-            max_accel_y: c.max_accel_y,
-            max_accel_z: c.max_accel_z,
-            min_body_height: c.min_body_height,
-            max_body_height: c.max_body_height,
-            max_body_height_rate: c.max_body_height_rate,
-            min_step_frequency: c.min_step_frequency,
-            max_step_frequency: c.max_step_frequency,
-            max_step_frequency_rate: c.max_step_frequency_rate,
-            max_phase_offset_rate: c.max_phase_offset_rate,
-            min_footswing_height: c.min_footswing_height,
-            max_footswing_height: c.max_footswing_height,
-            max_footswing_height_rate: c.max_footswing_height_rate,
-            min_pitch: c.min_pitch,
-            max_pitch: c.max_pitch,
-            max_pitch_rate: c.max_pitch_rate,
-            min_stance_width: c.min_stance_width,
-            max_stance_width: c.max_stance_width,
-            max_stance_width_rate: c.max_stance_width_rate,
             inference_threads: 0,
             device: "cpu".into(),
             instruction: String::new(),
-            start_enabled: true,
+            managed: false,
+            start_enabled: false,
             use_sim_time: false,
         }
     }
 }
 
+/// Every parameter `moe_vla_node` declares: its own, then the controller's.
+#[derive(Debug, Clone, Default)]
+pub struct NodeParams {
+    pub node: NodeSettings,
+    pub control: ControlParams,
+}
+
+/// An r2r parameter value of a controller parameter, through r2r's own conversions (so `ros2
+/// param set` and `--params-file` behave as for any derived field).
+fn control_value(spec: &ParamSpec, params: &ControlParams) -> r2r::Result<ParameterValue> {
+    match (spec.get)(params) {
+        ParamValue::Float(mut v) => v.get_parameter(""),
+        ParamValue::Bool(mut v) => v.get_parameter(""),
+    }
+}
+
+fn set_control_value(spec: &ParamSpec, params: &mut ControlParams, value: &ParameterValue) -> r2r::Result<()> {
+    let converted = match (spec.get)(params) {
+        ParamValue::Float(mut v) => v.set_parameter("", value).map(|()| ParamValue::Float(v)),
+        ParamValue::Bool(mut v) => v.set_parameter("", value).map(|()| ParamValue::Bool(v)),
+    }
+    .map_err(|e| e.update_param_name(spec.name))?;
+    (spec.set)(params, converted)
+        .map_err(|e| r2r::Error::ParameterValueConv { name: spec.name.to_owned(), msg: e.to_string() })
+}
+
+impl RosParams for NodeParams {
+    fn register_parameters(
+        &mut self,
+        prefix: &str,
+        param: Option<Parameter>,
+        params: &mut IndexMap<String, Parameter>,
+    ) -> r2r::Result<()> {
+        self.node.register_parameters(prefix, param, params)?;
+        for spec in ControlParams::SPECS {
+            let mut value = (spec.get)(&self.control);
+            let description = Parameter { value: ParameterValue::NotSet, description: spec.description };
+            // A leaf of r2r's own type takes the command line's value (type-checked) and declares it.
+            match &mut value {
+                ParamValue::Float(v) => v.register_parameters(spec.name, Some(description), params)?,
+                ParamValue::Bool(v) => v.register_parameters(spec.name, Some(description), params)?,
+            }
+            (spec.set)(&mut self.control, value)
+                .map_err(|e| r2r::Error::ParameterValueConv { name: spec.name.to_owned(), msg: e.to_string() })?;
+        }
+        Ok(())
+    }
+
+    fn get_parameter(&mut self, name: &str) -> r2r::Result<ParameterValue> {
+        match ControlParams::spec(name) {
+            Some(spec) => control_value(spec, &self.control),
+            None => self.node.get_parameter(name),
+        }
+    }
+
+    fn set_parameter(&mut self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
+        match ControlParams::spec(name) {
+            Some(spec) => set_control_value(spec, &mut self.control, value),
+            None => self.node.set_parameter(name, value),
+        }
+    }
+
+    fn check_parameter(&self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
+        self.clone().set_parameter(name, value)
+    }
+}
+
+/// A declared parameter: name, default value (as YAML writes it), description.
+pub struct Declared {
+    pub name: String,
+    pub default: String,
+    pub description: &'static str,
+}
+
 /// Parameters the node reads once, at start-up (the model, the inputs and outputs it creates, its
-/// clock); a change needs a restart.
-pub const START_UP_ONLY: [&str; 7] =
-    ["model_dir", "image_input", "inference_threads", "device", "use_stamped", "frame_id", "use_sim_time"];
+/// clock, how it is armed); a change needs a restart. `start_enabled` is among them: arming at run
+/// time goes through ~/enable or the lifecycle only.
+pub const START_UP_ONLY: [&str; 10] = [
+    "model_dir",
+    "image_input",
+    "inference_threads",
+    "device",
+    "use_stamped",
+    "publish_gait",
+    "frame_id",
+    "managed",
+    "start_enabled",
+    "use_sim_time",
+];
 
 /// The parameters as the parameter services see them while the node runs (`ros2 param set`). A
 /// change is checked together with every other parameter before it is taken: a refusal keeps the
@@ -215,21 +227,79 @@ pub enum ParamError {
     NoDefaultModel,
 }
 
-/// Names and descriptions of the parameters a `RosParams` struct declares, in declaration order.
-pub fn declared_parameters<P: RosParams + Default>() -> Vec<(String, &'static str)> {
+/// The parameters a `RosParams` struct declares, with their defaults, in declaration order.
+pub fn declared_parameters<P: RosParams + Default>() -> Vec<Declared> {
     let mut map = IndexMap::new();
     P::default().register_parameters("", Some(Parameter::empty()), &mut map).expect("defaults have the declared types");
-    map.into_iter().map(|(name, p)| (name, p.description)).collect()
+    map.into_iter()
+        .map(|(name, p)| Declared { name, default: yaml_value(&p.value), description: p.description })
+        .collect()
+}
+
+/// `config/params.yaml` as generated from the declarations: every parameter at its default, each
+/// with its description as a comment.
+pub fn params_yaml() -> String {
+    let mut out = String::from(
+        "# moe_vla_node parameters, generated by `moe_vla_node --print-params yaml` from their definitions\n\
+         # (src/ros/params.rs, src/control/params.rs): every parameter at its default. Pass with:\n\
+         #   moe_vla_node --ros-args --params-file config/params.yaml\n\
+         #   ros2 launch moe_vla moe_vla.launch.py params_file:=/path/to/params.yaml\n\
+         # \"/**\" applies to the node under any name and namespace.\n/**:\n  ros__parameters:\n",
+    );
+    for p in NodeParams::declared() {
+        for line in wrap(p.description, 96) {
+            out.push_str(&format!("    # {line}\n"));
+        }
+        out.push_str(&format!("    {}: {}\n", p.name, p.default));
+    }
+    out
+}
+
+/// The README's parameter table as generated from the declarations.
+pub fn params_markdown() -> String {
+    let mut out = String::from("| parameter | default | description |\n|---|---|---|\n");
+    for p in NodeParams::declared() {
+        out.push_str(&format!("| `{}` | `{}` | {} |\n", p.name, p.default, p.description.replace('|', "\\|")));
+    }
+    out
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if line.len() + 1 + word.len() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_owned()),
+        }
+    }
+    lines
+}
+
+/// A parameter value as YAML writes it.
+fn yaml_value(value: &ParameterValue) -> String {
+    match value {
+        ParameterValue::Bool(b) => b.to_string(),
+        ParameterValue::Integer(i) => i.to_string(),
+        // Always with a decimal point, so that ROS reads a double back.
+        ParameterValue::Double(d) if d.fract() == 0.0 && d.is_finite() => format!("{d:.1}"),
+        ParameterValue::Double(d) => d.to_string(),
+        ParameterValue::String(s) => format!("{s:?}"),
+        other => format!("{other:?}"),
+    }
 }
 
 impl NodeParams {
-    /// Names and descriptions of every declared parameter, in declaration order.
-    pub fn declared() -> Vec<(String, &'static str)> {
+    /// Every declared parameter with its default, in declaration order.
+    pub fn declared() -> Vec<Declared> {
         declared_parameters::<Self>()
     }
 
     pub fn image_input(&self) -> Result<ImageInput, ParamError> {
-        match self.image_input.as_str() {
+        match self.node.image_input.as_str() {
             "raw" => Ok(ImageInput::Raw),
             "compressed" => Ok(ImageInput::Compressed),
             other => Err(ParamError::Invalid {
@@ -244,52 +314,23 @@ impl NodeParams {
     /// refused must not block every later change).
     fn runtime_check(&self, changed: &str) -> Result<(), String> {
         self.control_config().validate().map_err(|e| e.to_string())?;
-        if changed == "instruction" && !self.instruction.trim().is_empty() {
-            accept_instruction(&self.instruction).map_err(|e| format!("instruction: {e}"))?;
+        if changed == "instruction" && !self.node.instruction.trim().is_empty() {
+            accept_instruction(&self.node.instruction).map_err(|e| format!("instruction: {e}"))?;
         }
         Ok(())
     }
 
     pub fn control_config(&self) -> ControlConfig {
-        ControlParams {
-            control_rate_hz: self.control_rate_hz,
-            image_timeout_s: self.image_timeout_s,
-            max_decision_age_s: self.max_decision_age_s,
-            require_new_stamps: self.require_new_stamps,
-            min_linear_x: self.min_linear_x,
-            max_linear_x: self.max_linear_x,
-            max_linear_y: self.max_linear_y,
-            max_angular_z: self.max_angular_z,
-            max_accel_x: self.max_accel_x,
-            max_accel_y: self.max_accel_y,
-            max_accel_z: self.max_accel_z,
-            min_body_height: self.min_body_height,
-            max_body_height: self.max_body_height,
-            max_body_height_rate: self.max_body_height_rate,
-            min_step_frequency: self.min_step_frequency,
-            max_step_frequency: self.max_step_frequency,
-            max_step_frequency_rate: self.max_step_frequency_rate,
-            max_phase_offset_rate: self.max_phase_offset_rate,
-            min_footswing_height: self.min_footswing_height,
-            max_footswing_height: self.max_footswing_height,
-            max_footswing_height_rate: self.max_footswing_height_rate,
-            min_pitch: self.min_pitch,
-            max_pitch: self.max_pitch,
-            max_pitch_rate: self.max_pitch_rate,
-            min_stance_width: self.min_stance_width,
-            max_stance_width: self.max_stance_width,
-            max_stance_width_rate: self.max_stance_width_rate,
-        }
-        .to_config()
+        self.control.to_config()
     }
 
     /// `device`: the CPU, or a CUDA GPU when the build has the `cuda` feature.
     pub fn device(&self) -> Result<Device, ParamError> {
-        parse_device(&self.device).map_err(|e| ParamError::Invalid { name: "device", reason: e.to_string() })
+        parse_device(&self.node.device).map_err(|e| ParamError::Invalid { name: "device", reason: e.to_string() })
     }
 
     pub fn inference_threads(&self) -> Result<Option<usize>, ParamError> {
-        match self.inference_threads {
+        match self.node.inference_threads {
             0 => Ok(None),
             n if n > 0 => Ok(Some(n as usize)),
             n => Err(ParamError::Invalid { name: "inference_threads", reason: format!("{n} is negative") }),
@@ -298,8 +339,8 @@ impl NodeParams {
 
     /// `model_dir`, or the default model installed with the package.
     pub fn model_dir(&self) -> Result<PathBuf, ParamError> {
-        if !self.model_dir.is_empty() {
-            return Ok(PathBuf::from(&self.model_dir));
+        if !self.node.model_dir.is_empty() {
+            return Ok(PathBuf::from(&self.node.model_dir));
         }
         std::env::var("AMENT_PREFIX_PATH")
             .unwrap_or_default()

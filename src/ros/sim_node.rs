@@ -20,7 +20,7 @@ use rand::SeedableRng;
 
 use super::convert;
 use super::logging;
-use super::params::declared_parameters;
+use super::params::{declared_parameters, Declared};
 use super::streams::{forward, timer_stream};
 use crate::action::{GaitFields, PlanarTwist};
 use crate::sim::{episode_seed, render, sample_task, Outcome, SimError, TaskFamily, World, WorldCommand, CONTROL_RATE_HZ};
@@ -68,8 +68,8 @@ impl Default for SimParams {
 }
 
 impl SimParams {
-    /// Names and descriptions of the declared parameters.
-    pub fn declared() -> Vec<(String, &'static str)> {
+    /// The declared parameters with their defaults.
+    pub fn declared() -> Vec<Declared> {
         declared_parameters::<Self>()
     }
 

@@ -61,7 +61,7 @@ pub fn run_episode(
         };
         let decision = driver.decide(&obs);
         // The simulated camera stamps each frame with its time; inference takes no world time.
-        session.frame_received(time_s, std::time::Duration::from_secs_f64(time_s), false);
+        session.frame_received(time_s, std::time::Duration::from_secs_f64(time_s));
         let (_, tick) = session.decided(&instruction, &decision, time_s, 0.0, time_s);
         // A stale decision (the terminate hold) sends no command of its own: tick anyway.
         let output = tick.unwrap_or_else(|| session.tick(time_s)).output;

@@ -64,12 +64,15 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def start_node(domain_id, model_dir, tmp_path, request):
-    """Starts moe_vla_node with the test model; every node is stopped at the end of the test, and
-    a failed test's report ends with the tail of each node's log."""
+    """Starts moe_vla_node with the test model, armed at start (`start_enabled`) unless the test's
+    parameters say otherwise (`start_enabled=None`: not given at all, the node's own default);
+    every node is stopped at the end of the test, and a failed test's report ends with the tail of
+    each node's log."""
     nodes = []
 
     def start(params=None, remaps=(), name="node", domain=None, extra_args=()):
-        params = {"model_dir": str(model_dir), "inference_threads": 2, **(params or {})}
+        params = {"model_dir": str(model_dir), "inference_threads": 2, "start_enabled": True, **(params or {})}
+        params = {k: v for k, v in params.items() if v is not None}
         node = p.NodeProcess(tmp_path, domain if domain is not None else domain_id, params, remaps, name,
                              extra_args)
         nodes.append(node)

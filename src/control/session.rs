@@ -63,7 +63,8 @@ impl Session {
         Ok(Self {
             controller: Controller::new(config)?,
             stop: None,
-            idle_since: None,
+            // Idle from the start, and settled: nothing was sent that a stop must follow.
+            idle_since: Some(f64::NEG_INFINITY),
             counters: Counters::default(),
             latency: LatencyStats::new(latency_window),
         })

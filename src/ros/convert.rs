@@ -32,11 +32,7 @@ pub fn frame_from_compressed(msg: CompressedImage) -> Result<CameraFrame, FrameE
     if msg.data.is_empty() {
         return Err(FrameError::Decode("empty CompressedImage".into()));
     }
-    Ok(CameraFrame {
-        frame: OwnedFrame::Compressed(msg.data),
-        stamp: duration(&msg.header.stamp),
-        frame_id: msg.header.frame_id,
-    })
+    Ok(CameraFrame { frame: OwnedFrame::Compressed(msg.data), stamp: duration(&msg.header.stamp), frame_id: msg.header.frame_id })
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]

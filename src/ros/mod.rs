@@ -5,8 +5,8 @@ pub mod lifecycle;
 pub mod logging;
 pub mod node;
 pub mod params;
-pub mod sim_node;
 mod qos_check;
+pub mod sim_node;
 mod streams;
 
 pub use node::{run, NodeError, NODE_NAME};

@@ -84,8 +84,7 @@ fn set_control_value(spec: &ParamSpec, params: &mut ControlParams, value: &Param
         ParamValue::Bool(mut v) => v.set_parameter("", value).map(|()| ParamValue::Bool(v)),
     }
     .map_err(|e| e.update_param_name(spec.name))?;
-    (spec.set)(params, converted)
-        .map_err(|e| r2r::Error::ParameterValueConv { name: spec.name.to_owned(), msg: e.to_string() })
+    (spec.set)(params, converted).map_err(|e| r2r::Error::ParameterValueConv { name: spec.name.to_owned(), msg: e.to_string() })
 }
 
 impl RosParams for NodeParams {
@@ -231,9 +230,7 @@ pub enum ParamError {
 pub fn declared_parameters<P: RosParams + Default>() -> Vec<Declared> {
     let mut map = IndexMap::new();
     P::default().register_parameters("", Some(Parameter::empty()), &mut map).expect("defaults have the declared types");
-    map.into_iter()
-        .map(|(name, p)| Declared { name, default: yaml_value(&p.value), description: p.description })
-        .collect()
+    map.into_iter().map(|(name, p)| Declared { name, default: yaml_value(&p.value), description: p.description }).collect()
 }
 
 /// `config/params.yaml` as generated from the declarations: every parameter at its default, each

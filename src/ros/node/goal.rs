@@ -133,7 +133,9 @@ impl ControlTask {
         if let Err(e) = goal.handle.publish_feedback(goal.feedback.clone()) {
             tracing::warn!("cannot publish follow_instruction feedback: {e}");
         }
-        if let Some(reason @ (StopReason::Disabled | StopReason::EStop | StopReason::InferenceDied | StopReason::NonFinite)) = stop {
+        if let Some(reason @ (StopReason::Disabled | StopReason::EStop | StopReason::InferenceDied | StopReason::NonFinite)) =
+            stop
+        {
             self.end_goal(outcome::STOPPED_BY_SAFETY, &reason.to_string());
         }
     }

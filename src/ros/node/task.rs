@@ -391,7 +391,13 @@ impl ControlTask {
     }
 
     /// Ends a transition: the new state, its event, the answer to the request, and the stop.
-    fn finish(&mut self, transition: Transition, from: Primary, success: bool, request: Option<ServiceRequest<ChangeState::Service>>) {
+    fn finish(
+        &mut self,
+        transition: Transition,
+        from: Primary,
+        success: bool,
+        request: Option<ServiceRequest<ChangeState::Service>>,
+    ) {
         self.state = if success { transition.goal() } else { from };
         self.transition_event(transition.finished(success, self.state));
         tracing::info!(

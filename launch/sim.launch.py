@@ -17,9 +17,7 @@ def launch_nodes(context):
         return LaunchConfiguration(name).perform(context)
 
     # The simulated robot needs no operator: armed at start (a real robot keeps start_enabled false).
-    policy = {"start_enabled": True}
-    if given("model_dir"):
-        policy["model_dir"] = given("model_dir")
+    policy = {"start_enabled": True, **({"model_dir": given("model_dir")} if given("model_dir") else {})}
     world = Node(
         package="moe_vla",
         executable="moe_vla_sim_node",

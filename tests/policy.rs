@@ -209,9 +209,14 @@ fn decisions_stay_inside_the_action_space() {
     let space = p.action_space().clone();
     for t in 0..5 {
         let data = picture(40, 30, t);
-        let out =
-            p.decide(&Frame::Raw(RawFrame::packed(40, 30, PixelEncoding::Rgb8, &data)), "turn left", period_stamp(t), Decoding::Cached)
-                .unwrap();
+        let out = p
+            .decide(
+                &Frame::Raw(RawFrame::packed(40, 30, PixelEncoding::Rgb8, &data)),
+                "turn left",
+                period_stamp(t),
+                Decoding::Cached,
+            )
+            .unwrap();
         assert!(out.command.is_finite());
         for (d, v) in out.command.values.iter().enumerate() {
             let (lo, hi) = space.range(d);
@@ -291,8 +296,10 @@ fn the_same_scene_at_5_10_and_30_fps_fills_the_history_alike_and_decides_alike_o
     for (name, cfg) in [("full", micro_config()), ("streaming", streaming)] {
         assert_eq!(cfg.frame_period_s, 0.2);
         for decoding in [Decoding::Cached, Decoding::Uncached] {
-            let runs: Vec<(u32, Vec<Step>)> =
-                [5, 10, 30].into_iter().map(|fps| (fps, decide_stream(&mut policy(cfg.clone(), 5), &scenario, fps, 3, decoding))).collect();
+            let runs: Vec<(u32, Vec<Step>)> = [5, 10, 30]
+                .into_iter()
+                .map(|fps| (fps, decide_stream(&mut policy(cfg.clone(), 5), &scenario, fps, 3, decoding)))
+                .collect();
             let (_, at_period) = &runs[0];
             assert_eq!(at_period.len(), 15);
             for (j, (t, _, history)) in at_period.iter().enumerate() {

@@ -90,7 +90,9 @@ impl<T: Clone> HistoryRing<T> {
     /// The window `push(newest)` would give, without keeping `newest`.
     pub fn window_with(&self, newest: T) -> Vec<T> {
         let kept: Vec<&T> = self.items.iter().skip((self.items.len() + 1).saturating_sub(self.capacity)).collect();
-        history_window(0, kept.len(), self.capacity).map(|i| kept.get(i).map_or_else(|| newest.clone(), |&item| item.clone())).collect()
+        history_window(0, kept.len(), self.capacity)
+            .map(|i| kept.get(i).map_or_else(|| newest.clone(), |&item| item.clone()))
+            .collect()
     }
 }
 

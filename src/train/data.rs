@@ -172,10 +172,8 @@ impl Dataset {
         std::fs::create_dir_all(cache_dir).map_err(io(cache_dir))?;
         let index_path = cache_dir.join(format!("index-{image_size}.json"));
         let frames_path = cache_dir.join(format!("frames-{image_size}.u8"));
-        let cached: Option<CacheIndex> = std::fs::read(&index_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .filter(|c: &CacheIndex| {
+        let cached: Option<CacheIndex> =
+            std::fs::read(&index_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).filter(|c: &CacheIndex| {
                 c.sources == sources && c.image_size == image_size && c.frame_period_s == frame_period_s && &c.topics == topics
             });
         let index = match cached {

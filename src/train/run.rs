@@ -164,9 +164,10 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
     let space = ActionSpace::new(&cfg.actions)?;
     let cache = run.cache.clone().unwrap_or_else(|| run.data.join(".cache"));
     let started = Instant::now();
-    let dataset = Dataset::load(&run.data, &cache, cfg.image_size, cfg.frame_period_s, &space, &Topics::default(), |done, total| {
-        progress(TrainProgress::Reading { done, total })
-    })?;
+    let dataset =
+        Dataset::load(&run.data, &cache, cfg.image_size, cfg.frame_period_s, &space, &Topics::default(), |done, total| {
+            progress(TrainProgress::Reading { done, total })
+        })?;
     let eligible = dataset.step_indices(successes_only);
     let summary = DataSummary {
         episodes: dataset.episodes.len(),

@@ -649,7 +649,8 @@ fn write_30_fps_episode(dir: &Path, frames: u32) {
         let twist = Twist { angular: Vector3 { z: yaw_of(k), ..Default::default() }, ..Default::default() };
         bag.write(topics::CMD_VEL.absolute, stamp(k) + 15_000_000, &twist).unwrap();
     }
-    let outcome = EpisodeOutcome { instruction: "turn to the light".into(), terminated: true, steps: frames, ..Default::default() };
+    let outcome =
+        EpisodeOutcome { instruction: "turn to the light".into(), terminated: true, steps: frames, ..Default::default() };
     bag.write(topics::EPISODE_OUTCOME, stamp(frames), &outcome).unwrap();
     bag.finish().unwrap();
 }

@@ -46,10 +46,6 @@ impl HistorySchedule {
         Self { period_s, last_stamp_s: None, next_due_s: f64::NEG_INFINITY }
     }
 
-    pub fn period_s(&self) -> f64 {
-        self.period_s
-    }
-
     /// The next frame is admitted whatever its stamp, and the grid starts at it.
     pub fn restart(&mut self) {
         self.last_stamp_s = None;

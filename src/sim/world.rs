@@ -18,7 +18,7 @@ pub const BODY_RATE: f32 = 0.5;
 /// frames one period apart, and `moe_vla train` records it as the frame period of a model trained
 /// on such bags (the presets' `DEFAULT_FRAME_PERIOD_S`, which a test holds equal).
 pub const CONTROL_PERIOD_NS: u64 = 200_000_000;
-/// Duration of one control step, s (exact to f32: both integers below are).
+/// Duration of one control step, s: `0.2_f32` exactly, as 2e8 and 1e9 are both exact in f32.
 pub const CONTROL_PERIOD_S: f32 = CONTROL_PERIOD_NS as f32 / 1e9;
 /// Control rate of the simulator, Hz.
 pub const CONTROL_RATE_HZ: f64 = 1e9 / CONTROL_PERIOD_NS as f64;

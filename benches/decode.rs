@@ -18,13 +18,15 @@ fn decisions(c: &mut Criterion) {
     for (preset, procedures) in [("tiny", both), ("tiny-streaming", both), ("germ", cached), ("germ-full", cached)] {
         let cfg = VlaConfig::preset(preset).expect("known preset");
         let mut policy = random_policy(cfg, &instructions, 0, &Device::Cpu).expect("random policy");
+        // Frames one period apart: each joins the history, as on a camera at the model's rate.
+        let period_s = policy.config().frame_period_s;
         for &decoding in procedures {
             let mut t = 0usize;
             group.bench_function(format!("{preset}/{decoding:?}"), |b| {
                 b.iter(|| {
                     t += 1;
                     let frame = Frame::Raw(RawFrame::packed(640, 480, PixelEncoding::Rgb8, &frames[t % frames.len()]));
-                    policy.decide(&frame, "go to the red ball", decoding).expect("decision")
+                    policy.decide(&frame, "go to the red ball", t as f64 * period_s, decoding).expect("decision")
                 })
             });
         }

@@ -12,7 +12,7 @@ use crate::bag::msgs::{GaitCommand, Header, StringMsg, Time, Twist, VlaDecision}
 use crate::bag::{camera_frame, decode, BagError, BagReader, BagWriter, RawMessage, ReadReport, TopicQos};
 use crate::control::{ConfigError, ControlConfig, ControlOutput, Counters, LatencyStats, Session};
 use crate::policy::tokenize::accept_instruction;
-use crate::policy::{Decoding, OwnedFrame, Policy};
+use crate::policy::{frame_stamp_s, Decoding, OwnedFrame, Policy};
 use crate::topics::{self, REPLAY_FRAMES};
 
 const CMD_VEL: &str = topics::CMD_VEL.absolute;
@@ -153,13 +153,15 @@ impl Replay<'_> {
 
     fn frame(&mut self, frame: OwnedFrame, stamp: Time, time: u64) {
         let now = self.seconds(time);
-        let check = self.session.frame_received(now, self.stamp_on_clock(stamp));
+        let source_stamp = self.stamp_on_clock(stamp);
+        let check = self.session.frame_received(now, source_stamp);
         self.write(REPLAY_FRAMES, time, &Header { stamp, frame_id: String::new() });
         let Some(instruction) = self.session.instruction().cloned().filter(|_| check.is_fresh()) else {
             return;
         };
         let start = Instant::now();
-        let result = self.policy.decide(&frame.as_frame(), &instruction, Decoding::Cached);
+        // As the node's worker stamps it: the camera's stamp, else the frame's receipt.
+        let result = self.policy.decide(&frame.as_frame(), &instruction, frame_stamp_s(source_stamp, now), Decoding::Cached);
         let latency_ms = start.elapsed().as_secs_f32() * 1e3;
         if let (_, Some(tick)) = self.session.decided(&instruction, &result, now, latency_ms, now) {
             if tick.publish {

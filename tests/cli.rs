@@ -30,7 +30,7 @@ fn init_info_and_bench() {
     let info = moe_vla(&["info", model]);
     assert!(info.status.success(), "{}", text(&info.stderr));
     let info = text(&info.stdout);
-    for needle in ["parameters total", "active per token", "x_vel", "stance_width", "UNTRAINED"] {
+    for needle in ["parameters total", "active per token", "one frame per 0.2 s", "x_vel", "stance_width", "UNTRAINED"] {
         assert!(info.contains(needle), "{needle} missing from:\n{info}");
     }
 

@@ -67,6 +67,10 @@ fn every_shipped_model_loads_and_is_q_learned_on_mixed_data() {
         assert!(policy.config().trained, "{} is untrained", dir.display());
         assert!(dir.join("README.md").is_file(), "{} has no README.md", dir.display());
         assert!(policy.config().actions.supported.is_some(), "{}: the supported bins travel with the model", dir.display());
+        // Recorded, not left to the default for configs that predate it: trained on collect's bags.
+        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        let period = moe_vla::sim::CONTROL_PERIOD_NS as f64 / 1e9;
+        assert_eq!(config["frame_period_s"].as_f64(), Some(period), "{}: its frame period", dir.display());
         let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("train.json")).unwrap()).unwrap();
         assert_eq!(report["options"]["objective"], "q", "{} must be trained by Q-learning", dir.display());
         assert_eq!(report["options"]["successes_only"], false, "{}: on all episodes, failures included", dir.display());

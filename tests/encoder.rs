@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use common::{micro_config, picture};
+use common::{micro_config, period_stamp, picture};
 use moe_vla::fixtures::{instruction_lines, random_policy_with, tiny_sentence_encoder, SAMPLE_INSTRUCTIONS};
 use moe_vla::model::{init_model, save_weights, DecoderKind, EncoderRef, TextConfig, TextKind, VlaConfig};
 use moe_vla::policy::encoder::ENCODERS_ENV;
@@ -71,20 +71,23 @@ fn tiny_minilm_policy(seed: u64, decoder: DecoderKind) -> (Policy, Arc<SentenceE
 fn the_sentence_encoder_runs_once_per_instruction_not_per_frame() {
     let (mut policy, encoder) = tiny_minilm_policy(3, DecoderKind::Full);
     let frames: Vec<Vec<u8>> = (0..6).map(|t| picture(64, 48, t)).collect();
-    for f in &frames {
-        policy.decide(&frame(f), "go to the red ball", Decoding::Cached).unwrap();
+    for (t, f) in (0..).zip(&frames) {
+        policy.decide(&frame(f), "go to the red ball", period_stamp(t), Decoding::Cached).unwrap();
     }
     assert_eq!(encoder.runs(), 1, "six frames, one instruction");
-    for f in &frames[..3] {
-        policy.decide(&frame(f), "crawl under the bar", Decoding::Cached).unwrap();
+    for (t, f) in (6..).zip(&frames[..3]) {
+        policy.decide(&frame(f), "crawl under the bar", period_stamp(t), Decoding::Cached).unwrap();
     }
     assert_eq!(encoder.runs(), 2);
-    policy.decide(&frame(&frames[0]), "  crawl under the bar ", Decoding::Uncached).unwrap();
+    policy.decide(&frame(&frames[0]), "  crawl under the bar ", period_stamp(9), Decoding::Uncached).unwrap();
     assert_eq!(encoder.runs(), 2, "the same tokens are the same instruction, whichever procedure decides");
     policy.reset();
-    policy.decide(&frame(&frames[0]), "crawl under the bar", Decoding::Cached).unwrap();
+    policy.decide(&frame(&frames[0]), "crawl under the bar", period_stamp(10), Decoding::Cached).unwrap();
     assert_eq!(encoder.runs(), 3, "a new episode encodes afresh");
-    assert!(matches!(policy.decide(&frame(&frames[0]), " ", Decoding::Cached), Err(PolicyError::Instruction(_))));
+    assert!(matches!(
+        policy.decide(&frame(&frames[0]), " ", period_stamp(11), Decoding::Cached),
+        Err(PolicyError::Instruction(_))
+    ));
 }
 
 #[test]
@@ -94,8 +97,8 @@ fn cached_decoding_equals_uncached_with_a_sentence_encoder() {
         let (mut uncached, _) = tiny_minilm_policy(11, decoder);
         for t in 0..5 {
             let f = picture(64, 48, t);
-            let a = cached.decide(&frame(&f), "walk towards the crimson sphere", Decoding::Cached).unwrap();
-            let b = uncached.decide(&frame(&f), "walk towards the crimson sphere", Decoding::Uncached).unwrap();
+            let a = cached.decide(&frame(&f), "walk towards the crimson sphere", period_stamp(t), Decoding::Cached).unwrap();
+            let b = uncached.decide(&frame(&f), "walk towards the crimson sphere", period_stamp(t), Decoding::Uncached).unwrap();
             assert_eq!(a.bins, b.bins, "{decoder:?} frame {t}");
             for (x, y) in a.q.iter().zip(&b.q) {
                 assert!((x - y).abs() < 1e-4, "{decoder:?} frame {t}: {x} vs {y}");
@@ -139,7 +142,7 @@ fn the_installed_minilm_loads_fast_and_separates_paraphrases_from_other_tasks() 
     let load = started.elapsed();
     assert!(load.as_secs_f64() < 2.0, "loading took {load:?}");
     let f = picture(64, 48, 0);
-    let decision = policy.decide(&frame(&f), "saunter over to the vermilion orb", Decoding::Cached).unwrap();
+    let decision = policy.decide(&frame(&f), "saunter over to the vermilion orb", 0.0, Decoding::Cached).unwrap();
     assert!(decision.q.iter().all(|q| q.is_finite()));
 
     // The explicit folder comes first, and a changed file is refused by its checksum.

@@ -5,10 +5,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use candle_core::{Device, Tensor};
-use common::{micro_config, picture, policy, variants};
+use common::{micro_config, period_stamp, picture, policy, variants};
 use moe_vla::model::{
-    init_model, load_model, save_weights, DecoderKind, FrameTokenCache, ModelError, ObservationBatch, StreamingCache, TextInput,
-    VlaConfig, VlaModel,
+    init_model, load_model, save_weights, DecoderKind, FrameRetention, FrameTokenCache, ModelError, ObservationBatch,
+    StreamingCache, TextInput, VlaConfig, VlaModel,
 };
 use moe_vla::policy::{Decoding, Frame, PixelEncoding, RawFrame};
 
@@ -25,8 +25,8 @@ fn cached_decoding_equals_uncached_for_every_variant() {
         for t in 0..6u32 {
             let data = picture(48, 40, t);
             let text = if t < 4 { "go to the red ball" } else { "crawl under the bar" };
-            let a = cached.decide(&frame(&data, 48, 40), text, Decoding::Cached).unwrap();
-            let b = uncached.decide(&frame(&data, 48, 40), text, Decoding::Uncached).unwrap();
+            let a = cached.decide(&frame(&data, 48, 40), text, period_stamp(t), Decoding::Cached).unwrap();
+            let b = uncached.decide(&frame(&data, 48, 40), text, period_stamp(t), Decoding::Uncached).unwrap();
             assert_eq!(a.bins, b.bins, "{name} step {t}");
             for (qa, qb) in a.q.iter().zip(&b.q) {
                 assert!((qa - qb).abs() < 1e-4, "{name} step {t}: {qa} vs {qb}");
@@ -43,7 +43,7 @@ fn frame_token_cache_equals_recomputing_every_frame() {
     let ids = [2u32, 5, 9];
     let images: Vec<Tensor> = (0..5).map(|t| image(&cfg, t)).collect();
     for (t, img) in images.iter().enumerate() {
-        let (text, window) = cache.observe(&model, &ids, &ids_input(&ids), img).unwrap();
+        let (text, window) = cache.observe(&model, &ids, &ids_input(&ids), img, FrameRetention::Keep).unwrap();
         assert_eq!(window.len(), cfg.history);
         // Recompute: the last `history` frames, the oldest repeated while fewer were seen.
         let first = (t + 1).saturating_sub(cfg.history);
@@ -57,7 +57,7 @@ fn frame_token_cache_equals_recomputing_every_frame() {
         }
     }
     // A new instruction re-encodes: no frame conditioned on the old text survives.
-    let (text, window) = cache.observe(&model, &[3, 4], &ids_input(&[3, 4]), &images[0]).unwrap();
+    let (text, window) = cache.observe(&model, &[3, 4], &ids_input(&[3, 4]), &images[0], FrameRetention::Keep).unwrap();
     let fresh = model.encode_frame(&images[0], &text).unwrap();
     for cached in &window {
         assert_eq!(max_diff(cached, &fresh), 0.0);
@@ -184,7 +184,7 @@ fn streaming_cached_decoding_equals_the_uncached_forward() {
             if t == 5 {
                 first = 5;
             }
-            let a = cache.decide(&model, ids, &ids_input(ids), &images[t], &valid).unwrap();
+            let a = cache.decide(&model, ids, &ids_input(ids), &images[t], FrameRetention::Keep, &valid).unwrap();
             let b = model.decode_uncached(&window_batch(&cfg, ids, &images, first, t), &valid).unwrap();
             assert_eq!(a.bins, b.bins, "seed {seed} step {t}");
             for (qa, qb) in a.q.iter().zip(&b.q) {
@@ -354,4 +354,22 @@ fn the_dense_baseline_configs_are_the_shipped_architectures_with_a_dense_feed_fo
         assert_eq!(dense.ffn.hidden, moe.ffn.top_k * moe.ffn.hidden, "same active width as top-k experts");
         assert_eq!(VlaConfig { ffn: moe.ffn.clone(), ..dense }, moe, "only the feed-forward differs");
     }
+}
+
+#[test]
+fn the_frame_period_is_recorded_defaults_for_older_configs_and_must_be_a_positive_time() {
+    let cfg = micro_config();
+    let mut json = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(json["frame_period_s"], 0.2, "written into every config");
+    json.as_object_mut().unwrap().remove("frame_period_s");
+    let older: VlaConfig = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(older.frame_period_s, moe_vla::model::config::DEFAULT_FRAME_PERIOD_S, "a config from before the field");
+    for bad in [0.0, -0.2, f64::INFINITY, f64::NAN] {
+        let err = VlaConfig { frame_period_s: bad, ..cfg.clone() }.validate().unwrap_err();
+        assert!(err.contains("frame_period_s"), "{bad}: {err}");
+    }
+    json["frame_period_s"] = 0.1.into();
+    let faster: VlaConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(faster.frame_period_s, 0.1);
+    faster.validate().unwrap();
 }

@@ -5,13 +5,15 @@ mod common;
 use std::io::Cursor;
 
 use candle_core::{Device, Tensor};
-use common::{micro_config, picture, policy};
+use common::{micro_config, period_stamp, picture, policy};
 use moe_vla::model::{init_model, save_weights};
 use moe_vla::policy::preprocess::{decode_compressed, resize_raw, to_tensor, MAX_SIDE};
 use moe_vla::policy::tokenize::{train_word_level, MAX_INSTRUCTION_BYTES};
 use moe_vla::policy::{
-    Decoding, Frame, FrameError, InstructionTokenizer, PixelEncoding, Policy, PolicyError, RawFrame, TokenizeError,
+    Decision, Decoding, Frame, FrameError, InstructionTokenizer, PixelEncoding, Policy, PolicyError, RawFrame, TokenizeError,
 };
+use moe_vla::sim::{render, sample_task, Pose, Scenario, TaskFamily};
+use rand::SeedableRng;
 
 fn tensor_of(frame: &RawFrame) -> Tensor {
     let cfg = micro_config();
@@ -154,7 +156,7 @@ fn model_folders_load_and_report_problems() {
     write_model_folder(dir.path());
     let mut policy = Policy::load(dir.path(), &Device::Cpu).unwrap();
     let data = picture(64, 48, 0);
-    let out = policy.decide(&Frame::Raw(RawFrame::packed(64, 48, PixelEncoding::Rgb8, &data)), "stop", Decoding::Cached);
+    let out = policy.decide(&Frame::Raw(RawFrame::packed(64, 48, PixelEncoding::Rgb8, &data)), "stop", 0.0, Decoding::Cached);
     assert!(out.is_ok());
 
     std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
@@ -175,22 +177,29 @@ fn bad_input_is_an_error_and_leaves_the_history_alone() {
     let mut p = policy(micro_config(), 4);
     let good = picture(30, 20, 0);
     let frame = Frame::Raw(RawFrame::packed(30, 20, PixelEncoding::Rgb8, &good));
-    let first = p.decide(&frame, "go to the red ball", Decoding::Cached).unwrap();
+    let first = p.decide(&frame, "go to the red ball", period_stamp(0), Decoding::Cached).unwrap();
     let bad_frames: [Frame; 3] = [
         Frame::Raw(RawFrame::packed(30, 21, PixelEncoding::Rgb8, &good)),
         Frame::Raw(RawFrame::packed(0, 0, PixelEncoding::Rgb8, &[])),
         Frame::Compressed(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, 1, 2, 3]),
     ];
     for bad in &bad_frames {
-        assert!(matches!(p.decide(bad, "go to the red ball", Decoding::Cached), Err(PolicyError::Image(_))));
+        assert!(matches!(p.decide(bad, "go to the red ball", period_stamp(1), Decoding::Cached), Err(PolicyError::Image(_))));
     }
-    assert!(matches!(p.decide(&frame, "   ", Decoding::Cached), Err(PolicyError::Instruction(TokenizeError::Empty))));
+    assert!(matches!(
+        p.decide(&frame, "   ", period_stamp(1), Decoding::Cached),
+        Err(PolicyError::Instruction(TokenizeError::Empty))
+    ));
+    for stamp in [f64::NAN, f64::INFINITY] {
+        assert!(matches!(p.decide(&frame, "go to the red ball", stamp, Decoding::Cached), Err(PolicyError::Stamp(_))));
+    }
     // The rejected inputs did not enter the history: a second policy that never saw them agrees.
     let mut clean = policy(micro_config(), 4);
-    clean.decide(&frame, "go to the red ball", Decoding::Cached).unwrap();
-    let a = p.decide(&frame, "go to the red ball", Decoding::Cached).unwrap();
-    let b = clean.decide(&frame, "go to the red ball", Decoding::Cached).unwrap();
+    clean.decide(&frame, "go to the red ball", period_stamp(0), Decoding::Cached).unwrap();
+    let a = p.decide(&frame, "go to the red ball", period_stamp(1), Decoding::Cached).unwrap();
+    let b = clean.decide(&frame, "go to the red ball", period_stamp(1), Decoding::Cached).unwrap();
     assert_eq!(a.bins, b.bins);
+    assert_eq!(p.history_stamps(), [period_stamp(0), period_stamp(1)], "nor did their stamps");
     assert_eq!(first.bins.len(), 12);
 }
 
@@ -200,8 +209,14 @@ fn decisions_stay_inside_the_action_space() {
     let space = p.action_space().clone();
     for t in 0..5 {
         let data = picture(40, 30, t);
-        let out =
-            p.decide(&Frame::Raw(RawFrame::packed(40, 30, PixelEncoding::Rgb8, &data)), "turn left", Decoding::Cached).unwrap();
+        let out = p
+            .decide(
+                &Frame::Raw(RawFrame::packed(40, 30, PixelEncoding::Rgb8, &data)),
+                "turn left",
+                period_stamp(t),
+                Decoding::Cached,
+            )
+            .unwrap();
         assert!(out.command.is_finite());
         for (d, v) in out.command.values.iter().enumerate() {
             let (lo, hi) = space.range(d);
@@ -227,11 +242,108 @@ fn decisions_take_only_the_bins_the_training_data_supports() {
         for t in 0..4 {
             let data = picture(32, 32, t);
             let out = p
-                .decide(&Frame::Raw(RawFrame::packed(32, 32, PixelEncoding::Rgb8, &data)), "go to the red ball", decoding)
+                .decide(
+                    &Frame::Raw(RawFrame::packed(32, 32, PixelEncoding::Rgb8, &data)),
+                    "go to the red ball",
+                    period_stamp(t),
+                    decoding,
+                )
                 .unwrap();
             assert!((100..=110).contains(&out.bins[1]), "{decoding:?}: x_vel bin {}", out.bins[1]);
             assert!(out.bins[3] == 3 || out.bins[3] == 250, "{decoding:?}: yaw bin {}", out.bins[3]);
             assert!(out.bins[4..].iter().all(|&b| b == 128));
         }
     }
+}
+
+/// The camera's picture `t` seconds into a walk through `scenario`'s scene (forward at 0.4 m/s,
+/// turning at 0.3 rad/s): a function of the time alone, however often the camera samples it.
+fn scene_at(scenario: &Scenario, t: f64) -> Vec<u8> {
+    let start = scenario.start;
+    let t = t as f32;
+    let pose = Pose {
+        x: start.x + 0.4 * t * start.yaw.cos(),
+        y: start.y + 0.4 * t * start.yaw.sin(),
+        yaw: start.yaw + 0.3 * t,
+        height: start.height,
+    };
+    render(&scenario.scene, &pose, 32, 32)
+}
+
+/// What a policy did at one frame: the frame's stamp, its decision and the history's stamps after it.
+type Step = (f64, Decision, Vec<f64>);
+
+/// `seconds` of `scenario` seen by a `fps` camera, decided on frame by frame.
+fn decide_stream(p: &mut Policy, scenario: &Scenario, fps: u32, seconds: u32, decoding: Decoding) -> Vec<Step> {
+    (0..fps * seconds)
+        .map(|k| {
+            // Correctly rounded, so 6 / 30 and 1 / 5 are the same f64: the period's frames carry
+            // the same stamps at every rate.
+            let t = f64::from(k) / f64::from(fps);
+            let pixels = scene_at(scenario, t);
+            let frame = Frame::Raw(RawFrame::packed(32, 32, PixelEncoding::Rgb8, &pixels));
+            let decision = p.decide(&frame, &scenario.instruction, t, decoding).unwrap();
+            (t, decision, p.history_stamps())
+        })
+        .collect()
+}
+
+#[test]
+fn the_same_scene_at_5_10_and_30_fps_fills_the_history_alike_and_decides_alike_on_the_period() {
+    let scenario = sample_task(TaskFamily::GoThrough, false, &mut rand::rngs::StdRng::seed_from_u64(3)).unwrap();
+    let mut streaming = micro_config();
+    streaming.decoder = moe_vla::model::DecoderKind::Streaming;
+    for (name, cfg) in [("full", micro_config()), ("streaming", streaming)] {
+        assert_eq!(cfg.frame_period_s, 0.2);
+        for decoding in [Decoding::Cached, Decoding::Uncached] {
+            let runs: Vec<(u32, Vec<Step>)> = [5, 10, 30]
+                .into_iter()
+                .map(|fps| (fps, decide_stream(&mut policy(cfg.clone(), 5), &scenario, fps, 3, decoding)))
+                .collect();
+            let (_, at_period) = &runs[0];
+            assert_eq!(at_period.len(), 15);
+            for (j, (t, _, history)) in at_period.iter().enumerate() {
+                // At the period every frame joins: the newest `history` frames up to this one.
+                let expected: Vec<f64> = (j.saturating_sub(cfg.history - 1)..=j).map(|i| i as f64 / 5.0).collect();
+                assert_eq!(history, &expected, "{name} {decoding:?} at {t} s");
+            }
+            for (fps, steps) in &runs[1..] {
+                let per_period = (fps / 5) as usize;
+                assert_eq!(steps.len(), 15 * per_period);
+                for (k, (t, decision, history)) in steps.iter().enumerate() {
+                    let (j, between) = (k / per_period, k % per_period);
+                    let (period_t, period_decision, period_history) = &at_period[j];
+                    let at = format!("{name} {decoding:?} {fps} fps, frame {k} ({t} s)");
+                    // (a) The frames between the period's are decided on but not kept.
+                    assert_eq!(history, period_history, "{at}");
+                    if between == 0 {
+                        // (b) The period's frames are decided on exactly as at 5 fps.
+                        assert_eq!(t, period_t, "{at}");
+                        assert_eq!(decision.bins, period_decision.bins, "{at}");
+                        assert_eq!(decision.q, period_decision.q, "{at}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stamp_going_backwards_restarts_the_history() {
+    let scenario = sample_task(TaskFamily::GoTo, false, &mut rand::rngs::StdRng::seed_from_u64(8)).unwrap();
+    let decide = |p: &mut Policy, t: f64| {
+        let pixels = scene_at(&scenario, t);
+        p.decide(&Frame::Raw(RawFrame::packed(32, 32, PixelEncoding::Rgb8, &pixels)), &scenario.instruction, t, Decoding::Cached)
+            .unwrap()
+    };
+    let mut looped = policy(micro_config(), 2);
+    for k in 0..5 {
+        decide(&mut looped, period_stamp(k));
+    }
+    assert_eq!(looped.history_stamps(), [period_stamp(2), period_stamp(3), period_stamp(4)]);
+    // The bag loops: its first frame again.
+    let again = decide(&mut looped, period_stamp(0));
+    assert_eq!(looped.history_stamps(), [period_stamp(0)]);
+    let fresh = decide(&mut policy(micro_config(), 2), period_stamp(0));
+    assert_eq!((again.bins, again.q), (fresh.bins, fresh.q), "nothing from before the loop is left");
 }

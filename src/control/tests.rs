@@ -572,7 +572,7 @@ enum Fault {
 impl Decide for Faulty {
     fn reset(&mut self) {}
 
-    fn decide(&mut self, _: &crate::policy::Frame<'_>, _: &str) -> Result<Decision, PolicyError> {
+    fn decide(&mut self, _: &crate::policy::Frame<'_>, _: &str, _: f64) -> Result<Decision, PolicyError> {
         if self.answers == 0 {
             match &self.fault {
                 // Bounded, so that a failing test cannot hang the worker's join forever.

@@ -257,6 +257,13 @@ pub struct VlaConfig {
     pub image_size: usize,
     /// Frames per observation, newest included (GeRM: 6).
     pub history: usize,
+    /// Seconds between the frames of an observation, and between training steps: the period the
+    /// model was trained at. The policy's history keeps one frame per period by stamp, whatever
+    /// the camera's rate, and training resamples faster recordings to it. Absent in models written
+    /// before it was recorded: those were trained on `moe_vla collect` bags, at
+    /// `DEFAULT_FRAME_PERIOD_S`.
+    #[serde(default = "default_frame_period_s")]
+    pub frame_period_s: f64,
     pub tokens_per_frame: usize,
     pub vision: VisionConfig,
     pub text: TextConfig,
@@ -294,6 +301,15 @@ fn yes() -> bool {
     true
 }
 
+/// The frame period of the presets and of configs that do not record one: the task world's
+/// control period (`sim::CONTROL_PERIOD_NS`; a test holds the two equal), one step per frame of
+/// the bags `moe_vla collect` writes.
+pub const DEFAULT_FRAME_PERIOD_S: f64 = 0.2;
+
+fn default_frame_period_s() -> f64 {
+    DEFAULT_FRAME_PERIOD_S
+}
+
 fn default_norm_eps() -> f64 {
     1e-5
 }
@@ -329,6 +345,7 @@ impl VlaConfig {
         Self {
             image_size: 64,
             history: 3,
+            frame_period_s: DEFAULT_FRAME_PERIOD_S,
             tokens_per_frame: 8,
             vision: VisionConfig {
                 kind: VisionKind::FilmConv,
@@ -372,6 +389,7 @@ impl VlaConfig {
         Self {
             image_size: 128,
             history: 6,
+            frame_period_s: DEFAULT_FRAME_PERIOD_S,
             tokens_per_frame: 8,
             vision: VisionConfig {
                 kind: VisionKind::FilmConv,
@@ -488,6 +506,9 @@ impl VlaConfig {
         }
         if self.image_size == 0 || self.history == 0 || self.tokens_per_frame == 0 {
             return fail("image_size, history and tokens_per_frame must be positive".into());
+        }
+        if !(self.frame_period_s.is_finite() && self.frame_period_s > 0.0) {
+            return fail(format!("frame_period_s {} must be a positive number of seconds", self.frame_period_s));
         }
         if self.text.max_tokens == 0 {
             return fail("text.max_tokens must be positive".into());

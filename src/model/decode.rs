@@ -86,6 +86,22 @@ impl<T: Clone> HistoryRing<T> {
         }
         history_window(0, self.items.len() - 1, self.capacity).map(|i| self.items[i].clone()).collect()
     }
+
+    /// The window `push(newest)` would give, without keeping `newest`.
+    pub fn window_with(&self, newest: T) -> Vec<T> {
+        let kept: Vec<&T> = self.items.iter().skip((self.items.len() + 1).saturating_sub(self.capacity)).collect();
+        history_window(0, kept.len(), self.capacity)
+            .map(|i| kept.get(i).map_or_else(|| newest.clone(), |&item| item.clone()))
+            .collect()
+    }
+}
+
+/// Whether a control step's new frame stays in the history window for later steps. The policy
+/// keeps one frame per frame period; the frames in between are decided on and then dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameRetention {
+    Keep,
+    ThisStepOnly,
 }
 
 /// The `history` observation indices of the window that ends at `newest`, oldest first. Where
@@ -108,15 +124,16 @@ impl FrameTokenCache {
         Self { instruction: None, frames: HistoryRing::new(history) }
     }
 
-    /// Adds the newest frame ([1, 3, S, S]) under the instruction whose token ids are `ids` and
-    /// whose text-encoder input is `input`, and returns the encoded instruction with the window of
-    /// vision tokens, oldest first.
+    /// Encodes the newest frame ([1, 3, S, S]) under the instruction whose token ids are `ids` and
+    /// whose text-encoder input is `input`, keeps its tokens as `retention` says, and returns the
+    /// encoded instruction with the window of vision tokens that ends at it, oldest first.
     pub fn observe(
         &mut self,
         model: &VlaModel,
         ids: &[u32],
         input: &TextInput,
         image: &Tensor,
+        retention: FrameRetention,
     ) -> Result<(TextEncoding, Vec<Tensor>)> {
         let text = match &self.instruction {
             Some((cached, text)) if cached == ids => text.clone(),
@@ -127,8 +144,12 @@ impl FrameTokenCache {
                 text
             }
         };
-        self.frames.push(model.encode_frame(image, &text)?);
-        Ok((text, self.frames.window()))
+        let tokens = model.encode_frame(image, &text)?;
+        let window = self.frames.window_with(tokens.clone());
+        if retention == FrameRetention::Keep {
+            self.frames.push(tokens);
+        }
+        Ok((text, window))
     }
 
     /// Forgets everything (a new episode: old frames must not leak into it).
@@ -152,14 +173,15 @@ impl StreamingCache {
         Self { instruction: None, frames: HistoryRing::new(history) }
     }
 
-    /// Adds the newest frame ([1, 3, S, S]) under instruction `ids` (text-encoder input `input`)
-    /// and decodes the greedy action.
+    /// Decodes the greedy action on the newest frame ([1, 3, S, S]) under instruction `ids`
+    /// (text-encoder input `input`), keeping the frame's keys and values as `retention` says.
     pub fn decide(
         &mut self,
         model: &VlaModel,
         ids: &[u32],
         input: &TextInput,
         image: &Tensor,
+        retention: FrameRetention,
         valid: &[Vec<bool>],
     ) -> Result<GreedyAction> {
         check_masks(valid, model.config().action_dims())?;
@@ -180,7 +202,9 @@ impl StreamingCache {
         let window: Vec<Option<&LayerKv>> = history_window(0, kept.len(), history).map(|i| kept.get(i).copied()).collect();
         let mut load = model.empty_load();
         let (new_frame, mut cache, logits) = model.stream_observe(&instruction, &window, &frame, &mut load)?;
-        self.frames.push(new_frame);
+        if retention == FrameRetention::Keep {
+            self.frames.push(new_frame);
+        }
         greedy(valid, logits, load, |bin, dim, load| {
             model.stream_step(&Tensor::new(&[bin], model.device())?, dim, &mut cache, load)
         })
@@ -211,22 +235,23 @@ impl StepCache {
         }
     }
 
-    /// Adds the newest frame ([1, 3, S, S]) under instruction `ids` (text-encoder input `input`)
-    /// and decodes the greedy action.
+    /// Decodes the greedy action on the newest frame ([1, 3, S, S]) under instruction `ids`
+    /// (text-encoder input `input`), keeping what the frame computed as `retention` says.
     pub fn decide(
         &mut self,
         model: &VlaModel,
         ids: &[u32],
         input: &TextInput,
         image: &Tensor,
+        retention: FrameRetention,
         valid: &[Vec<bool>],
     ) -> Result<GreedyAction> {
         match self {
             Self::Full(frames) => {
-                let (text, window) = frames.observe(model, ids, input, image)?;
+                let (text, window) = frames.observe(model, ids, input, image, retention)?;
                 model.decode_cached(&text, &window, valid)
             }
-            Self::Streaming(cache) => cache.decide(model, ids, input, image, valid),
+            Self::Streaming(cache) => cache.decide(model, ids, input, image, retention, valid),
         }
     }
 

@@ -26,7 +26,9 @@ pub use config::{
     ActionSpaceConfig, DecoderKind, EncoderRef, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig,
     TextKind, VisionConfig, VisionKind, VlaConfig, WeightPrecision,
 };
-pub use decode::{history_window, masked_argmax, sigmoid, FrameTokenCache, GreedyAction, HistoryRing, StepCache, StreamingCache};
+pub use decode::{
+    history_window, masked_argmax, sigmoid, FrameRetention, FrameTokenCache, GreedyAction, HistoryRing, StepCache, StreamingCache,
+};
 pub use device::{parse_device, DeviceError};
 pub use minilm::{mean_pool_normalised, Bert, BertConfig};
 pub use moe::ExpertLoad;

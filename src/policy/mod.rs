@@ -1,6 +1,7 @@
 //! Image + instruction -> preprocessing -> network -> argmax bins -> `ActionCommand`.
 
 pub mod encoder;
+pub mod history;
 pub mod preprocess;
 pub mod tokenize;
 mod worker;
@@ -13,13 +14,14 @@ use candle_core::{Device, Tensor};
 
 use crate::action::{ActionCommand, ActionError, ActionSpace};
 use crate::model::{
-    load_model, HistoryRing, ModelError, ObservationBatch, ParamCount, StepCache, TextInput, TextKind, VlaConfig, VlaModel,
-    WeightPrecision,
+    load_model, FrameRetention, HistoryRing, ModelError, ObservationBatch, ParamCount, StepCache, TextInput, TextKind, VlaConfig,
+    VlaModel, WeightPrecision,
 };
 pub use encoder::{EncoderError, SentenceEmbedding, SentenceEncoder};
+pub use history::{Admission, HistorySchedule};
 pub use preprocess::{Frame, FrameError, OwnedFrame, PixelEncoding, RawFrame};
 pub use tokenize::{InstructionTokenizer, TokenizeError};
-pub use worker::{Decide, FrameDecision, FrameJob, InferenceWorker};
+pub use worker::{frame_stamp_s, Decide, FrameDecision, FrameJob, InferenceWorker};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -41,6 +43,8 @@ pub enum PolicyError {
     Image(#[from] FrameError),
     #[error("bad instruction: {0}")]
     Instruction(#[from] TokenizeError),
+    #[error("bad frame stamp: {0} s is not a finite time")]
+    Stamp(f64),
     #[error("the model produced a non-finite Q value in dimension {dim} ({name})")]
     NonFinite { dim: usize, name: String },
     #[error("inference failed: {0}")]
@@ -124,8 +128,10 @@ pub struct Policy {
     masks: Vec<Vec<bool>>,
     text: InstructionText,
     step_cache: StepCache,
-    /// Preprocessed frames of the window, for the uncached procedure.
-    frames: HistoryRing<Tensor>,
+    /// Which frames join the history: one per the model's frame period.
+    schedule: HistorySchedule,
+    /// The frames that joined the history, preprocessed (the uncached procedure re-encodes them).
+    frames: HistoryRing<StampedImage>,
     /// The current instruction's token ids and text-encoder input.
     instruction: Vec<u32>,
     text_input: Option<TextInput>,
@@ -189,6 +195,7 @@ impl Policy {
             space,
             text: text.into(),
             step_cache: StepCache::new(&model),
+            schedule: HistorySchedule::new(config.frame_period_s),
             frames: HistoryRing::new(config.history),
             instruction: Vec::new(),
             text_input: None,
@@ -236,6 +243,7 @@ impl Policy {
     /// Forgets the frame history (a new episode).
     pub fn reset(&mut self) {
         self.step_cache.reset();
+        self.schedule.restart();
         self.frames.clear();
         self.instruction.clear();
         self.text_input = None;
@@ -248,15 +256,39 @@ impl Policy {
         Ok(preprocess::to_tensor(&rgb, &cfg.preprocess, self.model.device())?)
     }
 
-    /// One decision on the newest frame; earlier frames of the same instruction form the history.
-    /// A bad frame or instruction is rejected before it touches the history.
-    pub fn decide(&mut self, frame: &Frame, instruction: &str, decoding: Decoding) -> Result<Decision, PolicyError> {
-        let pool = self.pool.clone();
-        pool.install(|| self.decide_on_pool(frame, instruction, decoding))
+    /// The stamps of the frames in the history, oldest first: one per frame period (at most
+    /// `history` of them, the newest decided frame among them only if it was due).
+    pub fn history_stamps(&self) -> Vec<f64> {
+        self.frames.items().map(|frame| frame.stamp_s).collect()
     }
 
-    fn decide_on_pool(&mut self, frame: &Frame, instruction: &str, decoding: Decoding) -> Result<Decision, PolicyError> {
+    /// One decision on the newest frame, taken at `stamp_s` seconds (the camera's stamp, on any
+    /// clock that moves forward). The history holds earlier frames of the same instruction, one
+    /// per the model's frame period by stamp (`HistorySchedule`); this frame joins it only if it
+    /// is due. A stamp going backwards restarts the history. A bad frame, stamp or instruction is
+    /// rejected before it touches the history.
+    pub fn decide(
+        &mut self,
+        frame: &Frame,
+        instruction: &str,
+        stamp_s: f64,
+        decoding: Decoding,
+    ) -> Result<Decision, PolicyError> {
+        let pool = self.pool.clone();
+        pool.install(|| self.decide_on_pool(frame, instruction, stamp_s, decoding))
+    }
+
+    fn decide_on_pool(
+        &mut self,
+        frame: &Frame,
+        instruction: &str,
+        stamp_s: f64,
+        decoding: Decoding,
+    ) -> Result<Decision, PolicyError> {
         let start = Instant::now();
+        if !stamp_s.is_finite() {
+            return Err(PolicyError::Stamp(stamp_s));
+        }
         let ids = self.text.tokenize(instruction)?;
         let image = self.preprocess(frame)?;
         let preprocessed = Instant::now();
@@ -266,23 +298,34 @@ impl Policy {
             _ => {
                 let input = self.text.input(&ids, self.model.device())?;
                 self.frames.clear();
+                self.schedule.restart();
                 self.instruction = ids.clone();
                 self.text_input = Some(input.clone());
                 input
             }
         };
-        self.frames.push(image.clone());
+        let admission = self.schedule.admit(stamp_s);
+        if admission == Admission::Restarted {
+            self.frames.clear();
+            self.step_cache.reset();
+        }
+        let retention = if admission.keeps_frame() { FrameRetention::Keep } else { FrameRetention::ThisStepOnly };
+        let newest = StampedImage { stamp_s, image: image.clone() };
         let decision = match decoding {
-            Decoding::Cached => self.step_cache.decide(&self.model, &ids, &input, &image, &self.masks)?,
+            Decoding::Cached => self.step_cache.decide(&self.model, &ids, &input, &image, retention, &self.masks)?,
             Decoding::Uncached => {
+                let window: Vec<Tensor> = self.frames.window_with(newest.clone()).into_iter().map(|f| f.image).collect();
                 let obs = ObservationBatch {
                     text: input,
                     text_valid: None,
-                    frames: Tensor::stack(&self.frames.window(), 1)?, // [1, history, 3, S, S]
+                    frames: Tensor::stack(&window, 1)?, // [1, history, 3, S, S]
                 };
                 self.model.decode_uncached(&obs, &self.masks)?
             }
         };
+        if retention == FrameRetention::Keep {
+            self.frames.push(newest);
+        }
         if let Some(dim) = decision.q.iter().position(|q| !q.is_finite()) {
             return Err(PolicyError::NonFinite { dim, name: self.space.names()[dim].clone() });
         }
@@ -301,6 +344,14 @@ impl Policy {
             },
         })
     }
+}
+
+/// A preprocessed frame of the history and its stamp.
+#[derive(Debug, Clone)]
+struct StampedImage {
+    stamp_s: f64,
+    /// [1, 3, S, S].
+    image: Tensor,
 }
 
 fn default_threads() -> usize {

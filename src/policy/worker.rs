@@ -13,7 +13,8 @@ use super::{Decision, Decoding, Frame, OwnedFrame, Policy, PolicyError};
 pub trait Decide {
     /// Forgets the history: the next frame starts a new instruction.
     fn reset(&mut self);
-    fn decide(&mut self, frame: &Frame<'_>, instruction: &str) -> Result<Decision, PolicyError>;
+    /// Decides on `frame`, taken at `stamp_s` seconds (`FrameJob::stamp_s`).
+    fn decide(&mut self, frame: &Frame<'_>, instruction: &str, stamp_s: f64) -> Result<Decision, PolicyError>;
 }
 
 impl Decide for Policy {
@@ -21,8 +22,18 @@ impl Decide for Policy {
         Policy::reset(self);
     }
 
-    fn decide(&mut self, frame: &Frame<'_>, instruction: &str) -> Result<Decision, PolicyError> {
-        Policy::decide(self, frame, instruction, Decoding::Cached)
+    fn decide(&mut self, frame: &Frame<'_>, instruction: &str, stamp_s: f64) -> Result<Decision, PolicyError> {
+        Policy::decide(self, frame, instruction, stamp_s, Decoding::Cached)
+    }
+}
+
+/// When a frame was taken, in seconds, for the history's schedule: the camera's stamp, or its
+/// receipt time on the controller's clock when the camera leaves the stamp zero.
+pub fn frame_stamp_s(source_stamp: Duration, received_at: f64) -> f64 {
+    if source_stamp.is_zero() {
+        received_at
+    } else {
+        source_stamp.as_secs_f64()
     }
 }
 
@@ -41,6 +52,13 @@ pub struct FrameJob {
     /// When the model was asked on the wall clock, for latency: the frame's receipt, or the
     /// instruction's arrival for a frame that waited for one.
     pub asked: Instant,
+}
+
+impl FrameJob {
+    /// When the frame was taken, for the history's schedule (`frame_stamp_s`).
+    pub fn stamp_s(&self) -> f64 {
+        frame_stamp_s(self.source_stamp, self.received_at)
+    }
 }
 
 /// A finished decision.
@@ -106,7 +124,7 @@ impl InferenceWorker {
                     policy.reset();
                     history_of = Some(job.instruction.clone());
                 }
-                let result = policy.decide(&job.frame.as_frame(), &job.instruction);
+                let result = policy.decide(&job.frame.as_frame(), &job.instruction, job.stamp_s());
                 let latency_ms = job.asked.elapsed().as_secs_f32() * 1e3;
                 deliver(FrameDecision {
                     instruction: job.instruction,

@@ -3,7 +3,7 @@
 //!
 //! Bag contract (what the training loader reads): `/instruction` once at the episode's epoch
 //! (before the first frame); `/camera/image_raw` (rgb8, frame_id "camera") once per control step
-//! at epoch + 10 ms + step x 200 ms; after each frame, 1 ms later, the controller's output:
+//! at epoch + 10 ms + step x `CONTROL_PERIOD_NS` (200 ms); after each frame, 1 ms later, the controller's output:
 //! `/cmd_vel` always (zero on a stop) and `/gait_command` unless stopped; `/moe_vla/episode` at
 //! the end, whose `terminated` flag is the terminate bit of the last step and whose `success` is
 //! the reward.
@@ -26,7 +26,7 @@ use crate::topics;
 use super::episode::run_episode;
 use super::expert::{Expert, FailureMode};
 use super::task::{sample_task, TaskFamily};
-use super::world::{Outcome, CONTROL_RATE_HZ};
+use super::world::{Outcome, CONTROL_PERIOD_NS};
 use super::SimError;
 
 /// Sim time of episode 0's start, ns since the epoch.
@@ -35,7 +35,6 @@ pub const EPOCH_NS: u64 = 1_700_000_000_000_000_000;
 pub const EPISODE_SPACING_NS: u64 = 100_000_000_000;
 const FRAME_OFFSET_NS: u64 = 10_000_000;
 const ACTION_DELAY_NS: u64 = 1_000_000;
-const PERIOD_NS: u64 = (1e9 / CONTROL_RATE_HZ) as u64;
 
 /// The flags of `moe_vla collect`.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
@@ -209,7 +208,7 @@ pub fn collect_episode(
     bag.write(topics::INSTRUCTION.absolute, epoch, &StringMsg { data: instruction.clone() })?;
     let mut last_ns = epoch;
     let outcome = run_episode(scenario, &mut expert, image_size, &mut |step| {
-        let frame_ns = epoch + FRAME_OFFSET_NS + u64::from(step.index) * PERIOD_NS;
+        let frame_ns = epoch + FRAME_OFFSET_NS + u64::from(step.index) * CONTROL_PERIOD_NS;
         let image = Image {
             header: Header { stamp: Time::from_nanos(frame_ns), frame_id: "camera".into() },
             height: image_size,

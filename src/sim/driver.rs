@@ -49,7 +49,7 @@ impl Driver for Policy {
     }
 
     fn decide(&mut self, obs: &Observation<'_>) -> Result<Decision, PolicyError> {
-        Policy::decide(self, &obs.frame(), obs.instruction, Decoding::Cached)
+        Policy::decide(self, &obs.frame(), obs.instruction, obs.time_s, Decoding::Cached)
     }
 }
 

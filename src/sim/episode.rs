@@ -1,7 +1,7 @@
-//! The closed loop shared by data collection and evaluation. Every control step (0.2 s): render
-//! the camera, let the driver decide, pass the decision through the node's control `Session`
-//! (frame received, decided, tick), and drive the world with what it commands. A terminate hold
-//! is the terminate action to the world.
+//! The closed loop shared by data collection and evaluation. Every control step
+//! (`CONTROL_PERIOD_NS`, 0.2 s): render the camera, let the driver decide, pass the decision
+//! through the node's control `Session` (frame received, decided, tick), and drive the world with
+//! what it commands. A terminate hold is the terminate action to the world.
 
 use std::sync::Arc;
 

@@ -30,8 +30,8 @@ pub use scene::{
 };
 pub use task::{all_instructions, sample_task, Goal, Scenario, TaskFamily, Templates, ARENA, BAR_BOTTOM, BAR_TOP};
 pub use world::{
-    gait_speed_factor, speed_limit, Outcome, Reason, World, WorldCommand, BODY_OFFSET_RANGE, BODY_RATE, CONTROL_PERIOD_S,
-    CONTROL_RATE_HZ, STAY_RADIUS, SUBSTEP_S,
+    gait_speed_factor, speed_limit, Outcome, Reason, World, WorldCommand, BODY_OFFSET_RANGE, BODY_RATE, CONTROL_PERIOD_NS,
+    CONTROL_PERIOD_S, CONTROL_RATE_HZ, STAY_RADIUS, SUBSTEP_S,
 };
 
 use crate::action::ActionError;

@@ -318,6 +318,17 @@ fn the_random_driver_only_takes_valid_bins() {
     }
 }
 
+/// The world steps, `collect` stamps its frames and `train` records models' frame period at one
+/// period, the presets' (and legacy configs') `DEFAULT_FRAME_PERIOD_S`.
+#[test]
+fn one_control_period_for_the_world_its_bags_and_its_models() {
+    use crate::model::config::DEFAULT_FRAME_PERIOD_S;
+    assert_eq!(CONTROL_PERIOD_NS as f64 / 1e9, DEFAULT_FRAME_PERIOD_S);
+    assert_eq!(CONTROL_PERIOD_S, DEFAULT_FRAME_PERIOD_S as f32);
+    assert_eq!(1.0 / CONTROL_RATE_HZ, DEFAULT_FRAME_PERIOD_S);
+    assert_eq!(sim_control_config().period_s(), DEFAULT_FRAME_PERIOD_S);
+}
+
 #[test]
 fn collect_writes_bags_the_reader_reads_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -364,6 +375,7 @@ fn collect_writes_bags_the_reader_reads_back() {
         let frames: Vec<u64> = sorted.iter().filter(|(n, _)| n == topics::CAMERA.absolute).map(|(_, t)| *t).collect();
         let twists: Vec<u64> = sorted.iter().filter(|(n, _)| n == topics::CMD_VEL.absolute).map(|(_, t)| *t).collect();
         assert!(frames.iter().zip(&twists).all(|(f, t)| *t == f + 1_000_000));
+        assert!(frames.windows(2).all(|f| f[1] - f[0] == CONTROL_PERIOD_NS), "one frame per control period");
         assert!(frames[0] >= EPOCH_NS + index as u64 * EPISODE_SPACING_NS);
         let info = bag.info().unwrap();
         assert!(info.report.damage.is_empty());

@@ -13,10 +13,15 @@ use super::task::{Goal, Scenario, TaskFamily};
 pub const BODY_OFFSET_RANGE: (f32, f32) = (-0.25, 0.05);
 /// How fast the body height follows its command, m/s.
 pub const BODY_RATE: f32 = 0.5;
+/// Duration of one control step, ns: the simulator's one definition of its period. The world
+/// moves one step per period, the camera renders a frame per step, `moe_vla collect` stamps its
+/// frames one period apart, and `moe_vla train` records it as the frame period of a model trained
+/// on such bags (the presets' `DEFAULT_FRAME_PERIOD_S`, which a test holds equal).
+pub const CONTROL_PERIOD_NS: u64 = 200_000_000;
+/// Duration of one control step, s: `0.2_f32` exactly, as 2e8 and 1e9 are both exact in f32.
+pub const CONTROL_PERIOD_S: f32 = CONTROL_PERIOD_NS as f32 / 1e9;
 /// Control rate of the simulator, Hz.
-pub const CONTROL_RATE_HZ: f64 = 5.0;
-/// Duration of one control step, s.
-pub const CONTROL_PERIOD_S: f32 = 0.2;
+pub const CONTROL_RATE_HZ: f64 = 1e9 / CONTROL_PERIOD_NS as f64;
 /// Integration substep inside a control step, s.
 pub const SUBSTEP_S: f32 = 0.05;
 /// Stop family: moving the centre farther than this from the start fails, m.

@@ -1,12 +1,15 @@
-//! Episodes from rosbag2 bags: every camera frame is one step, its action the command that
-//! followed it, its reward from the episode's outcome. Frames are decoded once, resized to the
-//! model's input size and kept in a memory-mapped cache file, so a dataset larger than memory
-//! still trains.
+//! Episodes from rosbag2 bags: one step per frame period (the camera frames the policy's history
+//! would admit, by stamp: every frame of a bag recorded at the period, every sixth of a 30 fps
+//! one at 0.2 s), its action the command that followed its frame, its reward from the episode's
+//! outcome; the discount then applies per period, as the model's history spaces its frames.
+//! Frames are decoded once, resized to the model's input size and kept in a memory-mapped cache
+//! file, so a dataset larger than memory still trains.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use rand::Rng;
@@ -17,7 +20,7 @@ use crate::action::{ActionSpace, PlanarTwist};
 use crate::bag::msgs::{EpisodeOutcome, GaitCommand, StringMsg, Twist, TwistStamped, VlaDecision};
 use crate::bag::{camera_frame, decode, BagReader, Storage, METADATA_FILE};
 use crate::model::{history_window, EncodedObservation, ObservationBatch, PreprocessConfig, TextEncoding, TextInput, VlaModel};
-use crate::policy::{preprocess, InstructionText};
+use crate::policy::{frame_stamp_s, history, preprocess, InstructionText};
 use crate::topics;
 
 /// Topic names of the bags a dataset is read from.
@@ -83,8 +86,11 @@ struct CacheIndex {
     /// Bag files with sizes: the cache is rebuilt when they change.
     sources: Vec<(PathBuf, u64)>,
     image_size: usize,
+    frame_period_s: f64,
     topics: Topics,
     episodes: Vec<Episode>,
+    /// Camera frames in the episodes, before resampling to one per period.
+    frames: usize,
     /// Per step, the bin of every action dimension.
     bins: Vec<Vec<u32>>,
     skipped: Vec<String>,
@@ -97,6 +103,10 @@ pub struct Dataset {
     pub bins: Vec<Vec<u32>>,
     /// Bags that yielded no episode, with the reason.
     pub skipped: Vec<String>,
+    /// Camera frames in the episodes; more than the steps where a camera ran faster than the period.
+    pub frames_read: usize,
+    /// Seconds between consecutive steps of an episode.
+    pub frame_period_s: f64,
     episode_of: Vec<u32>,
     frames: memmap2::Mmap,
     image_size: usize,
@@ -131,7 +141,8 @@ pub fn find_bags(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 /// A bag's messages reduced to what training needs, frames already resized.
 enum BagEvent {
-    Frame(Vec<u8>),
+    /// RGB bytes and when the frame was taken, s (its header stamp, else its log time).
+    Frame(Vec<u8>, f64),
     Instruction(String),
     Twist([f32; 3]),
     Gait(GaitCommand),
@@ -141,11 +152,13 @@ enum BagEvent {
 }
 
 impl Dataset {
-    /// Loads every episode under `dir`, using (or building) the frame cache in `cache_dir`.
+    /// Loads every episode under `dir`, one step per `frame_period_s`, using (or building) the
+    /// frame cache in `cache_dir`.
     pub fn load(
         dir: &Path,
         cache_dir: &Path,
         image_size: usize,
+        frame_period_s: f64,
         space: &ActionSpace,
         topics: &Topics,
         mut progress: impl FnMut(usize, usize),
@@ -159,14 +172,14 @@ impl Dataset {
         std::fs::create_dir_all(cache_dir).map_err(io(cache_dir))?;
         let index_path = cache_dir.join(format!("index-{image_size}.json"));
         let frames_path = cache_dir.join(format!("frames-{image_size}.u8"));
-        let cached: Option<CacheIndex> = std::fs::read(&index_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .filter(|c: &CacheIndex| c.sources == sources && c.image_size == image_size && &c.topics == topics);
+        let cached: Option<CacheIndex> =
+            std::fs::read(&index_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).filter(|c: &CacheIndex| {
+                c.sources == sources && c.image_size == image_size && c.frame_period_s == frame_period_s && &c.topics == topics
+            });
         let index = match cached {
             Some(index) => index,
             None => {
-                let index = build_cache(&sources, &frames_path, image_size, space, topics, &mut progress)?;
+                let index = build_cache(&sources, &frames_path, image_size, frame_period_s, space, topics, &mut progress)?;
                 // Written aside and renamed, so runs sharing a cache never read a half-written one.
                 let json = serde_json::to_vec(&index).expect("plain data serialises");
                 let tmp = index_path.with_extension(format!("partial-{}", std::process::id()));
@@ -193,7 +206,16 @@ impl Dataset {
         for (e, ep) in index.episodes.iter().enumerate() {
             episode_of[ep.first..ep.first + ep.len].fill(e as u32);
         }
-        Ok(Self { episodes: index.episodes, bins: index.bins, skipped: index.skipped, episode_of, frames, image_size })
+        Ok(Self {
+            episodes: index.episodes,
+            bins: index.bins,
+            skipped: index.skipped,
+            frames_read: index.frames,
+            frame_period_s,
+            episode_of,
+            frames,
+            image_size,
+        })
     }
 
     pub fn steps(&self) -> usize {
@@ -236,6 +258,7 @@ fn build_cache(
     sources: &[(PathBuf, u64)],
     frames_path: &Path,
     image_size: usize,
+    frame_period_s: f64,
     space: &ActionSpace,
     topics: &Topics,
     progress: &mut impl FnMut(usize, usize),
@@ -246,8 +269,10 @@ fn build_cache(
     let mut index = CacheIndex {
         sources: sources.to_vec(),
         image_size,
+        frame_period_s,
         topics: topics.clone(),
         episodes: Vec::new(),
+        frames: 0,
         bins: Vec::new(),
         skipped: Vec::new(),
     };
@@ -261,7 +286,8 @@ fn build_cache(
             }
         };
         let before = index.episodes.len();
-        for (episode, frames, bins) in split_episodes(bag, events, space) {
+        for (episode, frames, bins, frames_read) in split_episodes(bag, events, frame_period_s, space) {
+            index.frames += frames_read;
             let first = index.bins.len();
             for frame in &frames {
                 out.write_all(frame).map_err(io(&tmp))?;
@@ -289,8 +315,12 @@ fn read_events(bag: &Path, image_size: usize, topics: &Topics) -> Result<Vec<Bag
     reader
         .for_each(|m| {
             let event = if m.topic == topics.image {
-                let frame = camera_frame(m.type_name, m.data).and_then(Result::ok).map(|(frame, _)| frame);
-                frame.and_then(|f| preprocess::resize_frame(&f.as_frame(), size).ok()).map(|rgb| BagEvent::Frame(rgb.into_raw()))
+                camera_frame(m.type_name, m.data).and_then(Result::ok).and_then(|(frame, stamp)| {
+                    let rgb = preprocess::resize_frame(&frame.as_frame(), size).ok()?;
+                    // As the node stamps a frame: the camera's stamp, else when it was received.
+                    let stamp_s = frame_stamp_s(Duration::from_nanos(stamp.nanos()), m.log_time as f64 * 1e-9);
+                    Some(BagEvent::Frame(rgb.into_raw(), stamp_s))
+                })
             } else if m.topic == topics.instruction {
                 decode::<StringMsg>(m.data).ok().map(|s| BagEvent::Instruction(s.data))
             } else if m.topic == topics.cmd_vel {
@@ -332,17 +362,19 @@ fn default_gait() -> GaitCommand {
     }
 }
 
-/// One episode cut from a bag: its entry, its frames and each step's bins.
-type EpisodeSteps = (Episode, Vec<Vec<u8>>, Vec<Vec<u32>>);
+/// One episode cut from a bag: its entry, each step's frame and bins, and the camera frames it
+/// was resampled from.
+type EpisodeSteps = (Episode, Vec<Vec<u8>>, Vec<Vec<u32>>, usize);
 
 /// Cuts the event stream into episodes: an instruction starts one, an outcome ends it. Each
 /// frame's action is the first decision after it when the bag records decisions of this action
 /// space; otherwise the first twist after it (a stop when none came before the next frame) with
-/// the newest gait command.
-fn split_episodes(bag: &Path, events: Vec<BagEvent>, space: &ActionSpace) -> Vec<EpisodeSteps> {
+/// the newest gait command. The frames are then resampled to one step per `frame_period_s`.
+fn split_episodes(bag: &Path, events: Vec<BagEvent>, frame_period_s: f64, space: &ActionSpace) -> Vec<EpisodeSteps> {
     let mut episodes = Vec::new();
     let mut instruction: Option<String> = None;
     let mut frames: Vec<Vec<u8>> = Vec::new();
+    let mut stamps: Vec<f64> = Vec::new();
     let mut twists: Vec<Option<[f32; 3]>> = Vec::new();
     let mut gaits: Vec<GaitCommand> = Vec::new();
     let mut decisions: Vec<Option<Vec<u32>>> = Vec::new();
@@ -352,12 +384,14 @@ fn split_episodes(bag: &Path, events: Vec<BagEvent>, space: &ActionSpace) -> Vec
             BagEvent::Instruction(text) => {
                 instruction = Some(text);
                 frames.clear();
+                stamps.clear();
                 twists.clear();
                 gaits.clear();
                 decisions.clear();
             }
-            BagEvent::Frame(rgb) => {
+            BagEvent::Frame(rgb, stamp_s) => {
                 frames.push(rgb);
+                stamps.push(stamp_s);
                 twists.push(None);
                 gaits.push(gait.clone());
                 decisions.push(None);
@@ -385,7 +419,7 @@ fn split_episodes(bag: &Path, events: Vec<BagEvent>, space: &ActionSpace) -> Vec
                 let text = instruction.clone().filter(|s| !s.is_empty()).unwrap_or(outcome.instruction.clone());
                 if !frames.is_empty() && !text.is_empty() {
                     let n = frames.len();
-                    let bins = (0..n)
+                    let bins: Vec<Vec<u32>> = (0..n)
                         .map(|i| match decisions[i].take() {
                             Some(decided) => decided,
                             None => {
@@ -395,6 +429,15 @@ fn split_episodes(bag: &Path, events: Vec<BagEvent>, space: &ActionSpace) -> Vec
                             }
                         })
                         .collect();
+                    let steps = history::resample(&stamps, frame_period_s);
+                    let mut step_bins: Vec<Vec<u32>> = steps.iter().map(|&i| bins[i].clone()).collect();
+                    if outcome.terminated {
+                        // The terminate ended the last step, even where its frame was not one kept.
+                        if let (Some(last), Some(terminate)) = (step_bins.last_mut(), bins.last()) {
+                            last.clone_from(terminate);
+                        }
+                    }
+                    let step_frames: Vec<Vec<u8>> = steps.iter().map(|&i| std::mem::take(&mut frames[i])).collect();
                     let episode = Episode {
                         bag: bag.to_path_buf(),
                         instruction: text,
@@ -402,11 +445,12 @@ fn split_episodes(bag: &Path, events: Vec<BagEvent>, space: &ActionSpace) -> Vec
                         success: outcome.success,
                         terminated: outcome.terminated,
                         first: 0,
-                        len: n,
+                        len: steps.len(),
                     };
-                    episodes.push((episode, std::mem::take(&mut frames), bins));
+                    episodes.push((episode, step_frames, step_bins, n));
                 }
                 frames.clear();
+                stamps.clear();
                 twists.clear();
                 gaits.clear();
                 decisions.clear();

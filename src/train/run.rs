@@ -16,6 +16,7 @@ use crate::policy::PolicyError;
 use crate::policy::{
     read_config, InstructionText, InstructionTokenizer, Policy, SentenceEncoder, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
 };
+use crate::sim::CONTROL_PERIOD_NS;
 
 /// Updates whose statistics are averaged for progress and for train.json's final values.
 const RECENT_UPDATES: usize = 50;
@@ -40,6 +41,12 @@ pub struct TrainRun {
     /// (0.3 in Fujimoto et al.); replaces the architecture's setting.
     #[arg(long, conflicts_with = "resume", value_name = "THRESHOLD")]
     pub behaviour_filter: Option<f64>,
+    /// Seconds between training steps, recorded in the model's config.json as `frame_period_s`
+    /// (replacing the architecture's): the node's history keeps one frame per period. Bags whose
+    /// camera runs faster are resampled to it by stamp; the default is the period of `moe_vla
+    /// collect`'s bags (the task world's control period).
+    #[arg(long, conflicts_with = "resume", value_name = "SECONDS", default_value_t = CONTROL_PERIOD_NS as f64 / 1e9)]
+    pub frame_period: f64,
     /// Model folder to write (config.json, model.safetensors, tokenizer.json, train.json,
     /// loss.png, checkpoint/).
     #[arg(long)]
@@ -89,6 +96,10 @@ pub struct DataSummary {
     pub episodes: usize,
     pub successful_episodes: usize,
     pub steps: usize,
+    /// Seconds between steps: camera frames closer than that were resampled.
+    pub frame_period_s: f64,
+    /// Camera frames the steps were resampled from.
+    pub frames: usize,
     /// Steps the run trains on (all, or those of successful episodes).
     pub steps_used: usize,
     pub read_seconds: f64,
@@ -136,10 +147,11 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
             let spec =
                 run.config.as_deref().ok_or_else(|| TrainError::Invalid("--config is required without --resume".into()))?;
             let mut cfg = read_architecture(spec)?;
+            cfg.frame_period_s = run.frame_period;
             if run.behaviour_filter.is_some() {
                 cfg.behaviour_filter = run.behaviour_filter;
-                cfg.validate().map_err(TrainError::Invalid)?;
             }
+            cfg.validate().map_err(TrainError::Invalid)?;
             match run.text {
                 Some(kind) => cfg.with_text(kind),
                 None => cfg,
@@ -152,14 +164,17 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
     let space = ActionSpace::new(&cfg.actions)?;
     let cache = run.cache.clone().unwrap_or_else(|| run.data.join(".cache"));
     let started = Instant::now();
-    let dataset = Dataset::load(&run.data, &cache, cfg.image_size, &space, &Topics::default(), |done, total| {
-        progress(TrainProgress::Reading { done, total })
-    })?;
+    let dataset =
+        Dataset::load(&run.data, &cache, cfg.image_size, cfg.frame_period_s, &space, &Topics::default(), |done, total| {
+            progress(TrainProgress::Reading { done, total })
+        })?;
     let eligible = dataset.step_indices(successes_only);
     let summary = DataSummary {
         episodes: dataset.episodes.len(),
         successful_episodes: dataset.episodes.iter().filter(|e| e.success).count(),
         steps: dataset.steps(),
+        frame_period_s: dataset.frame_period_s,
+        frames: dataset.frames_read,
         steps_used: eligible.len(),
         read_seconds: started.elapsed().as_secs_f64(),
         families: data::summary(&dataset),
@@ -277,6 +292,8 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
             "episodes": summary.episodes,
             "successful_episodes": summary.successful_episodes,
             "steps": summary.steps,
+            "frame_period_s": summary.frame_period_s,
+            "frames": summary.frames,
             "steps_used": summary.steps_used,
         },
         "params": { "total": params.total, "active_per_token": params.active_per_token },

@@ -444,7 +444,7 @@ fn micro_tokenizer() -> InstructionTokenizer {
 
 fn load(dir: &Path, cfg: &VlaConfig) -> Dataset {
     let space = ActionSpace::new(&cfg.actions).unwrap();
-    Dataset::load(dir, &dir.join(".cache"), cfg.image_size, &space, &Topics::default(), |_, _| {}).unwrap()
+    Dataset::load(dir, &dir.join(".cache"), cfg.image_size, cfg.frame_period_s, &space, &Topics::default(), |_, _| {}).unwrap()
 }
 
 #[test]
@@ -629,6 +629,97 @@ fn recorded_decisions_are_the_actions_learned() {
     }
 }
 
+/// Writes one terminated episode of `frames` camera frames at 30 fps, stamped like a real
+/// camera's: frame k is uniformly grey level 8k, and the twist after it turns at yaw_of(k).
+fn write_30_fps_episode(dir: &Path, frames: u32) {
+    let mut bag = BagWriter::create(dir).unwrap();
+    bag.add_topic::<Image>(topics::CAMERA.absolute, TopicQos::SensorData).unwrap();
+    bag.add_topic::<StringMsg>(topics::INSTRUCTION.absolute, TopicQos::Latched).unwrap();
+    bag.add_topic::<Twist>(topics::CMD_VEL.absolute, TopicQos::Reliable).unwrap();
+    bag.add_topic::<EpisodeOutcome>(topics::EPISODE_OUTCOME, TopicQos::Reliable).unwrap();
+    let start = 1_700_000_000_000_000_000u64;
+    bag.write(topics::INSTRUCTION.absolute, start, &StringMsg { data: "turn to the light".into() }).unwrap();
+    let stamp = |k: u32| start + 10_000_000 + u64::from(k) * 1_000_000_000 / 30;
+    for k in 0..frames {
+        let header = Header { stamp: Time::from_nanos(stamp(k)), frame_id: "camera".into() };
+        let data = vec![(8 * k) as u8; (SIZE * SIZE * 3) as usize];
+        let image = Image { header, height: SIZE, width: SIZE, encoding: "rgb8".into(), is_bigendian: 0, step: SIZE * 3, data };
+        // Received a few ms after it was taken, with jitter: the stamp, not the log time, counts.
+        bag.write(topics::CAMERA.absolute, stamp(k) + 3_000_000 + u64::from(k % 3) * 4_000_000, &image).unwrap();
+        let twist = Twist { angular: Vector3 { z: yaw_of(k), ..Default::default() }, ..Default::default() };
+        bag.write(topics::CMD_VEL.absolute, stamp(k) + 15_000_000, &twist).unwrap();
+    }
+    let outcome =
+        EpisodeOutcome { instruction: "turn to the light".into(), terminated: true, steps: frames, ..Default::default() };
+    bag.write(topics::EPISODE_OUTCOME, stamp(frames), &outcome).unwrap();
+    bag.finish().unwrap();
+}
+
+fn yaw_of(k: u32) -> f64 {
+    -1.0 + 0.07 * f64::from(k)
+}
+
+#[test]
+fn a_30_fps_bag_trains_one_step_per_period() {
+    let dir = tempfile::tempdir().unwrap();
+    write_30_fps_episode(&dir.path().join("bag"), 29);
+    let cfg = micro();
+    let space = ActionSpace::new(&cfg.actions).unwrap();
+    let (yaw, terminate) = (space.index_of("yaw_vel").unwrap(), space.index_of("terminate").unwrap());
+    let at_period = load(dir.path(), &cfg);
+    assert_eq!(cfg.frame_period_s, 0.2);
+    assert_eq!((at_period.frames_read, at_period.steps()), (29, 5), "frames 0, 6, 12, 18 and 24 of 29");
+    for (step, k) in [0u32, 6, 12, 18, 24].into_iter().enumerate() {
+        assert!(at_period.frame(step).iter().all(|&v| u32::from(v) == 8 * k), "step {step} holds frame {k}");
+        if step < 4 {
+            assert!((f64::from(space.decode(yaw, at_period.bins[step][yaw])) - yaw_of(k)).abs() < 0.02, "step {step}");
+            assert_eq!(at_period.bins[step][terminate], 0);
+        }
+    }
+    // The terminate that ended the episode after frame 28 ends its last step.
+    assert_ne!(at_period.bins[4][terminate], 0);
+    // One step per frame at the camera's own period; the cache is rebuilt for it.
+    let every_frame = VlaConfig { frame_period_s: 1.0 / 30.0, ..micro() };
+    let data = load(dir.path(), &every_frame);
+    assert_eq!((data.frames_read, data.steps()), (29, 29));
+    assert!(data.frame(7).iter().all(|&v| v == 56));
+    assert_eq!(load(dir.path(), &cfg).steps(), 5);
+}
+
+#[test]
+fn collected_bags_load_unchanged_one_step_per_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = crate::sim::CollectOptions {
+        out: dir.path().join("episodes"),
+        episodes: 3,
+        seed: 2,
+        image_size: 16,
+        families: crate::sim::TaskFamily::ALL.to_vec(),
+        threads: 1,
+    };
+    let report = crate::sim::collect(&opts, &|_| ()).unwrap();
+    let cfg = micro();
+    assert_eq!(cfg.frame_period_s, crate::sim::CONTROL_PERIOD_NS as f64 / 1e9, "collect records at the presets' period");
+    let data = load(&opts.out, &cfg);
+    assert_eq!(data.episodes.len(), 3);
+    assert_eq!(data.steps() as u64, report.steps);
+    assert_eq!(data.frames_read, data.steps());
+    // Each step's action is the decision the expert recorded after its frame, every one in order.
+    for (e, episode) in data.episodes.iter().enumerate() {
+        let mut decided: Vec<Vec<u32>> = Vec::new();
+        BagReader::open(&opts.out.join(format!("episode_{e:06}")))
+            .unwrap()
+            .for_each(|m| {
+                if m.topic == topics::DECISION.absolute {
+                    decided.push(crate::bag::decode::<VlaDecision>(m.data).unwrap().bins);
+                }
+            })
+            .unwrap();
+        assert_eq!(decided.len(), episode.len, "episode {e}");
+        assert_eq!(data.bins[episode.first..episode.first + episode.len], decided[..], "episode {e}");
+    }
+}
+
 /// The same bag frames give the network identical input at training and at replay: the bag's
 /// camera message -> frame conversion, resizing (here from 40x24 bgr8), normalisation and the
 /// history window (padded at the episode's start) are one code path.
@@ -647,7 +738,7 @@ fn a_bag_frame_reaches_the_network_identically_in_training_and_at_replay() {
     for step in 0..4u32 {
         t += 200_000_000;
         let data = crate::fixtures::synthetic_frame(width, height, step);
-        let header = Header { stamp: Time { sec: 1, nanosec: step }, frame_id: "camera".into() };
+        let header = Header { stamp: Time::from_nanos(t), frame_id: "camera".into() };
         let image = Image { header, height, width, encoding: "bgr8".into(), is_bigendian: 0, step: width * 3, data };
         bag.write(topics::CAMERA.absolute, t, &image).unwrap();
     }
@@ -698,7 +789,9 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
     let data = dir.path().join("data");
     write_bag(&data.join("bag"), 4);
     let config = dir.path().join("micro.json");
-    std::fs::write(&config, serde_json::to_string(&micro()).unwrap()).unwrap();
+    // The architecture's frame period is not the data's: the run's --frame-period replaces it.
+    let architecture = VlaConfig { frame_period_s: 0.5, ..micro() };
+    std::fs::write(&config, serde_json::to_string(&architecture).unwrap()).unwrap();
     // Warm-up past the last update: the learning rate then does not depend on the planned steps,
     // so a run planned for 2 updates and extended to 4 can match one planned for 4. Batches are cut
     // in 2 shards; the resuming call asks for 1, and must keep the checkpoint's 2 to match.
@@ -710,6 +803,7 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
             text: None,
             // A behaviour head too: it must be written, loaded and resumed like every other part.
             behaviour_filter: Some(0.3),
+            frame_period: crate::sim::CONTROL_PERIOD_NS as f64 / 1e9,
             out: dir.path().join(out),
             options: TrainOptions {
                 steps,
@@ -753,6 +847,7 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
     let written: VlaConfig =
         serde_json::from_slice(&std::fs::read(dir.path().join("resumed").join(crate::policy::CONFIG_FILE)).unwrap()).unwrap();
     assert_eq!(written.behaviour_filter, Some(0.3), "the resumed run keeps its checkpoint's architecture");
+    assert_eq!(written.frame_period_s, 0.2, "the period of the data, the task world's");
 
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("resumed/train.json")).unwrap()).unwrap();
@@ -913,6 +1008,7 @@ fn train_model_refuses_an_unknown_device_before_reading_anything() {
         config: Some("tiny".into()),
         text: None,
         behaviour_filter: None,
+        frame_period: crate::sim::CONTROL_PERIOD_NS as f64 / 1e9,
         out: dir.path().join("model"),
         options: TrainOptions::default(),
         checkpoint_every: 250,

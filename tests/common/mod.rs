@@ -54,6 +54,12 @@ pub fn variants() -> Vec<(&'static str, VlaConfig)> {
     ]
 }
 
+/// The stamp of frame `step` of a camera at the presets' frame period: every frame joins the
+/// history, as every frame of the task world does.
+pub fn period_stamp(step: u32) -> f64 {
+    f64::from(step) * moe_vla::model::config::DEFAULT_FRAME_PERIOD_S
+}
+
 pub fn policy(cfg: VlaConfig, seed: u64) -> Policy {
     random_policy(cfg, &instruction_lines(SAMPLE_INSTRUCTIONS), seed, &Device::Cpu).unwrap()
 }

@@ -77,6 +77,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let (w, h) = parse_frame_size(&args.frame)?;
     let frames: Vec<Vec<u8>> = (0..8).map(|t| synthetic_frame(w, h, t)).collect();
     let instruction = "go to the red ball";
+    // Frames one period apart: each joins the history, as on a camera at the model's rate.
+    let period_s = policy.config().frame_period_s;
 
     let mut run = |decoding: Decoding, runs: usize| -> Result<(Vec<f64>, Vec<f64>)> {
         policy.reset();
@@ -84,7 +86,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for i in 0..args.warmup + runs {
             let frame = Frame::Raw(RawFrame::packed(w, h, PixelEncoding::Rgb8, &frames[i % frames.len()]));
             let start = Instant::now();
-            let out = policy.decide(&frame, instruction, decoding)?;
+            let out = policy.decide(&frame, instruction, i as f64 * period_s, decoding)?;
             let ms = start.elapsed().as_secs_f64() * 1e3;
             if i >= args.warmup {
                 total.push(ms);
@@ -104,7 +106,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .map(|i| {
             let frame = Frame::Raw(RawFrame::packed(w, h, PixelEncoding::Rgb8, &frames[i % frames.len()]));
             let start = Instant::now();
-            policy.decide(&frame, &instructions[i % instructions.len()], Decoding::Cached)?;
+            policy.decide(&frame, &instructions[i % instructions.len()], i as f64 * period_s, Decoding::Cached)?;
             Ok(start.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<Result<_>>()?;

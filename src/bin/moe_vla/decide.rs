@@ -22,7 +22,8 @@ pub struct DecideArgs {
 pub fn run(args: DecideArgs) -> Result<()> {
     let mut policy = Policy::load(&args.model_dir, &Device::Cpu)?;
     let bytes = std::fs::read(&args.image).with_context(|| format!("cannot read {}", args.image.display()))?;
-    let out = policy.decide(&Frame::Compressed(&bytes), &args.instruction, Decoding::Cached)?;
+    // One picture: the first frame of a history, whatever its stamp.
+    let out = policy.decide(&Frame::Compressed(&bytes), &args.instruction, 0.0, Decoding::Cached)?;
     let names = policy.action_space().names();
     if args.json {
         let (t, g) = (out.command.twist, out.command.gait);

@@ -32,8 +32,8 @@ fn describe(cfg: &VlaConfig, params: ParamCount) -> String {
     line(format!("parameters total     {}", params.total));
     line(format!("active per token     {}", params.active_per_token));
     line(format!(
-        "vision               {:?}, {}x{} input, history {}, {} tokens per frame",
-        cfg.vision.kind, cfg.image_size, cfg.image_size, cfg.history, cfg.tokens_per_frame
+        "vision               {:?}, {}x{} input, history {} (one frame per {} s), {} tokens per frame",
+        cfg.vision.kind, cfg.image_size, cfg.image_size, cfg.history, cfg.frame_period_s, cfg.tokens_per_frame
     ));
     line(match &cfg.text.encoder {
         Some(e) => format!(

@@ -95,6 +95,9 @@ fn print_data(data: &DataSummary) {
         "data: {} episodes ({} successful), {} steps, {} used; read in {:.1} s",
         data.episodes, data.successful_episodes, data.steps, data.steps_used, data.read_seconds
     );
+    if data.frames != data.steps {
+        eprintln!("  {} camera frames resampled to one step per {} s", data.frames, data.frame_period_s);
+    }
     for (family, (n, ok)) in &data.families {
         eprintln!("  {family:<12} {n:>5} episodes, {:>5.1} % successful", 100.0 * *ok as f64 / (*n).max(1) as f64);
     }

@@ -17,7 +17,7 @@ from std_msgs.msg import Bool
 from std_srvs.srv import SetBool
 
 import peer as p
-from test_node import FULL_RANGE, Camera, SimClock, connect, is_zero, say, twists
+from test_node import FULL_RANGE, Camera, SimClock, connect, is_zero, say, stop_after_moving, twists
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -37,10 +37,19 @@ def moving(peer, since=0.0):
     return [t for t, m in twists(peer, since) if not is_zero(m)]
 
 
-def first_zero_after_moving(peer):
-    received = twists(peer)
-    last_moving = max(t for t, m in received if not is_zero(m))
-    return [t for t, m in received if t > last_moving and is_zero(m)]
+def following_on_sim_time(peer, start_node, scenes, start, timeout, rate):
+    """A node on /clock (a SimClock from `start`) following an instruction, with a camera stamped in
+    sim time; returns once it moves."""
+    img, _ = scenes["moving"][0]
+    start_node(dict(FULL_RANGE, use_sim_time=True, image_timeout_s=timeout, control_rate_hz=rate))
+    sim = SimClock(peer, start=start)
+    camera, instruction = connect(peer)
+    peer.wait_matched(sim.publisher)
+    sim.start()
+    say(instruction, scenes["instruction"])
+    cam = Camera(peer, camera, p.image_msg(img), rate_hz=20, stamp=sim.stamp)
+    p.wait_until(lambda: moving(peer), 30, "a moving twist")
+    return sim, cam
 
 
 def test_started_without_parameters_it_stays_still_until_enabled(peer, start_node, scenes):
@@ -121,7 +130,7 @@ def test_the_deadman_stops_the_robot_when_its_heartbeat_stops(peer, start_node, 
         p.wait_until(lambda: moving(peer), 30, "a moving twist while the heartbeat comes")
         beating.clear()
         time.sleep(0.06)
-        zero = p.wait_until(lambda: first_zero_after_moving(peer), 5, "a stop once the heartbeat stops")
+        zero = p.wait_until(lambda: stop_after_moving(peer), 5, "a stop once the heartbeat stops")
         assert zero[0] - last_beat[0] <= timeout + 1.0 / rate + 0.05, zero[0] - last_beat[0]
         time.sleep(1.0)  # observation window
         assert not moving(peer, zero[0])
@@ -135,50 +144,36 @@ def test_the_deadman_stops_the_robot_when_its_heartbeat_stops(peer, start_node, 
 
 
 def test_a_backward_clock_jump_with_the_camera_lost_stops_within_the_timeout_and_stays_stopped(peer, start_node, scenes):
-    img, _ = scenes["moving"][0]
     timeout, rate = 0.5, 10.0
-    start_node(dict(FULL_RANGE, use_sim_time=True, image_timeout_s=timeout, control_rate_hz=rate))
-    sim = SimClock(peer, start=200.0)
-    camera, instruction = connect(peer)
-    peer.wait_matched(sim.publisher)
-    sim.start()
-    say(instruction, scenes["instruction"])
-    cam = Camera(peer, camera, p.image_msg(img), rate_hz=20, stamp=sim.stamp)
+    sim, cam = following_on_sim_time(peer, start_node, scenes, 200.0, timeout, rate)
     try:
-        p.wait_until(lambda: moving(peer), 30, "a moving twist")
         # A 100 s jump back (a looping bag, a simulator reset), and the camera is lost right after.
         sim.jump(-100.0)
         last_frame = cam.stop()
-        zero = p.wait_until(lambda: first_zero_after_moving(peer), 5, "a stop after the jump")
+        zero = p.wait_until(lambda: stop_after_moving(peer), 5, "a stop after the jump")
         # Within the image timeout plus one period of steady time (and 50 ms for transport).
         assert zero[0] - last_frame <= timeout + 1.0 / rate + 0.05, zero[0] - last_frame
         time.sleep(3.0)  # observation window: sim time runs on, no frame comes
         assert not moving(peer, zero[0])
         assert twists(peer, time.monotonic() - 0.5), "a lost camera is not idle: stop commands keep coming"
     finally:
+        cam.stop()
         sim.stop()
 
 
 def test_a_frozen_clock_with_the_camera_lost_stops_within_the_timeout_of_steady_time(peer, start_node, scenes):
-    img, _ = scenes["moving"][0]
     timeout, rate = 0.5, 10.0
-    start_node(dict(FULL_RANGE, use_sim_time=True, image_timeout_s=timeout, control_rate_hz=rate))
-    sim = SimClock(peer, start=300.0)
-    camera, instruction = connect(peer)
-    peer.wait_matched(sim.publisher)
-    sim.start()
-    say(instruction, scenes["instruction"])
-    cam = Camera(peer, camera, p.image_msg(img), rate_hz=20, stamp=sim.stamp)
+    sim, cam = following_on_sim_time(peer, start_node, scenes, 300.0, timeout, rate)
     try:
-        p.wait_until(lambda: moving(peer), 30, "a moving twist")
         # /clock stops (a paused player, a crashed simulator), then the camera.
         sim.freeze()
         last_frame = cam.stop()
-        zero = p.wait_until(lambda: first_zero_after_moving(peer), 5, "a stop with the clock frozen")
+        zero = p.wait_until(lambda: stop_after_moving(peer), 5, "a stop with the clock frozen")
         assert zero[0] - last_frame <= timeout + 1.0 / rate + 0.05, zero[0] - last_frame
         time.sleep(2.0)  # observation window
         assert not moving(peer, zero[0])
     finally:
+        cam.stop()
         sim.stop()
 
 

@@ -10,6 +10,8 @@ per-episode success is averaged over them first.
 
 prints a Markdown table (success % per family, seen, held-out, all with its interval, the seeds'
 own values) and, for each --compare A B, the paired difference A - B with its interval.
+
+The tables of docs/experiments.md are made with the same functions by scripts/experiments_tables.py.
 """
 import argparse
 import json

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks formatting, sets up (scripts/setup.sh), then runs the whole test suite: Rust unit and integration tests,
-# one pass of each benchmark as a smoke test, the ROS 2 tests against real rclpy peers, and the
-# rosbag2 tests against third-party readers and writers.
+# one pass of each benchmark as a smoke test, the ROS 2 tests against real rclpy peers, the
+# rosbag2 tests against third-party readers and writers, the sentence-encoder tests and the
+# documentation checks (generated tables against their sources).
 # Safe to run repeatedly; non-interactive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,4 +44,4 @@ cargo test --locked --bench decode --bench train_step
 cargo test --locked --lib --bins --tests
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh
-python3 -m pytest -q -p no:cacheprovider tests/ros tests/bags tests/encoders
+python3 -m pytest -q -p no:cacheprovider tests/ros tests/bags tests/encoders tests/docs

@@ -38,7 +38,7 @@ fn default_model_beats_a_random_policy_by_a_wide_margin() {
 
 #[test]
 fn train_flag_defaults_are_the_default_models_recipe() {
-    // The README promises that `moe_vla train`'s defaults are the recipe of models/default (the
+    // docs/training.md promises that `moe_vla train`'s defaults are the recipe of models/default (the
     // seed and the thread count aside): a retrained default must move the flags with it.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("train.json")).unwrap()).unwrap();

@@ -332,8 +332,8 @@ fn padded_batches_equal_single_unpadded_samples() {
     }
 }
 
-/// `config/tiny-streaming-dense.json` and `config/tiny-streaming-dense-history6.json`, the README's
-/// dense baselines, are the shipped architectures (3 and 6 frames of history) with the mixture
+/// `config/tiny-streaming-dense.json` and `config/tiny-streaming-dense-history6.json`, the dense
+/// baselines of docs/experiments.md, are the shipped architectures (3 and 6 frames of history) with the mixture
 /// replaced by one dense feed-forward of the same active width.
 #[test]
 fn the_dense_baseline_configs_are_the_shipped_architectures_with_a_dense_feed_forward() {

@@ -1,5 +1,5 @@
 //! The moe_vla ROS 2 node. `moe_vla_node --list-params` prints the declared parameters and exits;
-//! `--print-params yaml|markdown` prints them as config/params.yaml or the README's table;
+//! `--print-params yaml|markdown` prints them as config/params.yaml or docs/node.md's table;
 //! everything else is ROS arguments (`--ros-args -p ... --params-file ... -r ...`).
 
 use std::process::ExitCode;

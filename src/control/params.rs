@@ -1,7 +1,7 @@
 //! The controller's settings as flat named parameters: the names `moe_vla_node` declares and
 //! `moe_vla replay --params-file` reads, each defined once below (name, default, description),
 //! and turned into a `ControlConfig` in this one place. The node's declarations, the YAML file
-//! and the README's table are generated from this table.
+//! and the parameter table of docs/node.md are generated from this table.
 
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +96,7 @@ macro_rules! control_params {
 
 // The defaults suit a Go2-class robot (about 0.3 m nominal body height): crouch at most 0.25 m,
 // never pitch more than 0.3 rad either way. Descriptions are one line each (they become YAML
-// comments, the README's table and `ros2 param describe`).
+// comments, docs/node.md's table and `ros2 param describe`).
 control_params! {
     /// Commands go out at this rate (Hz, 1..1000), and at once after each new decision.
     control_rate_hz: f64 = 10.0;

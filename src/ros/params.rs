@@ -2,7 +2,7 @@
 //! work), turned into the controller's settings at start-up, and changed at run time through
 //! `LiveParams`. Each is defined once: the node's own in `NodeSettings`, the controller's in
 //! `control/params.rs`; `moe_vla_node --print-params yaml|markdown` writes config/params.yaml and
-//! the README's table from them.
+//! the parameter table of docs/node.md from them.
 
 use std::path::PathBuf;
 
@@ -17,7 +17,7 @@ use crate::policy::tokenize::accept_instruction;
 
 /// The node's own parameters (model, inputs and outputs, arming). The controller's are
 /// `ControlParams`, defined in `control/params.rs`. Field docs are the descriptions `ros2 param
-/// describe` shows, the YAML's comments and the README's table: one line each.
+/// describe` shows, the YAML's comments and docs/node.md's table: one line each.
 #[derive(RosParams, Debug, Clone)]
 pub struct NodeSettings {
     /// Model folder (config.json, model.safetensors, and tokenizer.json for a word-level model); empty = share/moe_vla/models/default. Read-only.
@@ -252,7 +252,7 @@ pub fn params_yaml() -> String {
     out
 }
 
-/// The README's parameter table as generated from the declarations.
+/// The parameter table of docs/node.md as generated from the declarations.
 pub fn params_markdown() -> String {
     let mut out = String::from("| parameter | default | description |\n|---|---|---|\n");
     for p in NodeParams::declared() {

@@ -21,8 +21,8 @@ from pathlib import Path
 # Both are set before any participant exists, for the peer and the nodes it starts.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 # Fast DDS's default transports lose best-effort samples larger than its shared-memory segment
-# (a 640x480 rgb8 frame is 900 KB) on one host; LARGE_DATA is its documented fix (README, "Large
-# images").
+# (a 640x480 rgb8 frame is 900 KB) on one host; LARGE_DATA is its documented fix (docs/node.md,
+# "Large raw images and Fast DDS").
 os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 
 import numpy as np  # noqa: E402

@@ -293,7 +293,7 @@ def test_flood_of_vga_frames_keeps_rate_memory_and_latency_bounded(peer, start_n
     node = start_node(params)
     camera, instruction = connect(peer, compressed=True)
     say(instruction, scenes["instruction"])
-    # Compressed, as the README advises with localhost discovery: rmw_fastrtps then chooses the
+    # Compressed, as docs/node.md advises with localhost discovery: rmw_fastrtps then chooses the
     # transports and loses most best-effort raw VGA frames (900 KB), which once left this test
     # without a single frame for 21 s. The PNG (400 KB) is decoded for each decision.
     vga = p.compressed_msg(p.png(p.picture(640, 480, 3)), "png")

@@ -66,7 +66,7 @@ fn an_episode_reads_back_as_written() {
         steps,
         seed: 42,
         held_out: false,
-        time_s: 0.9,
+        time_s: 1.0,
     };
     assert_eq!(writer.finish(end).unwrap(), path);
 
@@ -85,8 +85,8 @@ fn an_episode_reads_back_as_written() {
         ]
     );
     assert_eq!(info.start, Some(timing.epoch_ns));
-    // The outcome at 0.9 s after the first frame, after the last command (0.8 s + 1 ms).
-    assert_eq!(info.end, Some(timing.epoch_ns + FRAME_OFFSET_NS + 900_000_000));
+    // The outcome 1 s after the first frame, after the last command (0.8 s + 1 ms).
+    assert_eq!(info.end, Some(timing.epoch_ns + FRAME_OFFSET_NS + 1_000_000_000));
     let mut frame_stamps = Vec::new();
     BagReader::open(&path)
         .unwrap()

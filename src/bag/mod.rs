@@ -1,14 +1,17 @@
 //! rosbag2 bags without ROS installed: MCAP and sqlite3 storage, CDR messages, `ros2msg`
 //! definitions and `metadata.yaml`, read with the `mcap` and `rusqlite` crates, written (MCAP
-//! only) with `mcap` and `cdr-encoding`; messages of any type decoded by [`dynamic`].
+//! only) with `mcap` and `cdr-encoding`; messages of any type decoded by [`dynamic`]. Each
+//! storage backend is its own module under `storage/`; [`episode`] is the episode format that
+//! collection writes and training reads.
 
 mod cdr;
 pub mod dynamic;
+pub mod episode;
 mod frames;
 pub mod metadata;
 pub mod msgs;
 mod read;
-mod sqlite;
+mod storage;
 mod write;
 
 use std::path::PathBuf;
@@ -16,7 +19,8 @@ use std::path::PathBuf;
 pub use cdr::{decode, encode, CdrError};
 pub use frames::{camera_frame, CameraMessageError};
 pub use metadata::{BagMetadata, METADATA_FILE};
-pub use read::{BagInfo, BagReader, RawMessage, ReadReport, Storage, StoredDefinition, TopicInfo};
+pub use read::{BagInfo, BagReader, TopicInfo};
+pub use storage::{RawMessage, ReadReport, Storage, StoredDefinition};
 pub use write::{BagWriter, TopicQos};
 
 #[derive(Debug, thiserror::Error)]

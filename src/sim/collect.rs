@@ -1,12 +1,6 @@
-//! Data collection: scripted experts in sampled scenarios, one rosbag2 bag per episode, recorded
-//! as a robot records them and stamped with simulated time.
-//!
-//! Bag contract (what the training loader reads): `/instruction` once at the episode's epoch
-//! (before the first frame); `/camera/image_raw` (rgb8, frame_id "camera") once per control step
-//! at epoch + 10 ms + step x `CONTROL_PERIOD_NS` (200 ms); after each frame, 1 ms later, the controller's output:
-//! `/cmd_vel` always (zero on a stop) and `/gait_command` unless stopped; `/moe_vla/episode` at
-//! the end, whose `terminated` flag is the terminate bit of the last step and whose `success` is
-//! the reward.
+//! Data collection: scripted experts in sampled scenarios, one rosbag2 bag per episode in the
+//! episode format ([`crate::bag::episode`]), stamped with simulated time: episode i starts at
+//! [`EPOCH_NS`] + i x [`EPISODE_SPACING_NS`] and its frames are `CONTROL_PERIOD_NS` (200 ms) apart.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,10 +12,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::action::ActionSpace;
-use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist, VlaDecision};
-use crate::bag::{BagWriter, TopicQos};
+use crate::bag::episode::{EpisodeEnd, EpisodeStep, EpisodeTiming, EpisodeWriter};
 use crate::model::config::quadruped_action_space;
-use crate::topics;
 
 use super::episode::run_episode;
 use super::expert::{Expert, FailureMode};
@@ -33,8 +25,6 @@ use super::SimError;
 pub const EPOCH_NS: u64 = 1_700_000_000_000_000_000;
 /// Episode i starts at EPOCH_NS + i x this, so bags never overlap.
 pub const EPISODE_SPACING_NS: u64 = 100_000_000_000;
-const FRAME_OFFSET_NS: u64 = 10_000_000;
-const ACTION_DELAY_NS: u64 = 1_000_000;
 
 /// The flags of `moe_vla collect`.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
@@ -197,66 +187,27 @@ pub fn collect_episode(
     let failure_mode = expert.quality().failure;
     let instruction = scenario.instruction.clone();
 
-    let mut bag = BagWriter::create(dir)?;
-    bag.add_topic::<StringMsg>(topics::INSTRUCTION.absolute, TopicQos::Latched)?;
-    bag.add_topic::<Image>(topics::CAMERA.absolute, TopicQos::SensorData)?;
-    bag.add_topic::<Twist>(topics::CMD_VEL.absolute, TopicQos::Reliable)?;
-    bag.add_topic::<GaitCommand>(topics::GAIT_COMMAND.absolute, TopicQos::Reliable)?;
-    bag.add_topic::<EpisodeOutcome>(topics::EPISODE_OUTCOME, TopicQos::Latched)?;
-    bag.add_topic::<VlaDecision>(topics::DECISION.absolute, TopicQos::Reliable)?;
-    let epoch = EPOCH_NS + index as u64 * EPISODE_SPACING_NS;
-    bag.write(topics::INSTRUCTION.absolute, epoch, &StringMsg { data: instruction.clone() })?;
-    let mut last_ns = epoch;
+    let timing = EpisodeTiming { epoch_ns: EPOCH_NS + index as u64 * EPISODE_SPACING_NS, period_ns: CONTROL_PERIOD_NS };
+    let mut bag = EpisodeWriter::create(dir, timing, &instruction, image_size, space.names())?;
     let outcome = run_episode(scenario, &mut expert, image_size, &mut |step| {
-        let frame_ns = epoch + FRAME_OFFSET_NS + u64::from(step.index) * CONTROL_PERIOD_NS;
-        let image = Image {
-            header: Header { stamp: Time::from_nanos(frame_ns), frame_id: "camera".into() },
-            height: image_size,
-            width: image_size,
-            encoding: "rgb8".into(),
-            is_bigendian: 0,
-            step: image_size * 3,
-            data: step.pixels.to_vec(),
-        };
-        bag.write(topics::CAMERA.absolute, frame_ns, &image)?;
-        let action_ns = frame_ns + ACTION_DELAY_NS;
-        if let Ok(decided) = step.decision {
-            // What the expert asked for, before the controller's limits: the action training learns.
-            let msg = VlaDecision {
-                header: Header { stamp: Time::from_nanos(action_ns), frame_id: "camera".into() },
-                instruction: instruction.clone(),
-                bins: decided.bins.clone(),
-                q_values: decided.q.clone(),
-                values: decided.command.values.clone(),
-                dimension_names: space.names().to_vec(),
-                terminate: decided.command.terminate,
-                model_id: "expert".into(),
-                ..Default::default()
-            };
-            bag.write(topics::DECISION.absolute, action_ns, &msg)?;
-        }
-        bag.write(topics::CMD_VEL.absolute, action_ns, &Twist::from(step.output.twist))?;
-        let gait = GaitCommand::from_fields(
-            &step.output.gait,
-            Header { stamp: Time::from_nanos(action_ns), frame_id: "base_link".into() },
-        );
-        bag.write(topics::GAIT_COMMAND.absolute, action_ns, &gait)?;
-        last_ns = action_ns;
-        Ok(())
+        bag.step(&EpisodeStep {
+            index: step.index,
+            pixels: step.pixels,
+            decision: step.decision.as_ref().ok(),
+            twist: step.output.twist,
+            gait: &step.output.gait,
+        })
+        .map_err(SimError::from)
     })?;
-    let end_ns = (epoch + FRAME_OFFSET_NS + (outcome.time_s as f64 * 1e9).round() as u64).max(last_ns + ACTION_DELAY_NS);
-    let msg = EpisodeOutcome {
-        header: Header { stamp: Time::from_nanos(end_ns), frame_id: String::new() },
+    bag.finish(EpisodeEnd {
         family: family.name().into(),
-        instruction: instruction.clone(),
         success: outcome.success,
         reason: outcome.reason.name().into(),
         terminated: outcome.terminated,
         steps: outcome.steps,
         seed: episode_seed,
         held_out: false,
-    };
-    bag.write(topics::EPISODE_OUTCOME, end_ns, &msg)?;
-    bag.finish()?;
+        time_s: outcome.time_s,
+    })?;
     Ok(EpisodeSummary { index, family, held_out: false, seed: episode_seed, instruction, outcome, failure_mode })
 }

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::read::{full_type_name, RawMessage, ReadReport, StoredDefinition};
+use super::{full_type_name, RawMessage, ReadReport, StoredDefinition};
+use crate::bag::BagError;
 
 struct Topic {
     name: String,
@@ -18,15 +19,15 @@ struct Topic {
 }
 
 /// Reads one `.db3` file into `visit` in timestamp order (ties in insertion order), adding its
-/// messages and any damage to `report`.
-pub(super) fn read(path: &Path, report: &mut ReadReport, visit: &mut impl FnMut(&RawMessage<'_>)) {
+/// messages and any damage to `report`. Never an error: a file SQLite cannot open is damage.
+pub fn read(path: &Path, report: &mut ReadReport, visit: &mut dyn FnMut(&RawMessage<'_>)) -> Result<(), BagError> {
     let damage = |what: String| format!("{}: {what}", path.display());
     let opened = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX);
     let (connection, topics) = match opened.and_then(|c| topics(&c).map(|t| (c, t))) {
         Ok(read) => read,
         Err(e) => {
             report.damage.push(damage(format!("not a rosbag2 sqlite3 file ({e})")));
-            return;
+            return Ok(());
         }
     };
     let mut in_file = 0u64;
@@ -65,6 +66,7 @@ pub(super) fn read(path: &Path, report: &mut ReadReport, visit: &mut impl FnMut(
         report.damage.push(damage(format!("skipped {without_topic} messages whose topic id is not in the topics table")));
     }
     report.messages += in_file;
+    Ok(())
 }
 
 /// Topics by id, each with its type's definition when the file carries one.

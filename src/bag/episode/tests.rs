@@ -1,0 +1,135 @@
+use super::*;
+use crate::action::{ActionSpace, GaitFields, PlanarTwist};
+use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Image, RosMessage, StringMsg, Twist, VlaDecision};
+use crate::bag::BagReader;
+use crate::model::config::quadruped_action_space;
+use crate::policy::Decision;
+
+const SIZE: u32 = 8;
+const PERIOD_NS: u64 = 200_000_000;
+
+fn pixels(step: u32) -> Vec<u8> {
+    (0..SIZE * SIZE * 3).map(|i| (i * 7 + step * 31) as u8).collect()
+}
+
+fn gait(step: u32) -> GaitFields {
+    GaitFields {
+        body_height: -0.02 * step as f32,
+        step_frequency: 2.5 + 0.25 * step as f32,
+        phase_offsets: [0.5, 0.0, 0.0],
+        footswing_height: 0.08,
+        pitch: 0.0,
+        stance_width: 0.3,
+    }
+}
+
+fn twist(step: u32) -> PlanarTwist {
+    PlanarTwist { x_vel: 0.1 * step as f32, y_vel: -0.05, yaw_vel: 0.2 }
+}
+
+/// The decision of `step`: the command `twist(step)` / `gait(step)` as bins.
+fn decision(space: &ActionSpace, step: u32) -> Decision {
+    let bins = space.encode_command(false, twist(step), gait(step));
+    Decision {
+        command: space.command(&bins).unwrap(),
+        q: vec![step as f32; bins.len()],
+        bins,
+        expert_load: Vec::new(),
+        timing: Default::default(),
+    }
+}
+
+#[test]
+fn an_episode_reads_back_as_written() {
+    let space = ActionSpace::new(&quadruped_action_space()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("episode");
+    let timing = EpisodeTiming { epoch_ns: 1_700_000_000_000_000_000, period_ns: PERIOD_NS };
+    let mut writer = EpisodeWriter::create(&path, timing, "go to the red ball", SIZE, space.names()).unwrap();
+    let steps = 5u32;
+    let decisions: Vec<Decision> = (0..steps).map(|i| decision(&space, i)).collect();
+    let gaits: Vec<GaitFields> = (0..steps).map(gait).collect();
+    for i in 0..steps {
+        // Step 3 has no decision: its action is read from cmd_vel and the gait command; the last
+        // has none either and carries the terminate.
+        let decided = (i != 3 && i != steps - 1).then(|| &decisions[i as usize]);
+        let pixels = pixels(i);
+        writer
+            .step(&EpisodeStep { index: i, pixels: &pixels, decision: decided, twist: twist(i), gait: &gaits[i as usize] })
+            .unwrap();
+    }
+    let end = EpisodeEnd {
+        family: "go_to".into(),
+        success: true,
+        reason: "terminated_at_goal".into(),
+        terminated: true,
+        steps,
+        seed: 42,
+        held_out: false,
+        time_s: 1.0,
+    };
+    assert_eq!(writer.finish(end).unwrap(), path);
+
+    // The topics, types, counts and stamps of the table in the module's documentation.
+    let info = BagReader::open(&path).unwrap().info().unwrap();
+    let topics: Vec<(&str, &str, u64)> = info.topics.iter().map(|t| (t.name.as_str(), t.type_name.as_str(), t.count)).collect();
+    assert_eq!(
+        topics,
+        [
+            ("/camera/image_raw", Image::TYPE, 5),
+            ("/cmd_vel", Twist::TYPE, 5),
+            ("/gait_command", GaitCommand::TYPE, 5),
+            ("/instruction", StringMsg::TYPE, 1),
+            ("/moe_vla/episode", EpisodeOutcome::TYPE, 1),
+            ("/moe_vla_node/decision", VlaDecision::TYPE, 3),
+        ]
+    );
+    assert_eq!(info.start, Some(timing.epoch_ns));
+    // The outcome 1 s after the first frame, after the last command (0.8 s + 1 ms).
+    assert_eq!(info.end, Some(timing.epoch_ns + FRAME_OFFSET_NS + 1_000_000_000));
+    let mut frame_stamps = Vec::new();
+    BagReader::open(&path)
+        .unwrap()
+        .for_each(|m| {
+            if m.topic == "/camera/image_raw" {
+                frame_stamps.push(m.log_time);
+            }
+        })
+        .unwrap();
+    assert_eq!(frame_stamps, (0..steps).map(|i| timing.frame_ns(i)).collect::<Vec<_>>());
+    assert_eq!(timing.action_ns(2), timing.frame_ns(2) + ACTION_DELAY_NS);
+
+    let read = read_episodes(&path, &Topics::default(), SIZE as usize, PERIOD_NS as f64 / 1e9, &space).unwrap();
+    let bins: Vec<Vec<u32>> = (0..steps)
+        .map(|i| match i {
+            3 => space.encode_command(false, twist(3), gait(3)),
+            4 => space.encode_command(true, twist(4), gait(4)),
+            _ => decisions[i as usize].bins.clone(),
+        })
+        .collect();
+    let expected = EpisodeSteps {
+        instruction: "go to the red ball".into(),
+        family: "go_to".into(),
+        success: true,
+        terminated: true,
+        frames: (0..steps).map(pixels).collect(),
+        bins,
+        frames_read: steps as usize,
+    };
+    assert_eq!(read, [expected]);
+}
+
+#[test]
+fn bags_are_found_by_metadata_or_storage_file_and_hidden_folders_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for folder in ["a/bag", "b", ".cache/bag"] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+    }
+    std::fs::write(root.join("a/bag/metadata.yaml"), "").unwrap();
+    std::fs::write(root.join("a/bag/bag_0.mcap"), "").unwrap();
+    std::fs::write(root.join("b/one.db3"), "").unwrap();
+    std::fs::write(root.join("b/notes.txt"), "").unwrap();
+    std::fs::write(root.join(".cache/bag/metadata.yaml"), "").unwrap();
+    assert_eq!(find_bags(root).unwrap(), [root.join("a/bag"), root.join("b/one.db3")]);
+}

@@ -8,12 +8,10 @@
 //! <https://arxiv.org/abs/2309.10150>).
 
 pub mod behaviour;
-pub mod bf16;
 pub mod config;
-pub mod conv;
 pub mod decode;
 pub mod device;
-pub mod fused;
+pub mod kernels;
 pub mod layers;
 pub mod minilm;
 pub mod moe;

@@ -87,7 +87,7 @@ fn observation(cfg: &VlaConfig, ids: &[u32]) -> ObservationBatch {
 /// Q values of every dimension for the joint action `bins`, from one full forward pass.
 fn per_dimension_q(model: &VlaModel, obs: &ObservationBatch, bins: &[u32]) -> Vec<Vec<f32>> {
     let prefix = Tensor::new(&bins[..bins.len() - 1], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let logits = model.forward(obs, &prefix, None).unwrap().squeeze(0).unwrap();
+    let logits = model.forward(obs, &prefix).unwrap().0.squeeze(0).unwrap();
     logits.to_vec2::<f32>().unwrap().iter().map(|row| row.iter().map(|x| moe_vla::model::sigmoid(*x)).collect()).collect()
 }
 
@@ -227,8 +227,8 @@ fn weights_round_trip_gives_identical_outputs() {
         assert_eq!(params.total, tensors.values().map(|t| t.elem_count()).sum::<usize>());
         let obs = observation(&cfg, &[2, 3, 4]);
         let bins = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
-        let a = model.forward(&obs, &bins, None).unwrap();
-        let b = loaded.forward(&obs, &bins, None).unwrap();
+        let a = model.forward(&obs, &bins).unwrap().0;
+        let b = loaded.forward(&obs, &bins).unwrap().0;
         assert_eq!(max_diff(&a, &b), 0.0, "{name}");
     }
 }
@@ -325,9 +325,9 @@ fn padded_batches_equal_single_unpadded_samples() {
     let frames = Tensor::cat(&[&short.frames, &long.frames], 0).unwrap();
     let batch = ObservationBatch { text: TextInput::Ids(ids), text_valid: Some(valid), frames };
     let bins = Tensor::new(&[[9u32, 1], [3, 250]], &Device::Cpu).unwrap();
-    let batched = model.forward(&batch, &bins, None).unwrap();
+    let batched = model.forward(&batch, &bins).unwrap().0;
     for (i, obs) in [short, long].iter().enumerate() {
-        let alone = model.forward(obs, &bins.narrow(0, i, 1).unwrap(), None).unwrap();
+        let alone = model.forward(obs, &bins.narrow(0, i, 1).unwrap()).unwrap().0;
         assert!(max_diff(&batched.narrow(0, i, 1).unwrap(), &alone) < 1e-4, "sample {i}");
     }
 }

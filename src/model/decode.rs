@@ -6,9 +6,10 @@ use std::collections::VecDeque;
 use candle_core::{Result, Tensor};
 
 use super::config::DecoderKind;
-use super::moe::ExpertLoad;
+use super::moe::{DecoderRouting, ExpertLoad};
+use super::streaming::LayerKv;
 use super::text::{TextEncoding, TextInput};
-use super::vla::{DecoderCache, LayerKv, ObservationBatch, VlaModel};
+use super::vla::{DecoderCache, ObservationBatch, VlaModel};
 
 /// The greedy action of one control step: the argmax bin of each dimension, its Q and the experts' load.
 #[derive(Debug, Clone)]
@@ -200,14 +201,13 @@ impl StreamingCache {
         let history = model.config().history;
         let kept: Vec<&LayerKv> = self.frames.items().skip((self.frames.len() + 1).saturating_sub(history)).collect();
         let window: Vec<Option<&LayerKv>> = history_window(0, kept.len(), history).map(|i| kept.get(i).copied()).collect();
-        let mut load = model.empty_load();
-        let (new_frame, mut cache, logits) = model.stream_observe(&instruction, &window, &frame, &mut load)?;
+        let (new_frame, mut cache, logits, routing) = model.stream_observe(&instruction, &window, &frame)?;
         if retention == FrameRetention::Keep {
             self.frames.push(new_frame);
         }
-        greedy(valid, logits, load, |bin, dim, load| {
-            model.stream_step(&Tensor::new(&[bin], model.device())?, dim, &mut cache, load)
-        })
+        let mut load = model.empty_load();
+        routing.add_load_to(&mut load);
+        greedy(valid, logits, load, |bin, dim| model.stream_step(&Tensor::new(&[bin], model.device())?, dim, &mut cache))
     }
 
     /// Forgets everything (a new episode: old frames must not leak into it).
@@ -269,7 +269,7 @@ fn greedy(
     valid: &[Vec<bool>],
     mut logits: Tensor,
     mut load: ExpertLoad,
-    mut step: impl FnMut(u32, usize, &mut ExpertLoad) -> Result<Tensor>,
+    mut step: impl FnMut(u32, usize) -> Result<(Tensor, DecoderRouting)>,
 ) -> Result<GreedyAction> {
     let dims = valid.len();
     let (mut bins, mut q) = (Vec::with_capacity(dims), Vec::with_capacity(dims));
@@ -278,7 +278,9 @@ fn greedy(
         bins.push(bin);
         q.push(sigmoid(logit));
         if dim + 1 < dims {
-            logits = step(bin, dim, &mut load)?;
+            let routing;
+            (logits, routing) = step(bin, dim)?;
+            routing.add_load_to(&mut load);
         }
     }
     Ok(GreedyAction { bins, q, load })
@@ -304,9 +306,10 @@ impl VlaModel {
         check_masks(valid, dims)?;
         let prefix = self.observation(text, frames)?;
         let mut cache = DecoderCache::new(cfg.layers, prefix.dim(1)? + dims);
+        let (logits, routing) = self.prefill(&prefix, &mut cache)?;
         let mut load = self.empty_load();
-        let logits = self.prefill(&prefix, &mut cache, &mut load)?;
-        greedy(valid, logits, load, |bin, dim, load| self.step(&Tensor::new(&[bin], self.device())?, dim, &mut cache, load))
+        routing.add_load_to(&mut load);
+        greedy(valid, logits, load, |bin, dim| self.step(&Tensor::new(&[bin], self.device())?, dim, &mut cache))
     }
 
     /// The reference procedure: for each dimension a full forward pass over the instruction, every
@@ -318,7 +321,8 @@ impl VlaModel {
         let (mut bins, mut q) = (Vec::with_capacity(dims), Vec::with_capacity(dims));
         for (dim, mask) in valid.iter().enumerate() {
             let chosen = Tensor::new(bins.as_slice(), self.device())?.reshape((1, dim))?;
-            let logits = self.forward(obs, &chosen, Some(&mut load))?; // [1, dim + 1, bins]
+            let (logits, routing) = self.forward(obs, &chosen)?; // [1, dim + 1, bins]
+            routing.add_load_to(&mut load);
             let row = logits.narrow(1, dim, 1)?.flatten_all()?.to_vec1::<f32>()?;
             let (bin, logit) = masked_argmax(&row, mask);
             bins.push(bin);

@@ -6,9 +6,9 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
 
-use super::bf16::{Bf16Matrix, MAX_ROWS};
 use super::config::ExpertAct;
-use super::fused;
+use super::kernels::bf16::{Bf16Matrix, MAX_ROWS};
+use super::kernels::fused;
 
 pub fn norm(d: usize, eps: f64, vb: VarBuilder) -> Result<Norm> {
     Ok(Norm { inner: layer_norm(d, eps, vb)?, eps })

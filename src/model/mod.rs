@@ -8,15 +8,14 @@
 //! <https://arxiv.org/abs/2309.10150>).
 
 pub mod behaviour;
-pub mod bf16;
 pub mod config;
-pub mod conv;
 pub mod decode;
 pub mod device;
-pub mod fused;
+pub mod kernels;
 pub mod layers;
 pub mod minilm;
 pub mod moe;
+pub mod streaming;
 pub mod text;
 pub mod vision;
 pub mod vla;
@@ -31,7 +30,7 @@ pub use decode::{
 };
 pub use device::{parse_device, DeviceError};
 pub use minilm::{mean_pool_normalised, Bert, BertConfig};
-pub use moe::ExpertLoad;
+pub use moe::{DecoderRouting, ExpertLoad, LayerRouting};
 pub use text::{TextEncoding, TextInput};
 pub use vla::{is_instruction_weight, EncodedObservation, ObservationBatch, TrainOutput, VlaModel, INITIAL_Q_LOGIT};
 pub use weights::{count_params, init_model, load_model, read_weights, save_weights, seeded_var_builder, ModelError, ParamCount};

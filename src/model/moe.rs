@@ -36,6 +36,53 @@ impl ExpertLoad {
     }
 }
 
+/// What one feed-forward layer's routing did on a forward pass.
+#[derive(Debug, Clone)]
+pub struct LayerRouting {
+    /// Tokens routed to each expert (one entry for a dense layer).
+    pub load: Vec<u32>,
+    /// The router's decisions (None for a dense layer); the balance loss is computed from them
+    /// only when training asks, so inference pays nothing for it.
+    routing: Option<Routing>,
+}
+
+impl LayerRouting {
+    fn routed(plan: &Dispatch, routing: Routing) -> Self {
+        Self { load: plan.rows.iter().map(|rows| rows.len() as u32).collect(), routing: Some(routing) }
+    }
+
+    /// This layer's load-balancing loss (`Routing::balance_loss`); None for a dense layer.
+    pub fn balance_loss(&self) -> Result<Option<Tensor>> {
+        self.routing.as_ref().map(Routing::balance_loss).transpose()
+    }
+}
+
+/// The routing statistics of every decoder layer on one forward pass, first layer first.
+#[derive(Debug, Clone, Default)]
+pub struct DecoderRouting {
+    pub layers: Vec<LayerRouting>,
+}
+
+impl DecoderRouting {
+    /// Adds this pass's token counts into `load` (`load.counts[layer][expert]`).
+    pub fn add_load_to(&self, load: &mut ExpertLoad) {
+        for (counts, layer) in load.counts.iter_mut().zip(&self.layers) {
+            for (c, n) in counts.iter_mut().zip(&layer.load) {
+                *c += n;
+            }
+        }
+    }
+
+    /// The mean load-balancing loss over the mixture layers; zero (on `device`) for a dense decoder.
+    pub fn balance_loss(&self, device: &candle_core::Device) -> Result<Tensor> {
+        let losses = self.layers.iter().filter_map(|l| l.balance_loss().transpose()).collect::<Result<Vec<_>>>()?;
+        match losses.len() {
+            0 => Tensor::zeros((), candle_core::DType::F32, device),
+            n => Tensor::stack(&losses, 0)?.sum_all()? / n as f64,
+        }
+    }
+}
+
 /// Which experts each token uses and with what weight.
 #[derive(Debug, Clone)]
 pub struct Routing {
@@ -128,16 +175,10 @@ fn mix(
     xs: &Tensor,
     routing: &Routing,
     plan: &Dispatch,
-    load: Option<&mut [u32]>,
     expert: impl Fn(usize, &Tensor, &Tensor) -> Result<Tensor> + Sync,
 ) -> Result<Tensor> {
     let (n, d) = xs.dims2()?;
     let device = xs.device();
-    if let Some(load) = load {
-        for (l, rows) in load.iter_mut().zip(&plan.rows) {
-            *l += rows.len() as u32;
-        }
-    }
     let weights = routing.weights.flatten_all()?;
     // Experts are independent: run them on the pool's threads, then scatter-add in a fixed order
     // so the sum does not depend on scheduling.
@@ -183,14 +224,12 @@ impl SparseMoe {
         Ok(Self { router: self.router.clone(), experts })
     }
 
-    /// `xs`: [N, D] -> [N, D]. `balance` receives this layer's load-balancing loss.
-    pub fn forward(&self, xs: &Tensor, load: Option<&mut [u32]>, balance: Option<&mut Vec<Tensor>>) -> Result<Tensor> {
+    /// `xs`: [N, D] -> [N, D] and what the router did.
+    pub fn forward(&self, xs: &Tensor) -> Result<(Tensor, LayerRouting)> {
         let routing = self.router.route(xs)?;
-        if let Some(balance) = balance {
-            balance.push(routing.balance_loss()?);
-        }
         let plan = dispatch(&routing, self.experts.len());
-        mix(xs, &routing, &plan, load, |e, _, x| self.experts[e].forward(x))
+        let ys = mix(xs, &routing, &plan, |e, _, x| self.experts[e].forward(x))?;
+        Ok((ys, LayerRouting::routed(&plan, routing)))
     }
 }
 
@@ -254,16 +293,14 @@ impl LoraMoe {
         self.shared.down(&hidden)? + a2.forward(&hidden)?
     }
 
-    /// `xs`: [N, D] -> [N, D]. `balance` receives this layer's load-balancing loss.
-    pub fn forward(&self, xs: &Tensor, load: Option<&mut [u32]>, balance: Option<&mut Vec<Tensor>>) -> Result<Tensor> {
+    /// `xs`: [N, D] -> [N, D] and what the router did.
+    pub fn forward(&self, xs: &Tensor) -> Result<(Tensor, LayerRouting)> {
         let routing = self.router.route(xs)?;
-        if let Some(balance) = balance {
-            balance.push(routing.balance_loss()?);
-        }
         // The shared up projections are computed once for all tokens.
         let (u1, u3) = self.shared.up(xs)?;
         let plan = dispatch(&routing, self.adapters.len());
-        mix(xs, &routing, &plan, load, |e, idx, x| self.expert(e, x, &u1.index_select(idx, 0)?, &u3.index_select(idx, 0)?))
+        let ys = mix(xs, &routing, &plan, |e, idx, x| self.expert(e, x, &u1.index_select(idx, 0)?, &u3.index_select(idx, 0)?))?;
+        Ok((ys, LayerRouting::routed(&plan, routing)))
     }
 }
 
@@ -292,22 +329,17 @@ impl FeedForward {
         })
     }
 
-    /// `xs`: [B, T, D]. `load` receives this layer's per-expert token counts, `balance` its
-    /// load-balancing loss (nothing for a dense layer).
-    pub fn forward(&self, xs: &Tensor, load: Option<&mut [u32]>, balance: Option<&mut Vec<Tensor>>) -> Result<Tensor> {
+    /// `xs`: [B, T, D] -> [B, T, D] and this layer's routing statistics (a dense layer counts
+    /// every token against its one "expert" and has no balance loss).
+    pub fn forward(&self, xs: &Tensor) -> Result<(Tensor, LayerRouting)> {
         let (b, t, d) = xs.dims3()?;
         let flat = xs.reshape((b * t, d))?;
-        let ys = match self {
-            Self::Dense(ffn) => {
-                if let Some(load) = load {
-                    load[0] += (b * t) as u32;
-                }
-                ffn.forward(&flat)?
-            }
-            Self::Moe(moe) => moe.forward(&flat, load, balance)?,
-            Self::Lora(lora) => lora.forward(&flat, load, balance)?,
+        let (ys, routing) = match self {
+            Self::Dense(ffn) => (ffn.forward(&flat)?, LayerRouting { load: vec![(b * t) as u32], routing: None }),
+            Self::Moe(moe) => moe.forward(&flat)?,
+            Self::Lora(lora) => lora.forward(&flat)?,
         };
-        ys.reshape((b, t, d))
+        Ok((ys.reshape((b, t, d))?, routing))
     }
 }
 
@@ -376,8 +408,8 @@ mod tests {
             let gates = dense_gates(&moe.router.gate.forward(&xs).unwrap(), c.top_k);
             let outputs: Vec<Tensor> = moe.experts.iter().map(|e| e.forward(&xs).unwrap()).collect();
             let reference = dense_mixture(&gates, &outputs);
-            let mut load = vec![0u32; c.experts];
-            let sparse = moe.forward(&xs, Some(&mut load), None).unwrap();
+            let (sparse, routing) = moe.forward(&xs).unwrap();
+            let load = routing.load;
             assert!(max_abs_diff(&sparse, &reference) < 1e-5, "{act:?}");
             // Each token is counted once for each of its k experts, and only selected experts ran.
             let selected: Vec<u32> = (0..c.experts)
@@ -412,7 +444,7 @@ mod tests {
         // The adapters make the experts differ, or this test would prove little.
         assert!(max_abs_diff(&outputs[0], &outputs[1]) > 1e-4);
         let reference = dense_mixture(&gates, &outputs);
-        let sparse = lora.forward(&xs, None, None).unwrap();
+        let (sparse, _) = lora.forward(&xs).unwrap();
         assert!(max_abs_diff(&sparse, &reference) < 1e-5);
     }
 

@@ -4,7 +4,7 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
 
 use super::config::{VisionKind, VlaConfig};
-use super::conv::Conv;
+use super::kernels::conv::Conv;
 use super::layers::{linear_rows, norm, Norm};
 
 /// Feature-wise linear modulation: `x * (1 + gamma(e)) + beta(e)` per channel.

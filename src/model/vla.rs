@@ -9,12 +9,12 @@ use candle_nn::{embedding, Embedding, Linear, VarBuilder};
 use super::behaviour::filter_q;
 use super::config::{ActionHeadKind, DecoderKind, VlaConfig};
 use super::layers::{linear_rows, norm, Attention, Norm};
-use super::moe::{empty_load, ExpertLoad, FeedForward};
+use super::moe::{empty_load, DecoderRouting, ExpertLoad, FeedForward, LayerRouting};
 use super::text::{key_padding_bias, TextEncoder, TextEncoding, TextInput};
 use super::vision::VisionEncoder;
 
 #[derive(Debug, Clone)]
-struct DecoderBlock {
+pub(super) struct DecoderBlock {
     norm1: Norm,
     attn: Attention,
     norm2: Norm,
@@ -43,15 +43,13 @@ impl DecoderBlock {
         })
     }
 
-    fn forward(
+    pub(super) fn forward(
         &self,
         xs: &Tensor,
         bias: Option<&Tensor>,
         cache: Option<&mut KvCache>,
-        load: Option<&mut [u32]>,
-        balance: Option<&mut Vec<Tensor>>,
-    ) -> Result<Tensor> {
-        self.forward_over(xs, bias, load, balance, |k, v| match cache {
+    ) -> Result<(Tensor, LayerRouting)> {
+        self.forward_over(xs, bias, |k, v| match cache {
             Some(cache) => cache.append(k, v),
             None => Ok((k.clone(), v.clone())),
         })
@@ -60,18 +58,17 @@ impl DecoderBlock {
     /// The block with the keys and values its queries attend to made by `keys` from those of
     /// `xs` ([B, H, T, hd] each): a cache appends them, the streaming decoder places them among
     /// the stored ones of the instruction and older frames.
-    fn forward_over(
+    pub(super) fn forward_over(
         &self,
         xs: &Tensor,
         bias: Option<&Tensor>,
-        load: Option<&mut [u32]>,
-        balance: Option<&mut Vec<Tensor>>,
         keys: impl FnOnce(&Tensor, &Tensor) -> Result<(Tensor, Tensor)>,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, LayerRouting)> {
         let (q, k, v) = self.attn.project(&self.norm1.forward(xs)?)?;
         let (k, v) = keys(&k, &v)?;
         let xs = (xs + self.attn.attend(&q, &k, &v, bias)?)?;
-        &xs + self.ffn.forward(&self.norm2.forward(&xs)?, load, balance)?
+        let (ys, routing) = self.ffn.forward(&self.norm2.forward(&xs)?)?;
+        Ok(((&xs + ys)?, routing))
     }
 
     fn to_bf16(&self) -> Result<Self> {
@@ -79,7 +76,7 @@ impl DecoderBlock {
     }
 
     /// This layer's age bias per key: `ages` [history, S] one-hot (see `key_ages`) -> [1, H, 1, S].
-    fn key_age_bias(&self, ages: &Tensor) -> Result<Option<Tensor>> {
+    pub(super) fn key_age_bias(&self, ages: &Tensor) -> Result<Option<Tensor>> {
         let Some(age_bias) = &self.age_bias else { return Ok(None) };
         Ok(Some(age_bias.matmul(ages)?.unsqueeze(1)?.unsqueeze(0)?))
     }
@@ -205,7 +202,7 @@ impl QHead {
 
 #[derive(Debug, Clone)]
 pub struct VlaModel {
-    cfg: VlaConfig,
+    pub(super) cfg: VlaConfig,
     text: TextEncoder,
     vision: VisionEncoder,
     /// [slots, tokens_per_frame, D]: which token of a frame a token is and, for the full decoder,
@@ -213,11 +210,11 @@ pub struct VlaModel {
     frame_positions: Tensor,
     /// Streaming decoder: [1, 1, D], the token before the action tokens whose state gives the
     /// first dimension's Q values (the last frame token cannot: it sees only its own frame).
-    action_start: Option<Tensor>,
+    pub(super) action_start: Option<Tensor>,
     bin_embedding: Embedding,
     /// [dims, D]: which action dimension a token carries.
     dim_embedding: Tensor,
-    blocks: Vec<DecoderBlock>,
+    pub(super) blocks: Vec<DecoderBlock>,
     norm: Norm,
     head: QHead,
     behaviour: Option<BehaviourHead>,
@@ -332,7 +329,7 @@ impl VlaModel {
     }
 
     /// Vision tokens [B, t, D] of the frame in history slot `slot` with their positions.
-    fn place_frame(&self, tokens: &Tensor, slot: usize) -> Result<Tensor> {
+    pub(super) fn place_frame(&self, tokens: &Tensor, slot: usize) -> Result<Tensor> {
         let slot = match self.cfg.decoder {
             DecoderKind::Full => slot,
             DecoderKind::Streaming => 0,
@@ -358,7 +355,7 @@ impl VlaModel {
     /// Q logits from hidden states [B, T, D] whose position t belongs to dimension `first + t`
     /// -> [B, T, bins]; with a behaviour head, the bins it rules out are dropped far below the
     /// rest, so no argmax or max picks them.
-    fn q_logits(&self, hidden: &Tensor, first: usize) -> Result<Tensor> {
+    pub(super) fn q_logits(&self, hidden: &Tensor, first: usize) -> Result<Tensor> {
         let (q, behaviour) = self.heads(hidden, first)?;
         match (&self.behaviour, behaviour) {
             (Some(b), Some(behaviour)) => filter_q(&q, &behaviour, &b.supported.narrow(0, first, q.dim(1)?)?, b.threshold),
@@ -376,37 +373,23 @@ impl VlaModel {
     /// The reference (training) forward pass. `bins`: [B, m] u32, the chosen bins of dimensions
     /// 0..m with m < dims. Returns Q logits [B, m + 1, bins]: row i belongs to dimension i and is
     /// read at the position before that dimension's token (the last observation token for i = 0).
-    pub fn forward(&self, obs: &ObservationBatch, bins: &Tensor, load: Option<&mut ExpertLoad>) -> Result<Tensor> {
-        self.forward_probed(obs, bins, load, None)
+    pub fn forward(&self, obs: &ObservationBatch, bins: &Tensor) -> Result<(Tensor, DecoderRouting)> {
+        let encoded = self.encode(obs)?;
+        let (states, routing) = self.decoder(&self.prefix(&encoded)?, encoded.text_valid.as_ref(), bins)?;
+        Ok((self.q_logits(&states, 0)?, routing))
     }
 
     /// The training forward pass on observations already through the encoders: the unfiltered Q
     /// logits (the loss needs every bin's), the behaviour logits and the balance loss.
     pub fn forward_train(&self, obs: &EncodedObservation, bins: &Tensor) -> Result<TrainOutput> {
-        let mut balance = Vec::with_capacity(self.cfg.layers);
-        let states = self.decoder(&self.prefix(obs)?, obs.text_valid.as_ref(), bins, None, Some(&mut balance))?;
+        let (states, routing) = self.decoder(&self.prefix(obs)?, obs.text_valid.as_ref(), bins)?;
         let (q, behaviour) = self.heads(&states, 0)?;
-        let balance = match balance.len() {
-            0 => Tensor::zeros((), candle_core::DType::F32, self.device())?,
-            n => (Tensor::stack(&balance, 0)?.sum_all()? / n as f64)?,
-        };
-        Ok(TrainOutput { q, behaviour, balance })
+        Ok(TrainOutput { q, behaviour, balance: routing.balance_loss(self.device())? })
     }
 
     /// Like `forward` on observations already through the encoders.
     pub fn forward_encoded(&self, obs: &EncodedObservation, bins: &Tensor) -> Result<Tensor> {
-        self.q_logits(&self.decoder(&self.prefix(obs)?, obs.text_valid.as_ref(), bins, None, None)?, 0)
-    }
-
-    fn forward_probed(
-        &self,
-        obs: &ObservationBatch,
-        bins: &Tensor,
-        load: Option<&mut ExpertLoad>,
-        balance: Option<&mut Vec<Tensor>>,
-    ) -> Result<Tensor> {
-        let encoded = self.encode(obs)?;
-        self.q_logits(&self.decoder(&self.prefix(&encoded)?, encoded.text_valid.as_ref(), bins, load, balance)?, 0)
+        self.q_logits(&self.decoder(&self.prefix(obs)?, obs.text_valid.as_ref(), bins)?.0, 0)
     }
 
     /// Runs the instruction and frame encoders over a batch.
@@ -435,27 +418,9 @@ impl VlaModel {
         tokens.reshape((b, h, t, d))
     }
 
-    /// Decoder over `prefix` (observation tokens) followed by the action tokens of `bins`.
-    pub fn forward_tokens(
-        &self,
-        prefix: &Tensor,
-        text_valid: Option<&Tensor>,
-        bins: &Tensor,
-        load: Option<&mut ExpertLoad>,
-    ) -> Result<Tensor> {
-        self.q_logits(&self.decoder(prefix, text_valid, bins, load, None)?, 0)
-    }
-
     /// The decoder's last states [B, m + 1, D] at the positions the Q values of dimensions 0..=m
-    /// are read from.
-    fn decoder(
-        &self,
-        prefix: &Tensor,
-        text_valid: Option<&Tensor>,
-        bins: &Tensor,
-        mut load: Option<&mut ExpertLoad>,
-        mut balance: Option<&mut Vec<Tensor>>,
-    ) -> Result<Tensor> {
+    /// are read from, and every layer's routing statistics.
+    fn decoder(&self, prefix: &Tensor, text_valid: Option<&Tensor>, bins: &Tensor) -> Result<(Tensor, DecoderRouting)> {
         let (b, p, d) = prefix.dims3()?;
         let (_, m) = bins.dims2()?;
         let mut parts = vec![prefix.clone()];
@@ -483,8 +448,8 @@ impl VlaModel {
                 (mask, Some((seq.key_ages(t, &device)?, actions)), p)
             }
         };
-        for (i, block) in self.blocks.iter().enumerate() {
-            let layer_load = load.as_deref_mut().map(|l| l.counts[i].as_mut_slice());
+        let mut routing = DecoderRouting::default();
+        for block in &self.blocks {
             let bias = match &ages {
                 Some((ages, actions)) => match block.key_age_bias(ages)? {
                     Some(age) => mask.broadcast_add(&age.broadcast_mul(actions)?)?,
@@ -492,181 +457,37 @@ impl VlaModel {
                 },
                 None => mask.clone(),
             };
-            xs = block.forward(&xs, Some(&bias), None, layer_load, balance.as_deref_mut())?;
+            let (ys, layer) = block.forward(&xs, Some(&bias), None)?;
+            xs = ys;
+            routing.layers.push(layer);
         }
-        xs.narrow(1, first_read, m + 1)
-    }
-
-    /// Where the instruction, the frames and the actions sit in a sequence whose observation
-    /// prefix has `p` tokens.
-    fn layout(&self, p: usize) -> Result<StreamingLayout> {
-        let frames = self.cfg.frame_tokens();
-        if p <= frames {
-            candle_core::bail!("an observation of {p} tokens holds no instruction before its {frames} frame tokens");
-        }
-        Ok(StreamingLayout { text: p - frames, history: self.cfg.history, tokens_per_frame: self.cfg.tokens_per_frame })
+        Ok((xs.narrow(1, first_read, m + 1)?, routing))
     }
 
     /// Runs the observation prefix into fresh caches and returns the Q logits of dimension 0,
     /// [B, bins]. The prefix is bidirectional and unpadded (batch-1 inference).
-    pub fn prefill(&self, prefix: &Tensor, cache: &mut DecoderCache, load: &mut ExpertLoad) -> Result<Tensor> {
-        let mut xs = prefix.clone();
-        for ((block, kv), counts) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(load.counts.iter_mut()) {
-            xs = block.forward(&xs, None, Some(kv), Some(counts), None)?;
-        }
+    pub fn prefill(&self, prefix: &Tensor, cache: &mut DecoderCache) -> Result<(Tensor, DecoderRouting)> {
+        let (xs, routing) = self.cached_pass(prefix.clone(), cache)?;
         let p = xs.dim(1)?;
-        self.q_logits(&xs.narrow(1, p - 1, 1)?, 0)?.squeeze(1)
+        Ok((self.q_logits(&xs.narrow(1, p - 1, 1)?, 0)?.squeeze(1)?, routing))
+    }
+
+    /// `xs` through every layer, each appending its keys and values to its cache.
+    fn cached_pass(&self, mut xs: Tensor, cache: &mut DecoderCache) -> Result<(Tensor, DecoderRouting)> {
+        let mut routing = DecoderRouting { layers: Vec::with_capacity(self.blocks.len()) };
+        for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let (ys, layer) = block.forward(&xs, None, Some(kv))?;
+            xs = ys;
+            routing.layers.push(layer);
+        }
+        Ok((xs, routing))
     }
 
     /// One cached step: the token of dimension `dim` with bins `bins` ([B] u32) goes in, the Q
     /// logits of dimension `dim + 1` ([B, bins]) come out.
-    pub fn step(&self, bins: &Tensor, dim: usize, cache: &mut DecoderCache, load: &mut ExpertLoad) -> Result<Tensor> {
-        let mut xs = self.action_tokens(&bins.unsqueeze(1)?, dim)?;
-        for ((block, kv), counts) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(load.counts.iter_mut()) {
-            xs = block.forward(&xs, None, Some(kv), Some(counts), None)?;
-        }
-        self.q_logits(&xs, dim + 1)?.squeeze(1)
-    }
-
-    /// Streaming decoder: the instruction's keys and values in every layer. Instruction tokens
-    /// attend only to each other, so these hold for as long as the instruction does.
-    pub fn instruction_kv(&self, text: &TextEncoding) -> Result<LayerKv> {
-        let mut xs = text.tokens.clone();
-        let mut kv = Vec::with_capacity(self.blocks.len());
-        let mut unused = self.empty_load();
-        for (block, counts) in self.blocks.iter().zip(unused.counts.iter_mut()) {
-            xs = block.forward_over(&xs, None, Some(counts), None, |k, v| {
-                kv.push((k.clone(), v.clone()));
-                Ok((k.clone(), v.clone()))
-            })?;
-        }
-        Ok(kv)
-    }
-
-    /// Streaming decoder, one control step's observation pass: the new frame's vision tokens
-    /// ([1, t, D]) and the start token go through every layer, attending to the instruction and
-    /// to the stored keys and values of the older frames in `window` (history slots oldest first;
-    /// `None` is the new frame, always the last slot). Returns the new frame's keys and values
-    /// to store, the cache the action steps continue from, and the first dimension's Q logits
-    /// [1, bins].
-    pub fn stream_observe(
-        &self,
-        instruction: &LayerKv,
-        window: &[Option<&LayerKv>],
-        frame: &Tensor,
-        load: &mut ExpertLoad,
-    ) -> Result<(LayerKv, ActionCache, Tensor)> {
-        let (Some(start), Some(None)) = (&self.action_start, window.last()) else {
-            candle_core::bail!("stream_observe needs a streaming decoder and the new frame in the last slot");
-        };
-        if window.len() != self.cfg.history || instruction.len() != self.blocks.len() {
-            candle_core::bail!("a window of {} slots for a history of {}", window.len(), self.cfg.history);
-        }
-        let device = self.device().clone();
-        let t = self.cfg.tokens_per_frame;
-        let p = instruction[0].0.dim(2)? + self.cfg.frame_tokens();
-        let seq = self.layout(p)?;
-        let mut xs = Tensor::cat(&[&self.place_frame(frame, 0)?, start], 1)?; // [1, t + 1, D]
-                                                                              // Queries are the newest frame's tokens and the start token; keys everything up to it.
-        let mask = seq.mask(p - t..p + 1, p + 1, &device)?;
-        let ages = seq.key_ages(p + 1 + self.cfg.action_dims(), &device)?;
-        let start_row = Tensor::from_vec((0..=t).map(|q| f32::from(q == t)).collect::<Vec<_>>(), (1, 1, t + 1, 1), &device)?;
-        let (mut new_frame, mut actions) = (Vec::with_capacity(self.blocks.len()), ActionCache::default());
-        for (layer, (block, counts)) in self.blocks.iter().zip(load.counts.iter_mut()).enumerate() {
-            let age = block.key_age_bias(&ages)?.expect("a streaming block has an age bias"); // [1, H, 1, S + dims]
-            let bias = mask.broadcast_add(&age.narrow(3, 0, p + 1)?.broadcast_mul(&start_row)?)?;
-            let mut cache = KvCache::new(2, p + self.cfg.action_dims());
-            xs = block.forward_over(&xs, Some(&bias), Some(counts), None, |k, v| {
-                let (k_frame, v_frame) = (k.narrow(2, 0, t)?, v.narrow(2, 0, t)?);
-                let (text_k, text_v) = &instruction[layer];
-                let (mut keys, mut values) = (vec![text_k.clone()], vec![text_v.clone()]);
-                for slot in &window[..window.len() - 1] {
-                    let (k, v) = match slot {
-                        Some(stored) => (stored[layer].0.clone(), stored[layer].1.clone()),
-                        None => (k_frame.clone(), v_frame.clone()),
-                    };
-                    keys.push(k);
-                    values.push(v);
-                }
-                keys.push(k.clone());
-                values.push(v.clone());
-                new_frame.push((k_frame.contiguous()?, v_frame.contiguous()?));
-                cache.append(&Tensor::cat(&keys, 2)?, &Tensor::cat(&values, 2)?)
-            })?;
-            actions.layers.push((cache, age));
-        }
-        let logits = self.q_logits(&xs.narrow(1, t, 1)?, 0)?.squeeze(1)?;
-        Ok((new_frame, actions, logits))
-    }
-
-    /// Streaming decoder, one action step after `stream_observe`: like `step`, with the action
-    /// token's attention biased by the frames' ages.
-    pub fn stream_step(&self, bins: &Tensor, dim: usize, cache: &mut ActionCache, load: &mut ExpertLoad) -> Result<Tensor> {
-        let mut xs = self.action_tokens(&bins.unsqueeze(1)?, dim)?;
-        for ((block, (kv, age)), counts) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(load.counts.iter_mut()) {
-            let bias = age.narrow(3, 0, kv.current_seq_len() + 1)?;
-            xs = block.forward(&xs, Some(&bias), Some(kv), Some(counts), None)?;
-        }
-        self.q_logits(&xs, dim + 1)?.squeeze(1)
-    }
-}
-
-/// Keys and values [1, H, n, hd] of every decoder layer for tokens whose states never change
-/// in the streaming decoder (the instruction's, one frame's).
-pub type LayerKv = Vec<(Tensor, Tensor)>;
-
-/// The streaming decoder's per-decision state: each layer's cache of keys and values up to the
-/// start token, and its age bias over those keys and the action tokens' ([1, H, 1, S]).
-#[derive(Default)]
-pub struct ActionCache {
-    layers: Vec<(KvCache, Tensor)>,
-}
-
-/// Token positions of a streaming decoder's sequence: `text` instruction tokens, `history`
-/// frames of `tokens_per_frame` oldest first, then the start token and the action tokens.
-struct StreamingLayout {
-    text: usize,
-    history: usize,
-    tokens_per_frame: usize,
-}
-
-impl StreamingLayout {
-    /// The history slot of position `i`, if it is a frame token.
-    fn slot(&self, i: usize) -> Option<usize> {
-        let frames = self.history * self.tokens_per_frame;
-        (i >= self.text && i < self.text + frames).then(|| (i - self.text) / self.tokens_per_frame)
-    }
-
-    /// Whether query `q` may attend to key `k`.
-    fn sees(&self, q: usize, k: usize) -> bool {
-        let observation = self.text + self.history * self.tokens_per_frame;
-        if q >= observation {
-            return k <= q; // start and action tokens: everything before them, causally
-        }
-        match (self.slot(q), self.slot(k)) {
-            (None, key) => key.is_none() && k < self.text, // instruction: itself
-            (Some(_), None) => k < self.text,              // a frame: the instruction ...
-            (Some(a), Some(b)) => a == b,                  // ... and its own frame
-        }
-    }
-
-    /// Additive mask [1, 1, |queries|, keys]: 0 where a query sees a key, -inf elsewhere.
-    fn mask(&self, queries: std::ops::Range<usize>, keys: usize, device: &Device) -> Result<Tensor> {
-        let rows = queries.len();
-        let values: Vec<f32> =
-            queries.flat_map(|q| (0..keys).map(move |k| if self.sees(q, k) { 0.0 } else { f32::NEG_INFINITY })).collect();
-        Tensor::from_vec(values, (1, 1, rows, keys), device)
-    }
-
-    /// One-hot [history, keys]: row a marks the keys of the frame of age a (0 = newest).
-    fn key_ages(&self, keys: usize, device: &Device) -> Result<Tensor> {
-        let mut values = vec![0f32; self.history * keys];
-        for k in 0..keys {
-            if let Some(slot) = self.slot(k) {
-                values[(self.history - 1 - slot) * keys + k] = 1.0;
-            }
-        }
-        Tensor::from_vec(values, (self.history, keys), device)
+    pub fn step(&self, bins: &Tensor, dim: usize, cache: &mut DecoderCache) -> Result<(Tensor, DecoderRouting)> {
+        let (xs, routing) = self.cached_pass(self.action_tokens(&bins.unsqueeze(1)?, dim)?, cache)?;
+        Ok((self.q_logits(&xs, dim + 1)?.squeeze(1)?, routing))
     }
 }
 

@@ -123,7 +123,7 @@ fn pixels(obs: &Observations) -> &ObservationBatch {
 /// Mean Q over the valid bins the batch's actions did not take.
 fn unseen_q(trainer: &Trainer, batch: &Batch) -> f32 {
     let dims = trainer.config().action_dims();
-    let logits = trainer.online.forward(pixels(&batch.obs), &batch.bins.narrow(1, 0, dims - 1).unwrap(), None).unwrap();
+    let logits = trainer.online.forward(pixels(&batch.obs), &batch.bins.narrow(1, 0, dims - 1).unwrap()).unwrap().0;
     let q = candle_nn::ops::sigmoid(&logits).unwrap();
     let hot = super::objective::one_hot(&batch.bins, q.dim(2).unwrap()).unwrap();
     let other = hot.affine(-1.0, 1.0).unwrap().broadcast_mul(&trainer.valid_mask).unwrap();
@@ -139,11 +139,11 @@ fn targets_start_near_zero_on_an_untrained_model() {
     let batch = synthetic_batch(&cfg, 4);
     let trainer = Trainer::new(&cfg, &TrainOptions::default(), &Device::Cpu).unwrap();
     let dims = cfg.action_dims();
-    let logits = trainer.online.forward(pixels(&batch.obs), &batch.bins.narrow(1, 0, dims - 1).unwrap(), None).unwrap();
+    let logits = trainer.online.forward(pixels(&batch.obs), &batch.bins.narrow(1, 0, dims - 1).unwrap()).unwrap().0;
     let q = candle_nn::ops::sigmoid(&logits).unwrap();
     let empty = Tensor::zeros((4, 0), DType::U32, &Device::Cpu).unwrap();
     let q_next =
-        candle_nn::ops::sigmoid(&trainer.online.forward(pixels(&batch.next), &empty, None).unwrap()).unwrap().squeeze(1).unwrap();
+        candle_nn::ops::sigmoid(&trainer.online.forward(pixels(&batch.next), &empty).unwrap().0).unwrap().squeeze(1).unwrap();
     let boot = Bootstrap { return_n: &batch.return_n, discount: &batch.discount, mc_return: &batch.mc_return };
     let targets = q_targets(&q, &q_next, &trainer.supported_mask, &boot).unwrap();
     let max = targets.max_all().unwrap().to_scalar::<f32>().unwrap();
@@ -218,7 +218,7 @@ fn the_behaviour_filter_keeps_the_argmax_on_the_bins_the_data_takes() {
     let prefix = batch.bins.narrow(1, 0, dims - 1).unwrap();
     let data = batch.bins.to_vec2::<u32>().unwrap();
     let plain = trainer.online.forward_train(&batch.obs.encode(&trainer.online).unwrap(), &prefix).unwrap().q;
-    let filtered = trainer.online.forward(pixels(&batch.obs), &prefix, None).unwrap();
+    let filtered = trainer.online.forward(pixels(&batch.obs), &prefix).unwrap().0;
     let agree = |greedy: Vec<Vec<u32>>| -> usize {
         greedy.iter().zip(&data).map(|(g, d)| g.iter().zip(d).filter(|(g, d)| g == d).count()).sum()
     };

@@ -10,7 +10,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 
-use super::config::ExpertAct;
+use crate::model::config::ExpertAct;
 
 /// The f32 values of a contiguous CPU tensor.
 pub(super) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {

@@ -15,6 +15,7 @@ pub mod data;
 pub mod objective;
 pub mod optim;
 pub mod plot;
+pub mod recipe;
 mod run;
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,7 @@ use objective::{bc_loss, greedy_outside_support, mask_tensor, q_loss, q_targets,
 use optim::{cosine_lr, AdamW, AdamWConfig};
 
 pub use data::{Batcher, Dataset, Observations, Topics};
+pub use recipe::{OptionsPatch, Recipe, RecipeRecord};
 pub use run::{train_model, DataSummary, TrainProgress, TrainReport, TrainRun};
 
 /// Keeps freed memory in the process for the next update. Every update allocates and frees tensors
@@ -87,7 +89,7 @@ pub enum TrainError {
     WrittenModel(PolicyError),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Objective {
     /// Conservative Q-learning with per-dimension Bellman targets (the method).
@@ -96,109 +98,81 @@ pub enum Objective {
     Bc,
 }
 
-/// Everything that decides a run besides the data and the architecture. The flags of `moe_vla
-/// train`; their defaults are the `Default`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+/// Everything that decides a run besides the data and the architecture. `Default` is the one
+/// home of their defaults (the recipe of `models/default` but for its seed); a recipe
+/// (`recipes/*.toml`) and then `moe_vla train`'s flags override them. Recorded in train.json and
+/// checkpoints; `recipe::recorded_options` reads older layouts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainOptions {
-    #[arg(long, value_enum, default_value = "q")]
     pub objective: Objective,
     /// Train on successful episodes only (behaviour cloning on demonstrations).
-    #[arg(long)]
     pub successes_only: bool,
     /// Total gradient updates.
-    #[arg(long, default_value_t = 6000)]
     pub steps: usize,
-    #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 100)]
     pub warmup: usize,
-    #[command(flatten)]
     pub adamw: AdamWConfig,
     /// Discount per control step.
-    #[arg(long, default_value_t = 0.99)]
     pub gamma: f64,
     /// EMA rate of the target network.
-    #[arg(long, default_value_t = 0.995)]
     pub tau: f64,
     /// Weight of the conservative term (both it and the TD term are per-dimension means).
-    #[arg(long, default_value_t = DEFAULT_ALPHA)]
     pub alpha: f64,
     /// Weight of the self-imitation term beside TD (Q-learning): cross-entropy of the data bins under
     /// a softmax of the Q logits, on steps of successful episodes only.
-    #[serde(default)]
-    #[arg(long, default_value_t = 0.0)]
     pub imitation_weight: f64,
     /// Discrete BCQ: the behaviour head learns from the steps of successful episodes only, so a
     /// bin may win an argmax only where successful behaviour takes it (default: from every step,
     /// the data's policy).
-    // Absent when false: reports of runs from before the option read the same.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    #[arg(long)]
     pub behaviour_successes_only: bool,
     /// Weight of the load-balancing loss.
-    #[arg(long, default_value_t = 0.01)]
     pub beta: f64,
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// The last action dimension bootstraps from the observation n steps later.
-    #[serde(default = "one_step")]
-    #[arg(long, default_value_t = 4)]
     pub n_step: usize,
     /// Train end to end for this many updates, then freeze the frame encoder (and the instruction
-    /// path, unless `--freeze-instruction-after` froze it earlier) and train the decoder on their
-    /// cached output (much faster); "never" trains end to end throughout.
-    // A full path: clap would read a plain `Option` as "flag may be absent", not as a value.
-    #[serde(default)]
-    #[arg(long, default_value = "3000", value_parser = parse_freeze)]
-    pub freeze_encoders_after: std::option::Option<usize>,
+    /// path, unless `freeze_instruction_after` froze it earlier) and train the decoder on their
+    /// cached output (much faster); `None` (never) trains end to end throughout.
+    pub freeze_encoders_after: Option<usize>,
     /// Freeze the instruction path (the instruction encoder or its projections, and the frame
     /// encoder's FiLM layers) after this many updates, while the frame encoder trains on until
-    /// `--freeze-encoders-after`; "never" (or a number past that) freezes it with the other
+    /// `freeze_encoders_after`; `None` (or a number past that) freezes it with the other
     /// encoders. Long end-to-end training fits the training phrasings; this keeps the vision
     /// training without that.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[arg(long, default_value = "1600", value_parser = parse_freeze)]
-    pub freeze_instruction_after: std::option::Option<usize>,
+    pub freeze_instruction_after: Option<usize>,
     /// A bin joins a dimension's supported bins (the only ones targets maximise over and the
     /// policy chooses from) when at least this share of the training steps takes it.
-    #[serde(default)]
-    #[arg(long, default_value_t = 0.002)]
     pub min_bin_share: f64,
     /// Each batch is cut into this many shards whose gradients are computed side by side, one per
     /// thread, and summed. It changes the arithmetic slightly (float sums, the balance loss is
     /// per shard), so it belongs to the run: a resumed run keeps it. `moe_vla train` sets it to
     /// `--threads`.
-    #[serde(default = "one_shard")]
-    #[arg(skip = 1usize)]
     pub shards: usize,
-}
-
-fn one_shard() -> usize {
-    1
-}
-
-fn one_step() -> usize {
-    1
-}
-
-/// `--freeze-encoders-after`, `--freeze-instruction-after`: a number of updates, or never.
-fn parse_freeze(text: &str) -> Result<Option<usize>, String> {
-    match text {
-        "never" => Ok(None),
-        n => n.parse().map(Some).map_err(|_| format!("expected a number of updates or \"never\", got {n:?}")),
-    }
-}
-
-/// Options filled with their flags' defaults, which keeps each default in one place: its `#[arg]`.
-fn flag_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
-    let command = T::augment_args(clap::Command::new("defaults").no_binary_name(true));
-    let matches = command.try_get_matches_from(std::iter::empty::<String>()).expect("every option has a default");
-    T::from_arg_matches(&matches).expect("the matches are the options' own")
 }
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        flag_defaults()
+        Self {
+            objective: Objective::Q,
+            successes_only: false,
+            steps: 6000,
+            batch_size: 64,
+            warmup: 100,
+            adamw: AdamWConfig::default(),
+            gamma: 0.99,
+            tau: 0.995,
+            alpha: DEFAULT_ALPHA,
+            imitation_weight: 0.0,
+            behaviour_successes_only: false,
+            beta: 0.01,
+            seed: 0,
+            n_step: 4,
+            freeze_encoders_after: Some(3000),
+            freeze_instruction_after: Some(1600),
+            min_bin_share: 0.002,
+            shards: 1,
+        }
     }
 }
 
@@ -244,7 +218,6 @@ pub struct StepStats {
     pub main: f32,
     pub conservative: f32,
     /// Self-imitation cross-entropy (Q-learning; computed whatever its weight).
-    #[serde(default)]
     pub imitation: f32,
     pub balance: f32,
     /// Mean Q of the data actions and mean target (0 for BC).
@@ -252,15 +225,12 @@ pub struct StepStats {
     pub q_target: f32,
     pub grad_norm: f32,
     /// Mean target per action dimension (Q-learning).
-    #[serde(default)]
     pub target_per_dim: Vec<f32>,
     /// Share of (sample, dimension) pairs whose greedy bin over all valid bins lies outside the
     /// bins the data supports.
-    #[serde(default)]
     pub greedy_outside: f32,
     /// Cross-entropy of the data bins under the behaviour head, a mean over dimensions (models
     /// with a behaviour filter).
-    #[serde(default)]
     pub behaviour: f32,
 }
 
@@ -299,12 +269,42 @@ impl StepStats {
 
 const CHECKPOINT: &str = "checkpoint";
 
+/// A checkpoint's state.json (`recipe::RECORD_FORMAT`; see `Trainer::resume` for older ones).
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CheckpointState {
+    format: u32,
     step: usize,
     config: VlaConfig,
     options: TrainOptions,
     history: Vec<StepStats>,
+}
+
+/// A checkpoint's state.json in any format. Format 0 (no `format`) lacks the options and step
+/// statistics added after its run: the options read as `recipe::recorded_options` says, the
+/// missing statistics as 0 (they were not measured).
+fn read_checkpoint_state(text: &[u8]) -> Result<CheckpointState, String> {
+    let mut value: serde_json::Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    let format = recipe::record_format(&value)?;
+    let fields = value.as_object_mut().ok_or("state.json is not an object")?;
+    let options = recipe::recorded_options(fields.get("options").ok_or("no options")?, format)?;
+    fields.insert("options".into(), serde_json::to_value(options).expect("plain data"));
+    if format == 0 {
+        fields.insert("format".into(), serde_json::json!(recipe::RECORD_FORMAT));
+        for stats in fields.get_mut("history").and_then(|h| h.as_array_mut()).into_iter().flatten() {
+            if let Some(stats) = stats.as_object_mut() {
+                for (key, unmeasured) in [
+                    ("imitation", serde_json::json!(0.0)),
+                    ("target_per_dim", serde_json::json!([])),
+                    ("greedy_outside", serde_json::json!(0.0)),
+                    ("behaviour", serde_json::json!(0.0)),
+                ] {
+                    stats.entry(key).or_insert(unmeasured);
+                }
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 /// The online network, its EMA target and the optimizer.
@@ -580,6 +580,7 @@ impl Trainer {
         save_weights(&self.target, &tmp.join("target.safetensors"))?;
         save_weights(&self.optimizer.state(), &tmp.join("optimizer.safetensors"))?;
         let state = CheckpointState {
+            format: recipe::RECORD_FORMAT,
             step: self.step,
             config: self.cfg.clone(),
             options: self.opts.clone(),
@@ -600,7 +601,7 @@ impl Trainer {
         let ck = dir.join(CHECKPOINT);
         let fail = |reason: String| TrainError::Checkpoint { path: ck.clone(), reason };
         let text = std::fs::read(ck.join("state.json")).map_err(|e| fail(e.to_string()))?;
-        let state: CheckpointState = serde_json::from_slice(&text).map_err(|e| fail(e.to_string()))?;
+        let state = read_checkpoint_state(&text).map_err(fail)?;
         let mut opts = state.options.clone();
         opts.steps = steps.max(state.step);
         let read = |name: &str| -> Result<BTreeMap<String, Tensor>, TrainError> {

@@ -6,28 +6,23 @@ use std::collections::BTreeMap;
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 
-/// `--lr` and `--weight-decay` are `moe_vla train` flags; the rest are fixed.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
+/// `lr` and `weight_decay` are training options (`--lr`, `--weight-decay`); the rest are fixed.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdamWConfig {
     /// Peak learning rate (AdamW, cosine schedule after warm-up).
-    #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
-    #[arg(skip = 0.9)]
     pub beta1: f64,
-    #[arg(skip = 0.999)]
     pub beta2: f64,
-    #[arg(skip = 1e-8)]
     pub eps: f64,
-    #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f64,
     /// Gradients are scaled down when their global L2 norm exceeds this.
-    #[arg(skip = 1.0)]
     pub clip_norm: f64,
 }
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        super::flag_defaults()
+        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, clip_norm: 1.0 }
     }
 }
 

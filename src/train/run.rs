@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::recipe::{data_fingerprint, RecipeRecord, RECORD_FORMAT, SOURCE_REVISION};
 use super::{data, plot, Batcher, Dataset, Objective, StepStats, Topics, TrainError, TrainOptions, Trainer};
 use crate::action::{supported_ranges, ActionSpace};
 use crate::model::{count_params, parse_device, save_weights, ParamCount, TextKind, VlaConfig};
@@ -16,60 +17,51 @@ use crate::policy::PolicyError;
 use crate::policy::{
     read_config, InstructionText, InstructionTokenizer, Policy, SentenceEncoder, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
 };
-use crate::sim::CONTROL_PERIOD_NS;
 
 /// Updates whose statistics are averaged for progress and for train.json's final values.
 const RECENT_UPDATES: usize = 50;
 
-/// A training run: its data, its model folder, its options and when it stops. The flags of
-/// `moe_vla train`.
-#[derive(Debug, Clone, clap::Args)]
+/// A training run: its data, its model folder, its options and when it stops. `moe_vla train`
+/// builds it from a recipe and its flags.
+#[derive(Debug, Clone)]
 pub struct TrainRun {
     /// Folder of episode bags (rosbag2 directories, .mcap or .db3 files, searched recursively).
-    #[arg(long)]
     pub data: PathBuf,
     /// Architecture: a preset (tiny, tiny-dense, tiny-streaming, tiny-minilm, germ, germ-full) or a
-    /// config.json file.
-    #[arg(long, required_unless_present = "resume")]
+    /// config.json file. Required for a fresh run.
     pub config: Option<String>,
     /// Instruction encoder, replacing the architecture's: word_level (a tokenizer trained on the
     /// data's instructions) or minilm (the frozen all-MiniLM-L6-v2 that scripts/setup.sh installs).
-    #[arg(long, conflicts_with = "resume", value_parser = clap::value_parser!(TextKind))]
     pub text: Option<TextKind>,
-    /// Discrete BCQ: add a behaviour head and let a bin win an argmax (in targets and at inference)
-    /// only where the behaviour head finds it at least this share as likely as the likeliest bin
-    /// (0.3 in Fujimoto et al.); replaces the architecture's setting.
-    #[arg(long, conflicts_with = "resume", value_name = "THRESHOLD")]
+    /// Discrete BCQ in training: add a behaviour head and let a bin win an argmax only where the
+    /// behaviour head finds it at least this share as likely as the likeliest bin (0.3 in Fujimoto
+    /// et al.); replaces the architecture's setting.
     pub behaviour_filter: Option<f64>,
+    /// The behaviour filter the trained model decides with, written into its config.json in place
+    /// of training's (fresh and resumed runs alike). The model needs a behaviour head.
+    pub decision_filter: Option<f64>,
     /// Seconds between training steps, recorded in the model's config.json as `frame_period_s`
     /// (replacing the architecture's): the node's history keeps one frame per period. Bags whose
-    /// camera runs faster are resampled to it by stamp; the default is the period of `moe_vla
-    /// collect`'s bags (the task world's control period).
-    #[arg(long, conflicts_with = "resume", value_name = "SECONDS", default_value_t = CONTROL_PERIOD_NS as f64 / 1e9)]
+    /// camera runs faster are resampled to it by stamp.
     pub frame_period: f64,
     /// Model folder to write (config.json, model.safetensors, tokenizer.json, train.json,
     /// loss.png, checkpoint/).
-    #[arg(long)]
     pub out: PathBuf,
-    #[command(flatten)]
     pub options: TrainOptions,
+    /// The recipe the run came from, recorded in train.json.
+    pub recipe: Option<RecipeRecord>,
     /// Save a checkpoint every N updates (and at the end).
-    #[arg(long, default_value_t = 250)]
     pub checkpoint_every: usize,
-    /// Stop after this many minutes of training even if --steps is not reached (the schedule
-    /// stays planned for --steps); the model and a checkpoint are written either way, so
-    /// --resume can continue later.
-    #[arg(long)]
+    /// Stop after this many minutes of training even if the steps are not reached (the schedule
+    /// stays planned for them); the model and a checkpoint are written either way, so a resumed
+    /// run can continue later.
     pub max_minutes: Option<f64>,
-    /// Continue the run in OUT/checkpoint up to --steps; the other options come from it.
-    #[arg(long)]
+    /// Continue the run in OUT/checkpoint up to `options.steps`; the other options come from it.
     pub resume: bool,
     /// Frame cache folder (default: DATA/.cache).
-    #[arg(long)]
     pub cache: Option<PathBuf>,
     /// Where the updates run: cpu, or cuda / cuda:N (a build with the cuda feature). A fresh run on
     /// a GPU computes each batch whole, in one shard.
-    #[arg(long, default_value = "cpu")]
     pub device: String,
 }
 
@@ -158,6 +150,16 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
             }
         }
     };
+    if let Some(t) = run.decision_filter {
+        if cfg.behaviour_filter.is_none() {
+            return Err(TrainError::Invalid(format!(
+                "a decision filter ({t}) needs a behaviour head: train with a behaviour filter"
+            )));
+        }
+        if !(0.0..=1.0).contains(&t) {
+            return Err(TrainError::Invalid(format!("the decision filter {t} is not in [0, 1]")));
+        }
+    }
     let successes_only = resumed.as_ref().map_or(run.options.successes_only, |t| t.options().successes_only);
 
     // Episodes first: a fresh run's tokenizer is trained on their instructions.
@@ -168,6 +170,7 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
         Dataset::load(&run.data, &cache, cfg.image_size, cfg.frame_period_s, &space, &Topics::default(), |done, total| {
             progress(TrainProgress::Reading { done, total })
         })?;
+    let fingerprint = data_fingerprint(&run.data)?;
     let eligible = dataset.step_indices(successes_only);
     let summary = DataSummary {
         episodes: dataset.episodes.len(),
@@ -272,6 +275,9 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
     // The model folder: what the node and eval load.
     let mut model_cfg = cfg.clone();
     model_cfg.trained = true;
+    if run.decision_filter.is_some() {
+        model_cfg.behaviour_filter = run.decision_filter;
+    }
     let weights = trainer.weights();
     write_text(&out.join(CONFIG_FILE), &serde_json::to_string_pretty(&model_cfg).expect("plain data serialises"))?;
     save_weights(&weights, &out.join(WEIGHTS_FILE))?;
@@ -284,11 +290,19 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
     let params = count_params(&model_cfg, weights.iter());
     let last = |f: fn(&StepStats) -> f32| recent.iter().map(f).sum::<f32>() / recent.len().max(1) as f32;
     let report = serde_json::json!({
-        // The command line of the process that trained, to tell how the model was made.
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "format": RECORD_FORMAT,
+        // The command line of the process that trained, to tell how the model was made (the
+        // program as `moe_vla`, not the path it ran from).
+        "command": command_line(),
+        "revision": SOURCE_REVISION,
+        "recipe": run.recipe,
         "options": opts,
+        // Training's threshold is the architecture's (the checkpoint's config.json);
+        // this is the one written into config.json, if the run replaced it.
+        "decision_filter": run.decision_filter,
         "data": {
             "dir": run.data,
+            "fingerprint": fingerprint,
             "episodes": summary.episodes,
             "successful_episodes": summary.successful_episodes,
             "steps": summary.steps,
@@ -317,6 +331,11 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
     // Loading the folder back checks that config, weights and tokenizer agree.
     Policy::load(out, &device).map_err(TrainError::WrittenModel)?;
     Ok(TrainReport { updates, seconds, samples_per_second, params })
+}
+
+/// This process's arguments after `moe_vla`.
+fn command_line() -> String {
+    std::iter::once("moe_vla".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ")
 }
 
 /// `--config`: a config.json file, or else a preset's name.

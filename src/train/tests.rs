@@ -803,6 +803,8 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
             text: None,
             // A behaviour head too: it must be written, loaded and resumed like every other part.
             behaviour_filter: Some(0.3),
+            // Decided with a looser filter than training's, as models/default.
+            decision_filter: Some(0.05),
             frame_period: crate::sim::CONTROL_PERIOD_NS as f64 / 1e9,
             out: dir.path().join(out),
             options: TrainOptions {
@@ -813,6 +815,7 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
                 shards,
                 ..Default::default()
             },
+            recipe: Some(RecipeRecord { path: "recipes/micro.toml".into(), text: "format = 1\n".into() }),
             checkpoint_every: 250,
             max_minutes: None,
             resume,
@@ -846,7 +849,11 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
     assert!(weights("straight") == weights("resumed"), "the resumed run's weights differ");
     let written: VlaConfig =
         serde_json::from_slice(&std::fs::read(dir.path().join("resumed").join(crate::policy::CONFIG_FILE)).unwrap()).unwrap();
-    assert_eq!(written.behaviour_filter, Some(0.3), "the resumed run keeps its checkpoint's architecture");
+    assert_eq!(written.behaviour_filter, Some(0.05), "the model decides with the decision filter");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("resumed/checkpoint/state.json")).unwrap()).unwrap();
+    assert_eq!(state["config"]["behaviour_filter"], 0.3, "the resumed run keeps its checkpoint's architecture");
+    assert_eq!(state["format"], recipe::RECORD_FORMAT);
     assert_eq!(written.frame_period_s, 0.2, "the period of the data, the task world's");
 
     let report: serde_json::Value =
@@ -858,10 +865,14 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
         [
             "command",
             "data",
+            "decision_filter",
             "diagnostics",
             "final",
+            "format",
             "options",
             "params",
+            "recipe",
+            "revision",
             "samples_per_second",
             "supported_bins_per_dimension",
             "threads",
@@ -869,6 +880,19 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
             "updates_this_run"
         ]
     );
+    assert_eq!(report["format"], recipe::RECORD_FORMAT);
+    let revision = report["revision"].as_str().unwrap();
+    assert!(revision == "unknown" || revision.trim_end_matches("-dirty").len() == 40, "{revision}");
+    assert_eq!(report["recipe"]["path"], "recipes/micro.toml");
+    assert_eq!(report["recipe"]["text"], "format = 1\n");
+    assert_eq!(report["decision_filter"], 0.05);
+    let fingerprint = report["data"]["fingerprint"].as_str().unwrap();
+    assert_eq!(fingerprint, recipe::data_fingerprint(&data).unwrap());
+    assert!(fingerprint.starts_with("sha256:") && fingerprint.len() == 7 + 64, "{fingerprint}");
+    assert!(report["command"].as_str().unwrap().starts_with("moe_vla "), "the program by name, not by path");
+    // What train.json records reads back as the run's options.
+    let options = recipe::train_json_options(&report).unwrap();
+    assert_eq!((options.steps, options.shards, options.freeze_encoders_after), (4, 2, Some(2)));
     for file in ["config.json", "tokenizer.json", "loss.png", "diagnostics.png", "checkpoint/state.json"] {
         assert!(dir.path().join("resumed").join(file).is_file(), "{file}");
     }
@@ -1008,9 +1032,11 @@ fn train_model_refuses_an_unknown_device_before_reading_anything() {
         config: Some("tiny".into()),
         text: None,
         behaviour_filter: None,
+        decision_filter: None,
         frame_period: crate::sim::CONTROL_PERIOD_NS as f64 / 1e9,
         out: dir.path().join("model"),
         options: TrainOptions::default(),
+        recipe: None,
         checkpoint_every: 250,
         max_minutes: None,
         resume: false,

@@ -299,7 +299,7 @@ pub fn train_json_options(train_json: &serde_json::Value) -> Result<TrainOptions
 /// Cheap and deterministic (no contents, no times: a copy of the data has the same fingerprint);
 /// the frame cache and other files beside the bags do not count.
 pub fn data_fingerprint(dir: &Path) -> Result<String, TrainError> {
-    let bags = super::data::find_bags(dir)?;
+    let bags = crate::bag::episode::find_bags(dir).map_err(|e| TrainError::Invalid(format!("{}: {e}", dir.display())))?;
     let mut files = Vec::new();
     let mut stack = bags;
     while let Some(path) = stack.pop() {

@@ -655,6 +655,27 @@ def test_a_follow_instruction_goal_ends_when_the_model_terminates(peer, start_no
     assert node.alive()
 
 
+def test_a_goal_sent_while_the_node_starts_waits_for_the_start_to_arm_it_or_not(peer, start_node, scenes):
+    """The action server answers before the model has loaded; a goal sent then must not end as
+    'disabled' when start_enabled is about to arm the node (a race CI once lost)."""
+    img, _ = scenes["moving"][0]
+    start_node(FULL_RANGE)
+    early = send_goal(goal_client(peer), scenes["instruction"], feedback := [])
+    camera, _ = connect(peer)
+    cam = Camera(peer, camera, p.image_msg(img), rate_hz=10)
+    p.wait_until(lambda: any(f.decision.bins for _, f in feedback), 30, "feedback with a decision on the early goal")
+    cam.stop()
+    early.cancel_goal_async()
+    assert goal_result(early).status == GoalStatus.STATUS_CANCELED
+
+
+def test_a_goal_sent_while_a_disarmed_node_starts_ends_saying_so(peer, start_node, scenes):
+    start_node({**FULL_RANGE, "start_enabled": None})
+    done = goal_result(send_goal(goal_client(peer), scenes["instruction"], []))
+    assert done.status == GoalStatus.STATUS_ABORTED
+    assert done.result.outcome == FollowInstruction.Result.STOPPED_BY_SAFETY and "disabled" in done.result.message
+
+
 def test_a_newer_goal_or_a_topic_instruction_preempts_a_goal(peer, start_node, scenes):
     img, _ = scenes["moving"][0]
     start_node(FULL_RANGE)

@@ -133,9 +133,14 @@ impl ControlTask {
         if let Err(e) = goal.handle.publish_feedback(goal.feedback.clone()) {
             tracing::warn!("cannot publish follow_instruction feedback: {e}");
         }
-        if let Some(reason @ (StopReason::Disabled | StopReason::EStop | StopReason::InferenceDied | StopReason::NonFinite)) =
-            stop
-        {
+        let needs_operator = match stop {
+            // An unmanaged node still loading its model arms itself (or not) when the load ends,
+            // so a goal given meanwhile waits for that.
+            Some(StopReason::Disabled) => !self.starting_itself,
+            Some(StopReason::EStop | StopReason::InferenceDied | StopReason::NonFinite) => true,
+            _ => false,
+        };
+        if let Some(reason) = stop.filter(|_| needs_operator) {
             self.end_goal(outcome::STOPPED_BY_SAFETY, &reason.to_string());
         }
     }

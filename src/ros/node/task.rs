@@ -64,6 +64,8 @@ pub(super) struct ControlTask {
     /// The transition under way (only configure takes time: the model loads on its own thread),
     /// with the ChangeState request to answer when it ends (none when the node started itself).
     pending: Option<(Transition, Option<ServiceRequest<ChangeState::Service>>)>,
+    /// An unmanaged node configuring and activating itself at start-up.
+    pub starting_itself: bool,
     pub model: Option<Model>,
     /// The FollowInstruction goal being followed, if the instruction came from one.
     pub goal: Option<ActiveGoal>,
@@ -89,6 +91,7 @@ impl ControlTask {
             name: s.name,
             state: Primary::Unconfigured,
             pending: None,
+            starting_itself: false,
             model: None,
             goal: None,
             newest: None,
@@ -102,6 +105,7 @@ impl ControlTask {
         // Disarmed until something arms it, whatever the start.
         self.session.set_enabled(false);
         if !self.params.node.managed {
+            self.starting_itself = true;
             self.begin(Transition::Configure, None);
         }
         while let Some(event) = events.next().await {
@@ -482,6 +486,11 @@ impl ControlTask {
                     *self.exit.borrow_mut() = Some(Err(e));
                 }
             }
+        }
+        if std::mem::take(&mut self.starting_itself) {
+            // A goal that waited for the start-up learns whether the node armed.
+            let stop = self.session.stop().cloned();
+            self.goal_stop_changed(stop.as_ref());
         }
     }
 

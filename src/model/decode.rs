@@ -1,15 +1,15 @@
-//! Argmax decoding over action dimensions, with a KV cache and a per-frame token cache, and the
+//! Argmax decoding over action dimensions: the cached procedure of the full decoder (the
+//! streaming decoder's is in `decoder/streaming.rs`), the history window both keep, and the
 //! uncached reference procedure (a full forward pass per dimension, as GeRM's released code does).
 
 use std::collections::VecDeque;
 
 use candle_core::{Result, Tensor};
 
-use super::config::DecoderKind;
+use super::decoder::DecoderCache;
 use super::moe::{DecoderRouting, ExpertLoad};
-use super::streaming::LayerKv;
-use super::text::{TextEncoding, TextInput};
-use super::vla::{DecoderCache, ObservationBatch, VlaModel};
+use super::text::TextEncoding;
+use super::vla::{ObservationBatch, VlaModel};
 
 /// The greedy action of one control step: the argmax bin of each dimension, its Q and the experts' load.
 #[derive(Debug, Clone)]
@@ -112,160 +112,9 @@ pub fn history_window(first: usize, newest: usize, history: usize) -> impl Itera
     (0..history).rev().map(move |back| newest.saturating_sub(back).max(first))
 }
 
-/// Vision tokens of the frames still inside the history window, so a control step encodes only
-/// its new frame. FiLM makes them depend on the instruction: a new instruction clears them.
-#[derive(Debug, Clone)]
-pub struct FrameTokenCache {
-    instruction: Option<(Vec<u32>, TextEncoding)>,
-    frames: HistoryRing<Tensor>,
-}
-
-impl FrameTokenCache {
-    pub fn new(history: usize) -> Self {
-        Self { instruction: None, frames: HistoryRing::new(history) }
-    }
-
-    /// Encodes the newest frame ([1, 3, S, S]) under the instruction whose token ids are `ids` and
-    /// whose text-encoder input is `input`, keeps its tokens as `retention` says, and returns the
-    /// encoded instruction with the window of vision tokens that ends at it, oldest first.
-    pub fn observe(
-        &mut self,
-        model: &VlaModel,
-        ids: &[u32],
-        input: &TextInput,
-        image: &Tensor,
-        retention: FrameRetention,
-    ) -> Result<(TextEncoding, Vec<Tensor>)> {
-        let text = match &self.instruction {
-            Some((cached, text)) if cached == ids => text.clone(),
-            _ => {
-                let text = model.encode_text(input, None)?;
-                self.frames.clear();
-                self.instruction = Some((ids.to_vec(), text.clone()));
-                text
-            }
-        };
-        let tokens = model.encode_frame(image, &text)?;
-        let window = self.frames.window_with(tokens.clone());
-        if retention == FrameRetention::Keep {
-            self.frames.push(tokens);
-        }
-        Ok((text, window))
-    }
-
-    /// Forgets everything (a new episode: old frames must not leak into it).
-    pub fn reset(&mut self) {
-        self.instruction = None;
-        self.frames.clear();
-    }
-}
-
-/// The streaming decoder's memory between control steps: the instruction's keys and values and
-/// those of the frames still inside the history window, so a control step runs only its new
-/// frame (and the action tokens) through the decoder. A new instruction clears it.
-#[derive(Debug, Clone)]
-pub struct StreamingCache {
-    instruction: Option<(Vec<u32>, TextEncoding, LayerKv)>,
-    frames: HistoryRing<LayerKv>,
-}
-
-impl StreamingCache {
-    pub fn new(history: usize) -> Self {
-        Self { instruction: None, frames: HistoryRing::new(history) }
-    }
-
-    /// Decodes the greedy action on the newest frame ([1, 3, S, S]) under instruction `ids`
-    /// (text-encoder input `input`), keeping the frame's keys and values as `retention` says.
-    pub fn decide(
-        &mut self,
-        model: &VlaModel,
-        ids: &[u32],
-        input: &TextInput,
-        image: &Tensor,
-        retention: FrameRetention,
-        valid: &[Vec<bool>],
-    ) -> Result<GreedyAction> {
-        check_masks(valid, model.config().action_dims())?;
-        let (text, instruction) = match &self.instruction {
-            Some((cached, text, kv)) if cached == ids => (text.clone(), kv.clone()),
-            _ => {
-                let text = model.encode_text(input, None)?;
-                let kv = model.instruction_kv(&text)?;
-                self.frames.clear();
-                self.instruction = Some((ids.to_vec(), text.clone(), kv.clone()));
-                (text, kv)
-            }
-        };
-        let frame = model.encode_frame(image, &text)?;
-        // The window after this frame joins: the newest `history - 1` stored frames, then it.
-        let history = model.config().history;
-        let kept: Vec<&LayerKv> = self.frames.items().skip((self.frames.len() + 1).saturating_sub(history)).collect();
-        let window: Vec<Option<&LayerKv>> = history_window(0, kept.len(), history).map(|i| kept.get(i).copied()).collect();
-        let (new_frame, mut cache, logits, routing) = model.stream_observe(&instruction, &window, &frame)?;
-        if retention == FrameRetention::Keep {
-            self.frames.push(new_frame);
-        }
-        let mut load = model.empty_load();
-        routing.add_load_to(&mut load);
-        greedy(valid, logits, load, |bin, dim| model.stream_step(&Tensor::new(&[bin], model.device())?, dim, &mut cache))
-    }
-
-    /// Forgets everything (a new episode: old frames must not leak into it).
-    pub fn reset(&mut self) {
-        self.instruction = None;
-        self.frames.clear();
-    }
-}
-
-/// What a policy keeps between control steps for cached decoding, by decoder kind.
-#[derive(Debug, Clone)]
-pub enum StepCache {
-    /// Vision tokens of the window's frames; the decoder reruns the whole prefix.
-    Full(FrameTokenCache),
-    /// Decoder keys and values of the instruction and the window's frames.
-    Streaming(StreamingCache),
-}
-
-impl StepCache {
-    pub fn new(model: &VlaModel) -> Self {
-        let history = model.config().history;
-        match model.config().decoder {
-            DecoderKind::Full => Self::Full(FrameTokenCache::new(history)),
-            DecoderKind::Streaming => Self::Streaming(StreamingCache::new(history)),
-        }
-    }
-
-    /// Decodes the greedy action on the newest frame ([1, 3, S, S]) under instruction `ids`
-    /// (text-encoder input `input`), keeping what the frame computed as `retention` says.
-    pub fn decide(
-        &mut self,
-        model: &VlaModel,
-        ids: &[u32],
-        input: &TextInput,
-        image: &Tensor,
-        retention: FrameRetention,
-        valid: &[Vec<bool>],
-    ) -> Result<GreedyAction> {
-        match self {
-            Self::Full(frames) => {
-                let (text, window) = frames.observe(model, ids, input, image, retention)?;
-                model.decode_cached(&text, &window, valid)
-            }
-            Self::Streaming(cache) => cache.decide(model, ids, input, image, retention, valid),
-        }
-    }
-
-    pub fn reset(&mut self) {
-        match self {
-            Self::Full(frames) => frames.reset(),
-            Self::Streaming(cache) => cache.reset(),
-        }
-    }
-}
-
 /// Greedy decoding from the first dimension's logits ([1, bins]): the best valid bin of each
-/// dimension, then `step(bin, dim, load)` for the next dimension's logits.
-fn greedy(
+/// dimension, then `step(bin, dim)` for the next dimension's logits.
+pub(super) fn greedy(
     valid: &[Vec<bool>],
     mut logits: Tensor,
     mut load: ExpertLoad,
@@ -286,7 +135,7 @@ fn greedy(
     Ok(GreedyAction { bins, q, load })
 }
 
-fn check_masks(valid: &[Vec<bool>], dims: usize) -> Result<()> {
+pub(super) fn check_masks(valid: &[Vec<bool>], dims: usize) -> Result<()> {
     if valid.len() != dims {
         candle_core::bail!("{} validity masks for {dims} action dimensions", valid.len());
     }
@@ -298,18 +147,24 @@ impl VlaModel {
     /// single-token step per remaining dimension. `valid[i][b]`: whether bin b of dimension i may
     /// be chosen.
     pub fn decode_cached(&self, text: &TextEncoding, frames: &[Tensor], valid: &[Vec<bool>]) -> Result<GreedyAction> {
-        let cfg = self.config();
-        if cfg.decoder != DecoderKind::Full {
+        let Some(decoder) = self.full_decoder() else {
             candle_core::bail!("decode_cached runs the full decoder; a streaming one decodes with StreamingCache");
-        }
+        };
+        let cfg = self.config();
         let dims = cfg.action_dims();
         check_masks(valid, dims)?;
         let prefix = self.observation(text, frames)?;
-        let mut cache = DecoderCache::new(cfg.layers, prefix.dim(1)? + dims);
-        let (logits, routing) = self.prefill(&prefix, &mut cache)?;
+        let p = prefix.dim(1)?;
+        let mut cache = DecoderCache::new(cfg.layers, p + dims);
+        let (states, routing) = decoder.cached(prefix, &mut cache)?;
+        let logits = self.q_logits(&states.narrow(1, p - 1, 1)?, 0)?.squeeze(1)?;
         let mut load = self.empty_load();
         routing.add_load_to(&mut load);
-        greedy(valid, logits, load, |bin, dim| self.step(&Tensor::new(&[bin], self.device())?, dim, &mut cache))
+        greedy(valid, logits, load, |bin, dim| {
+            let (state, routing) =
+                decoder.cached(self.action_tokens(&Tensor::new(&[[bin]], self.device())?, dim)?, &mut cache)?;
+            Ok((self.q_logits(&state, dim + 1)?.squeeze(1)?, routing))
+        })
     }
 
     /// The reference procedure: for each dimension a full forward pass over the instruction, every

@@ -10,12 +10,12 @@
 pub mod behaviour;
 pub mod config;
 pub mod decode;
+pub mod decoder;
 pub mod device;
 pub mod kernels;
 pub mod layers;
 pub mod minilm;
 pub mod moe;
-pub mod streaming;
 pub mod text;
 pub mod vision;
 pub mod vla;
@@ -25,9 +25,8 @@ pub use config::{
     ActionSpaceConfig, DecoderKind, EncoderRef, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig,
     TextKind, VisionConfig, VisionKind, VlaConfig, WeightPrecision,
 };
-pub use decode::{
-    history_window, masked_argmax, sigmoid, FrameRetention, FrameTokenCache, GreedyAction, HistoryRing, StepCache, StreamingCache,
-};
+pub use decode::{history_window, masked_argmax, sigmoid, FrameRetention, GreedyAction, HistoryRing};
+pub use decoder::{Decoder, DecoderState, FrameTokenCache, FullDecoder, StreamingCache, StreamingDecoder};
 pub use device::{parse_device, DeviceError};
 pub use minilm::{mean_pool_normalised, Bert, BertConfig};
 pub use moe::{DecoderRouting, ExpertLoad, LayerRouting};

@@ -2,85 +2,16 @@
 //! tokens, and a per-dimension Q head (with, optionally, a behaviour head that filters its argmax:
 //! discrete BCQ, `behaviour.rs`).
 
-use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::kv_cache::KvCache;
+use candle_core::{Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{embedding, Embedding, Linear, VarBuilder};
 
 use super::behaviour::filter_q;
-use super::config::{ActionHeadKind, DecoderKind, VlaConfig};
-use super::layers::{linear_rows, norm, Attention, Norm};
-use super::moe::{empty_load, DecoderRouting, ExpertLoad, FeedForward, LayerRouting};
-use super::text::{key_padding_bias, TextEncoder, TextEncoding, TextInput};
+use super::config::{ActionHeadKind, VlaConfig};
+use super::decoder::{Decoder, FullDecoder, StreamingDecoder};
+use super::layers::{linear_rows, norm, Norm};
+use super::moe::{empty_load, DecoderRouting, ExpertLoad};
+use super::text::{TextEncoder, TextEncoding, TextInput};
 use super::vision::VisionEncoder;
-
-#[derive(Debug, Clone)]
-pub(super) struct DecoderBlock {
-    norm1: Norm,
-    attn: Attention,
-    norm2: Norm,
-    ffn: FeedForward,
-    /// Streaming decoder: [heads, history], the bias an action token's attention adds to the keys
-    /// of a frame of each age (0 = newest).
-    age_bias: Option<Tensor>,
-}
-
-impl DecoderBlock {
-    fn new(cfg: &VlaConfig, vb: VarBuilder) -> Result<Self> {
-        let d = cfg.d_model;
-        let age_bias = match cfg.decoder {
-            DecoderKind::Full => None,
-            // Zero: no preference for any age until training learns one.
-            DecoderKind::Streaming => {
-                Some(vb.get_with_hints((cfg.heads, cfg.history), "age_bias", candle_nn::Init::Const(0.0))?)
-            }
-        };
-        Ok(Self {
-            norm1: norm(d, cfg.norm_eps, vb.pp("norm1"))?,
-            attn: Attention::new(d, cfg.heads, vb.pp("attn"))?,
-            norm2: norm(d, cfg.norm_eps, vb.pp("norm2"))?,
-            ffn: FeedForward::new(d, &cfg.ffn, vb.pp("ffn"))?,
-            age_bias,
-        })
-    }
-
-    pub(super) fn forward(
-        &self,
-        xs: &Tensor,
-        bias: Option<&Tensor>,
-        cache: Option<&mut KvCache>,
-    ) -> Result<(Tensor, LayerRouting)> {
-        self.forward_over(xs, bias, |k, v| match cache {
-            Some(cache) => cache.append(k, v),
-            None => Ok((k.clone(), v.clone())),
-        })
-    }
-
-    /// The block with the keys and values its queries attend to made by `keys` from those of
-    /// `xs` ([B, H, T, hd] each): a cache appends them, the streaming decoder places them among
-    /// the stored ones of the instruction and older frames.
-    pub(super) fn forward_over(
-        &self,
-        xs: &Tensor,
-        bias: Option<&Tensor>,
-        keys: impl FnOnce(&Tensor, &Tensor) -> Result<(Tensor, Tensor)>,
-    ) -> Result<(Tensor, LayerRouting)> {
-        let (q, k, v) = self.attn.project(&self.norm1.forward(xs)?)?;
-        let (k, v) = keys(&k, &v)?;
-        let xs = (xs + self.attn.attend(&q, &k, &v, bias)?)?;
-        let (ys, routing) = self.ffn.forward(&self.norm2.forward(&xs)?)?;
-        Ok(((&xs + ys)?, routing))
-    }
-
-    fn to_bf16(&self) -> Result<Self> {
-        Ok(Self { attn: self.attn.to_bf16()?, ffn: self.ffn.to_bf16()?, ..self.clone() })
-    }
-
-    /// This layer's age bias per key: `ages` [history, S] one-hot (see `key_ages`) -> [1, H, 1, S].
-    pub(super) fn key_age_bias(&self, ages: &Tensor) -> Result<Option<Tensor>> {
-        let Some(age_bias) = &self.age_bias else { return Ok(None) };
-        Ok(Some(age_bias.matmul(ages)?.unsqueeze(1)?.unsqueeze(0)?))
-    }
-}
 
 /// One observation batch for the full forward pass.
 #[derive(Debug, Clone)]
@@ -129,17 +60,6 @@ impl EncodedObservation {
             text_valid: rows_of(&self.text_valid, start, len)?,
             frames: self.frames.narrow(0, start, len)?,
         })
-    }
-}
-
-/// Key-value caches of every decoder layer for one control step.
-pub struct DecoderCache {
-    layers: Vec<KvCache>,
-}
-
-impl DecoderCache {
-    pub fn new(layers: usize, max_len: usize) -> Self {
-        Self { layers: (0..layers).map(|_| KvCache::new(2, max_len)).collect() }
     }
 }
 
@@ -202,19 +122,16 @@ impl QHead {
 
 #[derive(Debug, Clone)]
 pub struct VlaModel {
-    pub(super) cfg: VlaConfig,
+    cfg: VlaConfig,
     text: TextEncoder,
     vision: VisionEncoder,
     /// [slots, tokens_per_frame, D]: which token of a frame a token is and, for the full decoder,
     /// where in the history window the frame sits (`VlaConfig::frame_position_slots`).
     frame_positions: Tensor,
-    /// Streaming decoder: [1, 1, D], the token before the action tokens whose state gives the
-    /// first dimension's Q values (the last frame token cannot: it sees only its own frame).
-    pub(super) action_start: Option<Tensor>,
     bin_embedding: Embedding,
     /// [dims, D]: which action dimension a token carries.
     dim_embedding: Tensor,
-    pub(super) blocks: Vec<DecoderBlock>,
+    decoder: Decoder,
     norm: Norm,
     head: QHead,
     behaviour: Option<BehaviourHead>,
@@ -263,7 +180,6 @@ impl VlaModel {
     pub fn new(cfg: &VlaConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.d_model;
         let small = candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 };
-        let blocks = (0..cfg.layers).map(|i| DecoderBlock::new(cfg, vb.pp(format!("decoder.{i}")))).collect::<Result<_>>()?;
         Ok(Self {
             cfg: cfg.clone(),
             text: TextEncoder::new(cfg, vb.pp("text"))?,
@@ -273,13 +189,9 @@ impl VlaModel {
                 "frame_positions",
                 small,
             )?,
-            action_start: match cfg.decoder {
-                DecoderKind::Full => None,
-                DecoderKind::Streaming => Some(vb.get_with_hints((1, 1, d), "action_start", small)?),
-            },
             bin_embedding: embedding(bin_embeddings(cfg), d, vb.pp("bin_embedding"))?,
             dim_embedding: vb.get_with_hints((cfg.action_dims(), d), "dim_embedding", small)?,
-            blocks,
+            decoder: Decoder::new(cfg, vb.clone())?,
             norm: norm(d, cfg.norm_eps, vb.pp("norm"))?,
             head: QHead::new(cfg, vb.pp("q_head"))?,
             behaviour: match cfg.behaviour_filter {
@@ -296,8 +208,25 @@ impl VlaModel {
     /// The model with its decoder's attention and feed-forward weights rounded to bf16 and held
     /// in bf16 for batch-1 steps (`WeightPrecision::Bf16`): an inference model, not for training.
     pub fn to_bf16_decoder(&self) -> Result<Self> {
-        let blocks = self.blocks.iter().map(DecoderBlock::to_bf16).collect::<Result<_>>()?;
-        Ok(Self { blocks, ..self.clone() })
+        Ok(Self { decoder: self.decoder.to_bf16()?, ..self.clone() })
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    pub fn full_decoder(&self) -> Option<&FullDecoder> {
+        match &self.decoder {
+            Decoder::Full(d) => Some(d),
+            Decoder::Streaming(_) => None,
+        }
+    }
+
+    pub fn streaming_decoder(&self) -> Option<&StreamingDecoder> {
+        match &self.decoder {
+            Decoder::Streaming(d) => Some(d),
+            Decoder::Full(_) => None,
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -328,12 +257,10 @@ impl VlaModel {
         Tensor::cat(&parts, 1)
     }
 
-    /// Vision tokens [B, t, D] of the frame in history slot `slot` with their positions.
+    /// Vision tokens [B, t, D] of the frame in history slot `slot` with their positions (a
+    /// streaming decoder has one slot: a frame's tokens do not depend on its age).
     pub(super) fn place_frame(&self, tokens: &Tensor, slot: usize) -> Result<Tensor> {
-        let slot = match self.cfg.decoder {
-            DecoderKind::Full => slot,
-            DecoderKind::Streaming => 0,
-        };
+        let slot = slot.min(self.cfg.frame_position_slots() - 1);
         tokens.broadcast_add(&self.frame_positions.i(slot)?)
     }
 
@@ -375,21 +302,21 @@ impl VlaModel {
     /// read at the position before that dimension's token (the last observation token for i = 0).
     pub fn forward(&self, obs: &ObservationBatch, bins: &Tensor) -> Result<(Tensor, DecoderRouting)> {
         let encoded = self.encode(obs)?;
-        let (states, routing) = self.decoder(&self.prefix(&encoded)?, encoded.text_valid.as_ref(), bins)?;
+        let (states, routing) = self.decode_states(&self.prefix(&encoded)?, encoded.text_valid.as_ref(), bins)?;
         Ok((self.q_logits(&states, 0)?, routing))
     }
 
     /// The training forward pass on observations already through the encoders: the unfiltered Q
     /// logits (the loss needs every bin's), the behaviour logits and the balance loss.
     pub fn forward_train(&self, obs: &EncodedObservation, bins: &Tensor) -> Result<TrainOutput> {
-        let (states, routing) = self.decoder(&self.prefix(obs)?, obs.text_valid.as_ref(), bins)?;
+        let (states, routing) = self.decode_states(&self.prefix(obs)?, obs.text_valid.as_ref(), bins)?;
         let (q, behaviour) = self.heads(&states, 0)?;
         Ok(TrainOutput { q, behaviour, balance: routing.balance_loss(self.device())? })
     }
 
     /// Like `forward` on observations already through the encoders.
     pub fn forward_encoded(&self, obs: &EncodedObservation, bins: &Tensor) -> Result<Tensor> {
-        self.q_logits(&self.decoder(&self.prefix(obs)?, obs.text_valid.as_ref(), bins)?.0, 0)
+        self.q_logits(&self.decode_states(&self.prefix(obs)?, obs.text_valid.as_ref(), bins)?.0, 0)
     }
 
     /// Runs the instruction and frame encoders over a batch.
@@ -419,82 +346,14 @@ impl VlaModel {
     }
 
     /// The decoder's last states [B, m + 1, D] at the positions the Q values of dimensions 0..=m
-    /// are read from, and every layer's routing statistics.
-    fn decoder(&self, prefix: &Tensor, text_valid: Option<&Tensor>, bins: &Tensor) -> Result<(Tensor, DecoderRouting)> {
-        let (b, p, d) = prefix.dims3()?;
-        let (_, m) = bins.dims2()?;
-        let mut parts = vec![prefix.clone()];
-        if let Some(start) = &self.action_start {
-            parts.push(start.broadcast_as((b, 1, d))?.contiguous()?);
-        }
-        if m > 0 {
-            parts.push(self.action_tokens(bins, 0)?);
-        }
-        let mut xs = Tensor::cat(&parts, 1)?;
-        let device = xs.device().clone();
-        let (mask, ages, first_read) = match self.cfg.decoder {
-            DecoderKind::Full => (attention_bias(p, m, text_valid, &device)?, None, p - 1),
-            DecoderKind::Streaming => {
-                let seq = self.layout(p)?;
-                let t = xs.dim(1)?;
-                let mask = seq.mask(0..t, t, &device)?;
-                let mask = match text_valid {
-                    Some(valid) => mask.broadcast_add(&key_padding_bias(&pad_keys(valid, t)?)?)?,
-                    None => mask,
-                };
-                // Only the start and action tokens (positions p..) see frames by age.
-                let actions: Vec<f32> = (0..t).map(|q| f32::from(q >= p)).collect();
-                let actions = Tensor::from_vec(actions, (1, 1, t, 1), &device)?;
-                (mask, Some((seq.key_ages(t, &device)?, actions)), p)
-            }
+    /// are read from, and every layer's routing statistics. `bins`: [B, m] u32.
+    fn decode_states(&self, prefix: &Tensor, text_valid: Option<&Tensor>, bins: &Tensor) -> Result<(Tensor, DecoderRouting)> {
+        let actions = match bins.dim(1)? {
+            0 => None,
+            _ => Some(self.action_tokens(bins, 0)?),
         };
-        let mut routing = DecoderRouting::default();
-        for block in &self.blocks {
-            let bias = match &ages {
-                Some((ages, actions)) => match block.key_age_bias(ages)? {
-                    Some(age) => mask.broadcast_add(&age.broadcast_mul(actions)?)?,
-                    None => mask.clone(),
-                },
-                None => mask.clone(),
-            };
-            let (ys, layer) = block.forward(&xs, Some(&bias), None)?;
-            xs = ys;
-            routing.layers.push(layer);
-        }
-        Ok((xs.narrow(1, first_read, m + 1)?, routing))
+        self.decoder.forward(prefix, text_valid, actions.as_ref())
     }
-
-    /// Runs the observation prefix into fresh caches and returns the Q logits of dimension 0,
-    /// [B, bins]. The prefix is bidirectional and unpadded (batch-1 inference).
-    pub fn prefill(&self, prefix: &Tensor, cache: &mut DecoderCache) -> Result<(Tensor, DecoderRouting)> {
-        let (xs, routing) = self.cached_pass(prefix.clone(), cache)?;
-        let p = xs.dim(1)?;
-        Ok((self.q_logits(&xs.narrow(1, p - 1, 1)?, 0)?.squeeze(1)?, routing))
-    }
-
-    /// `xs` through every layer, each appending its keys and values to its cache.
-    fn cached_pass(&self, mut xs: Tensor, cache: &mut DecoderCache) -> Result<(Tensor, DecoderRouting)> {
-        let mut routing = DecoderRouting { layers: Vec::with_capacity(self.blocks.len()) };
-        for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-            let (ys, layer) = block.forward(&xs, None, Some(kv))?;
-            xs = ys;
-            routing.layers.push(layer);
-        }
-        Ok((xs, routing))
-    }
-
-    /// One cached step: the token of dimension `dim` with bins `bins` ([B] u32) goes in, the Q
-    /// logits of dimension `dim + 1` ([B, bins]) come out.
-    pub fn step(&self, bins: &Tensor, dim: usize, cache: &mut DecoderCache) -> Result<(Tensor, DecoderRouting)> {
-        let (xs, routing) = self.cached_pass(self.action_tokens(&bins.unsqueeze(1)?, dim)?, cache)?;
-        Ok((self.q_logits(&xs, dim + 1)?.squeeze(1)?, routing))
-    }
-}
-
-/// `valid` [B, L] for the instruction, extended with ones to the `t` keys of the whole sequence.
-fn pad_keys(valid: &Tensor, t: usize) -> Result<Tensor> {
-    let (b, l) = valid.dims2()?;
-    Tensor::cat(&[valid.clone(), Tensor::ones((b, t - l), DType::F32, valid.device())?], 1)
 }
 
 /// Rows of the bin-embedding table: one set of bins, or one per dimension.
@@ -502,27 +361,5 @@ fn bin_embeddings(cfg: &VlaConfig) -> usize {
     match cfg.action_head {
         ActionHeadKind::Shared => cfg.actions.bins,
         ActionHeadKind::PerDimension => cfg.action_dims() * cfg.actions.bins,
-    }
-}
-
-/// Additive bias [B or 1, 1, T, T] with T = p + m. Observation queries see every (valid)
-/// observation key; the action token at position p + j also sees action tokens 0..=j.
-fn attention_bias(p: usize, m: usize, text_valid: Option<&Tensor>, device: &Device) -> Result<Tensor> {
-    let t = p + m;
-    let mut causal = vec![0f32; t * t];
-    for q in 0..t {
-        for k in p..t {
-            if k > q {
-                causal[q * t + k] = f32::NEG_INFINITY;
-            }
-        }
-    }
-    let causal = Tensor::from_vec(causal, (1, 1, t, t), device)?;
-    match text_valid {
-        None => Ok(causal),
-        Some(valid) => {
-            // Every key after the instruction is a real token.
-            causal.broadcast_add(&key_padding_bias(&pad_keys(valid, t)?)?)
-        }
     }
 }

@@ -14,8 +14,8 @@ use candle_core::{Device, Tensor};
 
 use crate::action::{ActionCommand, ActionError, ActionSpace};
 use crate::model::{
-    load_model, FrameRetention, HistoryRing, ModelError, ObservationBatch, ParamCount, StepCache, TextInput, TextKind, VlaConfig,
-    VlaModel, WeightPrecision,
+    load_model, DecoderState, FrameRetention, HistoryRing, ModelError, ObservationBatch, ParamCount, TextInput, TextKind,
+    VlaConfig, VlaModel, WeightPrecision,
 };
 pub use encoder::{EncoderError, SentenceEmbedding, SentenceEncoder};
 pub use history::{Admission, HistorySchedule};
@@ -127,7 +127,7 @@ pub struct Policy {
     space: ActionSpace,
     masks: Vec<Vec<bool>>,
     text: InstructionText,
-    step_cache: StepCache,
+    decoder_state: DecoderState,
     /// Which frames join the history: one per the model's frame period.
     schedule: HistorySchedule,
     /// The frames that joined the history, preprocessed (the uncached procedure re-encodes them).
@@ -194,7 +194,7 @@ impl Policy {
             masks: space.valid_masks(),
             space,
             text: text.into(),
-            step_cache: StepCache::new(&model),
+            decoder_state: DecoderState::new(&model),
             schedule: HistorySchedule::new(config.frame_period_s),
             frames: HistoryRing::new(config.history),
             instruction: Vec::new(),
@@ -242,7 +242,7 @@ impl Policy {
 
     /// Forgets the frame history (a new episode).
     pub fn reset(&mut self) {
-        self.step_cache.reset();
+        self.decoder_state.reset();
         self.schedule.restart();
         self.frames.clear();
         self.instruction.clear();
@@ -307,12 +307,12 @@ impl Policy {
         let admission = self.schedule.admit(stamp_s);
         if admission == Admission::Restarted {
             self.frames.clear();
-            self.step_cache.reset();
+            self.decoder_state.reset();
         }
         let retention = if admission.keeps_frame() { FrameRetention::Keep } else { FrameRetention::ThisStepOnly };
         let newest = StampedImage { stamp_s, image: image.clone() };
         let decision = match decoding {
-            Decoding::Cached => self.step_cache.decide(&self.model, &ids, &input, &image, retention, &self.masks)?,
+            Decoding::Cached => self.decoder_state.decide(&self.model, &ids, &input, &image, retention, &self.masks)?,
             Decoding::Uncached => {
                 let window: Vec<Tensor> = self.frames.window_with(newest.clone()).into_iter().map(|f| f.image).collect();
                 let obs = ObservationBatch {

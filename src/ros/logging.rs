@@ -88,3 +88,17 @@ impl Throttle {
         }
     }
 }
+
+/// A note for a throttled message: how many like it were not shown.
+pub fn held_note(held: u64) -> String {
+    if held == 0 {
+        String::new()
+    } else {
+        format!(" ({held} more like this not shown)")
+    }
+}
+
+/// At most 80 characters of an instruction, for logs.
+pub fn preview(text: &str) -> &str {
+    text.char_indices().nth(80).map_or(text, |(i, _)| &text[..i])
+}

@@ -3,10 +3,11 @@
 
 use r2r::diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue};
 
-use super::task::{preview, ControlTask};
+use super::task::ControlTask;
 use crate::control::StopReason;
 use crate::ros::convert;
 use crate::ros::lifecycle::Primary;
+use crate::ros::logging::preview;
 
 // r2r's message constants are bindgen integers; the field is a byte.
 const OK: u8 = DiagnosticStatus::OK as u8;

@@ -17,13 +17,13 @@ use r2r::lifecycle_msgs::srv::{ChangeState, GetAvailableStates, GetAvailableTran
 use r2r::std_srvs::srv::SetBool;
 use r2r::ServiceRequest;
 
-use super::goal::{outcome, ActiveGoal};
-use super::{Clocks, ControlEvent, Exit, NodeError, Outputs, Received};
+use super::goal::{outcome, Goals};
+use super::io::{Clocks, ControlEvent, Exit, NodeError, Outputs, Received};
 use crate::control::{Applied, Session, Tick};
 use crate::policy::{FrameDecision, FrameJob, InferenceWorker, Policy};
 use crate::ros::convert::{self, DecisionContext};
 use crate::ros::lifecycle::{self, Primary, Transition};
-use crate::ros::logging::Throttle;
+use crate::ros::logging::{held_note, preview, Throttle};
 use crate::ros::params::NodeParams;
 
 /// The model, once configured.
@@ -68,7 +68,7 @@ pub(super) struct ControlTask {
     pub starting_itself: bool,
     pub model: Option<Model>,
     /// The FollowInstruction goal being followed, if the instruction came from one.
-    pub goal: Option<ActiveGoal>,
+    goals: Goals,
     /// The newest good frame, decided for a new instruction when no frame waits for the model.
     newest: Option<Received>,
     /// The camera's frame_id, which decisions carry with the camera's stamp.
@@ -93,7 +93,7 @@ impl ControlTask {
             pending: None,
             starting_itself: false,
             model: None,
-            goal: None,
+            goals: Goals::default(),
             newest: None,
             camera_frame: String::new(),
             spawner: s.spawner,
@@ -123,12 +123,12 @@ impl ControlTask {
                 }
             }
             ControlEvent::Instruction(Ok(text)) => {
-                self.end_goal(outcome::PREEMPTED, "replaced by an instruction on the instruction topic");
+                self.goals.end(outcome::PREEMPTED, "replaced by an instruction on the instruction topic");
                 tracing::info!("new instruction: \"{}\"", preview(&text));
                 self.instruct(text.into());
             }
             ControlEvent::Instruction(Err(e)) => {
-                self.end_goal(outcome::PREEMPTED, "replaced by an invalid instruction on the instruction topic");
+                self.goals.end(outcome::PREEMPTED, "replaced by an invalid instruction on the instruction topic");
                 if let Some(held) = self.throttle.allow(e.kind()) {
                     tracing::error!("rejected instruction, stopping until a valid one: {e}{}", held_note(held));
                 }
@@ -141,12 +141,24 @@ impl ControlTask {
                 let now = self.clocks.now();
                 self.session.heartbeat(now, held);
             }
-            ControlEvent::Goal(request) => {
-                if let Err(e) = self.goal_request(request) {
-                    tracing::error!("cannot take a follow_instruction goal: {e}");
+            ControlEvent::Goal(request) => match self.goals.accept(request, &self.spawner, &self.events) {
+                Ok(Some(instruction)) => {
+                    self.instruct(instruction);
+                    self.tick();
+                    // A goal given while disarmed ends at once, saying so.
+                    let stop = self.session.stop().cloned();
+                    self.goals.stop_changed(stop.as_ref(), self.starting_itself);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!("cannot take a follow_instruction goal: {e}"),
+            },
+            ControlEvent::CancelGoal(request) => {
+                if let Some(cancelled) = self.goals.cancel(request) {
+                    self.session.clear_instruction();
+                    self.tick();
+                    cancelled.finish();
                 }
             }
-            ControlEvent::CancelGoal(request) => self.cancel_goal(request),
             ControlEvent::FrameDecision(decided) => self.decided(decided),
             ControlEvent::Params(name, next) => self.params_changed(&name, *next),
             ControlEvent::ChangeState(request) => self.change_state(request),
@@ -242,7 +254,7 @@ impl ControlTask {
         self.params = next;
         if name == "instruction" {
             let text = self.params.node.instruction.trim().to_owned();
-            self.end_goal(outcome::PREEMPTED, "replaced by the instruction parameter");
+            self.goals.end(outcome::PREEMPTED, "replaced by the instruction parameter");
             if text.is_empty() {
                 tracing::info!("instruction parameter cleared: stopping");
                 self.session.clear_instruction();
@@ -291,7 +303,7 @@ impl ControlTask {
                 if let Some(held) = self.throttle.allow("failed_decision") {
                     tracing::error!("decision failed, stopping: {e}{}", held_note(held));
                 }
-                self.goal_failed(&e.to_string());
+                self.goals.failed(&e.to_string());
             }
             Ok(out) => {
                 let Some(model) = &self.model else {
@@ -309,7 +321,7 @@ impl ControlTask {
                 if let Err(e) = self.outputs.decision.publish(&msg) {
                     tracing::warn!("cannot publish ~/decision: {e}");
                 }
-                self.goal_decision(msg, &applied);
+                self.goals.decision(msg, &applied);
             }
         }
     }
@@ -332,7 +344,7 @@ impl ControlTask {
                 Some(reason) => tracing::info!("stopping: {reason}"),
                 None => tracing::info!("following \"{}\"", self.session.instruction().map_or("", |i| preview(i))),
             }
-            self.goal_stop_changed(tick.output.stop.as_ref());
+            self.goals.stop_changed(tick.output.stop.as_ref(), self.starting_itself);
         }
         if tick.publish {
             if let Err(e) = self.outputs.publish(&tick.output, self.clocks.ros_now()) {
@@ -387,7 +399,7 @@ impl ControlTask {
             }
             Transition::Shutdown => {
                 self.session.set_enabled(false);
-                self.end_goal(outcome::STOPPED_BY_SAFETY, "the node is shutting down");
+                self.goals.end(outcome::STOPPED_BY_SAFETY, "the node is shutting down");
                 self.model = None;
                 self.finish(transition, from, true, request);
             }
@@ -490,7 +502,7 @@ impl ControlTask {
         if std::mem::take(&mut self.starting_itself) {
             // A goal that waited for the start-up learns whether the node armed.
             let stop = self.session.stop().cloned();
-            self.goal_stop_changed(stop.as_ref());
+            self.goals.stop_changed(stop.as_ref(), false);
         }
     }
 
@@ -512,19 +524,6 @@ fn respond(result: r2r::Result<()>, service: &str) {
     if let Err(e) = result {
         tracing::warn!("cannot answer {service}: {e}");
     }
-}
-
-pub(super) fn held_note(held: u64) -> String {
-    if held == 0 {
-        String::new()
-    } else {
-        format!(" ({held} more like this not shown)")
-    }
-}
-
-/// At most 80 characters of an instruction, for logs.
-pub(super) fn preview(text: &str) -> &str {
-    text.char_indices().nth(80).map_or(text, |(i, _)| &text[..i])
 }
 
 /// An error and its sources, on one line.

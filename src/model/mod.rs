@@ -12,6 +12,7 @@ pub mod config;
 pub mod decode;
 pub mod decoder;
 pub mod device;
+pub mod history;
 pub mod kernels;
 pub mod layers;
 pub mod minilm;
@@ -25,9 +26,10 @@ pub use config::{
     ActionSpaceConfig, DecoderKind, EncoderRef, ExpertAct, FeedForwardConfig, FeedForwardKind, PreprocessConfig, TextConfig,
     TextKind, VisionConfig, VisionKind, VlaConfig, WeightPrecision,
 };
-pub use decode::{history_window, masked_argmax, sigmoid, FrameRetention, GreedyAction, HistoryRing};
-pub use decoder::{Decoder, DecoderState, FrameTokenCache, FullDecoder, StreamingCache, StreamingDecoder};
+pub use decode::{masked_argmax, sigmoid, DecoderState, FrameTokenCache, GreedyAction, StreamingCache};
+pub use decoder::{Decoder, FullDecoder, StreamingDecoder};
 pub use device::{parse_device, DeviceError};
+pub use history::{history_window, FrameRetention, HistoryRing};
 pub use minilm::{mean_pool_normalised, Bert, BertConfig};
 pub use moe::{DecoderRouting, ExpertLoad, LayerRouting};
 pub use text::{TextEncoding, TextInput};

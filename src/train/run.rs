@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use candle_core::Device;
+
 use super::recipe::{data_fingerprint, RecipeRecord, RECORD_FORMAT, SOURCE_REVISION};
 use super::{data, plot, Batcher, Dataset, Objective, StepStats, Topics, TrainError, TrainOptions, Trainer};
 use crate::action::{supported_ranges, ActionSpace};
@@ -115,54 +117,96 @@ pub struct TrainReport {
 /// model or checkpoint; a resumed one continues its checkpoint bit for bit.
 pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) -> Result<TrainReport, TrainError> {
     let device = parse_device(&run.device).map_err(|e| TrainError::Invalid(format!("--device {e}")))?;
+    let resumed = open_run(run, &device)?;
+    let cfg = match &resumed {
+        Some(trainer) => trainer.config().clone(),
+        None => fresh_architecture(run)?,
+    };
+    check_decision_filter(run.decision_filter, &cfg)?;
+    let successes_only = resumed.as_ref().map_or(run.options.successes_only, |t| t.options().successes_only);
+    // Episodes first: a fresh run's tokenizer is trained on their instructions.
+    let data = read_data(run, &cfg, successes_only, progress)?;
+    let (mut trainer, text) = trainer_and_text(run, resumed, cfg, &data, &device)?;
+    let supported: Vec<usize> =
+        ActionSpace::new(&trainer.config().actions)?.valid_masks().iter().map(|m| m.iter().filter(|&&v| v).count()).collect();
+    let opts = trainer.options().clone();
+    let first_step = trainer.step;
+    progress(TrainProgress::Training { first_step, steps: opts.steps, objective: opts.objective, supported_bins: &supported });
+    log_sharding(opts.shards, &device);
+
+    let started = Instant::now();
+    let recent = run_updates(run, &mut trainer, &data, &text, &device, progress)?;
+    let done = Done { updates: trainer.step - first_step, seconds: started.elapsed().as_secs_f64(), recent, supported };
+    let params = write_model(run, &trainer, &data, &done)?;
+    // Loading the folder back checks that config, weights and tokenizer agree.
+    Policy::load(&run.out, &device).map_err(TrainError::WrittenModel)?;
+    let samples_per_second = (done.updates * opts.batch_size) as f64 / done.seconds.max(1e-9);
+    Ok(TrainReport { updates: done.updates, seconds: done.seconds, samples_per_second, params })
+}
+
+/// The checkpoint a resumed run continues (None for a fresh run, whose options are checked and
+/// whose folder must not hold a model already).
+fn open_run(run: &TrainRun, device: &Device) -> Result<Option<Trainer>, TrainError> {
     let out = &run.out;
-    let tokenizer_path = out.join(TOKENIZER_FILE);
-    // A resumed run brings its architecture and options; a fresh one must not overwrite a model.
-    let resumed = if run.resume {
+    if run.resume {
         if !Trainer::has_checkpoint(out) {
             return Err(TrainError::Invalid(format!("--resume: {} holds no checkpoint", out.display())));
         }
-        Some(Trainer::resume(out, run.options.steps, &device)?)
-    } else {
-        if Trainer::has_checkpoint(out) || out.join(WEIGHTS_FILE).exists() {
-            return Err(TrainError::Invalid(format!(
-                "{} already holds a model or checkpoint: pass --resume to continue it, or choose another --out",
-                out.display()
-            )));
-        }
-        run.options.validate()?;
-        None
-    };
-    let cfg = match &resumed {
-        Some(trainer) => trainer.config().clone(),
-        None => {
-            let spec =
-                run.config.as_deref().ok_or_else(|| TrainError::Invalid("--config is required without --resume".into()))?;
-            let mut cfg = read_architecture(spec)?;
-            cfg.frame_period_s = run.frame_period;
-            if run.behaviour_filter.is_some() {
-                cfg.behaviour_filter = run.behaviour_filter;
-            }
-            cfg.validate().map_err(TrainError::Invalid)?;
-            match run.text {
-                Some(kind) => cfg.with_text(kind),
-                None => cfg,
-            }
-        }
-    };
-    if let Some(t) = run.decision_filter {
-        if cfg.behaviour_filter.is_none() {
-            return Err(TrainError::Invalid(format!(
-                "a decision filter ({t}) needs a behaviour head: train with a behaviour filter"
-            )));
-        }
-        if !(0.0..=1.0).contains(&t) {
-            return Err(TrainError::Invalid(format!("the decision filter {t} is not in [0, 1]")));
-        }
+        return Ok(Some(Trainer::resume(out, run.options.steps, device)?));
     }
-    let successes_only = resumed.as_ref().map_or(run.options.successes_only, |t| t.options().successes_only);
+    if Trainer::has_checkpoint(out) || out.join(WEIGHTS_FILE).exists() {
+        return Err(TrainError::Invalid(format!(
+            "{} already holds a model or checkpoint: pass --resume to continue it, or choose another --out",
+            out.display()
+        )));
+    }
+    run.options.validate()?;
+    Ok(None)
+}
 
-    // Episodes first: a fresh run's tokenizer is trained on their instructions.
+/// A fresh run's architecture: `--config` with the run's frame period, behaviour filter and
+/// instruction encoder.
+fn fresh_architecture(run: &TrainRun) -> Result<VlaConfig, TrainError> {
+    let spec = run.config.as_deref().ok_or_else(|| TrainError::Invalid("--config is required without --resume".into()))?;
+    let mut cfg = read_architecture(spec)?;
+    cfg.frame_period_s = run.frame_period;
+    if run.behaviour_filter.is_some() {
+        cfg.behaviour_filter = run.behaviour_filter;
+    }
+    cfg.validate().map_err(TrainError::Invalid)?;
+    Ok(match run.text {
+        Some(kind) => cfg.with_text(kind),
+        None => cfg,
+    })
+}
+
+fn check_decision_filter(filter: Option<f64>, cfg: &VlaConfig) -> Result<(), TrainError> {
+    let Some(t) = filter else { return Ok(()) };
+    if cfg.behaviour_filter.is_none() {
+        return Err(TrainError::Invalid(format!(
+            "a decision filter ({t}) needs a behaviour head: train with a behaviour filter"
+        )));
+    }
+    if !(0.0..=1.0).contains(&t) {
+        return Err(TrainError::Invalid(format!("the decision filter {t} is not in [0, 1]")));
+    }
+    Ok(())
+}
+
+/// The run's episodes, the steps it trains on and what it reports of them.
+struct RunData {
+    dataset: Dataset,
+    eligible: Vec<usize>,
+    summary: DataSummary,
+    fingerprint: String,
+}
+
+fn read_data(
+    run: &TrainRun,
+    cfg: &VlaConfig,
+    successes_only: bool,
+    progress: &mut dyn FnMut(TrainProgress<'_>),
+) -> Result<RunData, TrainError> {
     let space = ActionSpace::new(&cfg.actions)?;
     let cache = run.cache.clone().unwrap_or_else(|| run.data.join(".cache"));
     let started = Instant::now();
@@ -187,92 +231,114 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
     if eligible.is_empty() {
         return Err(TrainError::Invalid(format!("no steps to train on (successes only: {successes_only})")));
     }
+    Ok(RunData { dataset, eligible, summary, fingerprint })
+}
 
-    // A sentence encoder is found (and checked) before any update.
+/// The trainer (resumed, or fresh with the bins the data supports) and the instruction text
+/// encoding: a sentence encoder found and checked before any update, or the word-level tokenizer
+/// (a fresh run trains it on the data's instructions).
+fn trainer_and_text(
+    run: &TrainRun,
+    resumed: Option<Trainer>,
+    cfg: VlaConfig,
+    data: &RunData,
+    device: &Device,
+) -> Result<(Trainer, InstructionText), TrainError> {
+    let tokenizer_path = run.out.join(TOKENIZER_FILE);
     let sentence = match (&cfg.text.kind, &cfg.text.encoder) {
-        (TextKind::Minilm, Some(spec)) => Some(Arc::new(SentenceEncoder::locate(spec, &device).map_err(PolicyError::from)?)),
+        (TextKind::Minilm, Some(spec)) => Some(Arc::new(SentenceEncoder::locate(spec, device).map_err(PolicyError::from)?)),
         _ => None,
     };
-    let (mut trainer, text) = match resumed {
-        Some(trainer) => {
-            let text = match sentence {
-                Some(encoder) => InstructionText::Sentence { encoder, max_tokens: trainer.config().text.max_tokens },
-                None => {
-                    let t = &trainer.config().text;
-                    InstructionTokenizer::from_file(&tokenizer_path, t.max_tokens, t.vocab_size)?.into()
-                }
-            };
-            (trainer, text)
-        }
+    if let Some(trainer) = resumed {
+        let t = &trainer.config().text;
+        let text = match sentence {
+            Some(encoder) => InstructionText::Sentence { encoder, max_tokens: t.max_tokens },
+            None => InstructionTokenizer::from_file(&tokenizer_path, t.max_tokens, t.vocab_size)?.into(),
+        };
+        return Ok((trainer, text));
+    }
+    let mut cfg = cfg;
+    // The bins this run's data supports: targets maximise and the policy chooses over these.
+    let used: Vec<Vec<u32>> = data.eligible.iter().map(|&i| data.dataset.bins[i].clone()).collect();
+    cfg.actions.supported = Some(supported_ranges(&used, cfg.actions.bins, run.options.min_bin_share));
+    std::fs::create_dir_all(&run.out).map_err(|e| write_error(&run.out, e))?;
+    let text = match sentence {
+        Some(encoder) => InstructionText::Sentence { encoder, max_tokens: cfg.text.max_tokens },
         None => {
-            let mut cfg = cfg;
-            // The bins this run's data supports: targets maximise and the policy chooses over these.
-            let used: Vec<Vec<u32>> = eligible.iter().map(|&i| dataset.bins[i].clone()).collect();
-            cfg.actions.supported = Some(supported_ranges(&used, cfg.actions.bins, run.options.min_bin_share));
-            std::fs::create_dir_all(out).map_err(|e| write_error(out, e))?;
-            let text = match sentence {
-                Some(encoder) => InstructionText::Sentence { encoder, max_tokens: cfg.text.max_tokens },
-                None => {
-                    let words = train_word_level(dataset.episodes.iter().map(|e| e.instruction.as_str()), cfg.text.vocab_size)?;
-                    cfg.text.vocab_size = words.get_vocab_size(true);
-                    words.save(&tokenizer_path, true).map_err(|e| write_error(&tokenizer_path, e))?;
-                    InstructionTokenizer::new(words, cfg.text.max_tokens, cfg.text.vocab_size).into()
-                }
-            };
-            // Shards exist to keep CPU threads busy; a GPU takes the batch whole.
-            let options = TrainOptions { shards: if device.is_cpu() { run.options.shards } else { 1 }, ..run.options.clone() };
-            (Trainer::new(&cfg, &options, &device)?, text)
+            let words = train_word_level(data.dataset.episodes.iter().map(|e| e.instruction.as_str()), cfg.text.vocab_size)?;
+            cfg.text.vocab_size = words.get_vocab_size(true);
+            words.save(&tokenizer_path, true).map_err(|e| write_error(&tokenizer_path, e))?;
+            InstructionTokenizer::new(words, cfg.text.max_tokens, cfg.text.vocab_size).into()
         }
     };
-    let cfg = trainer.config().clone();
-    let opts = trainer.options().clone();
-    let supported: Vec<usize> =
-        ActionSpace::new(&cfg.actions)?.valid_masks().iter().map(|m| m.iter().filter(|&&v| v).count()).collect();
-    let first_step = trainer.step;
-    progress(TrainProgress::Training { first_step, steps: opts.steps, objective: opts.objective, supported_bins: &supported });
+    // Shards exist to keep CPU threads busy; a GPU takes the batch whole.
+    let options = TrainOptions { shards: if device.is_cpu() { run.options.shards } else { 1 }, ..run.options.clone() };
+    Ok((Trainer::new(&cfg, &options, device)?, text))
+}
+
+fn log_sharding(shards: usize, device: &Device) {
     let threads = rayon::current_num_threads();
     if !device.is_cpu() {
-        tracing::info!("each batch in {} shard(s) on the GPU", opts.shards);
-    } else if opts.shards < threads {
-        tracing::warn!(
-            "this run computes each batch in {} shard(s) (its checkpoint's), so only that many of the {threads} threads work",
-            opts.shards
-        );
+        tracing::info!("each batch in {shards} shard(s) on the GPU");
+    } else if shards < threads {
+        tracing::warn!("this run computes each batch in {shards} shard(s) (its checkpoint's), so only that many of the {threads} threads work");
     } else {
-        tracing::info!("each batch in {} shards on {threads} threads", opts.shards);
+        tracing::info!("each batch in {shards} shards on {threads} threads");
     }
+}
 
-    let mut batcher = Batcher::new(&dataset, &text, cfg.history, cfg.preprocess.clone(), &device)?;
-    let started = Instant::now();
-    let deadline = run.max_minutes.map(|m| started + Duration::from_secs_f64(m.max(0.0) * 60.0));
+/// Updates until the planned steps or `--max-minutes`, with checkpoints; returns the statistics
+/// of the last updates.
+fn run_updates(
+    run: &TrainRun,
+    trainer: &mut Trainer,
+    data: &RunData,
+    text: &InstructionText,
+    device: &Device,
+    progress: &mut dyn FnMut(TrainProgress<'_>),
+) -> Result<Vec<StepStats>, TrainError> {
+    let cfg = trainer.config().clone();
+    let steps = trainer.options().steps;
+    let mut batcher = Batcher::new(&data.dataset, text, cfg.history, cfg.preprocess.clone(), device)?;
+    let deadline = run.max_minutes.map(|m| Instant::now() + Duration::from_secs_f64(m.max(0.0) * 60.0));
     let mut recent: Vec<StepStats> = Vec::new();
-    while trainer.step < opts.steps {
+    while trainer.step < steps {
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            tracing::warn!("stopping at update {} of {}: --max-minutes reached", trainer.step, opts.steps);
-            trainer.save_checkpoint(out)?;
+            tracing::warn!("stopping at update {} of {steps}: --max-minutes reached", trainer.step);
+            trainer.save_checkpoint(&run.out)?;
             break;
         }
         let encoding = (trainer.encoders_frozen() && !batcher.is_encoded()).then(Instant::now);
         let batch =
-            trainer.next_batch(&mut batcher, &eligible, |done, total| progress(TrainProgress::Encoding { done, total }))?;
+            trainer.next_batch(&mut batcher, &data.eligible, |done, total| progress(TrainProgress::Encoding { done, total }))?;
         if let Some(encoding) = encoding {
             let seconds = encoding.elapsed().as_secs_f64();
-            progress(TrainProgress::Encoded { update: trainer.step, steps: dataset.steps(), seconds });
+            progress(TrainProgress::Encoded { update: trainer.step, steps: data.dataset.steps(), seconds });
         }
         recent.push(trainer.update(&batch)?);
         if recent.len() > RECENT_UPDATES {
             recent.remove(0);
         }
         progress(TrainProgress::Update { updates: trainer.step, recent: &recent });
-        if trainer.step % run.checkpoint_every.max(1) == 0 || trainer.step == opts.steps {
-            trainer.save_checkpoint(out)?;
+        if trainer.step.is_multiple_of(run.checkpoint_every.max(1)) || trainer.step == steps {
+            trainer.save_checkpoint(&run.out)?;
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let updates = trainer.step - first_step;
-    let samples_per_second = (updates * opts.batch_size) as f64 / seconds.max(1e-9);
+    Ok(recent)
+}
 
-    // The model folder: what the node and eval load.
+/// What this run's updates did, for train.json.
+struct Done {
+    updates: usize,
+    seconds: f64,
+    recent: Vec<StepStats>,
+    supported: Vec<usize>,
+}
+
+/// The model folder, what the node and eval load: config.json, model.safetensors, the plots and
+/// train.json (how the model was made).
+fn write_model(run: &TrainRun, trainer: &Trainer, data: &RunData, done: &Done) -> Result<ParamCount, TrainError> {
+    let (out, cfg, opts) = (&run.out, trainer.config(), trainer.options());
     let mut model_cfg = cfg.clone();
     model_cfg.trained = true;
     if run.decision_filter.is_some() {
@@ -288,7 +354,9 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
     plot::diagnostics(&trainer.history, &cfg.actions.names, &title, &diagnostics_png)
         .map_err(|e| write_error(&diagnostics_png, e))?;
     let params = count_params(&model_cfg, weights.iter());
+    let recent = &done.recent;
     let last = |f: fn(&StepStats) -> f32| recent.iter().map(f).sum::<f32>() / recent.len().max(1) as f32;
+    let summary = &data.summary;
     let report = serde_json::json!({
         "format": RECORD_FORMAT,
         // The command line of the process that trained, to tell how the model was made (the
@@ -302,7 +370,7 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
         "decision_filter": run.decision_filter,
         "data": {
             "dir": run.data,
-            "fingerprint": fingerprint,
+            "fingerprint": data.fingerprint,
             "episodes": summary.episodes,
             "successful_episodes": summary.successful_episodes,
             "steps": summary.steps,
@@ -311,9 +379,9 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
             "steps_used": summary.steps_used,
         },
         "params": { "total": params.total, "active_per_token": params.active_per_token },
-        "updates_this_run": updates,
-        "train_seconds_this_run": seconds,
-        "samples_per_second": samples_per_second,
+        "updates_this_run": done.updates,
+        "train_seconds_this_run": done.seconds,
+        "samples_per_second": (done.updates * opts.batch_size) as f64 / done.seconds.max(1e-9),
         "threads": rayon::current_num_threads(),
         "final": {
             "loss": last(|s| s.loss),
@@ -324,13 +392,11 @@ pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) 
             "greedy_outside_support": last(|s| s.greedy_outside),
             "behaviour": last(|s| s.behaviour),
         },
-        "supported_bins_per_dimension": supported,
+        "supported_bins_per_dimension": done.supported,
         "diagnostics": diagnostics_series(&trainer.history, &cfg.actions.names),
     });
     write_text(&out.join("train.json"), &serde_json::to_string_pretty(&report).expect("plain data serialises"))?;
-    // Loading the folder back checks that config, weights and tokenizer agree.
-    Policy::load(out, &device).map_err(TrainError::WrittenModel)?;
-    Ok(TrainReport { updates, seconds, samples_per_second, params })
+    Ok(params)
 }
 
 /// This process's arguments after `moe_vla`.

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -5,11 +6,11 @@ use candle_core::{DType, Device, Tensor};
 use super::data::{n_step, Batch, Batcher, Dataset, Observations, Topics};
 use super::objective::{bc_loss, mask_tensor, q_loss, q_targets, successes, successes_cross_entropy, Bootstrap};
 use super::*;
-use crate::action::{GaitFields, PlanarTwist};
+use crate::action::{ActionSpace, GaitFields, PlanarTwist};
 use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist, Vector3, VlaDecision};
 use crate::bag::BagReader;
 use crate::bag::{BagWriter, TopicQos};
-use crate::model::HistoryRing;
+use crate::model::{is_instruction_weight, HistoryRing, VlaConfig};
 use crate::model::{
     EncodedObservation, ExpertAct, FeedForwardConfig, FeedForwardKind, ObservationBatch, TextInput, VisionConfig, VisionKind,
 };

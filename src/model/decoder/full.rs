@@ -1,6 +1,6 @@
 //! The full decoder: every token of the observation window attends to the instruction and to
 //! every frame, so each control step reruns the whole prefix (its frames' vision tokens are kept
-//! between steps by `FrameTokenCache`), then one cached step per action dimension.
+//! between steps by `decode::FrameTokenCache`), then one cached step per action dimension.
 
 use candle_core::{Device, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
@@ -9,10 +9,8 @@ use candle_nn::VarBuilder;
 use super::block::DecoderBlock;
 use super::pad_keys;
 use crate::model::config::VlaConfig;
-use crate::model::decode::{FrameRetention, HistoryRing};
 use crate::model::moe::DecoderRouting;
-use crate::model::text::{key_padding_bias, TextEncoding, TextInput};
-use crate::model::vla::VlaModel;
+use crate::model::text::key_padding_bias;
 
 #[derive(Debug, Clone)]
 pub struct FullDecoder {
@@ -94,54 +92,5 @@ fn attention_bias(p: usize, m: usize, text_valid: Option<&Tensor>, device: &Devi
         None => Ok(causal),
         // Every key after the instruction is a real token.
         Some(valid) => causal.broadcast_add(&key_padding_bias(&pad_keys(valid, t)?)?),
-    }
-}
-
-/// The full decoder's memory between control steps: vision tokens of the frames still inside
-/// the history window, so a control step encodes only its new frame. FiLM makes them depend on
-/// the instruction: a new instruction clears them.
-#[derive(Debug, Clone)]
-pub struct FrameTokenCache {
-    instruction: Option<(Vec<u32>, TextEncoding)>,
-    frames: HistoryRing<Tensor>,
-}
-
-impl FrameTokenCache {
-    pub fn new(history: usize) -> Self {
-        Self { instruction: None, frames: HistoryRing::new(history) }
-    }
-
-    /// Encodes the newest frame ([1, 3, S, S]) under the instruction whose token ids are `ids` and
-    /// whose text-encoder input is `input`, keeps its tokens as `retention` says, and returns the
-    /// encoded instruction with the window of vision tokens that ends at it, oldest first.
-    pub fn observe(
-        &mut self,
-        model: &VlaModel,
-        ids: &[u32],
-        input: &TextInput,
-        image: &Tensor,
-        retention: FrameRetention,
-    ) -> Result<(TextEncoding, Vec<Tensor>)> {
-        let text = match &self.instruction {
-            Some((cached, text)) if cached == ids => text.clone(),
-            _ => {
-                let text = model.encode_text(input, None)?;
-                self.frames.clear();
-                self.instruction = Some((ids.to_vec(), text.clone()));
-                text
-            }
-        };
-        let tokens = model.encode_frame(image, &text)?;
-        let window = self.frames.window_with(tokens.clone());
-        if retention == FrameRetention::Keep {
-            self.frames.push(tokens);
-        }
-        Ok((text, window))
-    }
-
-    /// Forgets everything (a new episode: old frames must not leak into it).
-    pub fn reset(&mut self) {
-        self.instruction = None;
-        self.frames.clear();
     }
 }

@@ -1,6 +1,7 @@
 //! The decoders over observation and action tokens, one type each: the full decoder reruns the
 //! observation window every control step; the streaming decoder keeps the instruction's and each
-//! frame's keys and values. Each has its own state between control steps.
+//! frame's keys and values. Their states between control steps are in `decode/`. Token tensors
+//! in, states out: the embeddings and heads around them are `VlaModel`'s.
 
 mod block;
 mod full;
@@ -9,14 +10,11 @@ mod streaming;
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-pub use full::{DecoderCache, FrameTokenCache, FullDecoder};
-pub use streaming::{ActionCache, LayerKv, StreamingCache, StreamingDecoder};
+pub use full::{DecoderCache, FullDecoder};
+pub use streaming::{ActionCache, LayerKv, StreamingDecoder};
 
 use super::config::{DecoderKind, VlaConfig};
-use super::decode::{FrameRetention, GreedyAction};
 use super::moe::DecoderRouting;
-use super::text::TextInput;
-use super::vla::VlaModel;
 
 #[derive(Debug, Clone)]
 pub enum Decoder {
@@ -50,50 +48,6 @@ impl Decoder {
         match self {
             Self::Full(d) => d.forward(prefix, text_valid, actions),
             Self::Streaming(d) => d.forward(prefix, text_valid, actions),
-        }
-    }
-}
-
-/// What a policy keeps between control steps for cached decoding: its decoder's own state.
-#[derive(Debug, Clone)]
-pub enum DecoderState {
-    Full(FrameTokenCache),
-    Streaming(StreamingCache),
-}
-
-impl DecoderState {
-    pub fn new(model: &VlaModel) -> Self {
-        let history = model.config().history;
-        match model.decoder() {
-            Decoder::Full(_) => Self::Full(FrameTokenCache::new(history)),
-            Decoder::Streaming(_) => Self::Streaming(StreamingCache::new(history)),
-        }
-    }
-
-    /// Decodes the greedy action on the newest frame ([1, 3, S, S]) under instruction `ids`
-    /// (text-encoder input `input`), keeping what the frame computed as `retention` says.
-    pub fn decide(
-        &mut self,
-        model: &VlaModel,
-        ids: &[u32],
-        input: &TextInput,
-        image: &Tensor,
-        retention: FrameRetention,
-        valid: &[Vec<bool>],
-    ) -> Result<GreedyAction> {
-        match self {
-            Self::Full(frames) => {
-                let (text, window) = frames.observe(model, ids, input, image, retention)?;
-                model.decode_cached(&text, &window, valid)
-            }
-            Self::Streaming(cache) => cache.decide(model, ids, input, image, retention, valid),
-        }
-    }
-
-    pub fn reset(&mut self) {
-        match self {
-            Self::Full(frames) => frames.reset(),
-            Self::Streaming(cache) => cache.reset(),
         }
     }
 }

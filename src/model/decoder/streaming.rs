@@ -1,6 +1,6 @@
 //! The streaming decoder: the instruction attends only to itself and each frame only to the
 //! instruction and itself, so their keys and values are computed once and kept
-//! (`StreamingCache`); a control step runs only its new frame, a start token and the action
+//! (`decode::StreamingCache`); a control step runs only its new frame, a start token and the action
 //! tokens through the decoder, the action tokens' attention biased by the frames' ages.
 
 use candle_core::{Device, Result, Tensor};
@@ -10,10 +10,8 @@ use candle_nn::VarBuilder;
 use super::block::DecoderBlock;
 use super::pad_keys;
 use crate::model::config::VlaConfig;
-use crate::model::decode::{check_masks, greedy, history_window, FrameRetention, GreedyAction, HistoryRing};
 use crate::model::moe::DecoderRouting;
-use crate::model::text::{key_padding_bias, TextEncoding, TextInput};
-use crate::model::vla::VlaModel;
+use crate::model::text::{key_padding_bias, TextEncoding};
 
 #[derive(Debug, Clone)]
 pub struct StreamingDecoder {
@@ -24,7 +22,7 @@ pub struct StreamingDecoder {
     /// [1, 1, D]: the token before the action tokens whose state gives the first dimension's Q
     /// values (the last frame token cannot: it sees only its own frame).
     action_start: Tensor,
-    history: usize,
+    pub(crate) history: usize,
     tokens_per_frame: usize,
     action_dims: usize,
 }
@@ -193,71 +191,6 @@ pub type LayerKv = Vec<(Tensor, Tensor)>;
 #[derive(Default)]
 pub struct ActionCache {
     layers: Vec<(KvCache, Tensor)>,
-}
-
-/// The streaming decoder's memory between control steps: the instruction's keys and values and
-/// those of the frames still inside the history window, so a control step runs only its new
-/// frame (and the action tokens) through the decoder. A new instruction clears it.
-#[derive(Debug, Clone)]
-pub struct StreamingCache {
-    instruction: Option<(Vec<u32>, TextEncoding, LayerKv)>,
-    frames: HistoryRing<LayerKv>,
-}
-
-impl StreamingCache {
-    pub fn new(history: usize) -> Self {
-        Self { instruction: None, frames: HistoryRing::new(history) }
-    }
-
-    /// Decodes the greedy action on the newest frame ([1, 3, S, S]) under instruction `ids`
-    /// (text-encoder input `input`), keeping the frame's keys and values as `retention` says.
-    pub fn decide(
-        &mut self,
-        model: &VlaModel,
-        ids: &[u32],
-        input: &TextInput,
-        image: &Tensor,
-        retention: FrameRetention,
-        valid: &[Vec<bool>],
-    ) -> Result<GreedyAction> {
-        let Some(decoder) = model.streaming_decoder() else {
-            candle_core::bail!("a StreamingCache decodes with a streaming decoder");
-        };
-        check_masks(valid, model.config().action_dims())?;
-        let (text, instruction) = match &self.instruction {
-            Some((cached, text, kv)) if cached == ids => (text.clone(), kv.clone()),
-            _ => {
-                let text = model.encode_text(input, None)?;
-                let kv = decoder.instruction_kv(&text)?;
-                self.frames.clear();
-                self.instruction = Some((ids.to_vec(), text.clone(), kv.clone()));
-                (text, kv)
-            }
-        };
-        let frame = model.place_frame(&model.encode_frame(image, &text)?, 0)?;
-        // The window after this frame joins: the newest `history - 1` stored frames, then it.
-        let history = decoder.history;
-        let kept: Vec<&LayerKv> = self.frames.items().skip((self.frames.len() + 1).saturating_sub(history)).collect();
-        let window: Vec<Option<&LayerKv>> = history_window(0, kept.len(), history).map(|i| kept.get(i).copied()).collect();
-        let (new_frame, mut cache, start, routing) = decoder.observe(&instruction, &window, &frame)?;
-        if retention == FrameRetention::Keep {
-            self.frames.push(new_frame);
-        }
-        let mut load = model.empty_load();
-        routing.add_load_to(&mut load);
-        let logits = model.q_logits(&start, 0)?.squeeze(1)?;
-        greedy(valid, logits, load, |bin, dim| {
-            let (state, routing) =
-                decoder.step(model.action_tokens(&Tensor::new(&[[bin]], model.device())?, dim)?, &mut cache)?;
-            Ok((model.q_logits(&state, dim + 1)?.squeeze(1)?, routing))
-        })
-    }
-
-    /// Forgets everything (a new episode: old frames must not leak into it).
-    pub fn reset(&mut self) {
-        self.instruction = None;
-        self.frames.clear();
-    }
 }
 
 /// Token positions of a streaming decoder's sequence: `text` instruction tokens, `history`

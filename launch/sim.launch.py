@@ -27,6 +27,7 @@ def launch_nodes(context):
             "family": given("family"),
             "seed": int(given("seed")),
             "held_out": given("held_out").lower() in ("true", "1", "yes"),
+            "world": given("world"),
         }],
         output="screen",
         emulate_tty=True,
@@ -48,5 +49,7 @@ def generate_launch_description():
                               description="go_to, distinguish, go_avoid, go_through, crawl, stop, or all (cycle)"),
         DeclareLaunchArgument("seed", default_value="0", description="Seed of the scenes"),
         DeclareLaunchArgument("held_out", default_value="false", description="true: held-out instruction paraphrases"),
+        DeclareLaunchArgument("world", default_value="kinematic",
+                              description="kinematic, or physics (a Go2 in MuJoCo; a build with the cargo feature physics)"),
         OpaqueFunction(function=launch_nodes),
     ])

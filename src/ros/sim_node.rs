@@ -23,7 +23,9 @@ use super::logging;
 use super::params::{declared_parameters, Declared};
 use super::streams::{forward, timer_stream};
 use crate::action::{GaitFields, PlanarTwist};
-use crate::sim::{episode_seed, render, sample_task, Outcome, SimError, TaskFamily, World, WorldCommand, CONTROL_RATE_HZ};
+use crate::sim::{
+    episode_seed, new_world, sample_task, Outcome, SimError, TaskFamily, TaskWorld, WorldCommand, WorldKind, CONTROL_RATE_HZ,
+};
 use crate::topics;
 
 pub const SIM_NODE_NAME: &str = "moe_vla_sim_node";
@@ -39,6 +41,8 @@ pub struct SimParams {
     pub seed: i64,
     /// Use held-out instruction paraphrases (never seen in training).
     pub held_out: bool,
+    /// The world that plays the episodes: kinematic, or physics (a Go2 in MuJoCo; needs a build with the cargo feature `physics`).
+    pub world: String,
     /// Side of the square rgb8 camera image (pixels).
     pub image_size: i64,
     /// World steps per second of wall-clock time; each step is 0.2 s of world time (5 = real time).
@@ -58,6 +62,7 @@ impl Default for SimParams {
             episodes: 6,
             seed: 0,
             held_out: false,
+            world: WorldKind::Kinematic.name().into(),
             image_size: 64,
             rate_hz: CONTROL_RATE_HZ,
             wait_for_subscriber_s: 30.0,
@@ -84,8 +89,14 @@ impl SimParams {
             .ok_or_else(|| SimNodeError::Param(format!("family '{}' is not a task family or \"all\"", self.family)))
     }
 
+    fn world(&self) -> Result<WorldKind, SimNodeError> {
+        <WorldKind as clap::ValueEnum>::from_str(&self.world, false)
+            .map_err(|_| SimNodeError::Param(format!("world '{}' is not kinematic or physics", self.world)))
+    }
+
     fn check(&self) -> Result<(), SimNodeError> {
         let bad = |m: String| Err(SimNodeError::Param(m));
+        self.world()?;
         if self.episodes < 0 {
             return bad(format!("episodes must be >= 0, got {}", self.episodes));
         }
@@ -137,9 +148,10 @@ impl Outputs {
         self.clock.lock().map_or(Duration::ZERO, |mut c| c.get_now().unwrap_or(Duration::ZERO))
     }
 
-    fn camera(&self, world: &World, size: u32) -> Result<(), r2r::Error> {
-        let pixels = render(&world.scenario().scene, &world.pose(), size, size);
-        self.camera.publish(&Image {
+    fn camera(&self, world: &mut dyn TaskWorld, size: u32) -> Result<(), SimNodeError> {
+        let mut pixels = Vec::new();
+        world.render(size, &mut pixels)?;
+        Ok(self.camera.publish(&Image {
             header: convert::header(self.now(), &self.frame_id),
             height: size,
             width: size,
@@ -147,7 +159,7 @@ impl Outputs {
             is_bigendian: 0,
             step: size * 3,
             data: pixels,
-        })
+        })?)
     }
 }
 
@@ -155,7 +167,7 @@ impl Outputs {
 struct Running {
     index: u64,
     seed: u64,
-    world: World,
+    world: Box<dyn TaskWorld>,
     twist: PlanarTwist,
     gait: Option<GaitFields>,
     terminate: bool,
@@ -228,7 +240,7 @@ impl WorldTask {
         };
         if !run.started {
             run.started = true;
-            return Ok(self.outputs.camera(&run.world, size)?);
+            return self.outputs.camera(run.world.as_mut(), size);
         }
         let command = if run.terminate {
             WorldCommand::Terminate
@@ -240,7 +252,7 @@ impl WorldTask {
         };
         match run.world.step(&command) {
             Some(outcome) => self.finish_episode(outcome)?,
-            None => self.outputs.camera(&run.world, size)?,
+            None => self.outputs.camera(run.world.as_mut(), size)?,
         }
         Ok(())
     }
@@ -253,7 +265,7 @@ impl WorldTask {
         let scenario = sample_task(family, self.params.held_out, &mut rand::rngs::StdRng::seed_from_u64(seed))?;
         tracing::info!("episode {index} ({}): \"{}\"", family.name(), scenario.instruction);
         self.outputs.instruction.publish(&StringMsg { data: scenario.instruction.clone() })?;
-        let world = World::new(scenario);
+        let world = new_world(self.params.world()?, scenario)?;
         self.running =
             Some(Running { index, seed, world, twist: PlanarTwist::default(), gait: None, terminate: false, started: false });
         Ok(())

@@ -19,6 +19,7 @@ use super::episode::run_episode;
 use super::expert::{Expert, FailureMode};
 use super::task::{sample_task, TaskFamily};
 use super::world::{Outcome, CONTROL_PERIOD_NS};
+use super::worlds::WorldKind;
 use super::SimError;
 
 /// Sim time of episode 0's start, ns since the epoch.
@@ -42,6 +43,9 @@ pub struct CollectOptions {
     /// Comma-separated task families, taken round-robin (default: all six).
     #[arg(long, value_delimiter = ',', value_parser = parse_family, default_values_t = TaskFamily::ALL, hide_default_value = true)]
     pub families: Vec<TaskFamily>,
+    /// The world that plays the episodes.
+    #[arg(long, value_enum, default_value_t = WorldKind::Kinematic)]
+    pub world: WorldKind,
     /// Episodes simulated in parallel (default: every core).
     #[arg(long, default_value_t = every_core(), hide_default_value = true)]
     pub threads: usize,
@@ -140,7 +144,7 @@ pub fn collect(opts: &CollectOptions, progress: &(dyn Fn(&EpisodeSummary) + Sync
             .map(|index| {
                 let family = opts.families[index % opts.families.len()];
                 let dir = opts.out.join(format!("episode_{index:06}"));
-                let summary = collect_episode(&dir, index, family, opts.seed, opts.image_size, &space)?;
+                let summary = collect_episode(&dir, index, family, opts.seed, opts.image_size, opts.world, &space)?;
                 progress(&summary);
                 Ok(summary)
             })
@@ -178,6 +182,7 @@ pub fn collect_episode(
     family: TaskFamily,
     seed: u64,
     image_size: u32,
+    world: WorldKind,
     space: &ActionSpace,
 ) -> Result<EpisodeSummary, SimError> {
     let episode_seed = episode_seed(seed, index as u64);
@@ -189,7 +194,7 @@ pub fn collect_episode(
 
     let timing = EpisodeTiming { epoch_ns: EPOCH_NS + index as u64 * EPISODE_SPACING_NS, period_ns: CONTROL_PERIOD_NS };
     let mut bag = EpisodeWriter::create(dir, timing, &instruction, image_size, space.names())?;
-    let outcome = run_episode(scenario, &mut expert, image_size, &mut |step| {
+    let outcome = run_episode(world, scenario, &mut expert, image_size, &mut |step| {
         bag.step(&EpisodeStep {
             index: step.index,
             pixels: step.pixels,

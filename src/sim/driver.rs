@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use crate::action::ActionSpace;
 use crate::policy::{Decision, Decoding, Frame, PixelEncoding, Policy, PolicyError, RawFrame, Timing};
 
-use super::world::World;
+use super::worlds::TaskWorld;
 
 /// What a driver sees at a control step. Policies use the frame and the instruction only;
 /// scripted experts may read the world's privileged state.
@@ -17,7 +17,7 @@ pub struct Observation<'a> {
     pub width: u32,
     pub height: u32,
     pub instruction: &'a str,
-    pub world: &'a World,
+    pub world: &'a dyn TaskWorld,
     /// Seconds since the episode started.
     pub time_s: f64,
 }

@@ -9,9 +9,9 @@ use crate::control::{ControlConfig, ControlOutput, Session};
 use crate::policy::{Decision, PolicyError};
 
 use super::driver::{Driver, Observation};
-use super::render::render_into;
 use super::task::Scenario;
-use super::world::{Outcome, World, WorldCommand, CONTROL_RATE_HZ};
+use super::world::{Outcome, WorldCommand, CONTROL_RATE_HZ};
+use super::worlds::{new_world, WorldKind};
 use super::SimError;
 
 /// The controller settings of the simulator: the node's defaults at the simulator's 5 Hz.
@@ -32,9 +32,10 @@ pub struct Step<'a> {
     pub output: &'a ControlOutput,
 }
 
-/// Plays `scenario` with `driver` through a fresh control `Session`; `on_step` sees every step
-/// (for recording). Returns the world's verdict.
+/// Plays `scenario` in a world of `kind` with `driver` through a fresh control `Session`;
+/// `on_step` sees every step (for recording). Returns the world's verdict.
 pub fn run_episode(
+    kind: WorldKind,
     scenario: Scenario,
     driver: &mut dyn Driver,
     image_size: u32,
@@ -44,19 +45,19 @@ pub fn run_episode(
         return Err(SimError::Invalid("the image size must be positive".into()));
     }
     let instruction: Arc<str> = Arc::from(scenario.instruction.as_str());
-    let mut world = World::new(scenario);
+    let mut world = new_world(kind, scenario)?;
     let mut session = Session::new(sim_control_config(), 1)?;
     session.instruct(instruction.clone());
     let mut pixels = Vec::new();
     for index in 0..world.scenario().family.max_steps() {
         let time_s = index as f64 / CONTROL_RATE_HZ;
-        render_into(&world.scenario().scene, &world.pose(), image_size, image_size, &mut pixels);
+        world.render(image_size, &mut pixels)?;
         let obs = Observation {
             pixels: &pixels,
             width: image_size,
             height: image_size,
             instruction: &instruction,
-            world: &world,
+            world: world.as_ref(),
             time_s,
         };
         let decision = driver.decide(&obs);

@@ -11,6 +11,7 @@ use super::collect::{episode_seed, EpisodeSummary, FamilyCounts};
 use super::driver::Driver;
 use super::episode::run_episode;
 use super::task::{sample_task, Scenario, TaskFamily, Templates};
+use super::worlds::WorldKind;
 use super::SimError;
 
 /// Keeps evaluation scenarios apart from collection scenarios of the same seed.
@@ -33,6 +34,9 @@ pub struct EvalOptions {
     /// stay those of the same --seed without it.
     #[arg(long, value_name = "FILE", value_parser = parse_templates)]
     pub templates: Option<Templates>,
+    /// The world that plays the scenes (the same scenes in either).
+    #[arg(long, value_enum, default_value_t = WorldKind::Kinematic)]
+    pub world: WorldKind,
 }
 
 fn parse_templates(path: &str) -> Result<Templates, String> {
@@ -67,6 +71,8 @@ pub fn eval_plan(index: usize) -> (TaskFamily, bool) {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvalReport {
     pub policy: String,
+    /// The world that played the scenes.
+    pub world: WorldKind,
     pub seed: u64,
     pub episodes: u64,
     /// 0..1 over every episode.
@@ -98,7 +104,7 @@ pub struct EpisodeResult {
 }
 
 impl EvalReport {
-    fn from_summaries(policy: &str, seed: u64, summaries: &[EpisodeSummary]) -> Self {
+    fn from_summaries(policy: &str, world: WorldKind, seed: u64, summaries: &[EpisodeSummary]) -> Self {
         let rate = |filter: &dyn Fn(&EpisodeSummary) -> bool| -> Option<f64> {
             let picked: Vec<&EpisodeSummary> = summaries.iter().filter(|s| filter(s)).collect();
             (!picked.is_empty()).then(|| picked.iter().filter(|s| s.outcome.success).count() as f64 / picked.len() as f64)
@@ -120,6 +126,7 @@ impl EvalReport {
         let steps: u64 = summaries.iter().map(|s| u64::from(s.outcome.steps)).sum();
         Self {
             policy: policy.to_owned(),
+            world,
             seed,
             episodes: summaries.len() as u64,
             success_rate: rate(&|_| true).unwrap_or(0.0),
@@ -162,10 +169,10 @@ pub fn evaluate(
         let (scenario, driver_seed) = eval_scenario(opts.seed, index, opts.templates.as_ref())?;
         let instruction = scenario.instruction.clone();
         driver.reset(driver_seed);
-        let outcome = run_episode(scenario, driver, opts.image_size, &mut |_| Ok(()))?;
+        let outcome = run_episode(opts.world, scenario, driver, opts.image_size, &mut |_| Ok(()))?;
         let summary = EpisodeSummary { index, family, held_out, seed, instruction, outcome, failure_mode: None };
         progress(&summary);
         summaries.push(summary);
     }
-    Ok(EvalReport::from_summaries(driver.name(), opts.seed, &summaries))
+    Ok(EvalReport::from_summaries(driver.name(), opts.world, opts.seed, &summaries))
 }

@@ -15,7 +15,7 @@ use crate::policy::{Decision, PolicyError};
 use super::driver::{output, random_bins, Driver, Observation};
 use super::scene::{wrap_angle, ROBOT_RADIUS};
 use super::task::{Goal, Scenario, TaskFamily, ARENA};
-use super::world::World;
+use super::worlds::TaskWorld;
 
 /// Probability that an episode's expert has a failure mode.
 pub const FAILURE_PROBABILITY: f64 = 0.4;
@@ -165,7 +165,7 @@ impl Expert {
     }
 
     /// The physical command for this step: (terminate, x_vel, y_vel, yaw_vel, body_height).
-    fn command(&mut self, world: &World) -> (bool, f32, f32, f32, f32) {
+    fn command(&mut self, world: &dyn TaskWorld) -> (bool, f32, f32, f32, f32) {
         let pose = world.pose();
         let family = world.scenario().family;
         let step = self.steps;

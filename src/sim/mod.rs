@@ -12,6 +12,7 @@ mod render;
 mod scene;
 mod task;
 mod world;
+mod worlds;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,7 @@ pub use world::{
     gait_speed_factor, speed_limit, Outcome, Reason, World, WorldCommand, BODY_OFFSET_RANGE, BODY_RATE, CONTROL_PERIOD_NS,
     CONTROL_PERIOD_S, CONTROL_RATE_HZ, STAY_RADIUS, SUBSTEP_S,
 };
+pub use worlds::{new_world, TaskWorld, WorldKind};
 
 use crate::action::ActionError;
 use crate::bag::BagError;

@@ -273,7 +273,7 @@ fn play(family: TaskFamily, seed: u64, size: u32, clean: bool) -> (Outcome, u32)
         Expert::sampled(&scenario, space(), &mut rng)
     };
     let mut hash = crc32fast::Hasher::new();
-    let outcome = run_episode(scenario, &mut expert, size, &mut |step| {
+    let outcome = run_episode(WorldKind::Kinematic, scenario, &mut expert, size, &mut |step| {
         hash.update(step.pixels);
         Ok(())
     })
@@ -338,6 +338,7 @@ fn collect_writes_bags_the_reader_reads_back() {
         seed: 11,
         image_size: 16,
         families: TaskFamily::ALL.to_vec(),
+        world: WorldKind::Kinematic,
         threads: 2,
     };
     let seen = std::sync::Mutex::new(Vec::new());
@@ -388,7 +389,7 @@ fn collect_writes_bags_the_reader_reads_back() {
 #[test]
 fn evaluation_covers_every_family_seen_and_held_out() {
     let mut driver = RandomDriver::new(space(), 0);
-    let opts = EvalOptions { episodes: 12, seed: 5, image_size: 8, templates: None };
+    let opts = EvalOptions { episodes: 12, seed: 5, image_size: 8, templates: None, world: WorldKind::Kinematic };
     let mut n = 0;
     let report = evaluate(&mut driver, &opts, &mut |_| n += 1).unwrap();
     assert_eq!((n, report.episodes, report.policy.as_str()), (12, 12, "random"));

@@ -5,12 +5,16 @@
 //! `scripts/setup_physics.sh` installs them, pinned and checksum-checked, into [`parts_dir`]. The
 //! node (`moe_vla_node`) never builds this module: a robot never links MuJoCo.
 
+pub mod go2;
 pub mod policy;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+pub use go2::{Go2, Go2Command, HEIGHT_OFFSET_RANGE, PHYSICS_STEP_S, TICK_S};
 pub use policy::{crouch_pose, Observation, WalkingPolicy, ACTION_SCALE, DEFAULT_POSE, JOINT_NAMES, OBS_SIZE};
 
 /// The command that installs the parts, named by every error about a missing one.

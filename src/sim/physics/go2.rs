@@ -82,7 +82,10 @@ pub fn compose_mjcf(extra_worldbody: &str) -> Result<String, PhysicsError> {
     xml = replace_once(
         &xml,
         "<option cone=\"elliptic\" impratio=\"100\"/>",
-        &format!("<option timestep=\"{PHYSICS_STEP_S}\" integrator=\"Euler\" cone=\"elliptic\" impratio=\"100\"/>"),
+        &format!(
+            "<option timestep=\"{PHYSICS_STEP_S}\" integrator=\"Euler\" cone=\"elliptic\" impratio=\"100\"/>\n  \
+             <visual><quality shadowsize=\"0\" offsamples=\"0\"/></visual>"
+        ),
     )?;
     use fitted::*;
     xml = replace_once(

@@ -5,6 +5,7 @@
 //! `scripts/setup_physics.sh` installs them, pinned and checksum-checked, into [`parts_dir`]. The
 //! node (`moe_vla_node`) never builds this module: a robot never links MuJoCo.
 
+pub mod camera;
 pub mod go2;
 pub mod policy;
 #[cfg(test)]
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+pub use camera::HeadCamera;
 pub use go2::{Go2, Go2Command, HEIGHT_OFFSET_RANGE, PHYSICS_STEP_S, TICK_S};
 pub use policy::{crouch_pose, Observation, WalkingPolicy, ACTION_SCALE, DEFAULT_POSE, JOINT_NAMES, OBS_SIZE};
 
@@ -37,6 +39,8 @@ pub enum PhysicsError {
     Candle(#[from] candle_core::Error),
     #[error("MuJoCo: {0}")]
     Mujoco(String),
+    #[error("head camera: {0}")]
+    Render(String),
     #[error("{0}")]
     Invalid(String),
 }

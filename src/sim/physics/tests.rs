@@ -107,3 +107,56 @@ fn a_missing_part_names_the_setup_command() {
     let err = Go2::with_scene("<geom type=\"mesh\" mesh=\"no_such_mesh\"/>").err().unwrap().to_string();
     assert!(err.starts_with("MuJoCo"), "{err}");
 }
+
+#[test]
+fn head_camera_sees_a_red_box_ahead() {
+    // A red box 1.5 m ahead of the robot, at the camera's height.
+    let scene = "<geom name=\"box\" type=\"box\" pos=\"1.8 0 0.35\" size=\"0.3 0.3 0.3\" rgba=\"0.9 0.1 0.1 1\"/>";
+    let mut go2 = Go2::with_scene(scene).unwrap();
+    let mut camera = HeadCamera::new(&go2, 64, 64).unwrap();
+    let started = std::time::Instant::now();
+    let frames = 20;
+    let mut image = Vec::new();
+    for _ in 0..frames {
+        go2.tick(Go2Command::default()).unwrap();
+        image = camera.render(&mut go2).unwrap();
+    }
+    let fps = frames as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(image.len(), 64 * 64 * 3);
+    let pixel = |x: usize, y: usize| &image[(y * 64 + x) * 3..(y * 64 + x) * 3 + 3];
+    eprintln!(
+        "head camera 64x64: {fps:.0} frames/s (with a policy tick each); centre {:?}, bottom {:?}",
+        pixel(32, 32),
+        pixel(32, 63)
+    );
+    // Not blank: the frame holds different colours.
+    let distinct: std::collections::HashSet<&[u8]> = image.chunks(3).collect();
+    assert!(distinct.len() > 4, "{} distinct colours", distinct.len());
+    // The box is red in the centre.
+    let c = pixel(32, 32);
+    assert!(c[0] > 100 && c[0] > 2 * c[1] && c[0] > 2 * c[2], "centre {c:?}");
+    // Below the horizon: the grey floor.
+    let b = pixel(32, 63);
+    let spread = b.iter().max().unwrap() - b.iter().min().unwrap();
+    assert!(b[0] > 40 && spread < 40, "bottom {b:?}");
+}
+
+#[test]
+fn the_robot_is_hidden_from_its_head_camera() {
+    // Every geom of the robot is in a group the head camera leaves out; the floor is not.
+    let go2 = Go2::new().unwrap();
+    let model = go2.model();
+    let base = model.name_to_id(mujoco_rs::prelude::MjtObjBase::mjOBJ_BODY, "base").unwrap();
+    let (mut robot, mut shown) = (0, 0);
+    for g in 0..model.ffi().ngeom as usize {
+        let body = model.geom_bodyid()[g] as usize;
+        let group = model.geom_group()[g] as usize;
+        if model.body_rootid()[body] as usize == base {
+            robot += 1;
+            assert!(camera::ROBOT_GROUPS.contains(&group), "robot geom {g} in group {group}");
+        } else {
+            shown += usize::from(!camera::ROBOT_GROUPS.contains(&group));
+        }
+    }
+    assert!(robot > 40 && shown >= 1, "{robot} robot geoms, {shown} shown");
+}

@@ -3,7 +3,7 @@
 //! `moe_vla train` writes into train.json. Also links libpython into ROS binaries when ROS 2 comes
 //! from the PyPI wheels: their librcl loads `*_rosidl_generator_py` libraries that need CPython's
 //! symbols. `scripts/ros_env.sh` sets MOE_VLA_LIBPYTHON to "<libdir>:<name>" in that case; ROS 2
-//! from apt needs nothing.
+//! from apt needs nothing. With feature `physics`, puts MuJoCo's folder on the binaries' rpath.
 
 use std::process::Command;
 
@@ -41,6 +41,14 @@ fn main() {
         println!("cargo:rerun-if-changed={source}");
     }
     println!("cargo:rustc-env=MOE_VLA_REVISION={}", revision());
+    // The physics world (feature `physics`): binaries and tests find the libmujoco.so.3.17.0 that
+    // mujoco-rs linked (MUJOCO_DYNAMIC_LINK_DIR, scripts/physics_env.sh) without LD_LIBRARY_PATH.
+    println!("cargo:rerun-if-env-changed=MUJOCO_DYNAMIC_LINK_DIR");
+    if std::env::var_os("CARGO_FEATURE_PHYSICS").is_some() {
+        if let Ok(dir) = std::env::var("MUJOCO_DYNAMIC_LINK_DIR") {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+        }
+    }
     if std::env::var_os("CARGO_FEATURE_ROS").is_none() {
         return;
     }

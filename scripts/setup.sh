@@ -7,6 +7,7 @@
 #   ROS 2 kilted from PyPI, with the workarounds marked "Workaround" below.
 # - Installs missing Debian packages (clang for r2r's bindgen, cmake) when it can.
 # - Downloads the pretrained sentence encoder (scripts/fetch_encoders.sh) that the package installs.
+# - Installs the physics world's parts (scripts/setup_physics.sh: MuJoCo, the Go2, its walking policy).
 # - Builds the interfaces (moe_vla_msgs) with CMake, then the Rust binaries with cargo (feature `ros`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -146,6 +147,9 @@ quiet "$build" build cmake --build "$build" -j"$(nproc)"
 # cargo's own progress stays visible: a cold build takes minutes.
 cmake --install "$build" | { grep -v -e '^-- \(Up-to-date\|Installing\|Set runtime path\)' -e "^\(Listing\|Compiling\) '" || true; }
 [ -x "$prefix/lib/moe_vla/moe_vla_node" ] || { log "install failed"; exit 1; }
+# The physics world's parts (cargo feature `physics`; the node never links them): MuJoCo, the Go2
+# model and its walking policy, into the user's cache.
+./scripts/setup_physics.sh
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh
 log "built install/moe_vla_msgs and install/moe_vla ($((SECONDS - start)) s); run: source scripts/ros_env.sh && moe_vla_node --help"

@@ -8,6 +8,8 @@ mod driver;
 mod episode;
 mod eval;
 pub mod expert;
+#[cfg(feature = "physics")]
+pub mod physics;
 mod render;
 mod scene;
 mod task;

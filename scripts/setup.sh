@@ -7,7 +7,8 @@
 #   ROS 2 kilted from PyPI, with the workarounds marked "Workaround" below.
 # - Installs missing Debian packages (clang for r2r's bindgen, cmake) when it can.
 # - Downloads the pretrained sentence encoder (scripts/fetch_encoders.sh) that the package installs.
-# - Installs the physics world's parts (scripts/setup_physics.sh: MuJoCo, the Go2, its walking policy).
+# - Installs the physics world's parts (scripts/setup_physics.sh: MuJoCo, the Go2, its walking policy);
+#   moe_vla_sim_node and the moe_vla CLI are built with them (feature `physics`), moe_vla_node never.
 # - Builds the interfaces (moe_vla_msgs) with CMake, then the Rust binaries with cargo (feature `ros`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -115,6 +116,11 @@ fi
 install_test_wheels
 # The pretrained sentence encoder of `text.kind: minilm` models, into the cache CMake installs from.
 ./scripts/fetch_encoders.sh
+# The physics world's parts (cargo feature `physics`): MuJoCo, the Go2 model and its walking
+# policy, into the user's cache. moe_vla_sim_node and the CLI are built with them; the node never.
+./scripts/setup_physics.sh
+# shellcheck source=scripts/physics_env.sh
+source scripts/physics_env.sh
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh
 log "ROS 2 from $MOE_VLA_ROS_SOURCE ($((SECONDS - start)) s)"
@@ -128,7 +134,8 @@ quiet() { # runs a step with its output in a log, shown only when it fails
   local log=$1 step=$2; shift 2
   "$@" >"$log/$step.log" 2>&1 || { tail -n 60 "$log/$step.log"; log "$step failed (log: $log/$step.log)"; exit 1; }
 }
-cmake_args=(-DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$(command -v python3)")
+cmake_args=(-DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$(command -v python3)"
+  -DMOE_VLA_PHYSICS=ON -DMOE_VLA_MUJOCO_DIR="$MUJOCO_DYNAMIC_LINK_DIR")
 [ -n "${MOE_VLA_ROS_VENV:-}" ] && cmake_args+=(-DPython3_NumPy_INCLUDE_DIR="$numpy_include")
 
 msgs_build="$root/build/moe_vla_msgs" msgs_prefix="$root/install/moe_vla_msgs"
@@ -147,9 +154,6 @@ quiet "$build" build cmake --build "$build" -j"$(nproc)"
 # cargo's own progress stays visible: a cold build takes minutes.
 cmake --install "$build" | { grep -v -e '^-- \(Up-to-date\|Installing\|Set runtime path\)' -e "^\(Listing\|Compiling\) '" || true; }
 [ -x "$prefix/lib/moe_vla/moe_vla_node" ] || { log "install failed"; exit 1; }
-# The physics world's parts (cargo feature `physics`; the node never links them): MuJoCo, the Go2
-# model and its walking policy, into the user's cache.
-./scripts/setup_physics.sh
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh
 log "built install/moe_vla_msgs and install/moe_vla ($((SECONDS - start)) s); run: source scripts/ros_env.sh && moe_vla_node --help"

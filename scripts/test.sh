@@ -2,7 +2,8 @@
 # Checks formatting, sets up (scripts/setup.sh), then runs the whole test suite: Rust unit and integration tests,
 # one pass of each benchmark as a smoke test, the ROS 2 tests against real rclpy peers, the
 # rosbag2 tests against third-party readers and writers, the sentence-encoder tests and the
-# documentation checks (generated tables against their sources).
+# documentation checks (generated tables against their sources, the source layout), and the
+# physics world's tests (feature `physics`).
 # Safe to run repeatedly; non-interactive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,15 @@ if $clippy; then
 fi
 cargo test --locked --bench decode --bench train_step
 cargo test --locked --lib --bins --tests
+(
+  # The physics world (feature `physics`), built against the MuJoCo scripts/setup.sh installed.
+  # shellcheck source=scripts/physics_env.sh
+  source scripts/physics_env.sh
+  if $clippy; then
+    cargo clippy --locked --features physics --lib --bins --tests -- -D warnings
+  fi
+  cargo test --locked --features physics --lib sim::physics
+)
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh
 python3 -m pytest -q -p no:cacheprovider tests/ros tests/bags tests/encoders tests/docs

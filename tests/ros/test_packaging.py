@@ -99,3 +99,18 @@ def test_colcon_builds_both_packages_from_the_checkout_and_colcon_test_runs_the_
     summary = results.stdout.strip().splitlines()[-1]
     tests = int(summary.split(" tests")[0].split()[-1])
     assert tests > 0 and "0 errors, 0 failures" in summary, results.stdout
+
+
+def needed(binary: Path) -> list:
+    """The shared libraries `binary` names (its ELF DT_NEEDED entries)."""
+    dynamic = run(["readelf", "--dynamic", binary], dict(os.environ)).stdout
+    return [line.split("[")[1].split("]")[0] for line in dynamic.splitlines() if "(NEEDED)" in line]
+
+
+def test_the_node_never_links_mujoco_while_the_world_and_the_cli_do():
+    """scripts/setup.sh builds the physics world (MuJoCo) into moe_vla_sim_node and moe_vla from a
+    second cargo build; the node a robot runs must not depend on it."""
+    binaries = p.ROOT / "install/moe_vla/lib/moe_vla"
+    assert not [lib for lib in needed(binaries / "moe_vla_node") if "mujoco" in lib]
+    for binary in ("moe_vla_sim_node", "moe_vla"):
+        assert any("mujoco" in lib for lib in needed(binaries / binary)), binary

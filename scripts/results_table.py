@@ -11,15 +11,26 @@ per-episode success is averaged over them first.
 prints a Markdown table (success % per family, seen, held-out, all with its interval, the seeds'
 own values) and, for each --compare A B, the paired difference A - B with its interval.
 
+The intervals are hierarchical: a bootstrap that resamples an arm's training seeds and the scenes
+(the same scenes for both arms of a comparison, which are paired), so they include the variation
+between training runs as well as between scenes. With one seed an arm's interval covers scenes
+only, which says nothing about another training run: a claim about an arm needs at least 5 seeds.
+
 The tables of docs/experiments.md are made with the same functions by scripts/experiments_tables.py.
 """
 import argparse
 import json
 import math
+import random
 import sys
 
 FAMILIES = ["go_to", "distinguish", "go_avoid", "go_through", "crawl", "stop"]
 Z95 = 1.959964
+# Bootstrap replicates, and the seed of their draws: the same reports always give the same interval.
+REPLICATES = 2000
+BOOTSTRAP_SEED = 2026
+# Training seeds an arm needs before its interval speaks for the training recipe.
+MIN_SEEDS = 5
 
 
 def load_arm(spec):
@@ -44,6 +55,61 @@ def episode_means(reports):
         first = runs[0][i]
         out.append((first["family"], first["held_out"], sum(r[i]["success"] for r in runs) / len(runs)))
     return out
+
+
+def successes(reports, keep=None):
+    """Per training seed (report), the 0/1 success of each episode `keep(family, held_out)` admits."""
+    runs = [r["per_episode"] for r in reports]
+    if any(len(r) != len(runs[0]) for r in runs):
+        sys.exit("reports of one arm have different episode counts")
+    return [[float(e["success"]) for e in run if keep is None or keep(e["family"], e["held_out"])] for run in runs]
+
+
+_scene_draws = {}
+
+
+def scene_draws(n):
+    """REPLICATES resamplings (with replacement) of n scenes, drawn once and shared: every interval
+    over the same scenes uses the same draws, and the two arms of a comparison stay paired."""
+    if n not in _scene_draws:
+        rng = random.Random(BOOTSTRAP_SEED ^ n)
+        _scene_draws[n] = [rng.choices(range(n), k=n) for _ in range(REPLICATES)]
+    return _scene_draws[n]
+
+
+_totals = {}
+
+
+def scene_totals(run):
+    """A run's successes summed over each replicate's scene draw (cached: a report often serves
+    several rows and comparisons)."""
+    key = tuple(run)
+    if key not in _totals:
+        _totals[key] = [sum(map(run.__getitem__, draw)) for draw in scene_draws(len(run))]
+    return _totals[key]
+
+
+def hierarchical_interval(*signed_arms):
+    """Estimate and 95 % percentile interval of sum(sign * mean success) over (sign, runs) arms,
+    `runs` as `successes` gives them (every run over the same scenes): each replicate resamples the
+    scenes (shared by the arms) and each arm's training seeds."""
+    n = len(signed_arms[0][1][0])
+    if any(len(run) != n for _, runs in signed_arms for run in runs):
+        sys.exit("arms of one interval cover different scenes")
+    rng = random.Random(BOOTSTRAP_SEED)
+    estimate = sum(sign * sum(map(sum, runs)) / (len(runs) * n) for sign, runs in signed_arms)
+    arms = [(sign, [scene_totals(run) for run in runs]) for sign, runs in signed_arms]
+    values = []
+    for r in range(REPLICATES):
+        total = 0.0
+        for sign, totals in arms:
+            k = len(totals)
+            picked = sum(totals[rng.randrange(k)][r] for _ in range(k)) if k > 1 else totals[0][r]
+            total += sign * picked / (k * n)
+        values.append(total)
+    values.sort()
+    lo, hi = values[int(0.025 * REPLICATES)], values[int(0.975 * REPLICATES) - 1]
+    return estimate, lo, hi
 
 
 def mean_interval(values):

@@ -20,12 +20,10 @@ The tables of docs/experiments.md are made with the same functions by scripts/ex
 """
 import argparse
 import json
-import math
 import random
 import sys
 
 FAMILIES = ["go_to", "distinguish", "go_avoid", "go_through", "crawl", "stop"]
-Z95 = 1.959964
 # Bootstrap replicates, and the seed of their draws: the same reports always give the same interval.
 REPLICATES = 2000
 BOOTSTRAP_SEED = 2026
@@ -112,14 +110,6 @@ def hierarchical_interval(*signed_arms):
     return estimate, lo, hi
 
 
-def mean_interval(values):
-    n = len(values)
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / max(n - 1, 1)
-    half = Z95 * math.sqrt(var / n)
-    return mean, half
-
-
 def pct(x):
     return f"{100 * x:.0f}"
 
@@ -134,14 +124,13 @@ def main():
     counts = {r["episodes"] for reports in arms.values() for r in reports}
     if len(seeds) != 1 or len(counts) != 1:
         sys.exit(f"every report must share one evaluation seed and episode count (seeds {seeds}, episodes {counts})")
-    print(f"{counts.pop()} episodes, evaluation seed {seeds.pop()}; success in %, 95 % interval over scenes\n")
+    print(f"{counts.pop()} episodes, evaluation seed {seeds.pop()}; success in %, 95 % interval over training seeds "
+          f"and scenes († fewer than {MIN_SEEDS} seeds: it understates the variation between training runs)\n")
     header = ["policy", "runs"] + FAMILIES + ["seen", "held-out", "all (95 % CI)", "each run"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    means = {}
     for label, reports in arms.items():
         eps = episode_means(reports)
-        means[label] = eps
         row = [label, str(len(reports))]
         for fam in FAMILIES:
             vals = [m for f, _, m in eps if f == fam]
@@ -149,22 +138,21 @@ def main():
         for held in (False, True):
             vals = [m for _, h, m in eps if h == held]
             row.append(pct(sum(vals) / len(vals)) if vals else "-")
-        mean, half = mean_interval([m for _, _, m in eps])
-        row.append(f"**{pct(mean)}** ± {100 * half:.1f}")
+        mean, lo, hi = hierarchical_interval((1, successes(reports)))
+        row.append(f"**{pct(mean)}** ({pct(lo)} to {pct(hi)}){'' if len(reports) >= MIN_SEEDS else '†'}")
         row.append(", ".join(pct(r["success_rate"]) for r in reports))
         print("| " + " | ".join(row) + " |")
     for a, b in args.compare:
-        if a not in means or b not in means:
+        if a not in arms or b not in arms:
             sys.exit(f"--compare {a} {b}: unknown arm")
-        diffs = [x[2] - y[2] for x, y in zip(means[a], means[b])]
-        mean, half = mean_interval(diffs)
-        verdict = "above 0" if mean - half > 0 else ("below 0" if mean + half < 0 else "contains 0")
-        print(f"\n{a} - {b}: {100 * mean:+.1f} points, 95 % interval [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}] ({verdict})")
+        few = "" if min(len(arms[a]), len(arms[b])) >= MIN_SEEDS else " †"
+        mean, lo, hi = hierarchical_interval((1, successes(arms[a])), (-1, successes(arms[b])))
+        verdict = "above 0" if lo > 0 else ("below 0" if hi < 0 else "contains 0")
+        print(f"\n{a} - {b}: {100 * mean:+.1f} points, 95 % interval [{100 * lo:+.1f}, {100 * hi:+.1f}] ({verdict}){few}")
         for held in (False, True):
-            sub = [x[2] - y[2] for x, y in zip(means[a], means[b]) if x[1] == held]
-            m, h = mean_interval(sub)
-            print(f"  {'held-out' if held else 'seen'}: {100 * m:+.1f} ± {100 * h:.1f}")
-
+            keep = lambda _, h: h == held  # noqa: E731
+            m, lo, hi = hierarchical_interval((1, successes(arms[a], keep)), (-1, successes(arms[b], keep)))
+            print(f"  {'held-out' if held else 'seen'}: {100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,7 @@
 #
 #   EPISODES=12 SEED=3 ./scripts/demo.sh     # more episodes, other scenes
 #   FAMILY=crawl ./scripts/demo.sh           # one task family only
+#   WORLD=physics ./scripts/demo.sh          # the Go2 in MuJoCo under its walking policy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moe_vla/target}"
@@ -22,4 +23,5 @@ export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 90) + 10 ))}"
 moe_vla_node --ros-args -p model_dir:="$PWD/$model" -p start_enabled:=true &
 node=$!
 trap 'kill -INT "$node" 2>/dev/null; wait "$node" 2>/dev/null || true' EXIT
-moe_vla_sim_node --ros-args -p episodes:="${EPISODES:-6}" -p seed:="${SEED:-0}" -p family:="${FAMILY:-all}"
+moe_vla_sim_node --ros-args -p episodes:="${EPISODES:-6}" -p seed:="${SEED:-0}" -p family:="${FAMILY:-all}" \
+  -p world:="${WORLD:-kinematic}"

@@ -16,7 +16,7 @@ use crate::bag::episode::{EpisodeEnd, EpisodeStep, EpisodeTiming, EpisodeWriter}
 use crate::model::config::quadruped_action_space;
 
 use super::episode::run_episode;
-use super::expert::{Expert, FailureMode};
+use super::expert::{DataDesign, Expert, FailureMode, StyleKind};
 use super::task::{sample_task, TaskFamily};
 use super::world::{Outcome, CONTROL_PERIOD_NS};
 use super::worlds::WorldKind;
@@ -43,6 +43,10 @@ pub struct CollectOptions {
     /// Comma-separated task families, taken round-robin (default: all six).
     #[arg(long, value_delimiter = ',', value_parser = parse_family, default_values_t = TaskFamily::ALL, hide_default_value = true)]
     pub families: Vec<TaskFamily>,
+    /// Which expert population plays: original (the shipped models' data) or mixed (few clean
+    /// routes, risky shortcuts, hesitant successes, late failures).
+    #[arg(long, value_enum, default_value_t = DataDesign::Original)]
+    pub design: DataDesign,
     /// The world that plays the episodes.
     #[arg(long, value_enum, default_value_t = WorldKind::Kinematic)]
     pub world: WorldKind,
@@ -71,6 +75,19 @@ pub struct EpisodeSummary {
     pub outcome: Outcome,
     /// The expert's deliberate failure mode, if it had one (collection only).
     pub failure_mode: Option<FailureMode>,
+    /// The expert's style (collection only).
+    pub style: Option<StyleKind>,
+}
+
+impl EpisodeSummary {
+    /// What kind of expert played it, for collect.json: its style, or "failure_mode" for the
+    /// deliberate failures.
+    fn expert_kind(&self) -> Option<String> {
+        if self.failure_mode.is_some() {
+            return Some("failure_mode".into());
+        }
+        self.style.and_then(|s| serde_json::to_value(s).ok()).and_then(|v| v.as_str().map(str::to_owned))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -105,10 +122,14 @@ pub struct CollectReport {
     pub episodes: u64,
     pub seed: u64,
     pub image_size: u32,
+    pub design: DataDesign,
+    pub world: WorldKind,
     pub success_rate: f64,
     pub steps: u64,
     pub all: FamilyCounts,
     pub per_family: BTreeMap<String, FamilyCounts>,
+    /// Expert style (or "failure_mode") -> counts.
+    pub per_expert: BTreeMap<String, FamilyCounts>,
     pub seconds: f64,
     pub episodes_per_s: f64,
 }
@@ -144,7 +165,7 @@ pub fn collect(opts: &CollectOptions, progress: &(dyn Fn(&EpisodeSummary) + Sync
             .map(|index| {
                 let family = opts.families[index % opts.families.len()];
                 let dir = opts.out.join(format!("episode_{index:06}"));
-                let summary = collect_episode(&dir, index, family, opts.seed, opts.image_size, opts.world, &space)?;
+                let summary = collect_episode(&dir, index, family, opts, &space)?;
                 progress(&summary);
                 Ok(summary)
             })
@@ -153,18 +174,25 @@ pub fn collect(opts: &CollectOptions, progress: &(dyn Fn(&EpisodeSummary) + Sync
     let seconds = start.elapsed().as_secs_f64();
     let mut all = FamilyCounts::default();
     let mut per_family: BTreeMap<String, FamilyCounts> = BTreeMap::new();
+    let mut per_expert: BTreeMap<String, FamilyCounts> = BTreeMap::new();
     for s in &summaries {
         all.add(&s.outcome);
         per_family.entry(s.family.name().to_owned()).or_default().add(&s.outcome);
+        if let Some(kind) = s.expert_kind() {
+            per_expert.entry(kind).or_default().add(&s.outcome);
+        }
     }
     let report = CollectReport {
         episodes: all.episodes,
         seed: opts.seed,
         image_size: opts.image_size,
+        design: opts.design,
+        world: opts.world,
         success_rate: all.success_rate(),
         steps: all.steps,
         all,
         per_family,
+        per_expert,
         seconds,
         episodes_per_s: if seconds > 0.0 { summaries.len() as f64 / seconds } else { 0.0 },
     };
@@ -174,27 +202,27 @@ pub fn collect(opts: &CollectOptions, progress: &(dyn Fn(&EpisodeSummary) + Sync
     Ok(report)
 }
 
-/// Samples episode `index` of a run seeded with `seed`, plays it with a sampled expert and
-/// records it as a bag at `dir` (which must not exist).
+/// Samples episode `index` of the run `opts` describes (its seed, image size, world and design),
+/// plays it with a sampled expert and records it as a bag at `dir` (which must not exist).
 pub fn collect_episode(
     dir: &Path,
     index: usize,
     family: TaskFamily,
-    seed: u64,
-    image_size: u32,
-    world: WorldKind,
+    opts: &CollectOptions,
     space: &ActionSpace,
 ) -> Result<EpisodeSummary, SimError> {
+    let (seed, image_size) = (opts.seed, opts.image_size);
     let episode_seed = episode_seed(seed, index as u64);
     let mut rng = StdRng::seed_from_u64(episode_seed);
     let scenario = sample_task(family, false, &mut rng)?;
-    let mut expert = Expert::sampled(&scenario, space.clone(), &mut rng);
+    let mut expert = Expert::sampled(&scenario, space.clone(), opts.design, &mut rng);
     let failure_mode = expert.quality().failure;
+    let style = Some(expert.quality().style.kind());
     let instruction = scenario.instruction.clone();
 
     let timing = EpisodeTiming { epoch_ns: EPOCH_NS + index as u64 * EPISODE_SPACING_NS, period_ns: CONTROL_PERIOD_NS };
     let mut bag = EpisodeWriter::create(dir, timing, &instruction, image_size, space.names())?;
-    let outcome = run_episode(world, scenario, &mut expert, image_size, &mut |step| {
+    let outcome = run_episode(opts.world, scenario, &mut expert, image_size, &mut |step| {
         bag.step(&EpisodeStep {
             index: step.index,
             pixels: step.pixels,
@@ -214,5 +242,5 @@ pub fn collect_episode(
         held_out: false,
         time_s: outcome.time_s,
     })?;
-    Ok(EpisodeSummary { index, family, held_out: false, seed: episode_seed, instruction, outcome, failure_mode })
+    Ok(EpisodeSummary { index, family, held_out: false, seed: episode_seed, instruction, outcome, failure_mode, style })
 }

@@ -170,7 +170,7 @@ pub fn evaluate(
         let instruction = scenario.instruction.clone();
         driver.reset(driver_seed);
         let outcome = run_episode(opts.world, scenario, driver, opts.image_size, &mut |_| Ok(()))?;
-        let summary = EpisodeSummary { index, family, held_out, seed, instruction, outcome, failure_mode: None };
+        let summary = EpisodeSummary { index, family, held_out, seed, instruction, outcome, failure_mode: None, style: None };
         progress(&summary);
         summaries.push(summary);
     }

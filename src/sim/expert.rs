@@ -1,7 +1,14 @@
 //! Scripted experts with privileged state: waypoints (beside an obstacle, in front of a doorway or
 //! bar, then through it), proportional heading control, trot at 3 Hz. Each episode draws a
-//! quality: action noise, occasional random actions, and with overall probability ~40 % a
-//! deliberate failure mode. The world, not the expert, decides the label.
+//! quality: action noise, occasional random actions, a style and, in the original design with
+//! overall probability ~40 %, a deliberate failure mode. The world, not the expert, decides the
+//! label.
+//!
+//! Two data designs: `Original` (one clean route per scene with noise, failures that mostly go
+//! wrong from the first step) and `Mixed` (issue 37: few clean routes; many sub-optimal ones that
+//! hold useful parts: risky shortcuts that succeed faster about half the time, hesitant successes,
+//! failures that begin like successes), so that copying the successful episodes is not the same
+//! as copying the clean expert.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -60,6 +67,73 @@ impl FailureMode {
     }
 }
 
+/// How an expert goes about its task in one episode.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "style")]
+pub enum Style {
+    /// The scripted route.
+    Clean,
+    /// Faster and riskier: skims obstacles with `margin` m to spare (can be negative), heads
+    /// straight for a doorway instead of lining up, starts to crouch only `margin` m before a bar,
+    /// takes the nearest object for the named one.
+    Shortcut { margin: f32 },
+    /// The scripted route slowly, with pauses: succeeds, late.
+    Hesitant,
+    /// The scripted route until `at` of the way (0..1), then a mistake: away from the target,
+    /// into the doorway's wall, standing up under the bar, walking off while told to stop.
+    LateFailure { at: f32 },
+}
+
+/// A style's name, for reports and `moe_vla eval --style`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StyleKind {
+    Clean,
+    Shortcut,
+    Hesitant,
+    LateFailure,
+}
+
+impl Style {
+    pub fn kind(self) -> StyleKind {
+        match self {
+            Self::Clean => StyleKind::Clean,
+            Self::Shortcut { .. } => StyleKind::Shortcut,
+            Self::Hesitant => StyleKind::Hesitant,
+            Self::LateFailure { .. } => StyleKind::LateFailure,
+        }
+    }
+
+    /// A style of `kind` with its parameters drawn from `rng`.
+    pub fn sample(kind: StyleKind, rng: &mut StdRng) -> Self {
+        match kind {
+            StyleKind::Clean => Self::Clean,
+            StyleKind::Shortcut => Self::Shortcut { margin: rng.random_range(SHORTCUT_MARGIN.0..SHORTCUT_MARGIN.1) },
+            StyleKind::Hesitant => Self::Hesitant,
+            StyleKind::LateFailure => Self::LateFailure { at: rng.random_range(0.45..0.8) },
+        }
+    }
+}
+
+/// The data an expert population produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataDesign {
+    /// One clean route per scene with speed variation and noise; 40 % deliberate failures that
+    /// mostly go wrong from the first step (the data of the shipped models).
+    #[default]
+    Original,
+    /// Few clean routes; shortcuts, hesitant successes and late failures (`MIXED_STYLES`).
+    Mixed,
+}
+
+/// The mixed design's styles and their shares; the rest (10 %) are the original failure modes.
+pub const MIXED_STYLES: [(StyleKind, f64); 4] =
+    [(StyleKind::Clean, 0.05), (StyleKind::Shortcut, 0.45), (StyleKind::Hesitant, 0.20), (StyleKind::LateFailure, 0.20)];
+
+/// A shortcut's spare margin, m: drawn so that about half of the shortcuts collide.
+const SHORTCUT_MARGIN: (f32, f32) = (-0.35, 0.25);
+
 /// How well an expert behaves in one episode.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ExpertQuality {
@@ -72,12 +146,49 @@ pub struct ExpertQuality {
     pub failure: Option<FailureMode>,
     /// Stop family: terminate at once rather than stand still.
     pub terminate_on_stop: bool,
+    pub style: Style,
 }
 
 impl ExpertQuality {
     /// A noiseless expert that does its best.
     pub fn clean() -> Self {
-        Self { noise: 0.0, random_action: 0.0, cruise: 0.7, failure: None, terminate_on_stop: false }
+        Self { noise: 0.0, random_action: 0.0, cruise: 0.7, failure: None, terminate_on_stop: false, style: Style::Clean }
+    }
+
+    /// A noiseless expert of style `kind`, its parameters drawn from `rng` (scoring a style alone).
+    pub fn styled(kind: StyleKind, rng: &mut StdRng) -> Self {
+        let style = Style::sample(kind, rng);
+        Self { style, ..Self::clean() }.with_style_speed(rng)
+    }
+
+    /// Shortcuts hurry; hesitant experts crawl along.
+    fn with_style_speed(mut self, rng: &mut StdRng) -> Self {
+        match self.style {
+            Style::Shortcut { .. } => self.cruise = rng.random_range(0.85..1.0),
+            Style::Hesitant => self.cruise = rng.random_range(0.22..0.35),
+            Style::Clean | Style::LateFailure { .. } => {}
+        }
+        self
+    }
+
+    /// The quality of one episode's expert in the mixed design.
+    pub fn sample_mixed(scenario: &Scenario, rng: &mut StdRng) -> Self {
+        let noise = rng.random_range(0.0..0.08);
+        let random_action = if rng.random_bool(0.5) { rng.random_range(0.0..0.05) } else { 0.0 };
+        let cruise = rng.random_range(0.6..0.8);
+        let terminate_on_stop = rng.random_bool(0.5);
+        let options = FailureMode::options(scenario, rng);
+        let mut pick = rng.random::<f64>();
+        let mut quality = Self { noise, random_action, cruise, failure: None, terminate_on_stop, style: Style::Clean };
+        for (kind, share) in MIXED_STYLES {
+            if pick < share {
+                quality.style = Style::sample(kind, rng);
+                return quality.with_style_speed(rng);
+            }
+            pick -= share;
+        }
+        quality.failure = Some(options[rng.random_range(0..options.len())]);
+        quality
     }
 
     /// The quality of one episode's expert.
@@ -88,7 +199,7 @@ impl ExpertQuality {
         let terminate_on_stop = rng.random_bool(0.5);
         let options = FailureMode::options(scenario, rng);
         let failure = rng.random_bool(FAILURE_PROBABILITY).then(|| options[rng.random_range(0..options.len())]);
-        Self { noise, random_action, cruise, failure, terminate_on_stop }
+        Self { noise, random_action, cruise, failure, terminate_on_stop, style: Style::Clean }
     }
 }
 
@@ -104,6 +215,11 @@ pub struct Expert {
     lane: Option<(f32, f32)>,
     crouch_from_x: Option<f32>,
     steps: u32,
+    /// Hesitant: control steps left standing still.
+    pause: u32,
+    /// Late failure: the distance to the goal at the start, and whether the mistake began.
+    start_distance: Option<f32>,
+    failing: bool,
 }
 
 impl Expert {
@@ -112,6 +228,10 @@ impl Expert {
         let mut rng = StdRng::seed_from_u64(seed);
         let start = (scenario.start.x, scenario.start.y);
         let straight = quality.failure == Some(FailureMode::StraightLine);
+        let shortcut = match quality.style {
+            Style::Shortcut { margin } => Some(margin),
+            _ => None,
+        };
         let mut lane = None;
         let mut crouch_from_x = None;
         let waypoints = match scenario.goal {
@@ -122,13 +242,20 @@ impl Expert {
                     let others: Vec<usize> = (0..objects.len()).filter(|&i| i != object).collect();
                     target = others[rng.random_range(0..others.len())];
                 }
+                if shortcut.is_some() && objects.len() > 1 {
+                    // No looking closely: the nearest object ahead.
+                    let ahead = |o: &super::scene::Object| (o.x - start.0).hypot(o.y - start.1);
+                    target =
+                        (0..objects.len()).min_by(|&a, &b| ahead(&objects[a]).total_cmp(&ahead(&objects[b]))).unwrap_or(object);
+                }
                 let goal = objects.get(target).map_or(start, |o| (o.x, o.y));
                 let mut points = Vec::new();
                 if !straight {
                     for obstacle in &scenario.scene.obstacles {
                         let c = obstacle.footprint.center();
                         if super::task::segment_distance(c, start, goal) < 0.9 {
-                            points.push(beside(start, goal, c, obstacle.footprint.bounding_radius()));
+                            let spare = shortcut.unwrap_or(CLEARANCE);
+                            points.push(beside(start, goal, c, obstacle.footprint.bounding_radius(), spare));
                         }
                     }
                 }
@@ -137,9 +264,15 @@ impl Expert {
             }
             Goal::Pass { wall_x, gap_y } => {
                 if quality.failure != Some(FailureMode::ForgetCrouch) && !scenario.scene.bars.is_empty() {
-                    crouch_from_x = Some(wall_x - 1.4);
+                    // A shortcut crouches at the last moment (the body needs 0.4 s to get down).
+                    crouch_from_x = Some(wall_x - shortcut.map_or(1.4, |margin| 0.75 + margin));
                 }
-                if straight {
+                if let Some(margin) = shortcut.filter(|_| scenario.scene.bars.is_empty()) {
+                    // Straight for the far side of the doorway, without lining up first, aimed
+                    // off its centre by up to 0.6 m.
+                    let side = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+                    vec![(wall_x + 1.5, gap_y + side * (0.25 - margin))]
+                } else if straight {
                     let yaw = scenario.start.yaw;
                     let d = (wall_x + 1.5 - start.0).max(0.5);
                     vec![(start.0 + d, start.1 + d * yaw.tan().clamp(-1.0, 1.0))]
@@ -150,12 +283,27 @@ impl Expert {
             }
             Goal::Stay => vec![start],
         };
-        Self { space, quality, rng, waypoints, next: 0, lane, crouch_from_x, steps: 0 }
+        Self {
+            space,
+            quality,
+            rng,
+            waypoints,
+            next: 0,
+            lane,
+            crouch_from_x,
+            steps: 0,
+            pause: 0,
+            start_distance: None,
+            failing: false,
+        }
     }
 
-    /// An expert whose quality is drawn from `rng`.
-    pub fn sampled(scenario: &Scenario, space: ActionSpace, rng: &mut StdRng) -> Self {
-        let quality = ExpertQuality::sample(scenario, rng);
+    /// An expert of `design` whose quality is drawn from `rng`.
+    pub fn sampled(scenario: &Scenario, space: ActionSpace, design: DataDesign, rng: &mut StdRng) -> Self {
+        let quality = match design {
+            DataDesign::Original => ExpertQuality::sample(scenario, rng),
+            DataDesign::Mixed => ExpertQuality::sample_mixed(scenario, rng),
+        };
         let seed = rng.random();
         Self::new(scenario, space, quality, seed)
     }
@@ -180,7 +328,27 @@ impl Expert {
             _ => {}
         }
         if family == TaskFamily::Stop && self.quality.failure.is_none() {
-            return (self.quality.terminate_on_stop, 0.0, 0.0, 0.0, 0.0);
+            return match self.quality.style {
+                // Told to stop, it waits a while, then walks off.
+                Style::LateFailure { at } if step as f32 >= 0.75 * at * family.max_steps() as f32 => {
+                    (false, self.quality.cruise, 0.0, 0.0, 0.0)
+                }
+                Style::LateFailure { .. } => (false, 0.0, 0.0, 0.0, 0.0),
+                _ => (self.quality.terminate_on_stop, 0.0, 0.0, 0.0, 0.0),
+            };
+        }
+        if self.quality.style == Style::Hesitant {
+            if self.pause > 0 {
+                self.pause -= 1;
+                let crouch = self.crouch_from_x.is_some_and(|x| pose.x > x);
+                return (false, 0.0, 0.0, 0.0, if crouch { CROUCH_HEIGHT } else { 0.0 });
+            }
+            if self.rng.random_bool(0.12) {
+                self.pause = self.rng.random_range(1..4);
+            }
+        }
+        if let Style::LateFailure { at } = self.quality.style {
+            self.late_failure(at, pose, world.scenario());
         }
         while self.next + 1 < self.waypoints.len() {
             let (wx, wy) = self.waypoints[self.next];
@@ -204,6 +372,44 @@ impl Expert {
         (false, x_vel, 0.0, yaw_vel, if crouch { CROUCH_HEIGHT } else { 0.0 })
     }
 
+    /// Late failure: once `at` of the way to the goal is behind, the mistake begins.
+    fn late_failure(&mut self, at: f32, pose: super::scene::Pose, scenario: &Scenario) {
+        // Pass tasks measure the way to the point in front of the wall, so the mistake comes
+        // before the doorway or bar, not after it.
+        let goal = match scenario.goal {
+            Goal::Pass { wall_x, gap_y } => (wall_x - 0.9, gap_y),
+            _ => match self.waypoints.last() {
+                Some(&goal) => goal,
+                None => return,
+            },
+        };
+        let distance = (goal.0 - pose.x).hypot(goal.1 - pose.y);
+        let start = *self.start_distance.get_or_insert(distance);
+        if self.failing || distance > (1.0 - at) * start {
+            return;
+        }
+        self.failing = true;
+        match scenario.goal {
+            Goal::Reach { .. } => {
+                // Loses the target: turns off to the side.
+                let side = if self.rng.random_bool(0.5) { 1.0 } else { -1.0 };
+                let bearing = pose.yaw + side * self.rng.random_range(1.2..2.0);
+                let point = (pose.x + 3.0 * bearing.cos(), pose.y + 3.0 * bearing.sin());
+                self.waypoints = vec![(point.0.clamp(0.5, ARENA.0 - 0.5), point.1.clamp(0.5, ARENA.1 - 0.5))];
+                self.next = 0;
+            }
+            Goal::Pass { wall_x, gap_y } if scenario.scene.bars.is_empty() => {
+                // Misjudges the doorway: into the wall beside it.
+                let side = if self.rng.random_bool(0.5) { 1.0 } else { -1.0 };
+                self.waypoints = vec![(wall_x + 0.5, gap_y + side * 1.3)];
+                self.next = 0;
+                self.lane = None;
+            }
+            Goal::Pass { .. } => self.crouch_from_x = None, // stands up under the bar
+            Goal::Stay => {}
+        }
+    }
+
     /// The bins of a command: the planar twist jittered by the expert's noise (not a terminate),
     /// the neutral gait at body height `body`.
     fn bins(&mut self, terminate: bool, x: f32, y: f32, yaw: f32, body: f32) -> Vec<u32> {
@@ -215,15 +421,18 @@ impl Expert {
     }
 }
 
+/// Room the scripted route leaves beside an obstacle, m.
+const CLEARANCE: f32 = 0.45;
+
 /// A point beside obstacle centre `c` (of half-size `size`), off the line start-goal, on the side
-/// away from the obstacle's offset.
-fn beside(start: (f32, f32), goal: (f32, f32), c: (f32, f32), size: f32) -> (f32, f32) {
+/// away from the obstacle's offset, `spare` m clear of it.
+fn beside(start: (f32, f32), goal: (f32, f32), c: (f32, f32), size: f32, spare: f32) -> (f32, f32) {
     let (dx, dy) = (goal.0 - start.0, goal.1 - start.1);
     let len = dx.hypot(dy).max(1e-6);
     let (nx, ny) = (-dy / len, dx / len);
     let offset = (c.0 - start.0) * nx + (c.1 - start.1) * ny;
     let side = if offset > 0.0 { -1.0 } else { 1.0 };
-    let clearance = size.max(0.0) + ROBOT_RADIUS + 0.45;
+    let clearance = size.max(0.0) + ROBOT_RADIUS + spare;
     let along = (c.0 - start.0) * dx / len + (c.1 - start.1) * dy / len;
     let base = (start.0 + along * dx / len, start.1 + along * dy / len);
     (base.0 + side * clearance * nx, base.1 + side * clearance * ny)
@@ -248,22 +457,37 @@ impl Driver for Expert {
 }
 
 /// The noiseless scripted expert (privileged state, no failure mode) as a driver for any episode:
-/// the ceiling an evaluation table compares policies with.
+/// the ceiling an evaluation table compares policies with. With a style other than clean, each
+/// episode's expert has that style (its parameters drawn from the episode's seed): how a style of
+/// the mixed data design scores alone.
 pub struct CleanExpert {
     space: ActionSpace,
+    style: StyleKind,
+    name: String,
     seed: u64,
     episode: Option<Expert>,
 }
 
 impl CleanExpert {
     pub fn new(space: ActionSpace) -> Self {
-        Self { space, seed: 0, episode: None }
+        Self::styled(space, StyleKind::Clean)
+    }
+
+    pub fn styled(space: ActionSpace, style: StyleKind) -> Self {
+        let name = match style {
+            StyleKind::Clean => "expert".to_owned(),
+            other => format!(
+                "expert ({})",
+                serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+            ),
+        };
+        Self { space, style, name, seed: 0, episode: None }
     }
 }
 
 impl Driver for CleanExpert {
     fn name(&self) -> &str {
-        "expert"
+        &self.name
     }
 
     fn reset(&mut self, seed: u64) {
@@ -272,9 +496,17 @@ impl Driver for CleanExpert {
     }
 
     fn decide(&mut self, obs: &Observation<'_>) -> Result<Decision, PolicyError> {
-        let (space, seed) = (&self.space, self.seed);
-        let expert =
-            self.episode.get_or_insert_with(|| Expert::new(obs.world.scenario(), space.clone(), ExpertQuality::clean(), seed));
+        let (space, seed, style) = (&self.space, self.seed, self.style);
+        let expert = self.episode.get_or_insert_with(|| {
+            let quality = match style {
+                StyleKind::Clean => ExpertQuality::clean(),
+                kind => ExpertQuality::styled(kind, &mut StdRng::seed_from_u64(seed ^ STYLE_SALT)),
+            };
+            Expert::new(obs.world.scenario(), space.clone(), quality, seed)
+        });
         expert.decide(obs)
     }
 }
+
+/// Keeps a styled expert's parameters apart from its noise stream (both come from one seed).
+const STYLE_SALT: u64 = 0x5771_e000;

@@ -270,7 +270,7 @@ fn play(family: TaskFamily, seed: u64, size: u32, clean: bool) -> (Outcome, u32)
     let mut expert = if clean {
         Expert::new(&scenario, space(), ExpertQuality::clean(), seed)
     } else {
-        Expert::sampled(&scenario, space(), &mut rng)
+        Expert::sampled(&scenario, space(), DataDesign::Original, &mut rng)
     };
     let mut hash = crc32fast::Hasher::new();
     let outcome = run_episode(WorldKind::Kinematic, scenario, &mut expert, size, &mut |step| {
@@ -338,6 +338,7 @@ fn collect_writes_bags_the_reader_reads_back() {
         seed: 11,
         image_size: 16,
         families: TaskFamily::ALL.to_vec(),
+        design: DataDesign::Original,
         world: WorldKind::Kinematic,
         threads: 2,
     };

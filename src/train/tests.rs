@@ -696,6 +696,7 @@ fn collected_bags_load_unchanged_one_step_per_frame() {
         seed: 2,
         image_size: 16,
         families: crate::sim::TaskFamily::ALL.to_vec(),
+        design: crate::sim::DataDesign::Original,
         world: crate::sim::WorldKind::Kinematic,
         threads: 1,
     };

@@ -133,6 +133,6 @@ def test_sim_launch_file_sets_only_declared_parameters():
     tree = ast.parse((p.ROOT / "launch/sim.launch.py").read_text())
     keys = {k.value for n in ast.walk(tree) if isinstance(n, ast.Dict) for k in n.keys if isinstance(k, ast.Constant)}
     policy = {"model_dir", "start_enabled"}  # the simulated robot is armed at start
-    assert keys == policy | {"episodes", "family", "seed", "held_out"}
+    assert keys == policy | {"episodes", "family", "seed", "held_out", "world"}
     assert keys - policy <= declared("moe_vla_sim_node")
     assert policy <= declared("moe_vla_node")

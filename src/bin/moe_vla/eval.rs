@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use moe_vla::action::ActionSpace;
 use moe_vla::model::config::quadruped_action_space;
 use moe_vla::policy::Policy;
-use moe_vla::sim::{self, CleanExpert, Driver, EvalOptions, RandomDriver, TaskFamily};
+use moe_vla::sim::{self, CleanExpert, Driver, EvalOptions, RandomDriver, StyleKind, TaskFamily};
 
 use crate::collect::episode_bar;
 
@@ -31,6 +31,10 @@ pub struct EvalArgs {
     options: EvalOptions,
     #[arg(long, value_enum, default_value = "model")]
     policy: PolicyKind,
+    /// With --policy expert: the noiseless expert of this style (the mixed data design's styles
+    /// scored alone).
+    #[arg(long, value_enum, default_value = "clean")]
+    style: StyleKind,
     /// CPU threads for inference (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -61,7 +65,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             &mut random
         }
         PolicyKind::Expert => {
-            expert = CleanExpert::new(ActionSpace::new(&quadruped_action_space())?);
+            expert = CleanExpert::styled(ActionSpace::new(&quadruped_action_space())?, args.style);
             &mut expert
         }
     };

@@ -132,7 +132,7 @@ pub const MIXED_STYLES: [(StyleKind, f64); 4] =
     [(StyleKind::Clean, 0.05), (StyleKind::Shortcut, 0.45), (StyleKind::Hesitant, 0.20), (StyleKind::LateFailure, 0.20)];
 
 /// A shortcut's spare margin, m: drawn so that about half of the shortcuts collide.
-const SHORTCUT_MARGIN: (f32, f32) = (-0.35, 0.25);
+const SHORTCUT_MARGIN: (f32, f32) = (-0.45, 0.2);
 
 /// How well an expert behaves in one episode.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

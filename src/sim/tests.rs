@@ -446,3 +446,53 @@ fn templates_files_are_checked() {
     assert!(error(r#"{"stop": ["  "]}"#).contains("empty template"));
     assert!(error(r#"["stop"]"#).contains("JSON object"));
 }
+
+/// Success rate and mean steps of the noiseless expert of `style` over 120 evaluation scenes
+/// (20 per family).
+fn style_score(style: StyleKind) -> (f64, f64, EvalReport) {
+    let opts = EvalOptions { episodes: 120, seed: 3, image_size: 8, templates: None, world: WorldKind::Kinematic };
+    let report = evaluate(&mut CleanExpert::styled(space(), style), &opts, &mut |_| ()).unwrap();
+    (report.success_rate, report.mean_steps, report)
+}
+
+#[test]
+fn the_mixed_designs_styles_are_what_they_claim() {
+    let (clean, clean_steps, _) = style_score(StyleKind::Clean);
+    let (shortcut, shortcut_steps, shortcuts) = style_score(StyleKind::Shortcut);
+    let (hesitant, hesitant_steps, _) = style_score(StyleKind::Hesitant);
+    let (late, _, lates) = style_score(StyleKind::LateFailure);
+    assert!(clean >= 0.97, "clean {clean}");
+    // Shortcuts: faster, and risky where there is something to risk (about half collide there).
+    assert!(shortcut_steps < 0.85 * clean_steps, "shortcut {shortcut_steps} steps, clean {clean_steps}");
+    for family in ["go_avoid", "go_through", "crawl", "distinguish"] {
+        let rate = shortcuts.per_family[family];
+        assert!((0.25..=0.8).contains(&rate), "{family}: shortcut success {rate}");
+    }
+    assert!(shortcut < clean - 0.15, "shortcut {shortcut}");
+    // Hesitant runs succeed, slowly.
+    assert!(hesitant >= 0.9 && hesitant_steps > 2.0 * clean_steps, "hesitant {hesitant}, {hesitant_steps} steps");
+    // Late failures mostly fail, and by a mistake, not by never starting.
+    assert!(late <= 0.4, "late failure {late}");
+    assert!(lates.outcomes.get("collision").copied().unwrap_or(0) >= 20, "{:?}", lates.outcomes);
+}
+
+#[test]
+fn the_mixed_design_collects_every_style_and_the_original_design_has_no_styles() {
+    let out = tempfile::tempdir().unwrap();
+    let opts = |design, dir: &str| CollectOptions {
+        episodes: 60,
+        out: out.path().join(dir),
+        seed: 4,
+        image_size: 8,
+        families: TaskFamily::ALL.to_vec(),
+        design,
+        world: WorldKind::Kinematic,
+        threads: 2,
+    };
+    let mixed = collect(&opts(DataDesign::Mixed, "mixed"), &|_| ()).unwrap();
+    for kind in ["clean", "shortcut", "hesitant", "late_failure", "failure_mode"] {
+        assert!(mixed.per_expert.get(kind).is_some_and(|c| c.episodes > 0), "{kind}: {:?}", mixed.per_expert.keys());
+    }
+    let original = collect(&opts(DataDesign::Original, "original"), &|_| ()).unwrap();
+    assert_eq!(original.per_expert.keys().collect::<Vec<_>>(), ["clean", "failure_mode"]);
+}

@@ -92,6 +92,26 @@ pub enum Objective {
     Bc,
 }
 
+/// What a Bellman target does at the end of an episode that ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Timeouts {
+    /// As at any other end: nothing follows (the shipped models' recipe).
+    Terminal,
+    /// The episode was cut short, not ended: bootstrap from its last observation.
+    Bootstrap,
+}
+
+/// How a batch's steps are drawn from the eligible ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampling {
+    /// Every step alike: long episodes (slow experts) weigh more (the shipped models' recipe).
+    Steps,
+    /// An episode first, every episode alike, then one of its steps.
+    Episodes,
+}
+
 /// Everything that decides a run besides the data and the architecture. `Default` is the one
 /// home of their defaults (the recipe of `models/default` but for its seed); a recipe
 /// (`recipes/*.toml`) and then `moe_vla train`'s flags override them. Recorded in train.json and
@@ -125,6 +145,10 @@ pub struct TrainOptions {
     pub seed: u64,
     /// The last action dimension bootstraps from the observation n steps later.
     pub n_step: usize,
+    /// Targets at the end of a timed-out episode.
+    pub timeouts: Timeouts,
+    /// How batches draw their steps.
+    pub sampling: Sampling,
     /// Train end to end for this many updates, then freeze the frame encoder (and the instruction
     /// path, unless `freeze_instruction_after` froze it earlier) and train the decoder on their
     /// cached output (much faster); `None` (never) trains end to end throughout.
@@ -162,6 +186,8 @@ impl Default for TrainOptions {
             beta: 0.01,
             seed: 0,
             n_step: 4,
+            timeouts: Timeouts::Terminal,
+            sampling: Sampling::Steps,
             freeze_encoders_after: Some(3000),
             freeze_instruction_after: Some(1600),
             min_bin_share: 0.002,

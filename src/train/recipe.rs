@@ -10,7 +10,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Objective, TrainError, TrainOptions};
+use super::{Objective, Sampling, Timeouts, TrainError, TrainOptions};
 use crate::model::TextKind;
 
 /// The recipe format this build reads (`format = 1` in the file).
@@ -19,7 +19,7 @@ pub const RECIPE_FORMAT: u32 = 1;
 /// The format of what a run records: train.json and a checkpoint's state.json (`"format"`). Files
 /// without the key are format 0: written before the key existed, they omit the options added
 /// after their run (see `recorded_options`).
-pub const RECORD_FORMAT: u32 = 1;
+pub const RECORD_FORMAT: u32 = 2;
 
 /// The source revision of this build: `git rev-parse HEAD`, with `-dirty` where the sources
 /// differed from it, or "unknown" (built outside a git checkout).
@@ -80,6 +80,8 @@ pub struct OptionsPatch {
     pub beta: Option<f64>,
     pub seed: Option<u64>,
     pub n_step: Option<usize>,
+    pub timeouts: Option<Timeouts>,
+    pub sampling: Option<Sampling>,
     /// A number of updates, or "never".
     #[serde(default, deserialize_with = "freeze")]
     pub freeze_encoders_after: Option<Option<usize>>,
@@ -122,6 +124,8 @@ impl OptionsPatch {
             beta,
             seed,
             n_step,
+            timeouts,
+            sampling,
             freeze_encoders_after,
             freeze_instruction_after,
             min_bin_share,
@@ -146,6 +150,8 @@ impl OptionsPatch {
         set(&mut opts.beta, beta);
         set(&mut opts.seed, seed);
         set(&mut opts.n_step, n_step);
+        set(&mut opts.timeouts, timeouts);
+        set(&mut opts.sampling, sampling);
         set(&mut opts.freeze_encoders_after, freeze_encoders_after);
         set(&mut opts.freeze_instruction_after, freeze_instruction_after);
         set(&mut opts.min_bin_share, min_bin_share);
@@ -169,6 +175,8 @@ impl OptionsPatch {
             beta,
             seed,
             n_step,
+            timeouts,
+            sampling,
             freeze_encoders_after,
             freeze_instruction_after,
             min_bin_share,
@@ -190,6 +198,8 @@ impl OptionsPatch {
             beta: Some(beta),
             seed: Some(seed),
             n_step: Some(n_step),
+            timeouts: Some(timeouts),
+            sampling: Some(sampling),
             freeze_encoders_after: Some(freeze_encoders_after),
             freeze_instruction_after: Some(freeze_instruction_after),
             min_bin_share: Some(min_bin_share),
@@ -254,28 +264,33 @@ pub struct RecipeRecord {
 }
 
 /// The options a run recorded (`value`: train.json's or a checkpoint's `options`) in the layout
-/// of `format`. Format 0 omitted the options added after its run; each reads as the value the
-/// training code then had in effect: no self-imitation, the behaviour head on every step, 1-step
-/// returns, no freezing, every bin the data took (share 0), one shard.
+/// of `format`. Older formats omitted the options added after their runs; each reads as the value
+/// the training code then had in effect. Format 0: no self-imitation, the behaviour head on every
+/// step, 1-step returns, no freezing, every bin the data took (share 0), one shard. Formats 0 and
+/// 1: timeouts terminal, every step alike in sampling.
 pub fn recorded_options(value: &serde_json::Value, format: u32) -> Result<TrainOptions, String> {
+    if format > RECORD_FORMAT {
+        return Err(format!("format {format}: this moe_vla reads formats 0 to {RECORD_FORMAT}"));
+    }
     let mut value = value.clone();
-    match format {
-        0 => {
-            let fields = value.as_object_mut().ok_or("the options are not an object")?;
-            for (key, old) in [
-                ("imitation_weight", serde_json::json!(0.0)),
-                ("behaviour_successes_only", serde_json::json!(false)),
-                ("n_step", serde_json::json!(1)),
-                ("freeze_encoders_after", serde_json::Value::Null),
-                ("freeze_instruction_after", serde_json::Value::Null),
-                ("min_bin_share", serde_json::json!(0.0)),
-                ("shards", serde_json::json!(1)),
-            ] {
-                fields.entry(key).or_insert(old);
-            }
-        }
-        RECORD_FORMAT => {}
-        newer => return Err(format!("format {newer}: this moe_vla reads formats 0 to {RECORD_FORMAT}")),
+    let fields = value.as_object_mut().ok_or("the options are not an object")?;
+    let mut absent = Vec::new();
+    if format == 0 {
+        absent.extend([
+            ("imitation_weight", serde_json::json!(0.0)),
+            ("behaviour_successes_only", serde_json::json!(false)),
+            ("n_step", serde_json::json!(1)),
+            ("freeze_encoders_after", serde_json::Value::Null),
+            ("freeze_instruction_after", serde_json::Value::Null),
+            ("min_bin_share", serde_json::json!(0.0)),
+            ("shards", serde_json::json!(1)),
+        ]);
+    }
+    if format <= 1 {
+        absent.extend([("timeouts", serde_json::json!("terminal")), ("sampling", serde_json::json!("steps"))]);
+    }
+    for (key, old) in absent {
+        fields.entry(key).or_insert(old);
     }
     serde_json::from_value(value).map_err(|e| e.to_string())
 }
@@ -375,7 +390,7 @@ mod tests {
             let text = std::fs::read_to_string(repo(&format!("{model}/train.json"))).unwrap();
             assert!(!text.contains("/tmp"), "{model}/train.json names a temporary path");
             let report: serde_json::Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(record_format(&report), Ok(RECORD_FORMAT), "{model}");
+            assert!(record_format(&report).is_ok_and(|f| (1..=RECORD_FORMAT).contains(&f)), "{model}");
             train_json_options(&report).unwrap();
         }
     }
@@ -390,12 +405,22 @@ mod tests {
             old.as_object_mut().unwrap().remove(later);
         }
         old.as_object_mut().unwrap().remove("freeze_instruction_after");
+        old.as_object_mut().unwrap().remove("timeouts");
+        old.as_object_mut().unwrap().remove("sampling");
         let opts = train_json_options(&serde_json::json!({ "options": old })).unwrap();
+        assert_eq!((opts.timeouts, opts.sampling), (Timeouts::Terminal, Sampling::Steps));
         assert_eq!((opts.n_step, opts.freeze_encoders_after, opts.freeze_instruction_after), (1, None, None));
         assert_eq!((opts.min_bin_share, opts.shards, opts.behaviour_successes_only), (0.0, 1, false));
-        // Format 1 holds every option: a missing one is an error, not a default.
+        // Format 1 holds every option but the timeouts and the sampling: another missing one is an
+        // error, not a default.
         let err = train_json_options(&serde_json::json!({ "format": 1, "options": old })).unwrap_err();
         assert!(err.contains("missing field"), "{err}");
+        let mut format_1 = serde_json::to_value(TrainOptions { n_step: 3, ..TrainOptions::default() }).unwrap();
+        format_1.as_object_mut().unwrap().remove("timeouts");
+        format_1.as_object_mut().unwrap().remove("sampling");
+        let opts = train_json_options(&serde_json::json!({ "format": 1, "options": format_1.clone() })).unwrap();
+        assert_eq!((opts.n_step, opts.timeouts, opts.sampling), (3, Timeouts::Terminal, Sampling::Steps));
+        assert!(train_json_options(&serde_json::json!({ "format": 2, "options": format_1 })).is_err());
         let err = train_json_options(&serde_json::json!({ "format": 9, "options": old })).unwrap_err();
         assert!(err.contains("format 9"), "{err}");
     }
@@ -457,6 +482,8 @@ mod tests {
             alpha: 2.0,
             imitation_weight: 3.0,
             behaviour_successes_only: true,
+            timeouts: Timeouts::Bootstrap,
+            sampling: Sampling::Episodes,
             beta: 4.0,
             seed: 9,
             n_step: 2,

@@ -3,7 +3,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::data::{n_step, Batch, Batcher, Dataset, Observations, Topics};
+use super::data::{n_step, Batch, Batcher, Dataset, Episode, Observations, Topics};
 use super::objective::{bc_loss, mask_tensor, q_loss, q_targets, successes, successes_cross_entropy, Bootstrap};
 use super::*;
 use crate::action::{ActionSpace, GaitFields, PlanarTwist};
@@ -316,17 +316,22 @@ fn n_step_returns_match_a_hand_computed_episode() {
     // An episode of 6 steps (T = 5), gamma 0.5, n = 3.
     let (g, n) = (0.5, 3);
     // t = 0: s_3 exists, nothing is earned inside the 3 steps; MC return 0.5^5.
-    assert_eq!(n_step(0, 5, true, g, n), (3, 0.0, 0.125, 0.03125));
+    assert_eq!(n_step(0, 5, true, false, g, n), (3, 0.0, 0.125, 0.03125));
     // t = 2: s_5 (the final step) exists; still no reward before it.
-    assert_eq!(n_step(2, 5, true, g, n), (5, 0.0, 0.125, 0.125));
+    assert_eq!(n_step(2, 5, true, false, g, n), (5, 0.0, 0.125, 0.125));
     // t = 3: the episode ends within 3 steps: the return is 0.5^2 and nothing is bootstrapped.
-    assert_eq!(n_step(3, 5, true, g, n), (5, 0.25, 0.0, 0.25));
-    assert_eq!(n_step(5, 5, true, g, n), (5, 1.0, 0.0, 1.0));
+    assert_eq!(n_step(3, 5, true, false, g, n), (5, 0.25, 0.0, 0.25));
+    assert_eq!(n_step(5, 5, true, false, g, n), (5, 1.0, 0.0, 1.0));
     // A failed episode earns nothing but still bootstraps where s_{t+n} exists.
-    assert_eq!(n_step(1, 5, false, g, n), (4, 0.0, 0.125, 0.0));
-    assert_eq!(n_step(4, 5, false, g, n), (5, 0.0, 0.0, 0.0));
+    assert_eq!(n_step(1, 5, false, false, g, n), (4, 0.0, 0.125, 0.0));
+    assert_eq!(n_step(4, 5, false, false, g, n), (5, 0.0, 0.0, 0.0));
     // n = 1 is the one-step target.
-    assert_eq!(n_step(4, 5, true, g, 1), (5, 0.0, 0.5, 0.5));
+    assert_eq!(n_step(4, 5, true, false, g, 1), (5, 0.0, 0.5, 0.5));
+    // A timed-out episode (no success) cut short rather than ended: where the n steps reach past
+    // its end, the target bootstraps from its last observation instead of being 0.
+    assert_eq!(n_step(3, 5, false, true, g, n), (5, 0.0, 0.25, 0.0));
+    assert_eq!(n_step(5, 5, false, true, g, n), (5, 0.0, 0.5, 0.0));
+    assert_eq!(n_step(1, 5, false, true, g, n), (4, 0.0, 0.125, 0.0), "inside the episode nothing changes");
 }
 
 #[test]
@@ -472,7 +477,7 @@ fn bags_become_episodes_with_rewards_and_bins() {
 
     let tokenizer = micro_tokenizer();
     let batcher = Batcher::new(&data, &tokenizer.clone().into(), cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
-    let batch = batcher.batch(&[4, 9, 0], 0.9, 1).unwrap();
+    let batch = batcher.batch(&[4, 9, 0], 0.9, 1, false).unwrap();
     assert_eq!(batch.return_n.to_vec1::<f32>().unwrap(), vec![1.0, 0.0, 0.0]);
     assert_eq!(batch.discount.to_vec1::<f32>().unwrap(), vec![0.0, 0.0, 0.9]);
     let mc = batch.mc_return.to_vec1::<f32>().unwrap();
@@ -480,6 +485,24 @@ fn bags_become_episodes_with_rewards_and_bins() {
     assert_eq!(mc[1], 0.0, "failed episodes have no return");
     assert!((mc[2] - 0.9f32.powi(4)).abs() < 1e-6);
     assert_eq!(pixels(&batch.obs).frames.dims(), &[3, 2, 3, 16, 16]);
+
+    // The failed episodes timed out: with bootstrapped timeouts their last step bootstraps from
+    // its own observation instead of ending there; a step inside the episode is unchanged.
+    assert_eq!(data.episodes.iter().map(Episode::timed_out).collect::<Vec<_>>(), [false, true, false, true]);
+    let cut_short = batcher.batch(&[9, 6, 4], 0.9, 1, true).unwrap();
+    assert_eq!(cut_short.discount.to_vec1::<f32>().unwrap(), vec![0.9, 0.9, 0.0]);
+    assert_eq!(cut_short.return_n.to_vec1::<f32>().unwrap(), vec![0.0, 0.0, 1.0]);
+
+    // Sampling by episode weighs a 1-step episode like a 5-step one.
+    let eligible: Vec<usize> = (0..5).chain([7]).collect();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
+    let by_episode = data.sample_by_episode(&eligible, 4000, &mut rng);
+    assert!(by_episode.iter().all(|s| eligible.contains(s)));
+    let short = by_episode.iter().filter(|&&s| s == 7).count() as f64 / 4000.0;
+    assert!((short - 0.5).abs() < 0.04, "{short}");
+    let by_step = Dataset::sample_steps(&eligible, 4000, &mut rng);
+    let short = by_step.iter().filter(|&&s| s == 7).count() as f64 / 4000.0;
+    assert!((short - 1.0 / 6.0).abs() < 0.04, "{short}");
 }
 
 fn train_steps(trainer: &mut Trainer, batcher: &mut Batcher, eligible: &[usize], until: usize) -> Vec<StepStats> {
@@ -595,9 +618,9 @@ fn the_frozen_encoders_cached_output_equals_encoding_pixels() {
     let (model, _) = crate::model::init_model(&cfg, 3, &Device::Cpu).unwrap();
     let mut batcher = Batcher::new(&data, &tokenizer.clone().into(), cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
     let steps = [0, 6, 13, 19];
-    let from_pixels = batcher.batch(&steps, 0.9, 2).unwrap();
+    let from_pixels = batcher.batch(&steps, 0.9, 2, false).unwrap();
     batcher.encode_all(&model, |_, _| {}).unwrap();
-    let cached = batcher.batch(&steps, 0.9, 2).unwrap();
+    let cached = batcher.batch(&steps, 0.9, 2, false).unwrap();
     assert!(matches!(cached.obs, Observations::Encoded(_)));
     let bins = from_pixels.bins.narrow(1, 0, 5).unwrap();
     for (a, b) in [(&from_pixels.obs, &cached.obs), (&from_pixels.next, &cached.next)] {
@@ -757,7 +780,7 @@ fn a_bag_frame_reaches_the_network_identically_in_training_and_at_replay() {
     let batcher = Batcher::new(&data, &tokenizer.clone().into(), cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
     let trained: Vec<Vec<f32>> = (0..4)
         .map(|step| {
-            let batch = batcher.batch(&[step], 0.99, 1).unwrap();
+            let batch = batcher.batch(&[step], 0.99, 1, false).unwrap();
             pixels(&batch.obs).frames.flatten_all().unwrap().to_vec1::<f32>().unwrap()
         })
         .collect();

@@ -16,7 +16,7 @@ use super::objective::{
     bc_loss, greedy_outside_support, mask_tensor, q_loss, q_targets, successes, successes_cross_entropy, Bootstrap,
 };
 use super::optim::{cosine_lr, AdamW};
-use super::{recipe, Objective, StepStats, TrainError, TrainOptions};
+use super::{recipe, Objective, Sampling, StepStats, Timeouts, TrainError, TrainOptions};
 use crate::action::ActionSpace;
 use crate::model::{init_model, is_instruction_weight, read_weights, save_weights, VlaConfig, VlaModel};
 
@@ -173,8 +173,12 @@ impl Trainer {
         if self.encoders_frozen() && !batcher.is_encoded() {
             batcher.encode_all(&self.online, progress)?;
         }
-        let steps = Dataset::sample_steps(eligible, self.opts.batch_size, &mut self.batch_rng(self.step));
-        Ok(batcher.batch(&steps, self.opts.gamma, self.opts.n_step)?)
+        let rng = &mut self.batch_rng(self.step);
+        let steps = match self.opts.sampling {
+            Sampling::Steps => Dataset::sample_steps(eligible, self.opts.batch_size, rng),
+            Sampling::Episodes => batcher.data.sample_by_episode(eligible, self.opts.batch_size, rng),
+        };
+        Ok(batcher.batch(&steps, self.opts.gamma, self.opts.n_step, self.opts.timeouts == Timeouts::Bootstrap)?)
     }
 
     /// One gradient update on `batch`. With several shards each computes the gradient of its

@@ -117,6 +117,8 @@ pub struct EpisodeSteps {
     pub success: bool,
     /// Ended by the terminate action: the last step's terminate bin is set.
     pub terminated: bool,
+    /// Why it ended, as the episode outcome says ("timeout", "collision", ...).
+    pub reason: String,
     /// Per step, its frame: RGB bytes, image size x image size.
     pub frames: Vec<Vec<u8>>,
     /// Per step, the bin of every action dimension.
@@ -215,6 +217,7 @@ fn split_episodes(events: Vec<BagEvent>, frame_period_s: f64, space: &ActionSpac
                         family: outcome.family.clone(),
                         success: outcome.success,
                         terminated: outcome.terminated,
+                        reason: outcome.reason.clone(),
                         frames: step_frames,
                         bins: step_bins,
                         frames_read: n,

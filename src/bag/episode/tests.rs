@@ -112,6 +112,7 @@ fn an_episode_reads_back_as_written() {
         family: "go_to".into(),
         success: true,
         terminated: true,
+        reason: "terminated_at_goal".into(),
         frames: (0..steps).map(pixels).collect(),
         bins,
         frames_read: steps as usize,

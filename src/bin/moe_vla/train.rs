@@ -8,7 +8,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use moe_vla::model::TextKind;
 use moe_vla::train::{
-    train_model, DataSummary, Objective, OptionsPatch, Recipe, RecipeRecord, StepStats, TrainOptions, TrainProgress, TrainRun,
+    train_model, DataSummary, Objective, OptionsPatch, Recipe, RecipeRecord, Sampling, StepStats, Timeouts, TrainOptions,
+    TrainProgress, TrainRun,
 };
 
 /// `moe_vla train`'s flags. An option's value comes from its flag if given, else from `--recipe`,
@@ -128,6 +129,13 @@ struct OptionFlags {
     /// The last action dimension bootstraps from the observation n steps later.
     #[arg(long)]
     n_step: Option<usize>,
+    /// At the end of a timed-out episode: terminal (nothing follows) or bootstrap (from its last
+    /// observation: the episode was cut short).
+    #[arg(long, value_enum)]
+    timeouts: Option<Timeouts>,
+    /// Batches draw steps (every step alike) or episodes (every episode alike, then a step).
+    #[arg(long, value_enum)]
+    sampling: Option<Sampling>,
     /// Train end to end for this many updates, then freeze the frame encoder (and the instruction
     /// path) and train the decoder on their cached output; "never" trains end to end throughout.
     #[arg(long, value_parser = parse_freeze, value_name = "UPDATES|never")]
@@ -175,6 +183,8 @@ impl OptionFlags {
             beta: self.beta,
             seed: self.seed,
             n_step: self.n_step,
+            timeouts: self.timeouts,
+            sampling: self.sampling,
             freeze_encoders_after: self.freeze_encoders_after.map(|f| f.0),
             freeze_instruction_after: self.freeze_instruction_after.map(|f| f.0),
             min_bin_share: self.min_bin_share,

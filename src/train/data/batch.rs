@@ -118,11 +118,16 @@ impl Batch {
 }
 
 /// Time-step bookkeeping of an n-step target for step `step` of an episode ending at `last`:
-/// (index of s_{t+n}, return within the n steps, bootstrap discount, Monte-Carlo return).
-pub fn n_step(step: usize, last: usize, success: bool, gamma: f64, n: usize) -> (usize, f32, f32, f32) {
+/// (index of s_{t+n}, return within the n steps, bootstrap discount, Monte-Carlo return). An
+/// episode `cut_short` (a timeout whose targets bootstrap) does not end at `last`: where the n
+/// steps reach past it, the target bootstraps from the last observation, as from the state the
+/// episode would have gone on from, one period after the last step.
+pub fn n_step(step: usize, last: usize, success: bool, cut_short: bool, gamma: f64, n: usize) -> (usize, f32, f32, f32) {
     let n = n.max(1);
     let mc = if success { gamma.powi((last - step) as i32) } else { 0.0 };
-    if step + n > last {
+    if step + n > last && cut_short {
+        (last, 0.0, gamma.powi((last - step).max(1) as i32) as f32, mc as f32)
+    } else if step + n > last {
         (last, mc as f32, 0.0, mc as f32)
     } else {
         (step + n, 0.0, gamma.powi(n as i32) as f32, mc as f32)
@@ -264,8 +269,9 @@ impl<'a> Batcher<'a> {
         Ok(Observations::Pixels(ObservationBatch { text, text_valid, frames }))
     }
 
-    /// The batch of `steps` with n-step bootstrapping.
-    pub fn batch(&self, steps: &[usize], gamma: f64, n: usize) -> candle_core::Result<Batch> {
+    /// The batch of `steps` with n-step bootstrapping (from the last observation of a timed-out
+    /// episode too, with `bootstrap_timeouts`).
+    pub fn batch(&self, steps: &[usize], gamma: f64, n: usize, bootstrap_timeouts: bool) -> candle_core::Result<Batch> {
         let dims = self.data.bins[0].len();
         let mut bins = Vec::with_capacity(steps.len() * dims);
         let (mut return_n, mut discount, mut mc, mut next) =
@@ -273,7 +279,8 @@ impl<'a> Batcher<'a> {
         for &step in steps {
             bins.extend_from_slice(&self.data.bins[step]);
             let ep = self.data.episode_of(step);
-            let (later, ret, disc, mc_return) = n_step(step - ep.first, ep.len - 1, ep.success, gamma, n);
+            let cut_short = bootstrap_timeouts && ep.timed_out();
+            let (later, ret, disc, mc_return) = n_step(step - ep.first, ep.len - 1, ep.success, cut_short, gamma, n);
             next.push(ep.first + later);
             return_n.push(ret);
             discount.push(disc);

@@ -145,6 +145,7 @@ fn build_cache(
                 family: episode.family,
                 success: episode.success,
                 terminated: episode.terminated,
+                reason: episode.reason,
                 first,
                 len: episode.frames.len(),
             });

@@ -43,10 +43,22 @@ pub struct Episode {
     pub success: bool,
     /// Ended by the terminate action: the last step's terminate bin is set.
     pub terminated: bool,
+    /// Why it ended, as its outcome says ("timeout", "collision", ...).
+    pub reason: String,
     /// Index of the first step (frame) in the dataset.
     pub first: usize,
     pub len: usize,
 }
+
+impl Episode {
+    /// Cut short by the time limit rather than ended by what happened.
+    pub fn timed_out(&self) -> bool {
+        self.reason == TIMEOUT_REASON
+    }
+}
+
+/// The outcome reason of an episode that ran out of time (`sim::Reason::Timeout`'s name).
+pub const TIMEOUT_REASON: &str = "timeout";
 
 /// A loaded dataset: episode table, action bins and memory-mapped frames.
 pub struct Dataset {
@@ -98,6 +110,27 @@ impl Dataset {
     /// Draws `batch` steps uniformly from `eligible`.
     pub fn sample_steps(eligible: &[usize], batch: usize, rng: &mut impl Rng) -> Vec<usize> {
         (0..batch).map(|_| eligible[rng.random_range(0..eligible.len())]).collect()
+    }
+
+    /// Draws `batch` steps from `eligible` an episode at a time: an episode uniformly among those
+    /// with eligible steps, then one of its eligible steps uniformly, so that long episodes weigh
+    /// no more than short ones.
+    pub fn sample_by_episode(&self, eligible: &[usize], batch: usize, rng: &mut impl Rng) -> Vec<usize> {
+        // Eligible steps come episode by episode: the runs of one episode's steps.
+        let mut runs: Vec<&[usize]> = Vec::new();
+        let mut start = 0;
+        for i in 1..=eligible.len() {
+            if i == eligible.len() || self.episode_of[eligible[i]] != self.episode_of[eligible[start]] {
+                runs.push(&eligible[start..i]);
+                start = i;
+            }
+        }
+        (0..batch)
+            .map(|_| {
+                let run = runs[rng.random_range(0..runs.len())];
+                run[rng.random_range(0..run.len())]
+            })
+            .collect()
     }
 }
 

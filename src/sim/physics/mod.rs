@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use camera::HeadCamera;
+pub use camera::{HeadCamera, ViewCamera};
 pub use go2::{Go2, Go2Command, HEIGHT_OFFSET_RANGE, PHYSICS_STEP_S, TICK_S};
 pub use policy::{crouch_pose, Observation, WalkingPolicy, ACTION_SCALE, DEFAULT_POSE, JOINT_NAMES, OBS_SIZE};
 pub use scene::{scene_mjcf, SceneGeom, SceneMjcf};

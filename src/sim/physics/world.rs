@@ -65,6 +65,8 @@ pub struct PhysicsWorld {
     touch: Vec<Touch>,
     /// The body-height offset commanded, in the kinematic world's convention.
     height_command: f32,
+    /// (robot geom, scene geom) of the collision that ended the episode.
+    collided: Option<[usize; 2]>,
     steps: u32,
     outcome: Option<Outcome>,
 }
@@ -77,7 +79,7 @@ impl PhysicsWorld {
         let start = scenario.start;
         go2.reset(f64::from(start.x), f64::from(start.y), f64::from(start.yaw));
         let touch = touch_map(go2.model(), &scenario)?;
-        Ok(Self { height_command: start.height, scenario, go2, camera: None, touch, steps: 0, outcome: None })
+        Ok(Self { height_command: start.height, scenario, go2, camera: None, touch, collided: None, steps: 0, outcome: None })
     }
 
     pub fn go2(&self) -> &Go2 {
@@ -86,6 +88,16 @@ impl PhysicsWorld {
 
     pub fn go2_mut(&mut self) -> &mut Go2 {
         &mut self.go2
+    }
+
+    /// What collided, when a collision ended the episode: the robot's body and the scene geom.
+    pub fn collision(&self) -> Option<(String, String)> {
+        let model = self.go2.model();
+        self.collided.map(|[robot, scene]| {
+            let body = model.geom_bodyid()[robot] as usize;
+            let name = |kind, id| model.id_to_name(kind, id).unwrap_or("?").to_owned();
+            (name(MjtObjBase::mjOBJ_BODY, body), name(MjtObjBase::mjOBJ_GEOM, scene))
+        })
     }
 
     fn finish(&mut self, reason: Reason, terminated: bool, time_s: f32) -> Option<Outcome> {
@@ -184,22 +196,25 @@ fn touch_map(model: &MjModel, scenario: &Scenario) -> Result<Vec<Touch>, Physics
     Ok(touch)
 }
 
-/// The worst contact in `data` between a robot geom and a scene geom (an obstacle over the target).
-fn worst_contact(data: &MjData<Arc<MjModel>>, touch: &[Touch]) -> Touch {
+/// The worst contact in `data` between a robot geom and a scene geom (an obstacle over the
+/// target), with the (robot, scene) geoms of an obstacle's.
+fn worst_contact(data: &MjData<Arc<MjModel>>, touch: &[Touch]) -> (Touch, Option<[usize; 2]>) {
     let mut worst = Touch::Nothing;
     for c in data.contact() {
-        let kinds = c.geom.map(|g| usize::try_from(g).ok().and_then(|g| touch.get(g).copied()).unwrap_or(Touch::Nothing));
-        let other = match kinds {
-            [Touch::Robot, other] | [other, Touch::Robot] => other,
+        let ids = c.geom.map(|g| usize::try_from(g).unwrap_or(usize::MAX));
+        let kinds = ids.map(|g| touch.get(g).copied().unwrap_or(Touch::Nothing));
+        let (other, pair) = match kinds {
+            [Touch::Robot, other] => (other, [ids[0], ids[1]]),
+            [other, Touch::Robot] => (other, [ids[1], ids[0]]),
             _ => continue,
         };
         match other {
-            Touch::Obstacle => return Touch::Obstacle,
+            Touch::Obstacle => return (Touch::Obstacle, Some(pair)),
             Touch::Target => worst = Touch::Target,
             Touch::Nothing | Touch::Robot => {}
         }
     }
-    worst
+    (worst, None)
 }
 
 impl TaskWorld for PhysicsWorld {
@@ -241,13 +256,14 @@ impl TaskWorld for PhysicsWorld {
         let go2_command = self.go2_command(command);
         for k in 1..=TICKS_PER_STEP {
             let mut contact = Touch::Nothing;
-            let touch = &self.touch;
+            let (touch, collided) = (&self.touch, &mut self.collided);
             let ticked = self.go2.tick_observed(go2_command, &mut |data| {
                 if contact != Touch::Obstacle {
-                    contact = match worst_contact(data, touch) {
-                        Touch::Nothing => contact,
-                        worse => worse,
-                    };
+                    let (worst, pair) = worst_contact(data, touch);
+                    if worst != Touch::Nothing {
+                        contact = worst;
+                        *collided = pair;
+                    }
                 }
             });
             // The MLP's forward pass on a fixed-size finite input has no failure of its own: an

@@ -134,6 +134,7 @@ fn a_crouch_passes_under_a_bar_the_standing_robot_hits() {
     let at = standing.pose();
     eprintln!("standing: {out:?} at x {:.2}, y {:.2}, trunk z {:.3}", at.x, at.y, standing.go2().position()[2]);
     assert_eq!(out.reason, Reason::Collision);
+    assert_eq!(standing.collision().map(|(_, scene)| scene).as_deref(), Some("bar0"));
     // Hit the bar with the head: short of the wall, in the middle of the gap.
     assert!(at.x > 2.9 && at.x < 3.5, "{at:?}");
     assert!((at.y - 4.0).abs() < 0.3, "{at:?}");

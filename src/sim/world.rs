@@ -87,10 +87,12 @@ pub enum Reason {
     Timeout,
     /// Stop family: moved away from the start.
     Moved,
+    /// The physics world's robot fell (the kinematic world's never does).
+    Fell,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Self::Reached,
         Self::Passed,
         Self::Stayed,
@@ -100,6 +102,7 @@ impl Reason {
         Self::TerminatedEarly,
         Self::Timeout,
         Self::Moved,
+        Self::Fell,
     ];
 
     pub fn name(self) -> &'static str {
@@ -113,6 +116,7 @@ impl Reason {
             Self::TerminatedEarly => "terminated_early",
             Self::Timeout => "timeout",
             Self::Moved => "moved",
+            Self::Fell => "fell",
         }
     }
 

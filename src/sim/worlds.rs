@@ -65,6 +65,13 @@ pub fn new_world(kind: WorldKind, scenario: Scenario) -> Result<Box<dyn TaskWorl
     }
 }
 
+#[cfg(feature = "physics")]
+fn physics_world(scenario: Scenario) -> Result<Box<dyn TaskWorld>, SimError> {
+    let world = super::physics::PhysicsWorld::new(scenario).map_err(|e| SimError::Invalid(format!("physics world: {e}")))?;
+    Ok(Box::new(world))
+}
+
+#[cfg(not(feature = "physics"))]
 fn physics_world(_: Scenario) -> Result<Box<dyn TaskWorld>, SimError> {
     Err(SimError::Invalid(
         "this build has no physics world: build with the cargo feature `physics` after scripts/setup.sh installed MuJoCo".into(),

@@ -19,7 +19,7 @@ from sensor_msgs.msg import Image
 import peer as p
 
 REASONS = {"reached", "passed", "stayed", "terminated", "collision", "wrong_object", "terminated_early",
-           "timeout", "moved"}
+           "timeout", "moved", "fell"}
 SUCCESS = {"reached", "passed", "stayed", "terminated"}
 
 

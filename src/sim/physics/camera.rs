@@ -59,3 +59,41 @@ impl HeadCamera {
         self.renderer.rgb_flat().map(<[u8]>::to_vec).ok_or_else(|| PhysicsError::Render("no RGB buffer".into()))
     }
 }
+
+/// An offscreen third-person view of the scene with the robot drawn (for figures): a free camera
+/// looking at `lookat` from `distance` m, at `azimuth` and `elevation` degrees.
+pub struct ViewCamera {
+    renderer: MjRenderer,
+}
+
+impl ViewCamera {
+    pub fn new(
+        go2: &Go2,
+        (width, height): (usize, usize),
+        lookat: [f64; 3],
+        distance: f64,
+        azimuth: f64,
+        elevation: f64,
+    ) -> Result<Self, PhysicsError> {
+        let model = go2.model();
+        let mut camera = MjvCamera::new_free(model);
+        camera.lookat = lookat;
+        camera.distance = distance;
+        camera.azimuth = azimuth;
+        camera.elevation = elevation;
+        let renderer = MjRenderer::builder()
+            .width(width as u32)
+            .height(height as u32)
+            .camera(camera)
+            .build(model)
+            .map_err(|e| PhysicsError::Render(format!("{e:?}")))?;
+        Ok(Self { renderer })
+    }
+
+    /// Renders the current state: RGB bytes, rows top to bottom.
+    pub fn render(&mut self, go2: &mut Go2) -> Result<Vec<u8>, PhysicsError> {
+        self.renderer.sync_data(go2.data_mut()).map_err(|e| PhysicsError::Render(format!("{e:?}")))?;
+        self.renderer.render().map_err(|e| PhysicsError::Render(format!("{e:?}")))?;
+        self.renderer.rgb_flat().map(<[u8]>::to_vec).ok_or_else(|| PhysicsError::Render("no RGB buffer".into()))
+    }
+}

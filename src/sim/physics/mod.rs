@@ -8,16 +8,22 @@
 pub mod camera;
 pub mod go2;
 pub mod policy;
+pub mod scene;
 #[cfg(test)]
 mod tests;
+pub mod world;
+#[cfg(test)]
+mod world_tests;
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use camera::HeadCamera;
+pub use camera::{HeadCamera, ViewCamera};
 pub use go2::{Go2, Go2Command, HEIGHT_OFFSET_RANGE, PHYSICS_STEP_S, TICK_S};
 pub use policy::{crouch_pose, Observation, WalkingPolicy, ACTION_SCALE, DEFAULT_POSE, JOINT_NAMES, OBS_SIZE};
+pub use scene::{scene_mjcf, SceneGeom, SceneMjcf};
+pub use world::{go2_height, PhysicsWorld, HEIGHT_SCALE};
 
 /// The command that installs the parts, named by every error about a missing one.
 pub const SETUP_COMMAND: &str = "scripts/setup_physics.sh";

@@ -85,12 +85,12 @@ fn stopping_after_walking_comes_to_rest() {
 #[test]
 fn crouch_lowers_the_body_while_walking() {
     let standing = walk(Go2Command { velocity: [0.3, 0.0, 0.0], height_offset: 0.0 }, 2.0, 1.0).0.position()[2];
-    let (go2, v, _) = walk(Go2Command { velocity: [0.3, 0.0, 0.0], height_offset: -0.1 }, 2.0, 2.0);
+    let (go2, v, _) = walk(Go2Command { velocity: [0.2, 0.0, 0.0], height_offset: -0.1 }, 2.0, 2.0);
     let crouched = go2.position()[2];
-    eprintln!("crouch -0.10 at vx 0.3: body {standing:.3} -> {crouched:.3} m, vx {:.3}", v[0]);
+    eprintln!("crouch -0.10 at vx 0.2: body {standing:.3} -> {crouched:.3} m, vx {:.3}", v[0]);
     assert!((go2.height_offset() + 0.1).abs() < 1e-9);
     assert!(standing - crouched > 0.07 && standing - crouched < 0.13, "{standing} -> {crouched}");
-    assert!((v[0] - 0.3).abs() < 0.1, "vx {}", v[0]);
+    assert!((v[0] - 0.2).abs() < 0.07, "vx {}", v[0]);
 }
 
 #[test]

@@ -710,24 +710,29 @@ fn a_30_fps_bag_trains_one_step_per_period() {
     assert_eq!(load(dir.path(), &cfg).steps(), 5);
 }
 
-#[test]
-fn collected_bags_load_unchanged_one_step_per_frame() {
+/// Collects `episodes` episodes of `families` in `world` and checks that they load one step per
+/// frame, each step's action the decision the expert recorded after its frame.
+fn collected_bags_load(
+    world: crate::sim::WorldKind,
+    episodes: usize,
+    families: &[crate::sim::TaskFamily],
+) -> (tempfile::TempDir, Dataset) {
     let dir = tempfile::tempdir().unwrap();
     let opts = crate::sim::CollectOptions {
         out: dir.path().join("episodes"),
-        episodes: 3,
+        episodes,
         seed: 2,
         image_size: 16,
-        families: crate::sim::TaskFamily::ALL.to_vec(),
+        families: families.to_vec(),
         design: crate::sim::DataDesign::Original,
-        world: crate::sim::WorldKind::Kinematic,
+        world,
         threads: 1,
     };
     let report = crate::sim::collect(&opts, &|_| ()).unwrap();
     let cfg = micro();
     assert_eq!(cfg.frame_period_s, crate::sim::CONTROL_PERIOD_NS as f64 / 1e9, "collect records at the presets' period");
     let data = load(&opts.out, &cfg);
-    assert_eq!(data.episodes.len(), 3);
+    assert_eq!(data.episodes.len(), episodes);
     assert_eq!(data.steps() as u64, report.steps);
     assert_eq!(data.frames_read, data.steps());
     // Each step's action is the decision the expert recorded after its frame, every one in order.
@@ -744,6 +749,29 @@ fn collected_bags_load_unchanged_one_step_per_frame() {
         assert_eq!(decided.len(), episode.len, "episode {e}");
         assert_eq!(data.bins[episode.first..episode.first + episode.len], decided[..], "episode {e}");
     }
+    (dir, data)
+}
+
+#[test]
+fn collected_bags_load_unchanged_one_step_per_frame() {
+    collected_bags_load(crate::sim::WorldKind::Kinematic, 3, &crate::sim::TaskFamily::ALL);
+}
+
+/// Bags of the physics world are bags like any other: they load and train.
+#[cfg(feature = "physics")]
+#[test]
+fn physics_world_bags_load_and_train_like_any_other() {
+    use crate::sim::TaskFamily;
+    let (_dir, data) = collected_bags_load(crate::sim::WorldKind::Physics, 2, &[TaskFamily::GoTo, TaskFamily::Crawl]);
+    let cfg = micro();
+    let words: Vec<&str> = data.episodes.iter().map(|e| e.instruction.as_str()).collect();
+    let tokenizer = InstructionTokenizer::new(train_word_level(words.into_iter(), 32).unwrap(), 8, 32);
+    let mut batcher = Batcher::new(&data, &tokenizer.into(), cfg.history, cfg.preprocess.clone(), &Device::Cpu).unwrap();
+    let opts =
+        TrainOptions { batch_size: 4, freeze_encoders_after: None, freeze_instruction_after: None, ..TrainOptions::default() };
+    let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
+    let stats = train_steps(&mut trainer, &mut batcher, &data.step_indices(false), 2);
+    assert!(stats.iter().all(|s| s.loss.is_finite()), "{:?}", stats.iter().map(|s| s.loss).collect::<Vec<_>>());
 }
 
 /// The same bag frames give the network identical input at training and at replay: the bag's

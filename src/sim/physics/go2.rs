@@ -56,8 +56,9 @@ pub const FALL_HEIGHT: f64 = 0.12;
 pub const FALL_TILT_RAD: f64 = 1.0;
 /// The head camera's place on the trunk (the Go2's nose camera), m.
 pub const HEAD_CAMERA_POS: [f64; 3] = [0.32715, 0.0, 0.04297];
-/// The head camera's vertical field of view, degrees.
-pub const HEAD_CAMERA_FOVY: f64 = 60.0;
+/// The head camera's vertical field of view, degrees: the kinematic world's camera's (the frames
+/// are square), so that a model sees as wide a view in either world.
+pub const HEAD_CAMERA_FOVY: f64 = crate::sim::FOV_DEG as f64;
 /// Name of the head camera in the model.
 pub const HEAD_CAMERA: &str = "head";
 

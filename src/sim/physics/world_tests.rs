@@ -215,7 +215,7 @@ fn the_same_scenario_plays_the_same() {
 #[test]
 fn the_head_camera_sees_a_red_object_ahead() {
     let mut scene = Scene::arena(ARENA.0, ARENA.1);
-    scene.objects.push(Object { shape: Shape::Cube, color: Color::Red, x: 3.5, y: 4.0 });
+    scene.objects.push(Object { shape: Shape::Cube, color: Color::Red, x: 2.8, y: 4.0 });
     let mut world = PhysicsWorld::new(scenario(TaskFamily::GoTo, scene, (1.5, 4.0, 0.0), Goal::Reach { object: 0 })).unwrap();
     world.step(&WorldCommand::Stand);
     let mut image = Vec::new();

@@ -362,7 +362,8 @@ pub fn run() -> Result<(), SimNodeError> {
     spawner.spawn_local(forward(timer_stream(ticks).map(|_| SimEvent::Tick), events.clone()))?;
     let done = Arc::new(AtomicBool::new(false));
     tracing::info!(
-        "task world: {} episodes of {}, seed {}, {} instructions, {}x{} camera at {:.1} Hz",
+        "task world ({}): {} episodes of {}, seed {}, {} instructions, {}x{} camera at {:.1} Hz",
+        params.world,
         if params.episodes == 0 { "unlimited".to_string() } else { params.episodes.to_string() },
         params.family,
         params.seed,

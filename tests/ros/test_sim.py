@@ -56,6 +56,31 @@ def test_world_and_policy_close_the_loop(domain_id, peer, start_node, tmp_path):
     assert "episode 1 (distinguish)" in sim.log()
 
 
+def test_the_node_drives_the_go2_in_the_physics_world(domain_id, peer, start_node, tmp_path):
+    """The installed moe_vla_sim_node is built with the physics world (scripts/setup.sh): the
+    node closes the loop with the Go2 in MuJoCo over ROS 2, and the camera is MuJoCo's."""
+    outcomes = "/moe_vla/episode"
+    peer.subscribe(outcomes, EpisodeOutcome, p.OUTCOME_QOS)
+    peer.subscribe("/camera/image_raw", Image, qos_profile_sensor_data)
+    peer.subscribe("/cmd_vel", Twist)
+    node = start_node()
+    sim = start_sim(tmp_path, domain_id, episodes=2, family="crawl", seed=3, rate_hz=10.0, world="physics")
+    try:
+        p.wait_until(lambda: len(peer.messages(outcomes)) >= 2, 120, "two episode outcomes from the physics world")
+        assert sim.proc.wait(timeout=15) == 0, sim.log()
+    finally:
+        sim.stop()
+    assert node.alive(), node.log()
+    results = [m for _, m in peer.messages(outcomes)]
+    assert all(r.family == "crawl" and r.reason in REASONS and r.success == (r.reason in SUCCESS) for r in results)
+    frames = [m for _, m in peer.messages("/camera/image_raw")]
+    assert frames and all((f.width, f.height, f.encoding) == (64, 64, "rgb8") for f in frames)
+    # MuJoCo's render, not a blank frame: the floor, the walls and the sky differ.
+    assert len(set(bytes(frames[-1].data))) > 8
+    assert peer.messages("/cmd_vel"), node.log()
+    assert "physics" in sim.log()
+
+
 def test_a_subscriber_that_joins_late_still_gets_the_outcomes(domain_id, peer, tmp_path):
     """A logger started after an episode ended receives its outcome from the publisher's history."""
     # No policy: the robot stands, so a stop episode ends "stayed" after its last step.

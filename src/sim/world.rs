@@ -242,27 +242,34 @@ impl World {
         if scene.collision(p.x, p.y, p.body_top(), target) {
             return Some(Reason::Collision);
         }
-        match self.scenario.goal {
-            Goal::Reach { object } => {
-                if scene.objects.get(object).is_some_and(|o| o.footprint().distance(p.x, p.y) <= REACH_DISTANCE) {
-                    return Some(Reason::Reached);
-                }
-                if scene.reached_object(p.x, p.y, Some(object)).is_some() {
-                    return Some(Reason::WrongObject);
-                }
+        goal_verdict(&self.scenario, &p)
+    }
+}
+
+/// The rules of the goal, given the robot's pose: reached (or the wrong object), passed, moved
+/// off while told to stop; both worlds judge by them.
+pub(super) fn goal_verdict(scenario: &Scenario, p: &Pose) -> Option<Reason> {
+    let scene = &scenario.scene;
+    match scenario.goal {
+        Goal::Reach { object } => {
+            if scene.objects.get(object).is_some_and(|o| o.footprint().distance(p.x, p.y) <= REACH_DISTANCE) {
+                return Some(Reason::Reached);
             }
-            Goal::Pass { wall_x, .. } => {
-                if p.x > wall_x + 0.5 * WALL_THICKNESS + ROBOT_RADIUS {
-                    return Some(Reason::Passed);
-                }
-            }
-            Goal::Stay => {
-                let s = self.scenario.start;
-                if (p.x - s.x).hypot(p.y - s.y) > STAY_RADIUS {
-                    return Some(Reason::Moved);
-                }
+            if scene.reached_object(p.x, p.y, Some(object)).is_some() {
+                return Some(Reason::WrongObject);
             }
         }
-        None
+        Goal::Pass { wall_x, .. } => {
+            if p.x > wall_x + 0.5 * WALL_THICKNESS + ROBOT_RADIUS {
+                return Some(Reason::Passed);
+            }
+        }
+        Goal::Stay => {
+            let s = scenario.start;
+            if (p.x - s.x).hypot(p.y - s.y) > STAY_RADIUS {
+                return Some(Reason::Moved);
+            }
+        }
     }
+    None
 }

@@ -28,8 +28,10 @@ use mujoco_rs::prelude::*;
 use crate::action::PlanarTwist;
 use crate::sim::{
     speed_limit, wrap_angle, Goal, Outcome, Pose, Reason, Scenario, SimError, TaskFamily, TaskWorld, WorldCommand,
-    BODY_OFFSET_RANGE, CONTROL_PERIOD_S, REACH_DISTANCE, ROBOT_RADIUS, STAY_RADIUS, WALL_THICKNESS,
+    BODY_OFFSET_RANGE, CONTROL_PERIOD_S,
 };
+
+use crate::sim::world::goal_verdict;
 
 use super::go2::{Go2, Go2Command, TICK_S};
 use super::scene::{scene_mjcf, SceneGeom};
@@ -140,30 +142,7 @@ impl PhysicsWorld {
         if self.go2.fallen() {
             return Some(Reason::Fell);
         }
-        let p = self.pose();
-        let scene = &self.scenario.scene;
-        match self.scenario.goal {
-            Goal::Reach { object } => {
-                if scene.objects.get(object).is_some_and(|o| o.footprint().distance(p.x, p.y) <= REACH_DISTANCE) {
-                    return Some(Reason::Reached);
-                }
-                if scene.reached_object(p.x, p.y, Some(object)).is_some() {
-                    return Some(Reason::WrongObject);
-                }
-            }
-            Goal::Pass { wall_x, .. } => {
-                if p.x > wall_x + 0.5 * WALL_THICKNESS + ROBOT_RADIUS {
-                    return Some(Reason::Passed);
-                }
-            }
-            Goal::Stay => {
-                let s = self.scenario.start;
-                if (p.x - s.x).hypot(p.y - s.y) > STAY_RADIUS {
-                    return Some(Reason::Moved);
-                }
-            }
-        }
-        None
+        goal_verdict(&self.scenario, &self.pose())
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use mujoco_rs::prelude::*;
 
-use super::policy::{crouch_pose, projected_gravity, targets, Observation, WalkingPolicy, DEFAULT_POSE, JOINTS, JOINT_NAMES};
+use super::policy::{body_pose, projected_gravity, targets, Observation, WalkingPolicy, DEFAULT_POSE, JOINTS, JOINT_NAMES};
 use super::{part, PhysicsError};
 
 /// Physics step, s.
@@ -225,13 +225,19 @@ impl Layout {
     }
 }
 
-/// What the robot is told: (vx, vy) in its heading frame, m/s, the yaw rate wz, rad/s, and the
-/// body height offset, m (negative: crouch).
+/// What the robot is told: (vx, vy) in its heading frame, m/s, the yaw rate wz, rad/s, the
+/// body height offset, m (negative: crouch), and the body pitch, rad (positive: nose down).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Go2Command {
     pub velocity: [f64; 3],
     pub height_offset: f64,
+    pub pitch: f64,
 }
+
+/// The body pitch the Go2 is given at most, rad (10 degrees).
+pub const PITCH_LIMIT: f64 = 0.175;
+/// How fast the commanded pitch is followed, rad/s.
+pub const PITCH_RATE: f64 = 0.5;
 
 /// The Go2 in its MuJoCo world under the walking policy.
 pub struct Go2 {
@@ -242,6 +248,7 @@ pub struct Go2 {
     /// The velocity command after the limits and the slew.
     command: [f64; 3],
     height_offset: f64,
+    pitch: f64,
     last_action: [f32; JOINTS],
     applied_torque: [f64; JOINTS],
     measured: [f64; 3],
@@ -276,6 +283,7 @@ impl Go2 {
             policy,
             command: [0.0; 3],
             height_offset: 0.0,
+            pitch: 0.0,
             last_action: [0.0; JOINTS],
             applied_torque: [0.0; JOINTS],
             measured: [0.0; 3],
@@ -319,6 +327,7 @@ impl Go2 {
         self.data.forward();
         self.command = [0.0; 3];
         self.height_offset = 0.0;
+        self.pitch = 0.0;
         self.last_action = [0.0; JOINTS];
         self.applied_torque = [0.0; JOINTS];
         self.measured = [0.0; 3];
@@ -347,6 +356,8 @@ impl Go2 {
         let height = command.height_offset.clamp(low, high);
         let step = HEIGHT_RATE * TICK_S;
         self.height_offset += (height - self.height_offset).clamp(-step, step);
+        let pitch = if command.pitch.is_finite() { command.pitch.clamp(-PITCH_LIMIT, PITCH_LIMIT) } else { self.pitch };
+        self.pitch += (pitch - self.pitch).clamp(-PITCH_RATE * TICK_S, PITCH_RATE * TICK_S);
         let limit = if self.height_offset < CROUCH_CAP_BELOW { CROUCHED_MAX_VELOCITY } else { MAX_VELOCITY };
         for i in 0..3 {
             let wanted = command.velocity[i].clamp(-limit[i], limit[i]);
@@ -361,7 +372,7 @@ impl Go2 {
             self.trim[i] = (self.trim[i] + TRIM_KI[i] * error * TICK_S).clamp(-TRIM_LIMIT[i], TRIM_LIMIT[i]);
             walk[i] = self.command[i] + self.trim[i];
         }
-        let reference = crouch_pose(self.height_offset);
+        let reference = body_pose(self.height_offset, self.pitch);
         let l = &self.layout;
         let (qpos, qvel) = (self.data.qpos(), self.data.qvel());
         let observation = Observation {
@@ -428,6 +439,13 @@ impl Go2 {
 
     /// Whether the robot has fallen: the trunk below [`FALL_HEIGHT`] or tilted past
     /// [`FALL_TILT_RAD`].
+    /// The trunk's pitch, rad (REP 103: positive is nose down).
+    pub fn body_pitch(&self) -> f64 {
+        let q = &self.data.qpos()[self.layout.base_qpos + 3..self.layout.base_qpos + 7];
+        let (w, x, y, z) = (q[0], q[1], q[2], q[3]);
+        (2.0 * (w * y - z * x)).clamp(-1.0, 1.0).asin()
+    }
+
     pub fn fallen(&self) -> bool {
         let r = self.data.xmat()[self.layout.base_body];
         // r[8]: the trunk's z axis against the world's.

@@ -145,25 +145,49 @@ pub fn projected_gravity(q: [f64; 4]) -> [f64; 3] {
     [-2.0 * (x * z - w * y), -2.0 * (y * z + w * x), -(1.0 - 2.0 * (x * x + y * y))]
 }
 
+/// Half the fore-aft distance between the Go2's front and rear hips, m.
+pub const HIP_HALF_SPAN: f64 = 0.1934;
+/// How far a leg may stretch beyond the default pose (body pitch raises one end), m.
+const MAX_STRETCH: f64 = 0.05;
+
 /// The reference pose with the body `offset` metres lower (negative offset; 0 is
 /// [`DEFAULT_POSE`]): each foot kept where it is fore-aft under its hip and brought `-offset`
 /// closer by two-link inverse kinematics of thigh and calf. Crouching by shifting the policy's
 /// reference pose (in its observation and its targets alike) keeps it walking, where offsetting
 /// only the targets falls from 8 cm down (DESIGN.md, "Physics world").
 pub fn crouch_pose(offset: f64) -> [f64; JOINTS] {
+    body_pose(offset.min(0.0), 0.0)
+}
+
+/// [`crouch_pose`] with the body pitched by `pitch` rad (REP 103: positive is nose down): the
+/// front hips `HIP_HALF_SPAN * sin(pitch)` lower than `offset`, the rear ones as much higher (a
+/// leg stretches at most `MAX_STRETCH` past the default pose).
+pub fn body_pose(offset: f64, pitch: f64) -> [f64; JOINTS] {
+    let tilt = HIP_HALF_SPAN * pitch.sin();
+    let legs: [(f64, f64); 4] = std::array::from_fn(|leg| {
+        // Legs FR, FL are the front ones.
+        let lower = if leg < 2 { offset - tilt } else { offset + tilt };
+        leg_pose(lower.min(MAX_STRETCH))
+    });
+    std::array::from_fn(|j| match j % 3 {
+        0 => DEFAULT_POSE[j],
+        1 => legs[j / 3].0,
+        _ => legs[j / 3].1,
+    })
+}
+
+/// Thigh and calf angles that put the foot `offset` m lower than the default pose's (negative:
+/// closer to the hip), fore-aft where it is.
+fn leg_pose(offset: f64) -> (f64, f64) {
     let (thigh, calf) = (DEFAULT_POSE[1], DEFAULT_POSE[2]);
     // The default foot in the sagittal plane of the thigh joint: x forward, z up.
     let x = -LINK * thigh.sin() - LINK * (thigh + calf).sin();
     let z = -LINK * thigh.cos() - LINK * (thigh + calf).cos();
-    let z = z - offset.min(0.0);
+    let z = z - offset;
     let reach = (x * x + z * z).sqrt().min(2.0 * LINK);
     let knee = -((reach * reach - 2.0 * LINK * LINK) / (2.0 * LINK * LINK)).clamp(-1.0, 1.0).acos();
     let hip = (-x).atan2(-z) - knee / 2.0;
-    std::array::from_fn(|j| match j % 3 {
-        0 => DEFAULT_POSE[j],
-        1 => hip,
-        _ => knee,
-    })
+    (hip, knee)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ fn walk(command: Go2Command, settle_s: f64, measure_s: f64) -> (Go2, [f64; 3], [
 #[test]
 fn tracks_forward_velocity() {
     let started = std::time::Instant::now();
-    let (go2, v, moved) = walk(Go2Command { velocity: [0.5, 0.0, 0.0], height_offset: 0.0 }, 2.0, 4.0);
+    let (go2, v, moved) = walk(Go2Command { velocity: [0.5, 0.0, 0.0], height_offset: 0.0, pitch: 0.0 }, 2.0, 4.0);
     let cpu = started.elapsed().as_secs_f64();
     eprintln!(
         "vx 0.5: mean (vx, vy, wz) = ({:.3}, {:.3}, {:.3}), moved {:.2} m; {:.0} physics steps/s, {:.1} simulated s per s",
@@ -49,7 +49,7 @@ fn tracks_forward_velocity() {
 
 #[test]
 fn tracks_yaw_rate() {
-    let (go2, v, _) = walk(Go2Command { velocity: [0.0, 0.0, 0.5], height_offset: 0.0 }, 2.0, 4.0);
+    let (go2, v, _) = walk(Go2Command { velocity: [0.0, 0.0, 0.5], height_offset: 0.0, pitch: 0.0 }, 2.0, 4.0);
     eprintln!("wz 0.5: mean (vx, vy, wz) = ({:.3}, {:.3}, {:.3})", v[0], v[1], v[2]);
     assert!((v[2] - 0.5).abs() < 0.1, "wz {}", v[2]);
     assert!(v[0].abs() < 0.1 && v[1].abs() < 0.1, "drift {v:?}");
@@ -71,7 +71,7 @@ fn stop_stands_still() {
 fn stopping_after_walking_comes_to_rest() {
     let mut go2 = Go2::new().unwrap();
     for _ in 0..100 {
-        go2.tick(Go2Command { velocity: [0.6, 0.0, 0.3], height_offset: 0.0 }).unwrap();
+        go2.tick(Go2Command { velocity: [0.6, 0.0, 0.3], height_offset: 0.0, pitch: 0.0 }).unwrap();
     }
     assert!(go2.body_velocity()[0] > 0.3, "{:?}", go2.body_velocity());
     for _ in 0..150 {
@@ -84,8 +84,8 @@ fn stopping_after_walking_comes_to_rest() {
 
 #[test]
 fn crouch_lowers_the_body_while_walking() {
-    let standing = walk(Go2Command { velocity: [0.3, 0.0, 0.0], height_offset: 0.0 }, 2.0, 1.0).0.position()[2];
-    let (go2, v, _) = walk(Go2Command { velocity: [0.2, 0.0, 0.0], height_offset: -0.1 }, 2.0, 2.0);
+    let standing = walk(Go2Command { velocity: [0.3, 0.0, 0.0], height_offset: 0.0, pitch: 0.0 }, 2.0, 1.0).0.position()[2];
+    let (go2, v, _) = walk(Go2Command { velocity: [0.2, 0.0, 0.0], height_offset: -0.1, pitch: 0.0 }, 2.0, 2.0);
     let crouched = go2.position()[2];
     eprintln!("crouch -0.10 at vx 0.2: body {standing:.3} -> {crouched:.3} m, vx {:.3}", v[0]);
     assert!((go2.height_offset() + 0.1).abs() < 1e-9);
@@ -94,8 +94,22 @@ fn crouch_lowers_the_body_while_walking() {
 }
 
 #[test]
+fn the_body_pitches_as_commanded_standing_and_walking() {
+    let standing = |pitch| walk(Go2Command { velocity: [0.0; 3], height_offset: 0.0, pitch }, 2.0, 0.5).0.body_pitch();
+    let (level, down, up) = (standing(0.0), standing(0.175), standing(-0.175));
+    eprintln!("pitch standing: 0 -> {level:.3}, +0.175 -> {down:.3}, -0.175 -> {up:.3} rad");
+    assert!(level.abs() < 0.03, "{level}");
+    assert!(down > level + 0.06 && up < level - 0.06, "{down} {up}");
+    // Walking nose down: it keeps its feet and its speed.
+    let (go2, v, _) = walk(Go2Command { velocity: [0.4, 0.0, 0.0], height_offset: 0.0, pitch: 0.175 }, 2.0, 2.0);
+    eprintln!("pitch +0.175 at vx 0.4: body pitch {:.3} rad, vx {:.3}", go2.body_pitch(), v[0]);
+    assert!(go2.body_pitch() > 0.03, "{}", go2.body_pitch());
+    assert!((v[0] - 0.4).abs() < 0.1, "vx {}", v[0]);
+}
+
+#[test]
 fn crouched_speed_is_capped() {
-    let (_, v, _) = walk(Go2Command { velocity: [1.0, 0.0, 0.0], height_offset: -0.1 }, 2.0, 2.0);
+    let (_, v, _) = walk(Go2Command { velocity: [1.0, 0.0, 0.0], height_offset: -0.1, pitch: 0.0 }, 2.0, 2.0);
     assert!(v[0] < go2::CROUCHED_MAX_VELOCITY[0] + 0.1, "vx {}", v[0]);
 }
 

@@ -129,7 +129,13 @@ impl PhysicsWorld {
             }
             None => (0.0, 0.0, 0.0),
         };
-        Go2Command { velocity: [f64::from(vx), f64::from(vy), f64::from(wz)], height_offset: go2_height(self.height_command) }
+        // Pitch as the gait command gives it (REP 103: positive is nose down); standing, level.
+        let pitch = gait.map_or(0.0, |g| f64::from(g.pitch));
+        Go2Command {
+            velocity: [f64::from(vx), f64::from(vy), f64::from(wz)],
+            height_offset: go2_height(self.height_command),
+            pitch,
+        }
     }
 
     /// The rules after a tick; `contact` is the worst contact seen during it.

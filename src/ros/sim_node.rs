@@ -96,7 +96,12 @@ impl SimParams {
 
     fn check(&self) -> Result<(), SimNodeError> {
         let bad = |m: String| Err(SimNodeError::Param(m));
-        self.world()?;
+        if !self.world()?.available() {
+            return bad(format!(
+                "world '{}': this moe_vla_sim_node was built without it (cargo feature `physics`; scripts/setup.sh builds it in)",
+                self.world
+            ));
+        }
         if self.episodes < 0 {
             return bad(format!("episodes must be >= 0, got {}", self.episodes));
         }

@@ -43,6 +43,14 @@ pub enum WorldKind {
 }
 
 impl WorldKind {
+    /// Whether this build can play the world (the physics world needs the cargo feature).
+    pub fn available(self) -> bool {
+        match self {
+            Self::Kinematic => true,
+            Self::Physics => cfg!(feature = "physics"),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Kinematic => "kinematic",

@@ -144,8 +144,14 @@ def test_sim_node_rejects_a_bad_family(domain_id, tmp_path):
     assert "family 'fly'" in sim.log()
 
 
+def test_sim_node_rejects_an_unknown_world(domain_id, tmp_path):
+    sim = start_sim(tmp_path, domain_id, world="water")
+    assert sim.proc.wait(timeout=30) == 1
+    assert "world 'water' is not kinematic or physics" in sim.log()
+
+
 def test_sim_node_lists_its_parameters():
-    assert {"family", "episodes", "seed", "held_out", "image_size", "rate_hz"} <= declared("moe_vla_sim_node")
+    assert {"family", "episodes", "seed", "held_out", "world", "image_size", "rate_hz"} <= declared("moe_vla_sim_node")
 
 
 def declared(binary: str) -> set:

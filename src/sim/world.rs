@@ -185,26 +185,7 @@ impl World {
             let reason = if family == TaskFamily::Stop { Reason::Terminated } else { Reason::TerminatedEarly };
             return self.finish(reason, true, start_time);
         }
-        let (twist, gait) = match command {
-            WorldCommand::Move { twist, gait } => (*twist, Some(*gait)),
-            _ => (PlanarTwist::default(), None),
-        };
-        if let Some(g) = &gait {
-            if g.body_height.is_finite() {
-                self.height_command = g.body_height.clamp(BODY_OFFSET_RANGE.0, BODY_OFFSET_RANGE.1);
-            }
-        }
-        let (vx, vy, wz) = match &gait {
-            Some(g) => {
-                let limit = speed_limit(g);
-                let finite = |v: f32| if v.is_finite() { v } else { 0.0 };
-                let (vx, vy) = (finite(twist.x_vel), finite(twist.y_vel));
-                let speed = vx.hypot(vy);
-                let scale = if speed > limit { limit / speed } else { 1.0 };
-                (vx * scale, vy * scale, finite(twist.yaw_vel).clamp(-limit, limit))
-            }
-            None => (0.0, 0.0, 0.0),
-        };
+        let (vx, vy, wz) = motion(command, &mut self.height_command);
         let substeps = (CONTROL_PERIOD_S / SUBSTEP_S).round() as u32;
         for k in 1..=substeps {
             let p = &mut self.pose;
@@ -243,6 +224,31 @@ impl World {
             return Some(Reason::Collision);
         }
         goal_verdict(&self.scenario, &p)
+    }
+}
+
+/// What a command asks of the robot, as both worlds read it: (vx, vy, wz) after the gait's speed
+/// limit (planar speed scaled, yaw rate clamped; a non-finite value reads as 0; anything but a
+/// move is a standstill). A move's finite body height (clamped to `BODY_OFFSET_RANGE`) replaces
+/// `height_command`, which otherwise holds.
+pub(super) fn motion(command: &WorldCommand, height_command: &mut f32) -> (f32, f32, f32) {
+    let (twist, gait) = match command {
+        WorldCommand::Move { twist, gait } => (*twist, Some(*gait)),
+        _ => (PlanarTwist::default(), None),
+    };
+    if let Some(g) = gait.as_ref().filter(|g| g.body_height.is_finite()) {
+        *height_command = g.body_height.clamp(BODY_OFFSET_RANGE.0, BODY_OFFSET_RANGE.1);
+    }
+    match &gait {
+        Some(g) => {
+            let limit = speed_limit(g);
+            let finite = |v: f32| if v.is_finite() { v } else { 0.0 };
+            let (vx, vy) = (finite(twist.x_vel), finite(twist.y_vel));
+            let speed = vx.hypot(vy);
+            let scale = if speed > limit { limit / speed } else { 1.0 };
+            (vx * scale, vy * scale, finite(twist.yaw_vel).clamp(-limit, limit))
+        }
+        None => (0.0, 0.0, 0.0),
     }
 }
 

@@ -25,13 +25,12 @@ use std::sync::Arc;
 
 use mujoco_rs::prelude::*;
 
-use crate::action::PlanarTwist;
 use crate::sim::{
-    speed_limit, wrap_angle, Goal, Outcome, Pose, Reason, Scenario, SimError, TaskFamily, TaskWorld, WorldCommand,
-    BODY_OFFSET_RANGE, CONTROL_PERIOD_S,
+    wrap_angle, Goal, Outcome, Pose, Reason, Scenario, SimError, TaskFamily, TaskWorld, WorldCommand, BODY_OFFSET_RANGE,
+    CONTROL_PERIOD_S,
 };
 
-use crate::sim::world::goal_verdict;
+use crate::sim::world::{goal_verdict, motion};
 
 use super::go2::{Go2, Go2Command, TICK_S};
 use super::scene::{scene_mjcf, SceneGeom};
@@ -109,28 +108,12 @@ impl PhysicsWorld {
 
     /// The Go2 command for a world command (after the kinematic world's speed limit).
     fn go2_command(&mut self, command: &WorldCommand) -> Go2Command {
-        let (twist, gait) = match command {
-            WorldCommand::Move { twist, gait } => (*twist, Some(*gait)),
-            _ => (PlanarTwist::default(), None),
-        };
-        if let Some(g) = &gait {
-            if g.body_height.is_finite() {
-                self.height_command = g.body_height.clamp(BODY_OFFSET_RANGE.0, BODY_OFFSET_RANGE.1);
-            }
-        }
-        let (vx, vy, wz) = match &gait {
-            Some(g) => {
-                let limit = speed_limit(g);
-                let finite = |v: f32| if v.is_finite() { v } else { 0.0 };
-                let (vx, vy) = (finite(twist.x_vel), finite(twist.y_vel));
-                let speed = vx.hypot(vy);
-                let scale = if speed > limit { limit / speed } else { 1.0 };
-                (vx * scale, vy * scale, finite(twist.yaw_vel).clamp(-limit, limit))
-            }
-            None => (0.0, 0.0, 0.0),
-        };
+        let (vx, vy, wz) = motion(command, &mut self.height_command);
         // Pitch as the gait command gives it (REP 103: positive is nose down); standing, level.
-        let pitch = gait.map_or(0.0, |g| f64::from(g.pitch));
+        let pitch = match command {
+            WorldCommand::Move { gait, .. } => f64::from(gait.pitch),
+            _ => 0.0,
+        };
         Go2Command {
             velocity: [f64::from(vx), f64::from(vy), f64::from(wz)],
             height_offset: go2_height(self.height_command),

@@ -144,14 +144,13 @@ pub struct World {
     scenario: Scenario,
     pose: Pose,
     height_command: f32,
-    steps: u32,
-    outcome: Option<Outcome>,
+    episode: EpisodeClock,
 }
 
 impl World {
     pub fn new(scenario: Scenario) -> Self {
         let pose = scenario.start;
-        Self { height_command: pose.height, pose, scenario, steps: 0, outcome: None }
+        Self { height_command: pose.height, pose, scenario, episode: EpisodeClock::default() }
     }
 
     pub fn scenario(&self) -> &Scenario {
@@ -164,27 +163,22 @@ impl World {
 
     /// Control steps taken so far.
     pub fn steps(&self) -> u32 {
-        self.steps
+        self.episode.steps
     }
 
     /// The verdict, once the episode has ended.
     pub fn outcome(&self) -> Option<Outcome> {
-        self.outcome
+        self.episode.outcome
     }
 
     /// Advances one control step (CONTROL_PERIOD_S) under `command`; returns the verdict when the
     /// episode ends during it. After the end, the world no longer moves.
     pub fn step(&mut self, command: &WorldCommand) -> Option<Outcome> {
-        if self.outcome.is_some() {
-            return self.outcome;
-        }
         let family = self.scenario.family;
-        let start_time = self.steps as f32 * CONTROL_PERIOD_S;
-        self.steps += 1;
-        if let WorldCommand::Terminate = command {
-            let reason = if family == TaskFamily::Stop { Reason::Terminated } else { Reason::TerminatedEarly };
-            return self.finish(reason, true, start_time);
-        }
+        let start_time = match self.episode.begin(family, command) {
+            Ok(start_time) => start_time,
+            Err(verdict) => return verdict,
+        };
         let (vx, vy, wz) = motion(command, &mut self.height_command);
         let substeps = (CONTROL_PERIOD_S / SUBSTEP_S).round() as u32;
         for k in 1..=substeps {
@@ -197,19 +191,10 @@ impl World {
             let dh = (self.height_command - p.height).clamp(-BODY_RATE * SUBSTEP_S, BODY_RATE * SUBSTEP_S);
             p.height = (p.height + dh).clamp(BODY_OFFSET_RANGE.0, BODY_OFFSET_RANGE.1);
             if let Some(reason) = self.judge() {
-                return self.finish(reason, false, start_time + k as f32 * SUBSTEP_S);
+                return self.episode.finish(reason, false, start_time + k as f32 * SUBSTEP_S);
             }
         }
-        if self.steps >= family.max_steps() {
-            let reason = if family == TaskFamily::Stop { Reason::Stayed } else { Reason::Timeout };
-            return self.finish(reason, false, self.steps as f32 * CONTROL_PERIOD_S);
-        }
-        None
-    }
-
-    fn finish(&mut self, reason: Reason, terminated: bool, time_s: f32) -> Option<Outcome> {
-        self.outcome = Some(Outcome { success: reason.is_success(), reason, terminated, steps: self.steps, time_s });
-        self.outcome
+        self.episode.end_step(family)
     }
 
     /// The rules, checked after every substep.
@@ -249,6 +234,45 @@ pub(super) fn motion(command: &WorldCommand, height_command: &mut f32) -> (f32, 
             (vx * scale, vy * scale, finite(twist.yaw_vel).clamp(-limit, limit))
         }
         None => (0.0, 0.0, 0.0),
+    }
+}
+
+/// An episode's step count and verdict, with the rules of time both worlds share: a terminate
+/// ends the episode at once, the family's step limit at the latest; after the end nothing moves.
+#[derive(Debug, Clone, Default)]
+pub(super) struct EpisodeClock {
+    pub steps: u32,
+    pub outcome: Option<Outcome>,
+}
+
+impl EpisodeClock {
+    /// Begins a control step under `command`: its start time, or (`Err`) the verdict when the
+    /// episode has ended or the command terminates it.
+    pub fn begin(&mut self, family: TaskFamily, command: &WorldCommand) -> Result<f32, Option<Outcome>> {
+        if self.outcome.is_some() {
+            return Err(self.outcome);
+        }
+        let start_time = self.steps as f32 * CONTROL_PERIOD_S;
+        self.steps += 1;
+        if let WorldCommand::Terminate = command {
+            let reason = if family == TaskFamily::Stop { Reason::Terminated } else { Reason::TerminatedEarly };
+            return Err(self.finish(reason, true, start_time));
+        }
+        Ok(start_time)
+    }
+
+    /// Ends a control step that nothing else ended: the family's step limit.
+    pub fn end_step(&mut self, family: TaskFamily) -> Option<Outcome> {
+        if self.steps < family.max_steps() {
+            return None;
+        }
+        let reason = if family == TaskFamily::Stop { Reason::Stayed } else { Reason::Timeout };
+        self.finish(reason, false, self.steps as f32 * CONTROL_PERIOD_S)
+    }
+
+    pub fn finish(&mut self, reason: Reason, terminated: bool, time_s: f32) -> Option<Outcome> {
+        self.outcome = Some(Outcome { success: reason.is_success(), reason, terminated, steps: self.steps, time_s });
+        self.outcome
     }
 }
 

@@ -25,12 +25,9 @@ use std::sync::Arc;
 
 use mujoco_rs::prelude::*;
 
-use crate::sim::{
-    wrap_angle, Goal, Outcome, Pose, Reason, Scenario, SimError, TaskFamily, TaskWorld, WorldCommand, BODY_OFFSET_RANGE,
-    CONTROL_PERIOD_S,
-};
+use crate::sim::{wrap_angle, Goal, Outcome, Pose, Reason, Scenario, SimError, TaskWorld, WorldCommand, BODY_OFFSET_RANGE};
 
-use crate::sim::world::{goal_verdict, motion};
+use crate::sim::world::{goal_verdict, motion, EpisodeClock};
 
 use super::go2::{Go2, Go2Command, TICK_S};
 use super::scene::{scene_mjcf, SceneGeom};
@@ -68,8 +65,7 @@ pub struct PhysicsWorld {
     height_command: f32,
     /// (robot geom, scene geom) of the collision that ended the episode.
     collided: Option<[usize; 2]>,
-    steps: u32,
-    outcome: Option<Outcome>,
+    episode: EpisodeClock,
 }
 
 impl PhysicsWorld {
@@ -80,7 +76,15 @@ impl PhysicsWorld {
         let start = scenario.start;
         go2.reset(f64::from(start.x), f64::from(start.y), f64::from(start.yaw));
         let touch = touch_map(go2.model(), &scenario)?;
-        Ok(Self { height_command: start.height, scenario, go2, camera: None, touch, collided: None, steps: 0, outcome: None })
+        Ok(Self {
+            height_command: start.height,
+            scenario,
+            go2,
+            camera: None,
+            touch,
+            collided: None,
+            episode: EpisodeClock::default(),
+        })
     }
 
     pub fn go2(&self) -> &Go2 {
@@ -99,11 +103,6 @@ impl PhysicsWorld {
             let name = |kind, id| model.id_to_name(kind, id).unwrap_or("?").to_owned();
             (name(MjtObjBase::mjOBJ_BODY, body), name(MjtObjBase::mjOBJ_GEOM, scene))
         })
-    }
-
-    fn finish(&mut self, reason: Reason, terminated: bool, time_s: f32) -> Option<Outcome> {
-        self.outcome = Some(Outcome { success: reason.is_success(), reason, terminated, steps: self.steps, time_s });
-        self.outcome
     }
 
     /// The Go2 command for a world command (after the kinematic world's speed limit).
@@ -203,24 +202,19 @@ impl TaskWorld for PhysicsWorld {
     }
 
     fn steps(&self) -> u32 {
-        self.steps
+        self.episode.steps
     }
 
     fn outcome(&self) -> Option<Outcome> {
-        self.outcome
+        self.episode.outcome
     }
 
     fn step(&mut self, command: &WorldCommand) -> Option<Outcome> {
-        if self.outcome.is_some() {
-            return self.outcome;
-        }
         let family = self.scenario.family;
-        let start_time = self.steps as f32 * CONTROL_PERIOD_S;
-        self.steps += 1;
-        if let WorldCommand::Terminate = command {
-            let reason = if family == TaskFamily::Stop { Reason::Terminated } else { Reason::TerminatedEarly };
-            return self.finish(reason, true, start_time);
-        }
+        let start_time = match self.episode.begin(family, command) {
+            Ok(start_time) => start_time,
+            Err(verdict) => return verdict,
+        };
         let go2_command = self.go2_command(command);
         for k in 1..=TICKS_PER_STEP {
             let mut contact = Touch::Nothing;
@@ -241,14 +235,10 @@ impl TaskWorld for PhysicsWorld {
             }
             let time_s = start_time + k as f32 * TICK_S as f32;
             if let Some(reason) = self.judge(contact) {
-                return self.finish(reason, false, time_s);
+                return self.episode.finish(reason, false, time_s);
             }
         }
-        if self.steps >= family.max_steps() {
-            let reason = if family == TaskFamily::Stop { Reason::Stayed } else { Reason::Timeout };
-            return self.finish(reason, false, self.steps as f32 * CONTROL_PERIOD_S);
-        }
-        None
+        self.episode.end_step(family)
     }
 
     fn render(&mut self, size: u32, pixels: &mut Vec<u8>) -> Result<(), SimError> {

@@ -75,8 +75,11 @@ def test_the_node_drives_the_go2_in_the_physics_world(domain_id, peer, start_nod
     assert all(r.family == "crawl" and r.reason in REASONS and r.success == (r.reason in SUCCESS) for r in results)
     frames = [m for _, m in peer.messages("/camera/image_raw")]
     assert frames and all((f.width, f.height, f.encoding) == (64, 64, "rgb8") for f in frames)
-    # MuJoCo's render, not a blank frame: the floor, the walls and the sky differ.
-    assert len(set(bytes(frames[-1].data))) > 8
+    # MuJoCo's render, not a blank frame: from the start pose the floor, the walls and the sky differ.
+    # (Later frames may face a wall or lie under the bar, where few colours are in view.)
+    assert max(len(set(bytes(f.data))) for f in frames[:3]) > 8
+    # and the view changes as the Go2 walks
+    assert len({bytes(f.data) for f in frames}) > 1
     assert peer.messages("/cmd_vel"), node.log()
     assert "physics" in sim.log()
 

@@ -314,7 +314,8 @@ def arm_table(tid, table):
         cells = [f"**{row.id}**", row.arm, row.seeds, row.schedule, row.filter]
         for fam in FAMILIES:
             vals = [m for f, _, m in eps if f == fam]
-            cells.append(f"{100 * sum(vals) / len(vals):.0f}")
+            # An evaluation of some families (eval --families) leaves the others blank.
+            cells.append(f"{100 * sum(vals) / len(vals):.0f}" if vals else "")
         for held in (False, True):
             vals = [m for _, h, m in eps if h == held]
             cells.append(num(sum(vals) / len(vals)))

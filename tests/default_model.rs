@@ -8,7 +8,7 @@ use candle_core::Device;
 use moe_vla::action::ActionSpace;
 use moe_vla::model::config::quadruped_action_space;
 use moe_vla::policy::Policy;
-use moe_vla::sim::{evaluate, EvalOptions, RandomDriver, WorldKind};
+use moe_vla::sim::{evaluate, EvalOptions, RandomDriver, TaskFamily, WorldKind};
 use moe_vla::train::TrainOptions;
 
 #[test]
@@ -17,7 +17,14 @@ fn default_model_beats_a_random_policy_by_a_wide_margin() {
     let mut policy = Policy::load(&dir, &Device::Cpu).expect("models/default loads");
     assert!(policy.config().trained, "models/default must be a trained model");
     policy.set_threads(2).unwrap();
-    let opts = EvalOptions { episodes: 48, seed: 2026, image_size: 64, templates: None, world: WorldKind::Kinematic };
+    let opts = EvalOptions {
+        episodes: 48,
+        seed: 2026,
+        image_size: 64,
+        templates: None,
+        world: WorldKind::Kinematic,
+        families: TaskFamily::ALL.to_vec(),
+    };
     let model = evaluate(&mut policy, &opts, &mut |_| {}).unwrap();
     // Random over the whole action space, as `moe_vla eval --policy random` (not over the model's
     // supported bins, which already encode much of what the data knows).

@@ -56,7 +56,7 @@ pub struct CollectOptions {
 }
 
 /// `--families go_to, crawl` reads as `go_to,crawl`.
-fn parse_family(name: &str) -> Result<TaskFamily, SimError> {
+pub(super) fn parse_family(name: &str) -> Result<TaskFamily, SimError> {
     name.trim().parse()
 }
 

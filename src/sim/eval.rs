@@ -37,6 +37,17 @@ pub struct EvalOptions {
     /// The world that plays the scenes (the same scenes in either).
     #[arg(long, value_enum, default_value_t = WorldKind::Kinematic)]
     pub world: WorldKind,
+    /// Comma-separated task families: of the --episodes scenes, only those of these families are
+    /// played (the same scenes as a full evaluation's; default: all six).
+    #[arg(long, value_delimiter = ',', value_parser = super::collect::parse_family, default_values_t = TaskFamily::ALL, hide_default_value = true)]
+    pub families: Vec<TaskFamily>,
+}
+
+impl EvalOptions {
+    /// The indexes of the scenes played: those of `families` among the first `episodes`.
+    pub fn played(&self) -> Vec<usize> {
+        (0..self.episodes).filter(|&i| self.families.contains(&eval_plan(i).0)).collect()
+    }
 }
 
 fn parse_templates(path: &str) -> Result<Templates, String> {
@@ -159,11 +170,12 @@ pub fn evaluate(
     opts: &EvalOptions,
     progress: &mut dyn FnMut(&EpisodeSummary),
 ) -> Result<EvalReport, SimError> {
-    if opts.episodes == 0 {
-        return Err(SimError::Invalid("evaluation needs at least one episode".into()));
+    let played = opts.played();
+    if played.is_empty() {
+        return Err(SimError::Invalid("evaluation needs at least one episode of its families".into()));
     }
-    let mut summaries = Vec::with_capacity(opts.episodes);
-    for index in 0..opts.episodes {
+    let mut summaries = Vec::with_capacity(played.len());
+    for index in played {
         let (family, held_out) = eval_plan(index);
         let seed = episode_seed(opts.seed ^ EVAL_SALT, index as u64);
         let (scenario, driver_seed) = eval_scenario(opts.seed, index, opts.templates.as_ref())?;

@@ -390,7 +390,14 @@ fn collect_writes_bags_the_reader_reads_back() {
 #[test]
 fn evaluation_covers_every_family_seen_and_held_out() {
     let mut driver = RandomDriver::new(space(), 0);
-    let opts = EvalOptions { episodes: 12, seed: 5, image_size: 8, templates: None, world: WorldKind::Kinematic };
+    let opts = EvalOptions {
+        episodes: 12,
+        seed: 5,
+        image_size: 8,
+        templates: None,
+        world: WorldKind::Kinematic,
+        families: TaskFamily::ALL.to_vec(),
+    };
     let mut n = 0;
     let report = evaluate(&mut driver, &opts, &mut |_| n += 1).unwrap();
     assert_eq!((n, report.episodes, report.policy.as_str()), (12, 12, "random"));
@@ -402,6 +409,28 @@ fn evaluation_covers_every_family_seen_and_held_out() {
     let again = evaluate(&mut RandomDriver::new(space(), 0), &opts, &mut |_| ()).unwrap();
     assert_eq!(report, again);
     assert!(evaluate(&mut driver, &EvalOptions { episodes: 0, ..opts }, &mut |_| ()).is_err());
+}
+
+#[test]
+fn an_evaluation_of_some_families_plays_the_full_evaluations_scenes_of_those_families() {
+    let all = EvalOptions {
+        episodes: 24,
+        seed: 5,
+        image_size: 8,
+        templates: None,
+        world: WorldKind::Kinematic,
+        families: TaskFamily::ALL.to_vec(),
+    };
+    let some = EvalOptions { families: vec![TaskFamily::Crawl, TaskFamily::GoThrough], ..all.clone() };
+    let full = evaluate(&mut RandomDriver::new(space(), 0), &all, &mut |_| ()).unwrap();
+    let part = evaluate(&mut RandomDriver::new(space(), 0), &some, &mut |_| ()).unwrap();
+    assert_eq!(part.episodes, 8);
+    assert_eq!(part.per_family.keys().collect::<Vec<_>>(), ["crawl", "go_through"]);
+    // Each scene's driver is reset with its own seed, so skipping scenes changes none of the rest.
+    let kept: Vec<_> = full.per_episode.iter().filter(|e| e.family == "crawl" || e.family == "go_through").collect();
+    assert_eq!(part.per_episode.iter().collect::<Vec<_>>(), kept);
+    let none = EvalOptions { episodes: 3, ..some };
+    assert!(evaluate(&mut RandomDriver::new(space(), 0), &none, &mut |_| ()).is_err());
 }
 
 #[test]
@@ -450,7 +479,14 @@ fn templates_files_are_checked() {
 /// Success rate and mean steps of the noiseless expert of `style` over 120 evaluation scenes
 /// (20 per family).
 fn style_score(style: StyleKind) -> (f64, f64, EvalReport) {
-    let opts = EvalOptions { episodes: 120, seed: 3, image_size: 8, templates: None, world: WorldKind::Kinematic };
+    let opts = EvalOptions {
+        episodes: 120,
+        seed: 3,
+        image_size: 8,
+        templates: None,
+        world: WorldKind::Kinematic,
+        families: TaskFamily::ALL.to_vec(),
+    };
     let report = evaluate(&mut CleanExpert::styled(space(), style), &opts, &mut |_| ()).unwrap();
     (report.success_rate, report.mean_steps, report)
 }

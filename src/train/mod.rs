@@ -90,6 +90,19 @@ pub enum Objective {
     Q,
     /// Behaviour cloning: cross-entropy on the recorded bins (the baseline).
     Bc,
+    /// IQL-style (Kostrikov et al. 2022, with AWAC's policy evaluation): Q learns on the data's
+    /// bins only, towards an expectile of Q under the policy head instead of a max over bins; the
+    /// policy head (the behaviour head) clones the data weighted by exp(advantage), so failures
+    /// teach what not to copy. Needs a behaviour filter; decide with `--decision-filter 1` (the
+    /// policy's likeliest bin) or lower (the best Q among its likely bins).
+    Iql,
+}
+
+impl Objective {
+    /// Whether the run learns Q values (and keeps a target network).
+    pub fn learns_values(self) -> bool {
+        matches!(self, Self::Q | Self::Iql)
+    }
 }
 
 /// What a Bellman target does at the end of an episode that ran out of time.
@@ -131,8 +144,14 @@ pub struct TrainOptions {
     pub gamma: f64,
     /// EMA rate of the target network.
     pub tau: f64,
-    /// Weight of the conservative term (both it and the TD term are per-dimension means).
+    /// Weight of the conservative term (both it and the TD term are per-dimension means; `q` only).
     pub alpha: f64,
+    /// `iql`: the expectile of Q under the policy head that a target takes (0.5: the mean, towards
+    /// 1: the best bin the policy takes).
+    pub expectile: f64,
+    /// `iql`: the policy head's weight on a step is exp(inverse_temperature * advantage) (Q is in
+    /// 0..1), capped at `MAX_ADVANTAGE_WEIGHT` and normalised over the batch.
+    pub inverse_temperature: f64,
     /// Weight of the self-imitation term beside TD (Q-learning): cross-entropy of the data bins under
     /// a softmax of the Q logits, on steps of successful episodes only.
     pub imitation_weight: f64,
@@ -181,6 +200,8 @@ impl Default for TrainOptions {
             gamma: 0.99,
             tau: 0.995,
             alpha: DEFAULT_ALPHA,
+            expectile: 0.8,
+            inverse_temperature: 10.0,
             imitation_weight: 0.0,
             behaviour_successes_only: false,
             beta: 0.01,
@@ -211,6 +232,11 @@ impl TrainOptions {
             || !(self.imitation_weight >= 0.0 && self.imitation_weight.is_finite())
         {
             return bad("lr must be positive; alpha, beta and the imitation weight finite and not negative");
+        }
+        // Written so that NaN fails too.
+        let expectile_ok = self.expectile > 0.0 && self.expectile < 1.0;
+        if !(expectile_ok && self.inverse_temperature >= 0.0 && self.inverse_temperature.is_finite()) {
+            return bad("the expectile must be in (0, 1) and the inverse temperature finite and not negative");
         }
         if self.n_step == 0 {
             return bad("n-step must be at least 1");

@@ -1,7 +1,8 @@
 //! The training objectives: per-dimension Bellman targets with n-step returns and a Monte-Carlo
 //! lower bound, a conservative term on the bins the data did not take (Q-Transformer,
 //! Chebotar et al. 2023; GeRM, Song et al. 2024; MoRE), an optional self-imitation term, and
-//! behaviour cloning as the baseline. Losses are taken on logits (binary cross-entropy), which
+//! behaviour cloning as the baseline; and the IQL-style variant's expectile targets and
+//! advantage-weighted policy (Kostrikov et al. 2022, <https://arxiv.org/abs/2110.06169>). Losses are taken on logits (binary cross-entropy), which
 //! does not saturate where Q = sigmoid(logit) nears 0 or 1.
 
 use candle_core::{DType, Result, Tensor, D};
@@ -41,12 +42,80 @@ pub struct Bootstrap<'a> {
 /// - last dimension: `return_n + discount * max_b q_next` (n-step bootstrap);
 /// - every target is raised to at least the Monte-Carlo return.
 pub fn q_targets(q_target: &Tensor, q_next: &Tensor, mask: &Tensor, boot: &Bootstrap) -> Result<Tensor> {
-    let (_, dims, _) = q_target.dims3()?;
     let best = masked_max(q_target, mask)?; // [B, dims]
     let best_next = masked_max(&q_next.unsqueeze(1)?, &mask.narrow(0, 0, 1)?)?.squeeze(1)?; // [B]
-    let last = (boot.return_n + (boot.discount * best_next)?)?.unsqueeze(1)?; // [B, 1]
-    let targets = if dims > 1 { Tensor::cat(&[best.narrow(1, 1, dims - 1)?, last], 1)? } else { last };
+    bellman_targets(&best, &best_next, boot)
+}
+
+/// Targets [B, dims] from the value of each dimension's row, `values` [B, dims] (what the
+/// target network expects of dimension i's bins), and the value of s_{t+n}, `value_next` [B]:
+/// dimension i < last takes `values[i + 1]`, the last `return_n + discount * value_next`, and
+/// every target is at least the Monte-Carlo return.
+fn bellman_targets(values: &Tensor, value_next: &Tensor, boot: &Bootstrap) -> Result<Tensor> {
+    let (_, dims) = values.dims2()?;
+    let last = (boot.return_n + (boot.discount * value_next)?)?.unsqueeze(1)?; // [B, 1]
+    let targets = if dims > 1 { Tensor::cat(&[values.narrow(1, 1, dims - 1)?, last], 1)? } else { last };
     targets.broadcast_maximum(&boot.mc_return.unsqueeze(1)?)?.detach().to_dtype(DType::F32)
+}
+
+/// Fixed-point steps of `expectile`: each settles which bins lie below the expectile; a row of
+/// ~100 bins settles in far fewer.
+const EXPECTILE_ITERATIONS: usize = 16;
+
+/// The `tau`-expectile of `q` [B, T, bins] under the probabilities `p` [B, T, bins] -> [B, T]:
+/// the m with `tau * E_p[(q - m)+] = (1 - tau) * E_p[(m - q)+]`. tau = 0.5 is the mean; as tau
+/// nears 1 it nears the largest q the distribution gives weight to. Iterates
+/// `m <- sum(w q) / sum(w)` with `w = p * |tau - 1(q < m)|` from the mean (asymmetric least
+/// squares), which settles once the set of bins below m stops changing.
+pub fn expectile(q: &Tensor, p: &Tensor, tau: f64) -> Result<Tensor> {
+    let mut m = (q * p)?.sum(D::Minus1)?;
+    for _ in 0..EXPECTILE_ITERATIONS {
+        let below = q.broadcast_lt(&m.unsqueeze(D::Minus1)?)?.to_dtype(q.dtype())?;
+        // |tau - below| = tau + below * (1 - 2 tau)
+        let w = (p * below.affine(1.0 - 2.0 * tau, tau)?)?;
+        m = ((&w * q)?.sum(D::Minus1)? / w.sum(D::Minus1)?.clamp(1e-12, f64::INFINITY)?)?;
+    }
+    Ok(m)
+}
+
+/// A policy's probabilities [B, T, bins] from its logits, over the bins of `mask` [T, bins] only.
+pub fn policy_probs(logits: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::softmax(&logits.broadcast_add(&((mask - 1.0)? * 1e4)?)?, D::Minus1)
+}
+
+/// IQL-style targets [B, dims]: `q_targets` with each max over bins replaced by the
+/// `tau`-expectile under the policy. `q_now`, `p_now`: [B, dims, bins], the target network's Q and
+/// policy at (s_t, data bins of earlier dims); `q_next`, `p_next`: [B, bins], dimension 0's at
+/// s_{t+n}. Also returns the values [B, dims] (the expectiles of each row), the baseline of the
+/// advantages.
+pub fn expectile_targets(
+    (q_now, p_now): (&Tensor, &Tensor),
+    (q_next, p_next): (&Tensor, &Tensor),
+    tau: f64,
+    boot: &Bootstrap,
+) -> Result<(Tensor, Tensor)> {
+    let values = expectile(q_now, p_now, tau)?; // [B, dims]
+    let value_next = expectile(&q_next.unsqueeze(1)?, &p_next.unsqueeze(1)?, tau)?.squeeze(1)?; // [B]
+    Ok((bellman_targets(&values, &value_next, boot)?, values))
+}
+
+/// Most weight one (step, dimension) can take in the advantage-weighted policy loss (IQL's cap).
+pub const MAX_ADVANTAGE_WEIGHT: f64 = 100.0;
+
+/// Advantage-weighted regression of the policy: the cross-entropy of each data bin under a
+/// softmax of `logits` [B, dims, bins] over `mask`'s bins, weighted by
+/// `min(exp(inverse_temperature * advantage), MAX_ADVANTAGE_WEIGHT)` (`advantage` [B, dims], no
+/// gradient), a mean over samples and dimensions. Steps that did better than the policy's
+/// expectation weigh more, failures' steps far less: the policy copies the better part of the data.
+pub fn advantage_weighted_ce(
+    logits: &Tensor,
+    bins: &Tensor,
+    mask: &Tensor,
+    advantage: &Tensor,
+    inverse_temperature: f64,
+) -> Result<Tensor> {
+    let weights = (advantage.detach() * inverse_temperature)?.exp()?.clamp(0.0, MAX_ADVANTAGE_WEIGHT)?;
+    (data_log_probs(logits, bins, mask)? * weights)?.mean_all()? * -1.0
 }
 
 /// The parts of the Q-learning loss.

@@ -44,6 +44,13 @@ pub fn loss_curves(history: &[StepStats], objective: Objective, title: &str, pat
                 history.iter().map(|s| s.imitation).collect(),
             ));
         }
+        Objective::Iql => {
+            panels.push((
+                "TD error (binary cross-entropy to the expectile target, mean over dimensions)",
+                history.iter().map(|s| s.main).collect(),
+            ));
+            panels.push(("mean Q(data) and mean target", history.iter().map(|s| s.q_data).collect()));
+        }
         Objective::Bc => panels.push(("cross-entropy (sum over dimensions)", history.iter().map(|s| s.main).collect())),
     }
     if history.iter().any(|s| s.behaviour != 0.0) {

@@ -19,7 +19,7 @@ pub const RECIPE_FORMAT: u32 = 1;
 /// The format of what a run records: train.json and a checkpoint's state.json (`"format"`). Files
 /// without the key are format 0: written before the key existed, they omit the options added
 /// after their run (see `recorded_options`).
-pub const RECORD_FORMAT: u32 = 2;
+pub const RECORD_FORMAT: u32 = 3;
 
 /// The source revision of this build: `git rev-parse HEAD`, with `-dirty` where the sources
 /// differed from it, or "unknown" (built outside a git checkout).
@@ -75,6 +75,8 @@ pub struct OptionsPatch {
     pub gamma: Option<f64>,
     pub tau: Option<f64>,
     pub alpha: Option<f64>,
+    pub expectile: Option<f64>,
+    pub inverse_temperature: Option<f64>,
     pub imitation_weight: Option<f64>,
     pub behaviour_successes_only: Option<bool>,
     pub beta: Option<f64>,
@@ -119,6 +121,8 @@ impl OptionsPatch {
             gamma,
             tau,
             alpha,
+            expectile,
+            inverse_temperature,
             imitation_weight,
             behaviour_successes_only,
             beta,
@@ -145,6 +149,8 @@ impl OptionsPatch {
         set(&mut opts.gamma, gamma);
         set(&mut opts.tau, tau);
         set(&mut opts.alpha, alpha);
+        set(&mut opts.expectile, expectile);
+        set(&mut opts.inverse_temperature, inverse_temperature);
         set(&mut opts.imitation_weight, imitation_weight);
         set(&mut opts.behaviour_successes_only, behaviour_successes_only);
         set(&mut opts.beta, beta);
@@ -170,6 +176,8 @@ impl OptionsPatch {
             gamma,
             tau,
             alpha,
+            expectile,
+            inverse_temperature,
             imitation_weight,
             behaviour_successes_only,
             beta,
@@ -193,6 +201,8 @@ impl OptionsPatch {
             gamma: Some(gamma),
             tau: Some(tau),
             alpha: Some(alpha),
+            expectile: Some(expectile),
+            inverse_temperature: Some(inverse_temperature),
             imitation_weight: Some(imitation_weight),
             behaviour_successes_only: Some(behaviour_successes_only),
             beta: Some(beta),
@@ -288,6 +298,14 @@ pub fn recorded_options(value: &serde_json::Value, format: u32) -> Result<TrainO
     }
     if format <= 1 {
         absent.extend([("timeouts", serde_json::json!("terminal")), ("sampling", serde_json::json!("steps"))]);
+    }
+    if format <= 2 {
+        // Only `iql` reads them, which came with format 3: any value is the run's.
+        let defaults = TrainOptions::default();
+        absent.extend([
+            ("expectile", serde_json::json!(defaults.expectile)),
+            ("inverse_temperature", serde_json::json!(defaults.inverse_temperature)),
+        ]);
     }
     for (key, old) in absent {
         fields.entry(key).or_insert(old);
@@ -421,6 +439,13 @@ mod tests {
         let opts = train_json_options(&serde_json::json!({ "format": 1, "options": format_1.clone() })).unwrap();
         assert_eq!((opts.n_step, opts.timeouts, opts.sampling), (3, Timeouts::Terminal, Sampling::Steps));
         assert!(train_json_options(&serde_json::json!({ "format": 2, "options": format_1 })).is_err());
+        // Format 2 lacks the iql options, which no run of that format used.
+        let mut format_2 = serde_json::to_value(TrainOptions { n_step: 3, ..TrainOptions::default() }).unwrap();
+        format_2.as_object_mut().unwrap().remove("expectile");
+        format_2.as_object_mut().unwrap().remove("inverse_temperature");
+        let opts = train_json_options(&serde_json::json!({ "format": 2, "options": format_2.clone() })).unwrap();
+        assert_eq!((opts.n_step, opts.expectile), (3, TrainOptions::default().expectile));
+        assert!(train_json_options(&serde_json::json!({ "format": 3, "options": format_2 })).is_err());
         let err = train_json_options(&serde_json::json!({ "format": 9, "options": old })).unwrap_err();
         assert!(err.contains("format 9"), "{err}");
     }
@@ -480,6 +505,8 @@ mod tests {
             gamma: 0.5,
             tau: 0.5,
             alpha: 2.0,
+            expectile: 0.6,
+            inverse_temperature: 5.0,
             imitation_weight: 3.0,
             behaviour_successes_only: true,
             timeouts: Timeouts::Bootstrap,

@@ -62,6 +62,10 @@ pub struct TrainRun {
     pub resume: bool,
     /// Frame cache folder (default: DATA/.cache).
     pub cache: Option<PathBuf>,
+    /// A fresh run starts its frame and instruction encoders (`Trainer::ENCODER_PREFIXES`) from
+    /// this model folder's weights; the decoder and heads start fresh. With
+    /// `freeze_encoders_after` 0 the run trains the decoder alone on a trained model's perception.
+    pub encoders_from: Option<PathBuf>,
     /// Where the updates run: cpu, or cuda / cuda:N (a build with the cuda feature). A fresh run on
     /// a GPU computes each batch whole, in one shard.
     pub device: String,
@@ -273,7 +277,14 @@ fn trainer_and_text(
     };
     // Shards exist to keep CPU threads busy; a GPU takes the batch whole.
     let options = TrainOptions { shards: if device.is_cpu() { run.options.shards } else { 1 }, ..run.options.clone() };
-    Ok((Trainer::new(&cfg, &options, device)?, text))
+    let trainer = match &run.encoders_from {
+        Some(model) => {
+            let weights = crate::model::read_weights(&model.join(crate::policy::WEIGHTS_FILE), device)?;
+            Trainer::with_encoders_from(&cfg, &options, &weights, device)?
+        }
+        None => Trainer::new(&cfg, &options, device)?,
+    };
+    Ok((trainer, text))
 }
 
 fn log_sharding(shards: usize, device: &Device) {

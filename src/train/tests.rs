@@ -4,7 +4,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use super::data::{n_step, Batch, Batcher, Dataset, Episode, Observations, Topics};
-use super::objective::{bc_loss, mask_tensor, q_loss, q_targets, successes, successes_cross_entropy, Bootstrap};
+use super::objective::{bc_loss, expectile, mask_tensor, q_loss, q_targets, successes, successes_cross_entropy, Bootstrap};
 use super::*;
 use crate::action::{ActionSpace, GaitFields, PlanarTwist};
 use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Header, Image, StringMsg, Time, Twist, Vector3, VlaDecision};
@@ -270,6 +270,91 @@ fn a_behaviour_head_on_successes_learns_only_what_the_successful_rows_did() {
     }
     let opts = TrainOptions { behaviour_successes_only: true, ..Default::default() };
     let err = Trainer::new(&micro(), &opts, &Device::Cpu).err().expect("no behaviour head to train");
+    assert!(err.to_string().contains("--behaviour-filter"), "{err}");
+}
+
+#[test]
+fn a_run_can_start_from_a_trained_models_encoders_and_a_fresh_decoder() {
+    let cfg = micro();
+    let opts = TrainOptions { seed: 1, ..Default::default() };
+    let trained = Trainer::new(&cfg, &TrainOptions { seed: 2, ..Default::default() }, &Device::Cpu).unwrap().weights();
+    let trained: std::collections::HashMap<String, Tensor> = trained.into_iter().collect();
+    let fresh = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap().weights();
+    let started = Trainer::with_encoders_from(&cfg, &opts, &trained, &Device::Cpu).unwrap().weights();
+    let same = |a: &Tensor, b: &Tensor| {
+        a.flatten_all().unwrap().to_vec1::<f32>().unwrap() == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let (mut encoders, mut changed) = (0, 0);
+    for (name, weight) in &started {
+        if Trainer::ENCODER_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            encoders += 1;
+            assert!(same(weight, &trained[name]), "{name} is not the trained model's");
+            changed += usize::from(!same(weight, &fresh[name]));
+        } else {
+            assert!(same(weight, &fresh[name]), "{name} is not this run's fresh weight");
+        }
+    }
+    assert!(encoders > 4 && encoders < started.len(), "{encoders} of {} weights", started.len());
+    assert!(changed > encoders / 2, "only {changed} of {encoders} encoder weights differ from a fresh run's");
+    // Another architecture's encoders are refused by name.
+    let mut wider = cfg.clone();
+    wider.vision.channels = vec![8, 24];
+    let err = Trainer::with_encoders_from(&wider, &opts, &trained, &Device::Cpu).err().expect("a shape mismatch");
+    assert!(err.to_string().contains("in this architecture"), "{err}");
+}
+
+#[test]
+fn an_expectile_is_the_mean_at_one_half_and_nears_the_best_likely_bin_towards_one() {
+    let q = Tensor::new(&[[[0.1f32, 0.5, 0.9, 0.99]]], &Device::Cpu).unwrap();
+    // The last bin has the highest Q but the policy never takes it.
+    let p = Tensor::new(&[[[0.25f32, 0.25, 0.5, 0.0]]], &Device::Cpu).unwrap();
+    let at = |tau: f64| expectile(&q, &p, tau).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+    assert!((at(0.5) - 0.6).abs() < 1e-6, "{}", at(0.5));
+    assert!(at(0.99) > 0.89 && at(0.99) <= 0.9, "{}", at(0.99));
+    // tau E[(q - m)+] = (1 - tau) E[(m - q)+]
+    let (tau, m) = (0.8f32, at(0.8));
+    let (qs, ps) = ([0.1f32, 0.5, 0.9, 0.99], [0.25f32, 0.25, 0.5, 0.0]);
+    let above: f32 = qs.iter().zip(ps).map(|(q, p)| p * (q - m).max(0.0)).sum();
+    let below: f32 = qs.iter().zip(ps).map(|(q, p)| p * (m - q).max(0.0)).sum();
+    assert!((tau * above - (1.0 - tau) * below).abs() < 1e-6, "m {m}: {above} above, {below} below");
+    assert!(at(0.6) < at(0.7) && at(0.7) < m, "expectiles rise with tau");
+}
+
+#[test]
+fn an_iql_policy_copies_the_successful_rows_choice_and_not_the_failed_ones() {
+    // As in the behaviour-head test below: two rows share frames and the terminate bin, then row 0
+    // (successful) takes bin 10 in dimension 1 and row 1 (failed) bin 200. Cloning every step
+    // splits between them; the advantage-weighted policy learns that bin 10 did better.
+    let mut cfg = micro();
+    cfg.behaviour_filter = Some(0.3);
+    let mut batch = synthetic_batch(&cfg, 2);
+    let one = pixels(&batch.obs).frames.narrow(0, 0, 1).unwrap();
+    let frames = Tensor::cat(&[&one, &one], 0).unwrap();
+    batch.obs = Observations::Pixels(ObservationBatch { frames, ..pixels(&batch.obs).clone() });
+    let dims = cfg.action_dims();
+    let mut bins = vec![0u32; 2 * dims];
+    (bins[1], bins[dims + 1]) = (10, 200);
+    batch.bins = Tensor::from_vec(bins, (2, dims), &Device::Cpu).unwrap();
+    // Both episodes ended here: row 0 with success, row 1 without.
+    batch.mc_return = Tensor::new(&[0.9f32, 0.0], &Device::Cpu).unwrap();
+    batch.return_n = batch.mc_return.clone();
+    batch.discount = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
+    let opts = TrainOptions { objective: Objective::Iql, tau: 0.9, ..behaviour_learning() };
+    let mut trainer = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
+    for _ in 0..200 {
+        let stats = trainer.update(&batch).unwrap();
+        assert_eq!(stats.conservative, 0.0);
+    }
+    let prefix = batch.bins.narrow(1, 0, dims - 1).unwrap();
+    let out = trainer.online.forward_train(&batch.obs.encode(&trainer.online).unwrap(), &prefix).unwrap();
+    let q = candle_nn::ops::sigmoid(&out.q).unwrap().to_vec3::<f32>().unwrap();
+    // (Row 1's value reaches dimension 1 through the later dimensions' targets, a lag each.)
+    assert!(q[0][1][10] > 0.7 && q[1][1][200] < 0.5, "Q of bin 10: {}, of bin 200: {}", q[0][1][10], q[1][1][200]);
+    let probs = candle_nn::ops::softmax(&out.behaviour.unwrap(), candle_core::D::Minus1).unwrap();
+    let p = probs.get(0).unwrap().get(1).unwrap().to_vec1::<f32>().unwrap();
+    assert!(p[10] / p[200] > 20.0, "bin 10 is only {} times as likely as the failed row's bin 200", p[10] / p[200]);
+
+    let err = Trainer::new(&micro(), &opts, &Device::Cpu).err().expect("no policy head to train");
     assert!(err.to_string().contains("--behaviour-filter"), "{err}");
 }
 
@@ -874,6 +959,7 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
             max_minutes: None,
             resume,
             cache: None,
+            encoders_from: None,
             device: "cpu".into(),
         };
         let mut events = Vec::new();
@@ -1096,6 +1182,7 @@ fn train_model_refuses_an_unknown_device_before_reading_anything() {
         max_minutes: None,
         resume: false,
         cache: None,
+        encoders_from: None,
         device: "tpu:0".into(),
     };
     let err = train_model(&run, &mut |_| {}).unwrap_err().to_string();

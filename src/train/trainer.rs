@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{Batch, Batcher, Dataset};
 use super::objective::{
-    bc_loss, greedy_outside_support, mask_tensor, q_loss, q_targets, successes, successes_cross_entropy, Bootstrap,
+    advantage_weighted_ce, bc_loss, expectile_targets, greedy_outside_support, mask_tensor, one_hot, policy_probs, q_loss,
+    q_targets, successes, successes_cross_entropy, Bootstrap,
 };
 use super::optim::{cosine_lr, AdamW};
 use super::{recipe, Objective, Sampling, StepStats, Timeouts, TrainError, TrainOptions};
@@ -92,6 +93,36 @@ impl Trainer {
         Self::from_tensors(cfg, opts, tensors, None, device)
     }
 
+    /// Weights of the frame encoder (with its FiLM layers) and of the instruction encoder.
+    pub const ENCODER_PREFIXES: [&'static str; 2] = ["vision.", "text."];
+
+    /// A fresh run whose encoders' weights (`ENCODER_PREFIXES`) are `weights`' (a trained model's,
+    /// of the same architecture there); the rest is initialised from the options' seed.
+    pub fn with_encoders_from(
+        cfg: &VlaConfig,
+        opts: &TrainOptions,
+        weights: &HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        opts.validate()?;
+        let (_, mut tensors) = init_model(cfg, opts.seed, device)?;
+        let mut copied = 0;
+        for (name, fresh) in tensors.iter_mut().filter(|(n, _)| Self::ENCODER_PREFIXES.iter().any(|p| n.starts_with(p))) {
+            let trained = weights.get(name).ok_or_else(|| TrainError::Invalid(format!("the encoders' model has no {name}")))?;
+            if trained.dims() != fresh.dims() {
+                return Err(TrainError::Invalid(format!(
+                    "{name} is {:?} in the encoders' model but {:?} in this architecture",
+                    trained.dims(),
+                    fresh.dims()
+                )));
+            }
+            *fresh = trained.to_device(device)?.to_dtype(DType::F32)?;
+            copied += 1;
+        }
+        tracing::info!("encoders: {copied} weights from a trained model");
+        Self::from_tensors(cfg, opts, tensors, None, device)
+    }
+
     fn from_tensors(
         cfg: &VlaConfig,
         opts: &TrainOptions,
@@ -102,6 +133,13 @@ impl Trainer {
         if opts.behaviour_successes_only && cfg.behaviour_filter.is_none() {
             return Err(TrainError::Invalid(
                 "--behaviour-successes-only trains the behaviour head: it needs --behaviour-filter".to_string(),
+            ));
+        }
+        if opts.objective == Objective::Iql && (cfg.behaviour_filter.is_none() || opts.behaviour_successes_only) {
+            return Err(TrainError::Invalid(
+                "--objective iql trains the behaviour head as its policy: it needs --behaviour-filter, and the policy \
+                 learns from every step (no --behaviour-successes-only)"
+                    .to_string(),
             ));
         }
         let vars: Vec<(String, Var)> =
@@ -189,9 +227,9 @@ impl Trainer {
         if rows == 0 {
             return Err(TrainError::Invalid("an empty batch".to_string()));
         }
-        let target_model = match self.opts.objective {
-            Objective::Q => Some(model_from(&self.cfg, self.target.clone().into_iter().collect(), &self.device)?),
-            Objective::Bc => None,
+        let target_model = match self.opts.objective.learns_values() {
+            true => Some(model_from(&self.cfg, self.target.clone().into_iter().collect(), &self.device)?),
+            false => None,
         };
         let successes = successes(&batch.mc_return)?;
         let shards = batch.shards(self.opts.shards)?;
@@ -235,7 +273,7 @@ impl Trainer {
             }
         }
         stats.grad_norm = self.optimizer.step(&grads, stats.lr)?;
-        if self.opts.objective == Objective::Q {
+        if self.opts.objective.learns_values() {
             self.update_target()?;
         }
         self.step += 1;
@@ -258,6 +296,9 @@ impl Trainer {
         let out = self.online.forward_train(&obs, &prefix_bins)?;
         let (logits, balance) = (&out.q, out.balance);
         let mut stats = StepStats::default();
+        let boot = Bootstrap { return_n: &batch.return_n, discount: &batch.discount, mc_return: &batch.mc_return };
+        // iql: the advantage of each data bin, which weights the policy head's loss.
+        let mut advantage = None;
         let main_loss = match (self.opts.objective, target_model) {
             (Objective::Q, Some(target_model)) => {
                 let q_target =
@@ -265,7 +306,6 @@ impl Trainer {
                 let empty = Tensor::zeros((batch.bins.dim(0)?, 0), DType::U32, &self.device)?;
                 let q_next = candle_nn::ops::sigmoid(&target_model.forward_encoded(&batch.next.encode(target_model)?, &empty)?)?
                     .squeeze(1)?;
-                let boot = Bootstrap { return_n: &batch.return_n, discount: &batch.discount, mc_return: &batch.mc_return };
                 let targets = q_targets(&q_target, &q_next, &self.supported_mask, &boot)?;
                 let parts = q_loss(logits, &batch.bins, &targets, &self.valid_mask)?;
                 stats.main = parts.td.to_scalar()?;
@@ -283,7 +323,26 @@ impl Trainer {
                     q
                 }
             }
-            (Objective::Q, None) => return Err(TrainError::Invalid("Q-learning needs the target network".to_string())),
+            (Objective::Iql, Some(target_model)) => {
+                let now = self.values_and_policy(target_model, &batch.obs.encode(target_model)?, &prefix_bins)?;
+                let empty = Tensor::zeros((batch.bins.dim(0)?, 0), DType::U32, &self.device)?;
+                let (q_next, p_next) = self.values_and_policy(target_model, &batch.next.encode(target_model)?, &empty)?;
+                let (targets, values) =
+                    expectile_targets((&now.0, &now.1), (&q_next.squeeze(1)?, &p_next.squeeze(1)?), self.opts.expectile, &boot)?;
+                let q_taken = (&now.0 * one_hot(&batch.bins, now.0.dim(2)?)?)?.sum(candle_core::D::Minus1)?; // [B, dims]
+                advantage = Some((q_taken - values)?);
+                // Only the data's bins learn: no conservative term, as no target looks past the
+                // policy's bins.
+                let parts = q_loss(logits, &batch.bins, &targets, &self.valid_mask)?;
+                stats.main = parts.td.to_scalar()?;
+                stats.q_data = parts.q_data.to_scalar()?;
+                stats.q_target = targets.mean_all()?.to_scalar()?;
+                stats.target_per_dim = targets.mean(0)?.to_vec1()?;
+                parts.td
+            }
+            (Objective::Q | Objective::Iql, None) => {
+                return Err(TrainError::Invalid("learning values needs the target network".to_string()))
+            }
             (Objective::Bc, _) => {
                 let ce = bc_loss(logits, &batch.bins, &self.valid_mask)?;
                 stats.main = ce.to_scalar()?;
@@ -294,7 +353,9 @@ impl Trainer {
         // episodes' policy from theirs), whatever the objective.
         let main_loss = match &out.behaviour {
             Some(behaviour) => {
-                let ce = if self.opts.behaviour_successes_only {
+                let ce = if let Some(advantage) = &advantage {
+                    advantage_weighted_ce(behaviour, &batch.bins, &self.valid_mask, advantage, self.opts.inverse_temperature)?
+                } else if self.opts.behaviour_successes_only {
                     successes_cross_entropy(behaviour, &batch.bins, &self.valid_mask, &batch.mc_return, successes_divisor)?
                 } else {
                     (bc_loss(behaviour, &batch.bins, &self.valid_mask)? / dims as f64)?
@@ -309,6 +370,20 @@ impl Trainer {
         let loss = (main_loss + (balance * self.opts.beta)?)?;
         stats.loss = loss.to_scalar()?;
         Ok((loss, stats))
+    }
+
+    /// `model`'s Q values and policy (behaviour head) probabilities over the supported bins, each
+    /// [B, m + 1, bins] for the data bins `bins` [B, m] of the first dimensions.
+    fn values_and_policy(
+        &self,
+        model: &VlaModel,
+        obs: &crate::model::EncodedObservation,
+        bins: &Tensor,
+    ) -> Result<(Tensor, Tensor), TrainError> {
+        let out = model.forward_train(obs, bins)?;
+        let behaviour = out.behaviour.ok_or_else(|| TrainError::Invalid("iql needs a behaviour head".to_string()))?;
+        let mask = self.supported_mask.narrow(0, 0, out.q.dim(1)?)?;
+        Ok((candle_nn::ops::sigmoid(&out.q)?, policy_probs(&behaviour, &mask)?))
     }
 
     /// target <- tau * target + (1 - tau) * online.

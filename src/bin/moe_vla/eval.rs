@@ -69,7 +69,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             &mut expert
         }
     };
-    let progress = episode_bar(opts.episodes, "evaluating", args.json);
+    let progress = episode_bar(opts.played().len(), "evaluating", args.json);
     let (mut done, mut successes) = (0u64, 0u64);
     let report = sim::evaluate(driver, opts, &mut |s| {
         done += 1;

@@ -66,6 +66,11 @@ pub struct TrainArgs {
     /// Frame cache folder (default: DATA/.cache).
     #[arg(long)]
     cache: Option<PathBuf>,
+    /// Start the frame and instruction encoders from this model folder (same architecture there);
+    /// the decoder and heads start fresh. With --freeze-encoders-after 0, trains the decoder alone
+    /// on that model's perception.
+    #[arg(long, value_name = "MODEL")]
+    encoders_from: Option<PathBuf>,
     /// Where the updates run: cpu, or cuda / cuda:N (a build with the cuda feature). A fresh run on
     /// a GPU computes each batch whole, in one shard.
     #[arg(long, default_value = "cpu")]
@@ -82,6 +87,9 @@ enum ObjectiveArg {
     Q,
     /// Behaviour cloning: cross-entropy on the recorded bins (the baseline).
     Bc,
+    /// IQL-style: Q towards an expectile under the policy head, which clones the data weighted by
+    /// exp(advantage) (needs --behaviour-filter; decide with --decision-filter 1).
+    Iql,
 }
 
 /// The training options' flags (`TrainOptions` documents each; the defaults are its `Default`,
@@ -114,6 +122,13 @@ struct OptionFlags {
     /// Weight of the conservative term (both it and the TD term are per-dimension means).
     #[arg(long)]
     alpha: Option<f64>,
+    /// iql: the expectile of Q under the policy head a target takes (0.5 the mean, near 1 the best
+    /// bin the policy takes).
+    #[arg(long)]
+    expectile: Option<f64>,
+    /// iql: the policy head's weight on a step is exp(this * advantage), capped and normalised.
+    #[arg(long)]
+    inverse_temperature: Option<f64>,
     /// Weight of the self-imitation term beside TD (Q-learning): cross-entropy of the data bins
     /// under a softmax of the Q logits, on steps of successful episodes only.
     #[arg(long)]
@@ -168,6 +183,7 @@ impl OptionFlags {
             objective: self.objective.map(|o| match o {
                 ObjectiveArg::Q => Objective::Q,
                 ObjectiveArg::Bc => Objective::Bc,
+                ObjectiveArg::Iql => Objective::Iql,
             }),
             successes_only: self.successes_only.then_some(true),
             steps: self.steps,
@@ -178,6 +194,8 @@ impl OptionFlags {
             gamma: self.gamma,
             tau: self.tau,
             alpha: self.alpha,
+            expectile: self.expectile,
+            inverse_temperature: self.inverse_temperature,
             imitation_weight: self.imitation_weight,
             behaviour_successes_only: self.behaviour_successes_only.then_some(true),
             beta: self.beta,
@@ -215,6 +233,7 @@ impl TrainArgs {
             max_minutes: self.max_minutes,
             resume: self.resume,
             cache: self.cache.clone(),
+            encoders_from: self.encoders_from.clone(),
             device: self.device.clone(),
         })
     }
@@ -317,6 +336,13 @@ fn progress_message(objective: Objective, recent: &[StepStats]) -> String {
             mean(|s| s.main),
             mean(|s| s.conservative),
             mean(|s| s.imitation),
+            mean(|s| s.q_data),
+            mean(|s| s.q_target)
+        ),
+        Objective::Iql => format!(
+            "loss {:.4} td {:.4} Q {:.3} target {:.3}",
+            mean(|s| s.loss),
+            mean(|s| s.main),
             mean(|s| s.q_data),
             mean(|s| s.q_target)
         ),

@@ -39,6 +39,8 @@ E1600 = "6000, e2e 1600"
 E3000 = "6000, e2e 3000"
 E3000_I1600 = "6000, e2e 3000, instr 1600"
 U9000 = "9000, e2e 1600"
+# The mixed-data pilot: 1200 updates of 32, the decoder alone on models/history3's frozen encoders.
+DECODER1200 = "1200 of 32, decoder only"
 
 
 @dataclass
@@ -194,6 +196,15 @@ TABLES = {
             seeds("bcq_history6_seed{}_filter" + (t if t != "0.05" else "005") + ".json", (1, 2, 3)))
         for i, t in enumerate(["0.3", "0.1", "0.05", "0.02", "0.01"])
     ]),
+    # The mixed data design (collect --design mixed, go_through and crawl), the standard scenes of
+    # those two families (eval --families go_through,crawl): 200 episodes.
+    "M": Table("mixed_pilot", [
+        Row("M1", "Q + BCQ, timeouts bootstrapped, episodes sampled", "1-5", DECODER1200, "0.05",
+            seeds("q_bcq_seed{}.json", range(1, 6))),
+        Row("M2", "BC, successes", "1-5", DECODER1200, "", seeds("bc_successes_seed{}.json", range(1, 6))),
+        Row("M3", "IQL-style, timeouts bootstrapped, episodes sampled", "1-5", DECODER1200, "1",
+            seeds("iql_seed{}.json", range(1, 6))),
+    ]),
     # The claims: paired differences, each side the named rows' reports averaged per episode.
     "C": Comparisons([
         Compare("C1", "6 frames vs 3: models/default - models/history3", ["H1"], ["T1"]),
@@ -207,6 +218,9 @@ TABLES = {
         Compare("C9", "behaviour head on successes (3 seeds) - BC on successes (3 seeds), 6 frames", ["H14"], ["H9"]),
         Compare("C10", "behaviour head on successes (3 seeds) - Q + BCQ (3 seeds), 6 frames", ["H14"], ["H4"]),
         Compare("C11", "the same on evaluation seed 11", ["S10"], ["S6"]),
+        Compare("C12", "mixed data: Q + BCQ - BC on successes (5 seeds each)", ["M1"], ["M2"]),
+        Compare("C13", "mixed data: IQL-style - BC on successes (5 seeds each)", ["M3"], ["M2"]),
+        Compare("C14", "mixed data: Q + BCQ - IQL-style (5 seeds each)", ["M1"], ["M3"]),
     ]),
     # Every other paired difference the prose cites.
     "D": Comparisons([

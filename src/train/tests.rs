@@ -231,25 +231,10 @@ fn the_behaviour_filter_keeps_the_argmax_on_the_bins_the_data_takes() {
 
 #[test]
 fn a_behaviour_head_on_successes_learns_only_what_the_successful_rows_did() {
-    // Two rows see the same frames and take the same terminate bin, then part ways in the next
-    // dimension: row 0 (successful) takes bin 10, row 1 (failed) bin 200. Learning from every
-    // step, the behaviour head splits between the two; learning from successes, it takes bin 10.
-    let mut cfg = micro();
-    cfg.behaviour_filter = Some(0.3);
-    let mut batch = synthetic_batch(&cfg, 2);
-    let one = pixels(&batch.obs).frames.narrow(0, 0, 1).unwrap();
-    let frames = Tensor::cat(&[&one, &one], 0).unwrap();
-    batch.obs = Observations::Pixels(ObservationBatch { frames, ..pixels(&batch.obs).clone() });
+    // Learning from every step, the behaviour head splits between the two rows' bins; learning
+    // from successes, it takes bin 10.
+    let (cfg, batch) = rows_that_part_after_the_same_frames();
     let dims = cfg.action_dims();
-    let row = |bin: u32| {
-        let mut row = vec![0u32; dims];
-        row[1] = bin;
-        row
-    };
-    let mut bins = row(10);
-    bins.extend(row(200));
-    batch.bins = Tensor::from_vec(bins, (2, dims), &Device::Cpu).unwrap();
-    batch.mc_return = Tensor::new(&[0.9f32, 0.0], &Device::Cpu).unwrap();
     let prefix = batch.bins.narrow(1, 0, dims - 1).unwrap();
     for successes_only in [false, true] {
         let opts = TrainOptions { behaviour_successes_only: successes_only, ..behaviour_learning() };
@@ -271,6 +256,24 @@ fn a_behaviour_head_on_successes_learns_only_what_the_successful_rows_did() {
     let opts = TrainOptions { behaviour_successes_only: true, ..Default::default() };
     let err = Trainer::new(&micro(), &opts, &Device::Cpu).err().expect("no behaviour head to train");
     assert!(err.to_string().contains("--behaviour-filter"), "{err}");
+}
+
+/// A model with a behaviour head and a batch of two rows that see the same frames and take the
+/// same terminate bin, then part ways in the next dimension: row 0 (successful, return 0.9) takes
+/// bin 10, row 1 (failed) bin 200.
+fn rows_that_part_after_the_same_frames() -> (VlaConfig, Batch) {
+    let mut cfg = micro();
+    cfg.behaviour_filter = Some(0.3);
+    let mut batch = synthetic_batch(&cfg, 2);
+    let one = pixels(&batch.obs).frames.narrow(0, 0, 1).unwrap();
+    let frames = Tensor::cat(&[&one, &one], 0).unwrap();
+    batch.obs = Observations::Pixels(ObservationBatch { frames, ..pixels(&batch.obs).clone() });
+    let dims = cfg.action_dims();
+    let mut bins = vec![0u32; 2 * dims];
+    (bins[1], bins[dims + 1]) = (10, 200);
+    batch.bins = Tensor::from_vec(bins, (2, dims), &Device::Cpu).unwrap();
+    batch.mc_return = Tensor::new(&[0.9f32, 0.0], &Device::Cpu).unwrap();
+    (cfg, batch)
 }
 
 #[test]
@@ -322,21 +325,11 @@ fn an_expectile_is_the_mean_at_one_half_and_nears_the_best_likely_bin_towards_on
 
 #[test]
 fn an_iql_policy_copies_the_successful_rows_choice_and_not_the_failed_ones() {
-    // As in the behaviour-head test below: two rows share frames and the terminate bin, then row 0
-    // (successful) takes bin 10 in dimension 1 and row 1 (failed) bin 200. Cloning every step
-    // splits between them; the advantage-weighted policy learns that bin 10 did better.
-    let mut cfg = micro();
-    cfg.behaviour_filter = Some(0.3);
-    let mut batch = synthetic_batch(&cfg, 2);
-    let one = pixels(&batch.obs).frames.narrow(0, 0, 1).unwrap();
-    let frames = Tensor::cat(&[&one, &one], 0).unwrap();
-    batch.obs = Observations::Pixels(ObservationBatch { frames, ..pixels(&batch.obs).clone() });
+    // Cloning every step splits between the two rows' bins (see the behaviour-head test); the
+    // advantage-weighted policy learns that bin 10 did better.
+    let (cfg, mut batch) = rows_that_part_after_the_same_frames();
     let dims = cfg.action_dims();
-    let mut bins = vec![0u32; 2 * dims];
-    (bins[1], bins[dims + 1]) = (10, 200);
-    batch.bins = Tensor::from_vec(bins, (2, dims), &Device::Cpu).unwrap();
     // Both episodes ended here: row 0 with success, row 1 without.
-    batch.mc_return = Tensor::new(&[0.9f32, 0.0], &Device::Cpu).unwrap();
     batch.return_n = batch.mc_return.clone();
     batch.discount = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
     let opts = TrainOptions { objective: Objective::Iql, tau: 0.9, ..behaviour_learning() };

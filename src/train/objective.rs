@@ -2,8 +2,9 @@
 //! lower bound, a conservative term on the bins the data did not take (Q-Transformer,
 //! Chebotar et al. 2023; GeRM, Song et al. 2024; MoRE), an optional self-imitation term, and
 //! behaviour cloning as the baseline; and the IQL-style variant's expectile targets and
-//! advantage-weighted policy (Kostrikov et al. 2022, <https://arxiv.org/abs/2110.06169>). Losses are taken on logits (binary cross-entropy), which
-//! does not saturate where Q = sigmoid(logit) nears 0 or 1.
+//! advantage-weighted policy (Kostrikov et al. 2022, <https://arxiv.org/abs/2110.06169>). Losses
+//! are taken on logits (binary cross-entropy), which does not saturate where Q = sigmoid(logit)
+//! nears 0 or 1.
 
 use candle_core::{DType, Result, Tensor, D};
 
@@ -78,14 +79,20 @@ pub fn expectile(q: &Tensor, p: &Tensor, tau: f64) -> Result<Tensor> {
     Ok(m)
 }
 
+/// Logits [B, T, bins] with the bins outside `mask` [T, bins] dropped far below the rest, so a
+/// softmax over them gives those bins no weight.
+fn masked(logits: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    logits.broadcast_add(&((mask - 1.0)? * 1e4)?)
+}
+
 /// A policy's probabilities [B, T, bins] from its logits, over the bins of `mask` [T, bins] only.
 pub fn policy_probs(logits: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::softmax(&logits.broadcast_add(&((mask - 1.0)? * 1e4)?)?, D::Minus1)
+    candle_nn::ops::softmax(&masked(logits, mask)?, D::Minus1)
 }
 
 /// IQL-style targets [B, dims]: `q_targets` with each max over bins replaced by the
 /// `tau`-expectile under the policy. `q_now`, `p_now`: [B, dims, bins], the target network's Q and
-/// policy at (s_t, data bins of earlier dims); `q_next`, `p_next`: [B, bins], dimension 0's at
+/// policy at (s_t, data bins of earlier dims); `q_next`, `p_next`: [B, 1, bins], dimension 0's at
 /// s_{t+n}. Also returns the values [B, dims] (the expectiles of each row), the baseline of the
 /// advantages.
 pub fn expectile_targets(
@@ -95,7 +102,7 @@ pub fn expectile_targets(
     boot: &Bootstrap,
 ) -> Result<(Tensor, Tensor)> {
     let values = expectile(q_now, p_now, tau)?; // [B, dims]
-    let value_next = expectile(&q_next.unsqueeze(1)?, &p_next.unsqueeze(1)?, tau)?.squeeze(1)?; // [B]
+    let value_next = expectile(q_next, p_next, tau)?.squeeze(1)?; // [B]
     Ok((bellman_targets(&values, &value_next, boot)?, values))
 }
 
@@ -163,8 +170,7 @@ pub fn q_loss(logits: &Tensor, bins: &Tensor, targets: &Tensor, mask: &Tensor) -
 /// Log-probability [B, dims] of each data bin under a softmax of the logits over its dimension's
 /// valid bins.
 fn data_log_probs(logits: &Tensor, bins: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let masked = logits.broadcast_add(&((mask - 1.0)? * 1e4)?)?;
-    let log_probs = candle_nn::ops::log_softmax(&masked, D::Minus1)?;
+    let log_probs = candle_nn::ops::log_softmax(&masked(logits, mask)?, D::Minus1)?;
     (log_probs * one_hot(bins, logits.dim(2)?)?)?.sum(D::Minus1)
 }
 

@@ -227,10 +227,12 @@ impl Trainer {
         if rows == 0 {
             return Err(TrainError::Invalid("an empty batch".to_string()));
         }
-        let target_model = match self.opts.objective.learns_values() {
-            true => Some(model_from(&self.cfg, self.target.clone().into_iter().collect(), &self.device)?),
-            false => None,
-        };
+        let target_model = self
+            .opts
+            .objective
+            .learns_values()
+            .then(|| model_from(&self.cfg, self.target.clone().into_iter().collect(), &self.device))
+            .transpose()?;
         let successes = successes(&batch.mc_return)?;
         let shards = batch.shards(self.opts.shards)?;
         let results = shards
@@ -326,9 +328,8 @@ impl Trainer {
             (Objective::Iql, Some(target_model)) => {
                 let now = self.values_and_policy(target_model, &batch.obs.encode(target_model)?, &prefix_bins)?;
                 let empty = Tensor::zeros((batch.bins.dim(0)?, 0), DType::U32, &self.device)?;
-                let (q_next, p_next) = self.values_and_policy(target_model, &batch.next.encode(target_model)?, &empty)?;
-                let (targets, values) =
-                    expectile_targets((&now.0, &now.1), (&q_next.squeeze(1)?, &p_next.squeeze(1)?), self.opts.expectile, &boot)?;
+                let next = self.values_and_policy(target_model, &batch.next.encode(target_model)?, &empty)?;
+                let (targets, values) = expectile_targets((&now.0, &now.1), (&next.0, &next.1), self.opts.expectile, &boot)?;
                 let q_taken = (&now.0 * one_hot(&batch.bins, now.0.dim(2)?)?)?.sum(candle_core::D::Minus1)?; // [B, dims]
                 advantage = Some((q_taken - values)?);
                 // Only the data's bins learn: no conservative term, as no target looks past the

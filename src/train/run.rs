@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
+use serde::{Deserialize, Serialize};
 
 use super::recipe::{data_fingerprint, RecipeRecord, RECORD_FORMAT, SOURCE_REVISION};
 use super::{data, plot, Batcher, Dataset, Objective, StepStats, Topics, TrainError, TrainOptions, Trainer};
@@ -40,7 +41,8 @@ pub struct TrainRun {
     /// et al.); replaces the architecture's setting.
     pub behaviour_filter: Option<f64>,
     /// The behaviour filter the trained model decides with, written into its config.json in place
-    /// of training's (fresh and resumed runs alike). The model needs a behaviour head.
+    /// of training's. A resumed run without one keeps its checkpoint's, as it keeps its recipe.
+    /// The model needs a behaviour head.
     pub decision_filter: Option<f64>,
     /// Seconds between training steps, recorded in the model's config.json as `frame_period_s`
     /// (replacing the architecture's): the node's history keeps one frame per period. Bags whose
@@ -120,6 +122,13 @@ pub struct TrainReport {
 /// Trains a model as `run` says and writes its folder. A fresh run refuses a folder that holds a
 /// model or checkpoint; a resumed one continues its checkpoint bit for bit.
 pub fn train_model(run: &TrainRun, progress: &mut dyn FnMut(TrainProgress<'_>)) -> Result<TrainReport, TrainError> {
+    let resumed_run;
+    let run = if run.resume {
+        resumed_run = with_checkpoint_record(run)?;
+        &resumed_run
+    } else {
+        run
+    };
     let device = parse_device(&run.device).map_err(|e| TrainError::Invalid(format!("--device {e}")))?;
     let resumed = open_run(run, &device)?;
     let cfg = match &resumed {
@@ -298,6 +307,37 @@ fn log_sharding(shards: usize, device: &Device) {
     }
 }
 
+/// What a checkpoint keeps of its run besides the trainer's state (`checkpoint/run.json`): the
+/// threshold the model decides with and the recipe, which `--resume` does not repeat.
+#[derive(Serialize, Deserialize)]
+struct RunRecord {
+    decision_filter: Option<f64>,
+    recipe: Option<RecipeRecord>,
+}
+
+const RUN_RECORD: &str = "run.json";
+
+fn save_checkpoint(run: &TrainRun, trainer: &Trainer) -> Result<(), TrainError> {
+    trainer.save_checkpoint(&run.out)?;
+    let record = RunRecord { decision_filter: run.decision_filter, recipe: run.recipe.clone() };
+    write_text(&Trainer::checkpoint_dir(&run.out).join(RUN_RECORD), &serde_json::to_string_pretty(&record).expect("plain data"))
+}
+
+/// A resumed run decides with, and records, its first part's threshold and recipe where it
+/// names none (checkpoints older than `RUN_RECORD` hold neither).
+fn with_checkpoint_record(run: &TrainRun) -> Result<TrainRun, TrainError> {
+    let path = Trainer::checkpoint_dir(&run.out).join(RUN_RECORD);
+    let mut run = run.clone();
+    if path.is_file() {
+        let fail = |reason: String| TrainError::Checkpoint { path: path.clone(), reason };
+        let text = std::fs::read(&path).map_err(|e| fail(e.to_string()))?;
+        let record: RunRecord = serde_json::from_slice(&text).map_err(|e| fail(e.to_string()))?;
+        run.decision_filter = run.decision_filter.or(record.decision_filter);
+        run.recipe = run.recipe.or(record.recipe);
+    }
+    Ok(run)
+}
+
 /// Updates until the planned steps or `--max-minutes`, with checkpoints; returns the statistics
 /// of the last updates.
 fn run_updates(
@@ -316,7 +356,7 @@ fn run_updates(
     while trainer.step < steps {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             tracing::warn!("stopping at update {} of {steps}: --max-minutes reached", trainer.step);
-            trainer.save_checkpoint(&run.out)?;
+            save_checkpoint(run, trainer)?;
             break;
         }
         let encoding = (trainer.encoders_frozen() && !batcher.is_encoded()).then(Instant::now);
@@ -332,7 +372,7 @@ fn run_updates(
         }
         progress(TrainProgress::Update { updates: trainer.step, recent: &recent });
         if trainer.step.is_multiple_of(run.checkpoint_every.max(1)) || trainer.step == steps {
-            trainer.save_checkpoint(&run.out)?;
+            save_checkpoint(run, trainer)?;
         }
     }
     Ok(recent)

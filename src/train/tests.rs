@@ -944,8 +944,9 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
             text: None,
             // A behaviour head too: it must be written, loaded and resumed like every other part.
             behaviour_filter: Some(0.3),
-            // Decided with a looser filter than training's, as models/default.
-            decision_filter: Some(0.05),
+            // Decided with a looser filter than training's, as models/default. `--resume` names
+            // neither it nor the recipe: the checkpoint keeps them.
+            decision_filter: (!resume).then_some(0.05),
             frame_period: crate::sim::CONTROL_PERIOD_NS as f64 / 1e9,
             out: dir.path().join(out),
             options: TrainOptions {
@@ -956,7 +957,7 @@ fn train_model_writes_the_model_folder_and_a_resumed_run_matches_a_straight_one(
                 shards,
                 ..Default::default()
             },
-            recipe: Some(RecipeRecord { path: "recipes/micro.toml".into(), text: "format = 1\n".into() }),
+            recipe: (!resume).then(|| RecipeRecord { path: "recipes/micro.toml".into(), text: "format = 1\n".into() }),
             checkpoint_every: 250,
             max_minutes: None,
             resume,

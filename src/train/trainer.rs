@@ -2,7 +2,7 @@
 //! (sharded over the cores), checkpoints that resume bit for bit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
@@ -447,6 +447,11 @@ impl Trainer {
         trainer.step = state.step;
         trainer.history = state.history;
         Ok(trainer)
+    }
+
+    /// `<dir>/checkpoint/`.
+    pub fn checkpoint_dir(dir: &Path) -> PathBuf {
+        dir.join(CHECKPOINT)
     }
 
     /// Whether `<dir>` holds a checkpoint.

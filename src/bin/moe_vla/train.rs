@@ -60,7 +60,8 @@ pub struct TrainArgs {
     /// --resume can continue later.
     #[arg(long)]
     max_minutes: Option<f64>,
-    /// Continue the run in OUT/checkpoint up to --steps; the other options come from it.
+    /// Continue the run in OUT/checkpoint up to --steps; the other options, the decision threshold
+    /// and the recipe record come from it.
     #[arg(long)]
     resume: bool,
     /// Frame cache folder (default: DATA/.cache).

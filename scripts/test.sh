@@ -50,7 +50,7 @@ cargo test --locked --lib --bins --tests
   if $clippy; then
     cargo clippy --locked --features physics --lib --bins --tests -- -D warnings
   fi
-  cargo test --locked --features physics --lib physics
+  cargo test --locked --features physics --lib --test default_model physics
 )
 # shellcheck source=scripts/ros_env.sh
 source scripts/ros_env.sh

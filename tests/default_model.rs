@@ -43,6 +43,36 @@ fn default_model_beats_a_random_policy_by_a_wide_margin() {
     assert!(moving / 5.0 >= 0.2, "moving families {:?}", model.per_family);
 }
 
+/// models/physics in the world it was trained in, against a random policy on the same scenes.
+#[cfg(feature = "physics")]
+#[test]
+fn physics_model_beats_a_random_policy_in_the_physics_world() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/physics");
+    let mut policy = Policy::load(&dir, &Device::Cpu).expect("models/physics loads");
+    policy.set_threads(2).unwrap();
+    let opts = EvalOptions {
+        episodes: 30,
+        seed: 2026,
+        image_size: 64,
+        templates: None,
+        world: WorldKind::Physics,
+        families: TaskFamily::ALL.to_vec(),
+    };
+    let model = evaluate(&mut policy, &opts, &mut |_| {}).unwrap();
+    let space = ActionSpace::new(&quadruped_action_space()).unwrap();
+    let random = evaluate(&mut RandomDriver::new(space, 2026), &opts, &mut |_| {}).unwrap();
+    eprintln!("physics model {:.3} {:?}", model.success_rate, model.per_family);
+    eprintln!("random policy {:.3} {:?}", random.success_rate, random.per_family);
+    assert!(
+        model.success_rate >= random.success_rate + 0.2,
+        "physics {:.3} vs random {:.3}",
+        model.success_rate,
+        random.success_rate
+    );
+    let moving: f64 = model.per_family.iter().filter(|(f, _)| f.as_str() != "stop").map(|(_, r)| r).sum();
+    assert!(moving / 5.0 >= 0.2, "moving families {:?}", model.per_family);
+}
+
 #[test]
 fn train_flag_defaults_are_the_default_models_recipe() {
     // docs/training.md promises that `moe_vla train`'s defaults are the recipe of models/default (the

@@ -403,8 +403,20 @@ mod tests {
     }
 
     #[test]
+    fn the_physics_recipe_is_models_physics_recipe() {
+        check_reproduces("recipes/physics.toml", "models/physics", "recipes/../config/tiny-streaming-history6.json");
+        let report = json("models/physics/train.json");
+        let (recipe, _) = Recipe::read(&repo("recipes/physics.toml")).unwrap();
+        assert_eq!(
+            report["recipe"]["text"].as_str().map(|t| Recipe::parse(t).unwrap()),
+            Some(recipe),
+            "the recorded recipe is the file"
+        );
+    }
+
+    #[test]
     fn shipped_train_json_files_hold_no_temporary_path_and_read_back() {
-        for model in ["models/default", "models/history3"] {
+        for model in ["models/default", "models/history3", "models/physics"] {
             let text = std::fs::read_to_string(repo(&format!("{model}/train.json"))).unwrap();
             assert!(!text.contains("/tmp"), "{model}/train.json names a temporary path");
             let report: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -107,6 +107,8 @@ TABLES = {
             seeds("bcq_behaviour_successes_history6_seed{}_filter005.json", (1, 2, 3))),
         Row("H15", "dense Q + BCQ", "1", E3000_I1600, "0.05", ["dense_q_history6_seed1_filter005.json"],
             "`config/tiny-streaming-dense-history6.json`; about 64 min, in two parts: `--resume`d from update 200."),
+        Row("H16", "Q + BCQ, mixed physics data (models/physics), kinematic world", "1", E3000_I1600, "0.05",
+            ["physics_model_in_kinematic_world.json"], "P1's model, trained in the physics world only, played by the kinematic robot."),
     ]),
     # Three frames of history: models/history3's architecture (`tiny-streaming --text minilm`).
     "T": Table("eval_seed7", [
@@ -205,6 +207,18 @@ TABLES = {
         Row("M3", "IQL-style, timeouts bootstrapped, episodes sampled", "1-5", DECODER1200, "1",
             seeds("iql_seed{}.json", range(1, 6))),
     ]),
+    # The physics world (eval --world physics --episodes 600 --seed 7): the Go2 in MuJoCo, the
+    # standard evaluation's scenes.
+    "P": Table("eval_physics_seed7", [
+        Row("P1", "Q + BCQ, mixed physics data (**models/physics**)", "1", E3000_I1600, "0.05", ["q_bcq_mixed_seed1.json"],
+            "`recipes/physics.toml` (timeouts bootstrapped, episodes sampled alike) on `collect --episodes 3000 --seed 1 "
+            "--design mixed --world physics`; 89 min on 2 threads, in two parts (`--resume`d from update 5707)."),
+        Row("P2", "the same, novel phrasings", "1", E3000_I1600, "0.05", ["q_bcq_mixed_seed1_novel.json"],
+            "`--templates config/novel_templates.json`."),
+        Row("P3", "the same model deciding with 0.3, as trained", "1", E3000_I1600, "0.3", ["q_bcq_mixed_seed1_filter03.json"]),
+        Row("P4", "Q + BCQ, kinematic data (**models/default**)", "1", E3000_I1600, "0.05", ["kinematic_default.json"],
+            "Trained in the kinematic world only (H1's model)."),
+    ]),
     # The claims: paired differences, each side the named rows' reports averaged per episode.
     "C": Comparisons([
         Compare("C1", "6 frames vs 3: models/default - models/history3", ["H1"], ["T1"]),
@@ -221,6 +235,7 @@ TABLES = {
         Compare("C12", "mixed data: Q + BCQ - BC on successes (5 seeds each)", ["M1"], ["M2"]),
         Compare("C13", "mixed data: IQL-style - BC on successes (5 seeds each)", ["M3"], ["M2"]),
         Compare("C14", "mixed data: Q + BCQ - IQL-style (5 seeds each)", ["M1"], ["M3"]),
+        Compare("C15", "physics world: models/physics - models/default (trained in the kinematic world)", ["P1"], ["P4"]),
     ]),
     # Every other paired difference the prose cites.
     "D": Comparisons([

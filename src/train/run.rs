@@ -317,10 +317,11 @@ struct RunRecord {
 
 const RUN_RECORD: &str = "run.json";
 
+/// The trainer's checkpoint with the run's record inside it, so no checkpoint lacks one.
 fn save_checkpoint(run: &TrainRun, trainer: &Trainer) -> Result<(), TrainError> {
-    trainer.save_checkpoint(&run.out)?;
     let record = RunRecord { decision_filter: run.decision_filter, recipe: run.recipe.clone() };
-    write_text(&Trainer::checkpoint_dir(&run.out).join(RUN_RECORD), &serde_json::to_string_pretty(&record).expect("plain data"))
+    let record = serde_json::to_vec_pretty(&record).expect("plain data");
+    trainer.save_checkpoint(&run.out, &[(RUN_RECORD, &record)])
 }
 
 /// A resumed run decides with, and records, its first part's threshold and recipe where it

@@ -637,9 +637,12 @@ fn loss_falls_and_resume_gives_identical_weights() {
     let mut first = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
     train_steps(&mut first, &mut batcher(), &eligible, 3);
     let out = dir.path().join("run");
-    first.save_checkpoint(&out).unwrap();
+    first.save_checkpoint(&out, &[("run.json", b"{}")]).unwrap();
     drop(first);
     assert!(Trainer::has_checkpoint(&out));
+    // The caller's files are part of the checkpoint that replaced the partial one.
+    assert_eq!(std::fs::read(Trainer::checkpoint_dir(&out).join("run.json")).unwrap(), b"{}");
+    assert!(!out.join("checkpoint.partial").exists());
     let mut resumed = Trainer::resume(&out, 6, &Device::Cpu).unwrap();
     assert_eq!(resumed.step, 3);
     assert!(resumed.encoders_frozen());

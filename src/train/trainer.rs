@@ -403,8 +403,9 @@ impl Trainer {
         self.vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect()
     }
 
-    /// Writes `<dir>/checkpoint/`: online and target weights, optimizer moments, step, history.
-    pub fn save_checkpoint(&self, dir: &Path) -> Result<(), TrainError> {
+    /// Writes `<dir>/checkpoint/`: online and target weights, optimizer moments, step, history,
+    /// and the caller's `extra` files (name, bytes), all in place before the old one goes.
+    pub fn save_checkpoint(&self, dir: &Path, extra: &[(&str, &[u8])]) -> Result<(), TrainError> {
         let ck = dir.join(CHECKPOINT);
         let fail = |reason: String| TrainError::Checkpoint { path: ck.clone(), reason };
         let tmp = dir.join(format!("{CHECKPOINT}.partial"));
@@ -421,6 +422,9 @@ impl Trainer {
         };
         std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&state).expect("plain data"))
             .map_err(|e| fail(e.to_string()))?;
+        for (name, bytes) in extra {
+            std::fs::write(tmp.join(name), bytes).map_err(|e| fail(e.to_string()))?;
+        }
         // Replace the previous checkpoint only once the new one is complete.
         if ck.exists() {
             std::fs::remove_dir_all(&ck).map_err(|e| fail(e.to_string()))?;

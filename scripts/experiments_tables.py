@@ -218,6 +218,11 @@ TABLES = {
         Row("P3", "the same model deciding with 0.3, as trained", "1", E3000_I1600, "0.3", ["q_bcq_mixed_seed1_filter03.json"]),
         Row("P4", "Q + BCQ, kinematic data (**models/default**)", "1", E3000_I1600, "0.05", ["kinematic_default.json"],
             "Trained in the kinematic world only (H1's model)."),
+        Row("P5", "Q + BCQ, P1's data + 2000 scripted-expert episodes of go_avoid, go_through, crawl", "1", E3000_I1600,
+            "0.05", ["q_bcq_mixed_original_seed1.json"],
+            "`recipes/physics.toml` on P1's 3000 episodes and `collect --episodes 2000 --seed 2 --families "
+            "go_avoid,go_through,crawl --world physics` (the original design) in one folder; 95 min on 2 threads, "
+            "`--resume`d from update 5578. Not shipped."),
     ]),
     # The claims: paired differences, each side the named rows' reports averaged per episode.
     "C": Comparisons([
@@ -236,6 +241,7 @@ TABLES = {
         Compare("C13", "mixed data: IQL-style - BC on successes (5 seeds each)", ["M3"], ["M2"]),
         Compare("C14", "mixed data: Q + BCQ - IQL-style (5 seeds each)", ["M1"], ["M3"]),
         Compare("C15", "physics world: models/physics - models/default (trained in the kinematic world)", ["P1"], ["P4"]),
+        Compare("C16", "physics world: + 2000 scripted-expert episodes of the clearing families - models/physics", ["P5"], ["P1"]),
     ]),
     # Every other paired difference the prose cites.
     "D": Comparisons([

@@ -19,7 +19,15 @@ fn beats_a_random_policy_by_a_wide_margin(model: &str, world: WorldKind, episode
     let mut policy = Policy::load(&dir, &Device::Cpu).unwrap_or_else(|e| panic!("{model} loads: {e}"));
     assert!(policy.config().trained, "{model} must be a trained model");
     policy.set_threads(2).unwrap();
-    let opts = EvalOptions { episodes, seed: 2026, image_size: 64, templates: None, world, families: TaskFamily::ALL.to_vec() };
+    let opts = EvalOptions {
+        episodes,
+        seed: 2026,
+        image_size: 64,
+        templates: None,
+        world,
+        families: TaskFamily::ALL.to_vec(),
+        record: None,
+    };
     let scores = evaluate(&mut policy, &opts, &mut |_| {}).unwrap();
     // Random over the whole action space, as `moe_vla eval --policy random` (not over the model's
     // supported bins, which already encode much of what the data knows).

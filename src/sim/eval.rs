@@ -2,15 +2,21 @@
 //! held-out instructions within each family, played through the node's `Controller`.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::collect::{episode_seed, EpisodeSummary, FamilyCounts};
+use crate::action::ActionSpace;
+use crate::bag::episode::{EpisodeEnd, EpisodeStep, EpisodeTiming, EpisodeWriter};
+use crate::model::config::quadruped_action_space;
+
+use super::collect::{episode_seed, EpisodeSummary, FamilyCounts, EPISODE_SPACING_NS, EPOCH_NS};
 use super::driver::Driver;
 use super::episode::run_episode;
 use super::task::{sample_task, Scenario, TaskFamily, Templates};
+use super::world::{Outcome, CONTROL_PERIOD_NS};
 use super::worlds::WorldKind;
 use super::SimError;
 
@@ -19,7 +25,7 @@ const EVAL_SALT: u64 = 0x6576_616c_5f73_696d;
 /// The stream that picks `--templates` templates, apart from the scene's.
 const TEMPLATE_SALT: u64 = 0x7465_6d70_6c61_7465;
 
-/// The options of `moe_vla eval` that decide its episodes.
+/// The options of `moe_vla eval` that decide its episodes and what it keeps of them.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct EvalOptions {
     #[arg(long, default_value_t = 60)]
@@ -41,6 +47,11 @@ pub struct EvalOptions {
     /// played (the same scenes as a full evaluation's; default: all six).
     #[arg(long, value_delimiter = ',', value_parser = super::collect::parse_family, default_values_t = TaskFamily::ALL, hide_default_value = true)]
     pub families: Vec<TaskFamily>,
+    /// Record every episode played as a bag in the episode format, DIR/episode_NNNNNN/ (NNNNNN
+    /// the scene's index), with the driver's decisions: for a look at its failures in a bag viewer
+    /// or `moe_vla replay`, or as training data. DIR must not hold those episodes yet.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
 }
 
 impl EvalOptions {
@@ -181,10 +192,53 @@ pub fn evaluate(
         let (scenario, driver_seed) = eval_scenario(opts.seed, index, opts.templates.as_ref())?;
         let instruction = scenario.instruction.clone();
         driver.reset(driver_seed);
-        let outcome = run_episode(opts.world, scenario, driver, opts.image_size, &mut |_| Ok(()))?;
+        let outcome = match &opts.record {
+            Some(dir) => recorded_episode(dir, index, held_out, seed, scenario, driver, opts)?,
+            None => run_episode(opts.world, scenario, driver, opts.image_size, &mut |_| Ok(()))?,
+        };
         let summary = EpisodeSummary { index, family, held_out, seed, instruction, outcome, failure_mode: None, style: None };
         progress(&summary);
         summaries.push(summary);
     }
     Ok(EvalReport::from_summaries(driver.name(), opts.world, opts.seed, &summaries))
+}
+
+/// Plays evaluation episode `index` like [`run_episode`], recording it as `dir/episode_NNNNNN/`,
+/// stamped as `collect` stamps its episode `index`.
+fn recorded_episode(
+    dir: &Path,
+    index: usize,
+    held_out: bool,
+    seed: u64,
+    scenario: Scenario,
+    driver: &mut dyn Driver,
+    opts: &EvalOptions,
+) -> Result<Outcome, SimError> {
+    let space = ActionSpace::new(&quadruped_action_space())?;
+    let timing = EpisodeTiming { epoch_ns: EPOCH_NS + index as u64 * EPISODE_SPACING_NS, period_ns: CONTROL_PERIOD_NS };
+    let family = scenario.family;
+    let path = dir.join(format!("episode_{index:06}"));
+    let mut bag =
+        EpisodeWriter::create(&path, timing, &scenario.instruction, opts.image_size, space.names())?.driven_by(driver.name());
+    let outcome = run_episode(opts.world, scenario, driver, opts.image_size, &mut |step| {
+        bag.step(&EpisodeStep {
+            index: step.index,
+            pixels: step.pixels,
+            decision: step.decision.as_ref().ok(),
+            twist: step.output.twist,
+            gait: &step.output.gait,
+        })
+        .map_err(SimError::from)
+    })?;
+    bag.finish(EpisodeEnd {
+        family: family.name().into(),
+        success: outcome.success,
+        reason: outcome.reason.name().into(),
+        terminated: outcome.terminated,
+        steps: outcome.steps,
+        seed,
+        held_out,
+        time_s: outcome.time_s,
+    })?;
+    Ok(outcome)
 }

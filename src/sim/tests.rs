@@ -5,7 +5,7 @@ use rand::SeedableRng;
 
 use super::*;
 use crate::action::{ActionSpace, GaitFields, GaitPreset, PlanarTwist};
-use crate::bag::msgs::{EpisodeOutcome, RosMessage};
+use crate::bag::msgs::{EpisodeOutcome, RosMessage, VlaDecision};
 use crate::bag::{decode, BagReader};
 use crate::model::config::quadruped_action_space;
 use crate::topics;
@@ -397,6 +397,7 @@ fn evaluation_covers_every_family_seen_and_held_out() {
         templates: None,
         world: WorldKind::Kinematic,
         families: TaskFamily::ALL.to_vec(),
+        record: None,
     };
     let mut n = 0;
     let report = evaluate(&mut driver, &opts, &mut |_| n += 1).unwrap();
@@ -420,6 +421,7 @@ fn an_evaluation_of_some_families_plays_the_full_evaluations_scenes_of_those_fam
         templates: None,
         world: WorldKind::Kinematic,
         families: TaskFamily::ALL.to_vec(),
+        record: None,
     };
     let some = EvalOptions { families: vec![TaskFamily::Crawl, TaskFamily::GoThrough], ..all.clone() };
     let full = evaluate(&mut RandomDriver::new(space(), 0), &all, &mut |_| ()).unwrap();
@@ -429,8 +431,38 @@ fn an_evaluation_of_some_families_plays_the_full_evaluations_scenes_of_those_fam
     // Each scene's driver is reset with its own seed, so skipping scenes changes none of the rest.
     let kept: Vec<_> = full.per_episode.iter().filter(|e| e.family == "crawl" || e.family == "go_through").collect();
     assert_eq!(part.per_episode.iter().collect::<Vec<_>>(), kept);
-    let none = EvalOptions { episodes: 3, ..some };
+    let none = EvalOptions { episodes: 3, ..some.clone() };
     assert!(evaluate(&mut RandomDriver::new(space(), 0), &none, &mut |_| ()).is_err());
+
+    // Recorded, the same episodes play out alike, each a bag named by its scene's index that holds
+    // its verdict, split and driver.
+    let dir = tempfile::tempdir().unwrap();
+    let recorded = EvalOptions { record: Some(dir.path().to_owned()), ..some };
+    assert_eq!(evaluate(&mut RandomDriver::new(space(), 0), &recorded, &mut |_| ()).unwrap(), part);
+    let mut bags: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    bags.sort();
+    let played: Vec<String> = recorded.played().iter().map(|i| format!("episode_{i:06}")).collect();
+    assert_eq!(bags, played);
+    for (name, result) in played.iter().zip(&part.per_episode) {
+        let (mut outcome, mut drivers) = (None, BTreeSet::new());
+        BagReader::open(&dir.path().join(name))
+            .unwrap()
+            .for_each(|m| {
+                if m.type_name == EpisodeOutcome::TYPE {
+                    outcome = Some(decode::<EpisodeOutcome>(m.data).unwrap());
+                } else if m.type_name == VlaDecision::TYPE {
+                    drivers.insert(decode::<VlaDecision>(m.data).unwrap().model_id);
+                }
+            })
+            .unwrap();
+        let outcome = outcome.expect("an outcome");
+        assert_eq!((outcome.family.as_str(), outcome.held_out), (result.family.as_str(), result.held_out));
+        assert_eq!((outcome.success, outcome.reason.as_str()), (result.success, result.reason.as_str()));
+        assert_eq!(drivers, BTreeSet::from(["random".to_owned()]));
+    }
+    // Recording again into the same folder refuses to overwrite.
+    assert!(evaluate(&mut RandomDriver::new(space(), 0), &recorded, &mut |_| ()).is_err());
 }
 
 #[test]
@@ -486,6 +518,7 @@ fn style_score(style: StyleKind) -> (f64, f64, EvalReport) {
         templates: None,
         world: WorldKind::Kinematic,
         families: TaskFamily::ALL.to_vec(),
+        record: None,
     };
     let report = evaluate(&mut CleanExpert::styled(space(), style), &opts, &mut |_| ()).unwrap();
     (report.success_rate, report.mean_steps, report)

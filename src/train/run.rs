@@ -327,8 +327,10 @@ fn save_checkpoint(run: &TrainRun, trainer: &Trainer) -> Result<(), TrainError> 
 /// A resumed run decides with, and records, its first part's threshold and recipe where it
 /// names none (checkpoints older than `RUN_RECORD` hold neither).
 fn with_checkpoint_record(run: &TrainRun) -> Result<TrainRun, TrainError> {
-    let path = Trainer::checkpoint_dir(&run.out).join(RUN_RECORD);
     let mut run = run.clone();
+    let Some(path) = Trainer::saved_checkpoint(&run.out).map(|ck| ck.join(RUN_RECORD)) else {
+        return Ok(run);
+    };
     if path.is_file() {
         let fail = |reason: String| TrainError::Checkpoint { path: path.clone(), reason };
         let text = std::fs::read(&path).map_err(|e| fail(e.to_string()))?;

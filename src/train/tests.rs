@@ -637,12 +637,21 @@ fn loss_falls_and_resume_gives_identical_weights() {
     let mut first = Trainer::new(&cfg, &opts, &Device::Cpu).unwrap();
     train_steps(&mut first, &mut batcher(), &eligible, 3);
     let out = dir.path().join("run");
+    first.save_checkpoint(&out, &[("run.json", b"[]")]).unwrap();
+    // A second save replaces the first and leaves no other folder behind; the caller's files are
+    // part of the checkpoint that replaced the partial one.
     first.save_checkpoint(&out, &[("run.json", b"{}")]).unwrap();
     drop(first);
     assert!(Trainer::has_checkpoint(&out));
-    // The caller's files are part of the checkpoint that replaced the partial one.
     assert_eq!(std::fs::read(Trainer::checkpoint_dir(&out).join("run.json")).unwrap(), b"{}");
-    assert!(!out.join("checkpoint.partial").exists());
+    let mut left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    left.sort();
+    assert_eq!(left, ["checkpoint"]);
+    // A save killed after setting the old checkpoint aside, before putting the new one in place:
+    // the old one is still found and resumed.
+    std::fs::rename(Trainer::checkpoint_dir(&out), out.join("checkpoint.old")).unwrap();
+    std::fs::create_dir_all(out.join("checkpoint.partial")).unwrap();
+    assert_eq!(Trainer::saved_checkpoint(&out), Some(out.join("checkpoint.old")));
     let mut resumed = Trainer::resume(&out, 6, &Device::Cpu).unwrap();
     assert_eq!(resumed.step, 3);
     assert!(resumed.encoders_frozen());

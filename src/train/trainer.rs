@@ -22,6 +22,8 @@ use crate::action::ActionSpace;
 use crate::model::{init_model, is_instruction_weight, read_weights, save_weights, VlaConfig, VlaModel};
 
 const CHECKPOINT: &str = "checkpoint";
+/// Written last into a checkpoint folder: a folder that has it is complete.
+const STATE_FILE: &str = "state.json";
 
 /// A checkpoint's state.json (`recipe::RECORD_FORMAT`; see `Trainer::resume` for older ones).
 #[derive(Serialize, Deserialize)]
@@ -404,15 +406,25 @@ impl Trainer {
     }
 
     /// Writes `<dir>/checkpoint/`: online and target weights, optimizer moments, step, history,
-    /// and the caller's `extra` files (name, bytes), all in place before the old one goes.
+    /// and the caller's `extra` files (name, bytes). The new checkpoint is complete before the old
+    /// one is set aside, and the old one goes only after the new one is in place, so a kill at
+    /// any moment leaves a checkpoint that [`Self::resume`] finds.
     pub fn save_checkpoint(&self, dir: &Path, extra: &[(&str, &[u8])]) -> Result<(), TrainError> {
-        let ck = dir.join(CHECKPOINT);
+        let ck = Self::checkpoint_dir(dir);
         let fail = |reason: String| TrainError::Checkpoint { path: ck.clone(), reason };
         let tmp = dir.join(format!("{CHECKPOINT}.partial"));
+        let old = dir.join(format!("{CHECKPOINT}.old"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| fail(e.to_string()))?;
+        }
         std::fs::create_dir_all(&tmp).map_err(|e| fail(e.to_string()))?;
         save_weights(&self.weights(), &tmp.join("online.safetensors"))?;
         save_weights(&self.target, &tmp.join("target.safetensors"))?;
         save_weights(&self.optimizer.state(), &tmp.join("optimizer.safetensors"))?;
+        for (name, bytes) in extra {
+            std::fs::write(tmp.join(name), bytes).map_err(|e| fail(e.to_string()))?;
+        }
+        // state.json last: a folder that has it is complete.
         let state = CheckpointState {
             format: recipe::RECORD_FORMAT,
             step: self.step,
@@ -420,24 +432,28 @@ impl Trainer {
             options: self.opts.clone(),
             history: self.history.clone(),
         };
-        std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&state).expect("plain data"))
+        std::fs::write(tmp.join(STATE_FILE), serde_json::to_vec_pretty(&state).expect("plain data"))
             .map_err(|e| fail(e.to_string()))?;
-        for (name, bytes) in extra {
-            std::fs::write(tmp.join(name), bytes).map_err(|e| fail(e.to_string()))?;
-        }
-        // Replace the previous checkpoint only once the new one is complete.
         if ck.exists() {
-            std::fs::remove_dir_all(&ck).map_err(|e| fail(e.to_string()))?;
+            if old.exists() {
+                std::fs::remove_dir_all(&old).map_err(|e| fail(e.to_string()))?;
+            }
+            std::fs::rename(&ck, &old).map_err(|e| fail(e.to_string()))?;
         }
-        std::fs::rename(&tmp, &ck).map_err(|e| fail(e.to_string()))
+        std::fs::rename(&tmp, &ck).map_err(|e| fail(e.to_string()))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(())
     }
 
-    /// Continues the run saved in `<dir>/checkpoint/`. `steps` may extend the run; every other
-    /// option must match the checkpoint's.
+    /// Continues the run saved in `<dir>/checkpoint/` (or in the previous checkpoint a save
+    /// interrupted between its two renames left). `steps` may extend the run; every other option
+    /// must match the checkpoint's.
     pub fn resume(dir: &Path, steps: usize, device: &Device) -> Result<Self, TrainError> {
-        let ck = dir.join(CHECKPOINT);
+        let ck = Self::saved_checkpoint(dir).unwrap_or_else(|| Self::checkpoint_dir(dir));
         let fail = |reason: String| TrainError::Checkpoint { path: ck.clone(), reason };
-        let text = std::fs::read(ck.join("state.json")).map_err(|e| fail(e.to_string()))?;
+        let text = std::fs::read(ck.join(STATE_FILE)).map_err(|e| fail(e.to_string()))?;
         let state = read_checkpoint_state(&text).map_err(fail)?;
         let mut opts = state.options.clone();
         opts.steps = steps.max(state.step);
@@ -458,8 +474,14 @@ impl Trainer {
         dir.join(CHECKPOINT)
     }
 
-    /// Whether `<dir>` holds a checkpoint.
+    /// The complete checkpoint in `<dir>`: `checkpoint/`, or `checkpoint.old/` when a save was
+    /// killed after setting the old one aside and before putting the new one in place.
+    pub fn saved_checkpoint(dir: &Path) -> Option<PathBuf> {
+        [Self::checkpoint_dir(dir), dir.join(format!("{CHECKPOINT}.old"))].into_iter().find(|ck| ck.join(STATE_FILE).is_file())
+    }
+
+    /// Whether `<dir>` holds a checkpoint to resume.
     pub fn has_checkpoint(dir: &Path) -> bool {
-        dir.join(CHECKPOINT).join("state.json").is_file()
+        Self::saved_checkpoint(dir).is_some()
     }
 }

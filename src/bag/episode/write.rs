@@ -45,6 +45,8 @@ pub struct EpisodeWriter {
     instruction: String,
     image_size: u32,
     dimension_names: Vec<String>,
+    /// Who decided: the decisions' `model_id`.
+    driver: String,
     last_ns: u64,
 }
 
@@ -72,8 +74,15 @@ impl EpisodeWriter {
             instruction: instruction.to_owned(),
             image_size,
             dimension_names: dimension_names.to_vec(),
+            driver: "expert".into(),
             last_ns: timing.epoch_ns,
         })
+    }
+
+    /// Names who decides in the decisions' `model_id` ("expert" unless told).
+    pub fn driven_by(mut self, driver: &str) -> Self {
+        self.driver = driver.to_owned();
+        self
     }
 
     /// Writes a step: its frame, then the decision (if any), `cmd_vel` and the gait command.
@@ -100,7 +109,7 @@ impl EpisodeWriter {
                 values: decided.command.values.clone(),
                 dimension_names: self.dimension_names.clone(),
                 terminate: decided.command.terminate,
-                model_id: "expert".into(),
+                model_id: self.driver.clone(),
                 ..Default::default()
             };
             self.bag.write(topics::DECISION.absolute, action_ns, &msg)?;

@@ -33,6 +33,12 @@ pub trait Driver {
     /// A short name for reports ("expert", "random", "model").
     fn name(&self) -> &str;
 
+    /// Who decides, as a recorded decision's `model_id` says: the name unless the driver has an
+    /// identity of its own (a model's).
+    fn id(&self) -> &str {
+        self.name()
+    }
+
     /// A new episode starts; `seed` is the episode's, for drivers with randomness.
     fn reset(&mut self, _seed: u64) {}
 
@@ -42,6 +48,10 @@ pub trait Driver {
 impl Driver for Policy {
     fn name(&self) -> &str {
         "model"
+    }
+
+    fn id(&self) -> &str {
+        self.model_id()
     }
 
     fn reset(&mut self, _seed: u64) {

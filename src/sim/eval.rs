@@ -185,6 +185,16 @@ pub fn evaluate(
     if played.is_empty() {
         return Err(SimError::Invalid("evaluation needs at least one episode of its families".into()));
     }
+    // Refuse before playing anything rather than stop at the first episode recorded before.
+    let recording = match &opts.record {
+        Some(dir) => {
+            if let Some(path) = played.iter().map(|i| episode_dir(dir, *i)).find(|p| p.exists()) {
+                return Err(SimError::Invalid(format!("--record: {} exists already", path.display())));
+            }
+            Some((dir, ActionSpace::new(&quadruped_action_space())?))
+        }
+        None => None,
+    };
     let mut summaries = Vec::with_capacity(played.len());
     for index in played {
         let (family, held_out) = eval_plan(index);
@@ -192,8 +202,8 @@ pub fn evaluate(
         let (scenario, driver_seed) = eval_scenario(opts.seed, index, opts.templates.as_ref())?;
         let instruction = scenario.instruction.clone();
         driver.reset(driver_seed);
-        let outcome = match &opts.record {
-            Some(dir) => recorded_episode(dir, index, held_out, seed, scenario, driver, opts)?,
+        let outcome = match &recording {
+            Some((dir, space)) => recorded_episode(dir, space, index, scenario, driver, opts)?,
             None => run_episode(opts.world, scenario, driver, opts.image_size, &mut |_| Ok(()))?,
         };
         let summary = EpisodeSummary { index, family, held_out, seed, instruction, outcome, failure_mode: None, style: None };
@@ -203,23 +213,26 @@ pub fn evaluate(
     Ok(EvalReport::from_summaries(driver.name(), opts.world, opts.seed, &summaries))
 }
 
+/// Where `--record DIR` puts evaluation episode `index`.
+fn episode_dir(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("episode_{index:06}"))
+}
+
 /// Plays evaluation episode `index` like [`run_episode`], recording it as `dir/episode_NNNNNN/`,
 /// stamped as `collect` stamps its episode `index`.
 fn recorded_episode(
     dir: &Path,
+    space: &ActionSpace,
     index: usize,
-    held_out: bool,
-    seed: u64,
     scenario: Scenario,
     driver: &mut dyn Driver,
     opts: &EvalOptions,
 ) -> Result<Outcome, SimError> {
-    let space = ActionSpace::new(&quadruped_action_space())?;
     let timing = EpisodeTiming { epoch_ns: EPOCH_NS + index as u64 * EPISODE_SPACING_NS, period_ns: CONTROL_PERIOD_NS };
-    let family = scenario.family;
-    let path = dir.join(format!("episode_{index:06}"));
+    let (family, held_out) = eval_plan(index);
+    let path = episode_dir(dir, index);
     let mut bag =
-        EpisodeWriter::create(&path, timing, &scenario.instruction, opts.image_size, space.names())?.driven_by(driver.name());
+        EpisodeWriter::create(&path, timing, &scenario.instruction, opts.image_size, space.names())?.driven_by(driver.id());
     let outcome = run_episode(opts.world, scenario, driver, opts.image_size, &mut |step| {
         bag.step(&EpisodeStep {
             index: step.index,
@@ -236,7 +249,7 @@ fn recorded_episode(
         reason: outcome.reason.name().into(),
         terminated: outcome.terminated,
         steps: outcome.steps,
-        seed,
+        seed: episode_seed(opts.seed ^ EVAL_SALT, index as u64),
         held_out,
         time_s: outcome.time_s,
     })?;

@@ -5,6 +5,7 @@ use rand::SeedableRng;
 
 use super::*;
 use crate::action::{ActionSpace, GaitFields, GaitPreset, PlanarTwist};
+use crate::bag::episode::{read_episodes, Topics};
 use crate::bag::msgs::{EpisodeOutcome, RosMessage, VlaDecision};
 use crate::bag::{decode, BagReader};
 use crate::model::config::quadruped_action_space;
@@ -461,8 +462,20 @@ fn an_evaluation_of_some_families_plays_the_full_evaluations_scenes_of_those_fam
         assert_eq!((outcome.success, outcome.reason.as_str()), (result.success, result.reason.as_str()));
         assert_eq!(drivers, BTreeSet::from(["random".to_owned()]));
     }
-    // Recording again into the same folder refuses to overwrite.
-    assert!(evaluate(&mut RandomDriver::new(space(), 0), &recorded, &mut |_| ()).is_err());
+    // Training reads each recording as one episode of its steps.
+    for (name, result) in played.iter().zip(&part.per_episode) {
+        let read = read_episodes(&dir.path().join(name), &Topics::default(), 8, 0.2, &space()).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!((read[0].success, read[0].reason.as_str()), (result.success, result.reason.as_str()));
+        assert_eq!(read[0].frames.len(), read[0].bins.len());
+    }
+    // Recording into a folder that holds any of the episodes refuses before playing one: the
+    // full evaluation's first episode (a go_to scene, not recorded above) is not written.
+    let err =
+        evaluate(&mut RandomDriver::new(space(), 0), &EvalOptions { record: Some(dir.path().to_owned()), ..all }, &mut |_| ())
+            .unwrap_err();
+    assert!(err.to_string().contains("exists already"), "{err}");
+    assert!(!dir.path().join("episode_000000").exists());
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Writing one episode bag (see the table in [`super`]); `moe_vla collect` records with it.
+//! Writing one episode bag (see the table in [`super`]); `moe_vla collect` and `moe_vla eval
+//! --record` record with it.
 
 use std::path::{Path, PathBuf};
 

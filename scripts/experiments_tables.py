@@ -223,6 +223,9 @@ TABLES = {
             "`recipes/physics.toml` on P1's 3000 episodes and `collect --episodes 2000 --seed 2 --families "
             "go_avoid,go_through,crawl --world physics` (the original design) in one folder; 95 min on 2 threads, "
             "`--resume`d from update 5578. Not shipped."),
+        Row("P6", "BC, successes, mixed physics data", "1", E3000_I1600, "", ["bc_successes_mixed_seed1.json"],
+            "`recipes/physics.toml --objective bc --successes-only` on P1's data (the same schedule, seed and "
+            "sampling); 82 min on 2 threads, `--resume`d from update 5610. Not shipped."),
     ]),
     # The claims: paired differences, each side the named rows' reports averaged per episode.
     "C": Comparisons([
@@ -242,6 +245,7 @@ TABLES = {
         Compare("C14", "mixed data: Q + BCQ - IQL-style (5 seeds each)", ["M1"], ["M3"]),
         Compare("C15", "physics world: models/physics - models/default (trained in the kinematic world)", ["P1"], ["P4"]),
         Compare("C16", "physics world: + 2000 scripted-expert episodes of the clearing families - models/physics", ["P5"], ["P1"]),
+        Compare("C17", "physics world: Q + BCQ (models/physics) - BC on successes, one seed each", ["P1"], ["P6"]),
     ]),
     # Every other paired difference the prose cites.
     "D": Comparisons([

@@ -9,16 +9,20 @@ use candle_core::Device;
 use moe_vla::action::ActionSpace;
 use moe_vla::model::config::quadruped_action_space;
 use moe_vla::policy::Policy;
-use moe_vla::sim::{evaluate, EvalOptions, RandomDriver, TaskFamily, WorldKind};
+use moe_vla::sim::{evaluate, evaluate_side_by_side, EvalOptions, RandomDriver, TaskFamily, WorldKind};
 use moe_vla::train::TrainOptions;
 
 /// A shipped model against a random policy on the same scenes of `world`: 20 points ahead, and not
 /// only by the stop family, which a random policy already solves by terminating at once.
 fn beats_a_random_policy_by_a_wide_margin(model: &str, world: WorldKind, episodes: usize) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(model);
-    let mut policy = Policy::load(&dir, &Device::Cpu).unwrap_or_else(|e| panic!("{model} loads: {e}"));
+    let load = |threads| {
+        let mut policy = Policy::load(&dir, &Device::Cpu).unwrap_or_else(|e| panic!("{model} loads: {e}"));
+        policy.set_threads(threads).unwrap();
+        policy
+    };
+    let mut policy = load(2);
     assert!(policy.config().trained, "{model} must be a trained model");
-    policy.set_threads(2).unwrap();
     let opts = EvalOptions {
         episodes,
         seed: 2026,
@@ -28,7 +32,11 @@ fn beats_a_random_policy_by_a_wide_margin(model: &str, world: WorldKind, episode
         families: TaskFamily::ALL.to_vec(),
         record: None,
     };
-    let scores = evaluate(&mut policy, &opts, &mut |_| {}).unwrap();
+    // Two copies of the model side by side, one inference thread each, as `eval --jobs 2`; the
+    // first 12 scenes played in order by one copy on two threads give the same episodes.
+    let scores = evaluate_side_by_side(&mut [load(1), load(1)], &opts, &|_| {}).unwrap();
+    let in_order = evaluate(&mut policy, &EvalOptions { episodes: 12, ..opts.clone() }, &mut |_| {}).unwrap();
+    assert_eq!(in_order.per_episode, scores.per_episode[..12]);
     // Random over the whole action space, as `moe_vla eval --policy random` (not over the model's
     // supported bins, which already encode much of what the data knows).
     let space = ActionSpace::new(&quadruped_action_space()).unwrap();

@@ -24,7 +24,7 @@ pub use collect::{
 };
 pub use driver::{Driver, Observation, RandomDriver};
 pub use episode::{run_episode, sim_control_config, Step};
-pub use eval::{eval_plan, eval_scenario, evaluate, EpisodeResult, EvalOptions, EvalReport};
+pub use eval::{eval_plan, eval_scenario, evaluate, evaluate_side_by_side, EpisodeResult, EvalOptions, EvalReport};
 pub use expert::{CleanExpert, DataDesign, Expert, ExpertQuality, FailureMode, Style, StyleKind, MIXED_STYLES};
 pub use render::{render, render_into, FOV_DEG};
 pub use scene::{

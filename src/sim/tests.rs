@@ -410,6 +410,16 @@ fn evaluation_covers_every_family_seen_and_held_out() {
     assert!((0.0..=1.0).contains(&report.success_rate));
     let again = evaluate(&mut RandomDriver::new(space(), 0), &opts, &mut |_| ()).unwrap();
     assert_eq!(report, again);
+    // Three drivers side by side play the same episodes to the same report, whatever order the
+    // episodes finish in.
+    let seen = std::sync::Mutex::new(Vec::new());
+    let mut drivers: Vec<RandomDriver> = (0..3).map(|_| RandomDriver::new(space(), 0)).collect();
+    let side_by_side = evaluate_side_by_side(&mut drivers, &opts, &|s| seen.lock().unwrap().push(s.index)).unwrap();
+    assert_eq!(side_by_side, report);
+    let mut seen = seen.into_inner().unwrap();
+    seen.sort();
+    assert_eq!(seen, (0..12).collect::<Vec<_>>());
+    assert!(evaluate_side_by_side::<RandomDriver>(&mut [], &opts, &|_| ()).is_err());
     assert!(evaluate(&mut driver, &EvalOptions { episodes: 0, ..opts }, &mut |_| ()).is_err());
 }
 

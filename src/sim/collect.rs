@@ -15,9 +15,10 @@ use crate::action::ActionSpace;
 use crate::bag::episode::{EpisodeEnd, EpisodeStep, EpisodeTiming, EpisodeWriter};
 use crate::model::config::quadruped_action_space;
 
+use super::driver::Driver;
 use super::episode::run_episode;
 use super::expert::{DataDesign, Expert, FailureMode, StyleKind};
-use super::task::{sample_task, TaskFamily};
+use super::task::{sample_task, Scenario, TaskFamily};
 use super::world::{Outcome, CONTROL_PERIOD_NS};
 use super::worlds::WorldKind;
 use super::SimError;
@@ -220,9 +221,34 @@ pub fn collect_episode(
     let style = Some(expert.quality().style.kind());
     let instruction = scenario.instruction.clone();
 
-    let timing = EpisodeTiming { epoch_ns: EPOCH_NS + index as u64 * EPISODE_SPACING_NS, period_ns: CONTROL_PERIOD_NS };
-    let mut bag = EpisodeWriter::create(dir, timing, &instruction, image_size, space.names())?;
-    let outcome = run_episode(opts.world, scenario, &mut expert, image_size, &mut |step| {
+    let recording = Recording { dir, index, seed: episode_seed, held_out: false, world: opts.world, image_size, space };
+    let outcome = play_recorded(&recording, scenario, &mut expert)?;
+    Ok(EpisodeSummary { index, family, held_out: false, seed: episode_seed, instruction, outcome, failure_mode, style })
+}
+
+/// Where one recorded episode goes and what its outcome says besides the verdict (`collect`'s
+/// episodes and `eval --record`'s).
+pub(super) struct Recording<'a> {
+    /// The bag's folder, which must not exist.
+    pub dir: &'a Path,
+    /// Stamps: the episode starts at [`EPOCH_NS`] + index x [`EPISODE_SPACING_NS`].
+    pub index: usize,
+    pub seed: u64,
+    pub held_out: bool,
+    pub world: WorldKind,
+    pub image_size: u32,
+    /// The action space the decisions' bins belong to.
+    pub space: &'a ActionSpace,
+}
+
+/// Plays `scenario` with `driver` in `rec.world` and records it as a bag at `rec.dir`: every
+/// step's frame, decision (tagged with the driver's id) and commands, then the outcome.
+pub(super) fn play_recorded(rec: &Recording<'_>, scenario: Scenario, driver: &mut dyn Driver) -> Result<Outcome, SimError> {
+    let timing = EpisodeTiming { epoch_ns: EPOCH_NS + rec.index as u64 * EPISODE_SPACING_NS, period_ns: CONTROL_PERIOD_NS };
+    let family = scenario.family;
+    let mut bag =
+        EpisodeWriter::create(rec.dir, timing, &scenario.instruction, rec.image_size, rec.space.names())?.driven_by(driver.id());
+    let outcome = run_episode(rec.world, scenario, driver, rec.image_size, &mut |step| {
         bag.step(&EpisodeStep {
             index: step.index,
             pixels: step.pixels,
@@ -238,9 +264,9 @@ pub fn collect_episode(
         reason: outcome.reason.name().into(),
         terminated: outcome.terminated,
         steps: outcome.steps,
-        seed: episode_seed,
-        held_out: false,
+        seed: rec.seed,
+        held_out: rec.held_out,
         time_s: outcome.time_s,
     })?;
-    Ok(EpisodeSummary { index, family, held_out: false, seed: episode_seed, instruction, outcome, failure_mode, style })
+    Ok(outcome)
 }

@@ -11,14 +11,12 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::action::ActionSpace;
-use crate::bag::episode::{EpisodeEnd, EpisodeStep, EpisodeTiming, EpisodeWriter};
 use crate::model::config::quadruped_action_space;
 
-use super::collect::{episode_seed, EpisodeSummary, FamilyCounts, EPISODE_SPACING_NS, EPOCH_NS};
+use super::collect::{episode_seed, play_recorded, EpisodeSummary, FamilyCounts, Recording};
 use super::driver::Driver;
 use super::episode::run_episode;
 use super::task::{sample_task, Scenario, TaskFamily, Templates};
-use super::world::{Outcome, CONTROL_PERIOD_NS};
 use super::worlds::WorldKind;
 use super::SimError;
 
@@ -264,7 +262,12 @@ impl<'a> EvalPlan<'a> {
         let instruction = scenario.instruction.clone();
         driver.reset(driver_seed);
         let outcome = match &self.recording {
-            Some((dir, space)) => recorded_episode(dir, space, index, scenario, driver, opts)?,
+            Some((dir, space)) => {
+                let path = episode_dir(dir, index);
+                let recording =
+                    Recording { dir: &path, index, seed, held_out, world: opts.world, image_size: opts.image_size, space };
+                play_recorded(&recording, scenario, driver)?
+            }
             None => run_episode(opts.world, scenario, driver, opts.image_size, &mut |_| Ok(()))?,
         };
         Ok(EpisodeSummary { index, family, held_out, seed, instruction, outcome, failure_mode: None, style: None })
@@ -274,42 +277,4 @@ impl<'a> EvalPlan<'a> {
 /// Where `--record DIR` puts evaluation episode `index`.
 fn episode_dir(dir: &Path, index: usize) -> PathBuf {
     dir.join(format!("episode_{index:06}"))
-}
-
-/// Plays evaluation episode `index` like [`run_episode`], recording it as `dir/episode_NNNNNN/`,
-/// stamped as `collect` stamps its episode `index`.
-fn recorded_episode(
-    dir: &Path,
-    space: &ActionSpace,
-    index: usize,
-    scenario: Scenario,
-    driver: &mut dyn Driver,
-    opts: &EvalOptions,
-) -> Result<Outcome, SimError> {
-    let timing = EpisodeTiming { epoch_ns: EPOCH_NS + index as u64 * EPISODE_SPACING_NS, period_ns: CONTROL_PERIOD_NS };
-    let (family, held_out) = eval_plan(index);
-    let path = episode_dir(dir, index);
-    let mut bag =
-        EpisodeWriter::create(&path, timing, &scenario.instruction, opts.image_size, space.names())?.driven_by(driver.id());
-    let outcome = run_episode(opts.world, scenario, driver, opts.image_size, &mut |step| {
-        bag.step(&EpisodeStep {
-            index: step.index,
-            pixels: step.pixels,
-            decision: step.decision.as_ref().ok(),
-            twist: step.output.twist,
-            gait: &step.output.gait,
-        })
-        .map_err(SimError::from)
-    })?;
-    bag.finish(EpisodeEnd {
-        family: family.name().into(),
-        success: outcome.success,
-        reason: outcome.reason.name().into(),
-        terminated: outcome.terminated,
-        steps: outcome.steps,
-        seed: episode_seed(opts.seed ^ EVAL_SALT, index as u64),
-        held_out,
-        time_s: outcome.time_s,
-    })?;
-    Ok(outcome)
 }

@@ -49,7 +49,8 @@ pub struct EvalOptions {
     pub families: Vec<TaskFamily>,
     /// Record every episode played as a bag in the episode format, DIR/episode_NNNNNN/ (NNNNNN
     /// the scene's index), with the driver's decisions: for a look at its failures in a bag viewer
-    /// or `moe_vla replay`, or as training data. DIR must not hold those episodes yet.
+    /// or `moe_vla replay` (training data only from a seed whose evaluation you do not report:
+    /// they hold its scenes and held-out phrasings). DIR must not hold those episodes yet.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
 }

@@ -17,8 +17,10 @@
 //! `sim::CONTROL_PERIOD_NS`), so this module depends on neither the simulator nor training.
 //!
 //! Reading ([`read_episodes`]) cuts a bag, from any recorder, into episodes of one step per frame
-//! period; [`find_bags`] discovers the bags under a folder.
+//! period; [`find_bags`] discovers the bags under a folder. [`digest_episodes`] summarises each
+//! episode's outcome and commands without decoding frames.
 
+mod digest;
 mod read;
 mod write;
 
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::topics;
 
+pub use digest::{digest_episodes, EpisodeDigest, CROUCHED_BELOW};
 pub use read::{find_bags, read_episodes, EpisodeSteps};
 pub use write::{EpisodeEnd, EpisodeStep, EpisodeWriter};
 

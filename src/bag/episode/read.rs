@@ -72,11 +72,7 @@ fn read_events(bag: &Path, image_size: usize, topics: &Topics) -> Result<Vec<Bag
         } else if m.topic == topics.instruction {
             decode::<StringMsg>(m.data).ok().map(|s| BagEvent::Instruction(s.data))
         } else if m.topic == topics.cmd_vel {
-            let twist = match m.type_name {
-                "geometry_msgs/msg/TwistStamped" => decode::<TwistStamped>(m.data).ok().map(|t| t.twist),
-                _ => decode::<Twist>(m.data).ok(),
-            };
-            twist.map(|t| BagEvent::Twist([t.linear.x as f32, t.linear.y as f32, t.angular.z as f32]))
+            planar_twist(m.type_name, m.data).map(BagEvent::Twist)
         } else if m.topic == topics.gait {
             decode::<GaitCommand>(m.data).ok().map(BagEvent::Gait)
         } else if m.topic == topics.decision {
@@ -93,6 +89,15 @@ fn read_events(bag: &Path, image_size: usize, topics: &Topics) -> Result<Vec<Bag
     })?;
     events.sort_by_key(|(t, order, _)| (*t, *order));
     Ok(events.into_iter().map(|(_, _, e)| e).collect())
+}
+
+/// A `cmd_vel` message, `Twist` or `TwistStamped`, as [x, y, yaw] velocities.
+pub(super) fn planar_twist(type_name: &str, data: &[u8]) -> Option<[f32; 3]> {
+    let twist = match type_name {
+        "geometry_msgs/msg/TwistStamped" => decode::<TwistStamped>(data).ok().map(|t| t.twist),
+        _ => decode::<Twist>(data).ok(),
+    };
+    twist.map(|t| [t.linear.x as f32, t.linear.y as f32, t.angular.z as f32])
 }
 
 /// The neutral gait used before any gait command was recorded.

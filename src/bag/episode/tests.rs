@@ -134,3 +134,49 @@ fn bags_are_found_by_metadata_or_storage_file_and_hidden_folders_are_skipped() {
     std::fs::write(root.join(".cache/bag/metadata.yaml"), "").unwrap();
     assert_eq!(find_bags(root).unwrap(), [root.join("a/bag"), root.join("b/one.db3")]);
 }
+
+#[test]
+fn a_digest_tells_speeds_turning_and_crouching_from_the_commands() {
+    let space = ActionSpace::new(&quadruped_action_space()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("episode");
+    let timing = EpisodeTiming { epoch_ns: 1_700_000_000_000_000_000, period_ns: PERIOD_NS };
+    let mut writer =
+        EpisodeWriter::create(&path, timing, "crawl under the bar", SIZE, space.names()).unwrap().driven_by("a model");
+    // Standing, crouched for steps 1-2, up at 3, down again at 4.
+    let heights = [0.0, -0.2, -0.2, 0.0, -0.15];
+    let forward = [0.4, 0.9, 0.5, 0.2, 0.0];
+    let yaw = [0.5, -0.5, 0.0, 0.0, 1.0];
+    let decided = decision(&space, 0);
+    for i in 0..5u32 {
+        let k = i as usize;
+        let gait = GaitFields { body_height: heights[k], ..gait(0) };
+        let twist = PlanarTwist { x_vel: forward[k], y_vel: 0.0, yaw_vel: yaw[k] };
+        let pixels = pixels(i);
+        writer.step(&EpisodeStep { index: i, pixels: &pixels, decision: Some(&decided), twist, gait: &gait }).unwrap();
+    }
+    let end = EpisodeEnd {
+        family: "crawl".into(),
+        success: false,
+        reason: "collision".into(),
+        terminated: false,
+        steps: 5,
+        seed: 3,
+        held_out: true,
+        time_s: 1.0,
+    };
+    writer.finish(end).unwrap();
+
+    let digests = digest_episodes(&path, &Topics::default()).unwrap();
+    assert_eq!(digests.len(), 1);
+    let d = &digests[0];
+    assert_eq!(
+        (d.instruction.as_str(), d.family.as_str(), d.held_out, d.success, d.reason.as_str()),
+        ("crawl under the bar", "crawl", true, false, "collision")
+    );
+    assert_eq!((d.steps, d.commands, d.driver.as_str()), (5, 5, "a model"));
+    assert!((d.mean_forward - 0.4).abs() < 1e-6, "{}", d.mean_forward);
+    assert!((d.max_forward - 0.9).abs() < 1e-6);
+    assert!((d.mean_abs_yaw - 0.4).abs() < 1e-6, "{}", d.mean_abs_yaw);
+    assert_eq!((d.first_crouch, d.stand_ups), (Some(1), 1));
+}

@@ -1,5 +1,5 @@
-//! `moe_vla bag info` and `moe_vla bag echo`: rosbag2 bags (MCAP, sqlite3) from the command
-//! line.
+//! `moe_vla bag info`, `moe_vla bag echo` and `moe_vla bag episodes`: rosbag2 bags (MCAP,
+//! sqlite3) from the command line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Subcommand;
 use moe_vla::bag::dynamic::MessageDecoder;
+use moe_vla::bag::episode::{digest_episodes, find_bags, EpisodeDigest, Topics};
 use moe_vla::bag::BagReader;
 use serde_json::json;
 
@@ -23,12 +24,25 @@ pub enum BagCommand {
         #[arg(long)]
         topic: Option<String>,
     },
+    /// One line per recorded episode (the bags of `collect` and `eval --record`, or any bag with
+    /// the episode topics): its outcome and what was commanded on the way (mean and top forward
+    /// speed, mean |yaw rate|, the step it first crouched, how often it stood up again), then
+    /// each family's successes and outcomes.
+    Episodes {
+        /// Episode bags, or folders searched for them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// One JSON object per episode instead of the table (no summary).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(command: BagCommand) -> Result<()> {
     match command {
         BagCommand::Info { bag } => info(&bag),
         BagCommand::Echo { bag, topic } => echo(&bag, topic.as_deref()),
+        BagCommand::Episodes { paths, json } => episodes(&paths, json),
     }
 }
 
@@ -88,6 +102,75 @@ fn echo(path: &Path, only: Option<&str>) -> Result<()> {
     }
     for damage in &report.damage {
         eprintln!("DAMAGED: {damage}");
+    }
+    Ok(())
+}
+
+fn episodes(paths: &[PathBuf], as_json: bool) -> Result<()> {
+    let mut bags = Vec::new();
+    for path in paths {
+        if path.is_file() {
+            bags.push(path.clone());
+        } else {
+            bags.extend(find_bags(path)?);
+        }
+    }
+    anyhow::ensure!(
+        !bags.is_empty(),
+        "no bags under {}",
+        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+    let topics = Topics::default();
+    let mut all: Vec<(String, EpisodeDigest)> = Vec::new();
+    for bag in &bags {
+        let name = bag.file_name().map_or_else(|| bag.display().to_string(), |n| n.to_string_lossy().into_owned());
+        match digest_episodes(bag, &topics) {
+            Ok(digests) => all.extend(digests.into_iter().map(|d| (name.clone(), d))),
+            Err(e) => eprintln!("skipped {}: {e}", bag.display()),
+        }
+    }
+    if as_json {
+        for (bag, d) in &all {
+            let mut line = serde_json::to_value(d)?;
+            line["bag"] = json!(bag);
+            println!("{line}");
+        }
+        return Ok(());
+    }
+    let width = all.iter().map(|(b, _)| b.len()).max().unwrap_or(3).max(3);
+    println!(
+        "{:<width$}  {:<11} {:<8} {:<16} {:>5}  {:>12}  {:>5}  {:>6}  {:>9}  driver",
+        "bag", "family", "held-out", "outcome", "steps", "fwd mean/max", "|yaw|", "crouch", "stand-ups"
+    );
+    for (bag, d) in &all {
+        let crouch = d.first_crouch.map_or_else(|| "-".to_owned(), |s| s.to_string());
+        println!(
+            "{bag:<width$}  {:<11} {:<8} {:<16} {:>5}  {:>5.2}/{:<6.2}  {:>5.2}  {:>6}  {:>9}  {}",
+            d.family,
+            if d.held_out { "yes" } else { "no" },
+            d.reason,
+            d.steps,
+            d.mean_forward,
+            d.max_forward,
+            d.mean_abs_yaw,
+            crouch,
+            d.stand_ups,
+            d.driver
+        );
+    }
+    // Per family: episodes, successes and the reasons episodes ended.
+    let mut families: BTreeMap<&str, (usize, usize, BTreeMap<&str, usize>)> = BTreeMap::new();
+    for (_, d) in &all {
+        let entry = families.entry(d.family.as_str()).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(d.success);
+        *entry.2.entry(d.reason.as_str()).or_default() += 1;
+    }
+    println!();
+    println!("{:<11} {:>8}  {:>7}  outcomes", "family", "episodes", "success");
+    for (family, (n, successes, reasons)) in &families {
+        let reasons: Vec<String> = reasons.iter().map(|(r, k)| format!("{r} {k}")).collect();
+        println!("{family:<11} {n:>8}  {:>6.1}%  {}", 100.0 * *successes as f64 / *n as f64, reasons.join(", "));
     }
     Ok(())
 }

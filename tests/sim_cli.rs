@@ -1,4 +1,5 @@
-//! `moe_vla collect` and `moe_vla eval --policy random`, end to end.
+//! `moe_vla collect`, `moe_vla bag episodes` on what it wrote, and `moe_vla eval --policy random`,
+//! end to end.
 
 use std::process::Command;
 
@@ -27,6 +28,33 @@ fn collect_then_eval_a_random_policy() {
     for i in 0..4 {
         assert!(dir.path().join(format!("episodes/episode_{i:06}/metadata.yaml")).is_file());
     }
+
+    // The digest of the bags agrees with the collection's own report.
+    let digest = moe_vla(&["bag", "episodes", "--json", out]);
+    assert!(digest.status.success(), "{}", text(&digest.stderr));
+    let lines: Vec<serde_json::Value> =
+        text(&digest.stdout).lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    assert_eq!(lines.len(), 4);
+    for family in ["go_to", "crawl"] {
+        let of_family: Vec<&serde_json::Value> = lines.iter().filter(|l| l["family"] == family).collect();
+        let successes = of_family.iter().filter(|l| l["success"] == true).count();
+        assert_eq!(of_family.len(), 2, "{family}");
+        assert_eq!(serde_json::json!(successes), report["per_family"][family]["successes"], "{family}");
+    }
+    let sum = |key: &str| lines.iter().map(|l| l[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(serde_json::json!(sum("steps")), report["steps"]);
+    assert_eq!(sum("commands"), sum("steps"), "one command per step");
+    for line in &lines {
+        assert!(line["driver"].as_str().is_some_and(|d| d.starts_with("expert")), "{line}");
+    }
+    let table = moe_vla(&["bag", "episodes", out]);
+    assert!(table.status.success(), "{}", text(&table.stderr));
+    let table = text(&table.stdout);
+    assert!(table.contains("episode_000000") && table.contains("crawl") && table.contains("go_to"), "{table}");
+    let empty = tempfile::tempdir().unwrap();
+    let none = moe_vla(&["bag", "episodes", empty.path().to_str().unwrap()]);
+    assert!(!none.status.success() && text(&none.stderr).contains("no bags"), "{}", text(&none.stderr));
+
     let bad = moe_vla(&["collect", "--episodes", "1", "--out", out, "--families", "fly"]);
     assert!(!bad.status.success());
     assert!(text(&bad.stderr).contains("unknown task family"));

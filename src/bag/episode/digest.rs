@@ -29,35 +29,56 @@ pub struct EpisodeDigest {
     pub steps: u32,
     /// Who decided: the decisions' `model_id`, empty where the bag has no decisions.
     pub driver: String,
-    /// `cmd_vel` messages in the episode.
+    /// `cmd_vel` messages in the episode; the speed statistics are `None` without any.
     pub commands: usize,
     /// Forward speed commanded, m/s: the mean and the largest.
-    pub mean_forward: f32,
-    pub max_forward: f32,
+    pub mean_forward: Option<f32>,
+    pub max_forward: Option<f32>,
     /// Mean absolute yaw rate commanded, rad/s.
-    pub mean_abs_yaw: f32,
-    /// Index of the first gait command that crouched ([`CROUCHED_BELOW`]); `None`: never did.
-    pub first_crouch: Option<usize>,
+    pub mean_abs_yaw: Option<f32>,
+    /// Seconds from the episode's start (its instruction, else its first command) to the first
+    /// gait command that crouched ([`CROUCHED_BELOW`]); `None`: it never did.
+    pub first_crouch_s: Option<f64>,
     /// How often the body was raised again after crouching.
     pub stand_ups: usize,
 }
 
-/// Commands collected between an instruction and its outcome.
+/// A bag's episodes, and what could not be made into one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BagDigest {
+    pub episodes: Vec<EpisodeDigest>,
+    /// An episode began (an instruction or commands) but the bag ends before its outcome.
+    pub unfinished: bool,
+    /// Why and where reading stopped early, per damaged file.
+    pub damage: Vec<String>,
+}
+
+/// Commands collected since an instruction (or the last outcome).
 #[derive(Default)]
 struct Pending {
-    instruction: String,
+    instruction: Option<String>,
+    start_ns: Option<u64>,
     driver: String,
     twists: Vec<[f32; 3]>,
-    crouched: Vec<bool>,
+    /// Per gait command: its log time and whether it crouched.
+    crouched: Vec<(u64, bool)>,
 }
 
 impl Pending {
+    fn is_empty(&self) -> bool {
+        self.instruction.is_none() && self.twists.is_empty() && self.crouched.is_empty()
+    }
+
     fn finish(self, outcome: EpisodeOutcome) -> EpisodeDigest {
         let n = self.twists.len();
-        let mean = |f: &dyn Fn(&[f32; 3]) -> f32| if n == 0 { 0.0 } else { self.twists.iter().map(f).sum::<f32>() / n as f32 };
-        let stand_ups = self.crouched.windows(2).filter(|w| w[0] && !w[1]).count();
+        let mean = |f: fn(&[f32; 3]) -> f32| (n > 0).then(|| self.twists.iter().map(f).sum::<f32>() / n as f32);
+        let stand_ups = self.crouched.windows(2).filter(|w| w[0].1 && !w[1].1).count();
+        let first_crouch_s = match (self.start_ns, self.crouched.iter().find(|(_, c)| *c)) {
+            (Some(start), Some(&(t, _))) => Some(t.saturating_sub(start) as f64 * 1e-9),
+            _ => None,
+        };
         EpisodeDigest {
-            instruction: if self.instruction.is_empty() { outcome.instruction } else { self.instruction },
+            instruction: self.instruction.filter(|s| !s.is_empty()).unwrap_or(outcome.instruction),
             family: outcome.family,
             held_out: outcome.held_out,
             success: outcome.success,
@@ -65,10 +86,10 @@ impl Pending {
             steps: outcome.steps,
             driver: self.driver,
             commands: n,
-            mean_forward: mean(&|t| t[0]),
-            max_forward: self.twists.iter().map(|t| t[0]).fold(0.0, f32::max),
-            mean_abs_yaw: mean(&|t| t[2].abs()),
-            first_crouch: self.crouched.iter().position(|&c| c),
+            mean_forward: mean(|t| t[0]),
+            max_forward: self.twists.iter().map(|t| t[0]).reduce(f32::max),
+            mean_abs_yaw: mean(|t| t[2].abs()),
+            first_crouch_s,
             stand_ups,
         }
     }
@@ -83,13 +104,14 @@ enum Event {
     Outcome(EpisodeOutcome),
 }
 
-/// The episodes in `bag`: an instruction starts one, an outcome ends it (commands before the
-/// first instruction belong to the first episode). Undecodable messages are skipped; a bag
-/// without outcomes has no episodes.
-pub fn digest_episodes(bag: &Path, topics: &Topics) -> Result<Vec<EpisodeDigest>, BagError> {
+/// The episodes in `bag`: an instruction starts one (commands before it are not part of it), an
+/// outcome ends it. An outcome with nothing before it since the last, or for another
+/// instruction than the one given (latched outcomes a late recorder received), ends none.
+/// Undecodable messages are skipped; a damaged bag gives what could be read, and says where.
+pub fn digest_episodes(bag: &Path, topics: &Topics) -> Result<BagDigest, BagError> {
     let reader = BagReader::open(bag)?;
     let mut events: Vec<(u64, usize, Event)> = Vec::new();
-    reader.for_each(|m| {
+    let report = reader.for_each(|m| {
         let event = if m.topic == topics.instruction {
             decode::<StringMsg>(m.data).ok().map(|s| Event::Instruction(s.data))
         } else if m.topic == topics.cmd_vel {
@@ -110,16 +132,30 @@ pub fn digest_episodes(bag: &Path, topics: &Topics) -> Result<Vec<EpisodeDigest>
     })?;
     events.sort_by_key(|(t, order, _)| (*t, *order));
 
-    let mut digests = Vec::new();
+    let mut episodes = Vec::new();
     let mut pending = Pending::default();
-    for (_, _, event) in events {
+    for (t, _, event) in events {
         match event {
-            Event::Instruction(text) => pending = Pending { instruction: text, ..Pending::default() },
-            Event::Twist(t) => pending.twists.push(t),
-            Event::Crouched(c) => pending.crouched.push(c),
+            Event::Instruction(text) => pending = Pending { instruction: Some(text), start_ns: Some(t), ..Pending::default() },
+            Event::Twist(twist) => {
+                pending.start_ns.get_or_insert(t);
+                pending.twists.push(twist);
+            }
+            Event::Crouched(c) => {
+                pending.start_ns.get_or_insert(t);
+                pending.crouched.push((t, c));
+            }
             Event::Driver(id) => pending.driver = id,
-            Event::Outcome(outcome) => digests.push(std::mem::take(&mut pending).finish(outcome)),
+            Event::Outcome(outcome) => {
+                let other_instruction = pending
+                    .instruction
+                    .as_ref()
+                    .is_some_and(|given| !given.is_empty() && !outcome.instruction.is_empty() && *given != outcome.instruction);
+                if !pending.is_empty() && !other_instruction {
+                    episodes.push(std::mem::take(&mut pending).finish(outcome));
+                }
+            }
         }
     }
-    Ok(digests)
+    Ok(BagDigest { episodes, unfinished: !pending.is_empty(), damage: report.damage })
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::topics;
 
-pub use digest::{digest_episodes, EpisodeDigest, CROUCHED_BELOW};
+pub use digest::{digest_episodes, BagDigest, EpisodeDigest, CROUCHED_BELOW};
 pub use read::{find_bags, read_episodes, EpisodeSteps};
 pub use write::{EpisodeEnd, EpisodeStep, EpisodeWriter};
 

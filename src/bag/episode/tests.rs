@@ -1,9 +1,10 @@
 use super::*;
 use crate::action::{ActionSpace, GaitFields, PlanarTwist};
-use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Image, RosMessage, StringMsg, Twist, VlaDecision};
-use crate::bag::BagReader;
+use crate::bag::msgs::{EpisodeOutcome, GaitCommand, Image, RosMessage, StringMsg, Twist, Vector3, VlaDecision};
+use crate::bag::{BagReader, BagWriter, TopicQos};
 use crate::model::config::quadruped_action_space;
 use crate::policy::Decision;
+use crate::topics;
 
 const SIZE: u32 = 8;
 const PERIOD_NS: u64 = 200_000_000;
@@ -167,16 +168,62 @@ fn a_digest_tells_speeds_turning_and_crouching_from_the_commands() {
     };
     writer.finish(end).unwrap();
 
-    let digests = digest_episodes(&path, &Topics::default()).unwrap();
-    assert_eq!(digests.len(), 1);
-    let d = &digests[0];
+    let digest = digest_episodes(&path, &Topics::default()).unwrap();
+    assert!(!digest.unfinished && digest.damage.is_empty());
+    assert_eq!(digest.episodes.len(), 1);
+    let d = &digest.episodes[0];
     assert_eq!(
         (d.instruction.as_str(), d.family.as_str(), d.held_out, d.success, d.reason.as_str()),
         ("crawl under the bar", "crawl", true, false, "collision")
     );
     assert_eq!((d.steps, d.commands, d.driver.as_str()), (5, 5, "a model"));
-    assert!((d.mean_forward - 0.4).abs() < 1e-6, "{}", d.mean_forward);
-    assert!((d.max_forward - 0.9).abs() < 1e-6);
-    assert!((d.mean_abs_yaw - 0.4).abs() < 1e-6, "{}", d.mean_abs_yaw);
-    assert_eq!((d.first_crouch, d.stand_ups), (Some(1), 1));
+    let near = |v: Option<f32>, expected: f32| v.is_some_and(|v| (v - expected).abs() < 1e-6);
+    assert!(near(d.mean_forward, 0.4), "{:?}", d.mean_forward);
+    assert!(near(d.max_forward, 0.9), "{:?}", d.max_forward);
+    assert!(near(d.mean_abs_yaw, 0.4), "{:?}", d.mean_abs_yaw);
+    // Step 1's commands, after the instruction: its frame offset, a period, the action delay.
+    let crouch_s = (FRAME_OFFSET_NS + PERIOD_NS + ACTION_DELAY_NS) as f64 * 1e-9;
+    assert!(d.first_crouch_s.is_some_and(|s| (s - crouch_s).abs() < 1e-9), "{:?}", d.first_crouch_s);
+    assert_eq!(d.stand_ups, 1);
+}
+
+#[test]
+fn a_digest_skips_stale_outcomes_and_reports_an_unfinished_episode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("recorded");
+    let mut bag = BagWriter::create(&path).unwrap();
+    bag.add_topic::<StringMsg>(topics::INSTRUCTION.absolute, TopicQos::Latched).unwrap();
+    bag.add_topic::<Twist>(topics::CMD_VEL.absolute, TopicQos::Reliable).unwrap();
+    bag.add_topic::<EpisodeOutcome>(topics::EPISODE_OUTCOME, TopicQos::Latched).unwrap();
+    let t0 = 1_700_000_000_000_000_000u64;
+    let outcome = |instruction: &str, reason: &str| EpisodeOutcome {
+        instruction: instruction.into(),
+        family: "go_to".into(),
+        reason: reason.into(),
+        ..Default::default()
+    };
+    let go = |x: f64| Twist { linear: Vector3 { x, ..Default::default() }, ..Default::default() };
+    // A late recorder: an old latched outcome with nothing before it, then the latched
+    // instruction and another old outcome for an earlier instruction.
+    bag.write(topics::EPISODE_OUTCOME, t0, &outcome("go to the box", "old")).unwrap();
+    bag.write(topics::INSTRUCTION.absolute, t0, &StringMsg { data: "go to the red ball".into() }).unwrap();
+    bag.write(topics::EPISODE_OUTCOME, t0 + 1, &outcome("go to the box", "older")).unwrap();
+    // The episode itself: backing up, then its outcome.
+    bag.write(topics::CMD_VEL.absolute, t0 + 100, &go(-0.3)).unwrap();
+    bag.write(topics::CMD_VEL.absolute, t0 + 200, &go(-0.1)).unwrap();
+    bag.write(topics::EPISODE_OUTCOME, t0 + 300, &outcome("go to the red ball", "timeout")).unwrap();
+    // An episode cut off by the end of the recording.
+    bag.write(topics::INSTRUCTION.absolute, t0 + 400, &StringMsg { data: "stop".into() }).unwrap();
+    bag.write(topics::CMD_VEL.absolute, t0 + 500, &go(0.0)).unwrap();
+    bag.finish().unwrap();
+
+    let digest = digest_episodes(&path, &Topics::default()).unwrap();
+    let reasons: Vec<&str> = digest.episodes.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(reasons, ["timeout"]);
+    let d = &digest.episodes[0];
+    assert_eq!((d.instruction.as_str(), d.commands), ("go to the red ball", 2));
+    let near = |v: Option<f32>, expected: f32| v.is_some_and(|v| (v - expected).abs() < 1e-6);
+    assert!(near(d.mean_forward, -0.2) && near(d.max_forward, -0.1), "{:?} {:?}", d.mean_forward, d.max_forward);
+    assert_eq!((d.mean_abs_yaw, d.first_crouch_s, d.stand_ups), (Some(0.0), None, 0));
+    assert!(digest.unfinished);
 }

@@ -1,14 +1,15 @@
 //! `moe_vla bag info`, `moe_vla bag echo` and `moe_vla bag episodes`: rosbag2 bags (MCAP,
 //! sqlite3) from the command line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use moe_vla::bag::dynamic::MessageDecoder;
 use moe_vla::bag::episode::{digest_episodes, find_bags, EpisodeDigest, Topics};
 use moe_vla::bag::BagReader;
+use moe_vla::topics;
 use serde_json::json;
 
 #[derive(Subcommand)]
@@ -26,8 +27,8 @@ pub enum BagCommand {
     },
     /// One line per recorded episode (the bags of `collect` and `eval --record`, or any bag with
     /// the episode topics): its outcome and what was commanded on the way (mean and top forward
-    /// speed, mean |yaw rate|, the step it first crouched, how often it stood up again), then
-    /// each family's successes and outcomes.
+    /// speed, mean |yaw rate|, when it first crouched, how often it stood up again), then each
+    /// family's successes and outcomes.
     Episodes {
         /// Episode bags, or folders searched for them.
         #[arg(required = true)]
@@ -35,6 +36,8 @@ pub enum BagCommand {
         /// One JSON object per episode instead of the table (no summary).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        topics: EpisodeTopics,
     },
 }
 
@@ -42,7 +45,7 @@ pub fn run(command: BagCommand) -> Result<()> {
     match command {
         BagCommand::Info { bag } => info(&bag),
         BagCommand::Echo { bag, topic } => echo(&bag, topic.as_deref()),
-        BagCommand::Episodes { paths, json } => episodes(&paths, json),
+        BagCommand::Episodes { paths, json, topics } => episodes(&paths, json, &topics.into()),
     }
 }
 
@@ -106,29 +109,97 @@ fn echo(path: &Path, only: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn episodes(paths: &[PathBuf], as_json: bool) -> Result<()> {
-    let mut bags = Vec::new();
-    for path in paths {
-        if path.is_file() {
-            bags.push(path.clone());
-        } else {
-            bags.extend(find_bags(path)?);
+/// Where `bag episodes` finds an episode's messages (the episode format's topics by default).
+#[derive(Args)]
+pub struct EpisodeTopics {
+    #[arg(long, default_value = topics::INSTRUCTION.absolute)]
+    instruction_topic: String,
+    /// `geometry_msgs/msg/Twist` or `TwistStamped`.
+    #[arg(long, default_value = topics::CMD_VEL.absolute)]
+    cmd_vel_topic: String,
+    #[arg(long, default_value = topics::GAIT_COMMAND.absolute)]
+    gait_topic: String,
+    /// The policy's decisions, for who decided.
+    #[arg(long, default_value = topics::DECISION.absolute)]
+    decision_topic: String,
+    /// `moe_vla_msgs/msg/EpisodeOutcome`: what ends an episode.
+    #[arg(long, default_value = topics::EPISODE_OUTCOME)]
+    outcome_topic: String,
+}
+
+impl From<EpisodeTopics> for Topics {
+    fn from(t: EpisodeTopics) -> Self {
+        Topics {
+            instruction: t.instruction_topic,
+            cmd_vel: t.cmd_vel_topic,
+            gait: t.gait_topic,
+            decision: t.decision_topic,
+            outcome: t.outcome_topic,
+            ..Topics::default()
         }
     }
+}
+
+/// The bags under `paths` (each a bag or a folder), once each, named relative to the path given.
+fn episode_bags(paths: &[PathBuf]) -> Vec<(String, PathBuf)> {
+    let mut seen = BTreeSet::new();
+    let mut bags = Vec::new();
+    for path in paths {
+        let found = if path.is_file() {
+            vec![path.clone()]
+        } else {
+            match find_bags(path) {
+                Ok(found) => found,
+                Err(e) => {
+                    eprintln!("skipped {}: {e}", path.display());
+                    continue;
+                }
+            }
+        };
+        for bag in found {
+            if !seen.insert(bag.canonicalize().unwrap_or_else(|_| bag.clone())) {
+                continue;
+            }
+            let name = match bag.strip_prefix(path) {
+                Ok(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
+                _ => bag.display().to_string(),
+            };
+            bags.push((name, bag));
+        }
+    }
+    bags
+}
+
+fn episodes(paths: &[PathBuf], as_json: bool, topics: &Topics) -> Result<()> {
+    let bags = episode_bags(paths);
     anyhow::ensure!(
         !bags.is_empty(),
         "no bags under {}",
         paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     );
-    let topics = Topics::default();
     let mut all: Vec<(String, EpisodeDigest)> = Vec::new();
-    for bag in &bags {
-        let name = bag.file_name().map_or_else(|| bag.display().to_string(), |n| n.to_string_lossy().into_owned());
-        match digest_episodes(bag, &topics) {
-            Ok(digests) => all.extend(digests.into_iter().map(|d| (name.clone(), d))),
-            Err(e) => eprintln!("skipped {}: {e}", bag.display()),
+    for (name, bag) in &bags {
+        let digest = match digest_episodes(bag, topics) {
+            Ok(digest) => digest,
+            Err(e) => {
+                eprintln!("skipped {}: {e}", bag.display());
+                continue;
+            }
+        };
+        for damage in &digest.damage {
+            eprintln!("DAMAGED: {}: {damage}", bag.display());
         }
+        if digest.episodes.is_empty() {
+            eprintln!("{}: no episodes (none ended by an outcome on {})", bag.display(), topics.outcome);
+        } else if digest.episodes.iter().all(|d| d.commands == 0) {
+            eprintln!("{}: no commands on {}", bag.display(), topics.cmd_vel);
+        }
+        if digest.unfinished {
+            eprintln!("{}: the last episode has no outcome and is left out", bag.display());
+        }
+        all.extend(digest.episodes.into_iter().map(|d| (name.clone(), d)));
     }
+    anyhow::ensure!(!all.is_empty(), "no episodes in {} bag(s)", bags.len());
     if as_json {
         for (bag, d) in &all {
             let mut line = serde_json::to_value(d)?;
@@ -139,21 +210,20 @@ fn episodes(paths: &[PathBuf], as_json: bool) -> Result<()> {
     }
     let width = all.iter().map(|(b, _)| b.len()).max().unwrap_or(3).max(3);
     println!(
-        "{:<width$}  {:<11} {:<8} {:<16} {:>5}  {:>12}  {:>5}  {:>6}  {:>9}  driver",
-        "bag", "family", "held-out", "outcome", "steps", "fwd mean/max", "|yaw|", "crouch", "stand-ups"
+        "{:<width$}  {:<11} {:<8} {:<16} {:>5}  {:>12}  {:>5}  {:>8}  {:>9}  driver",
+        "bag", "family", "held-out", "outcome", "steps", "fwd mean/max", "|yaw|", "crouch s", "stand-ups"
     );
+    let number = |v: Option<f32>, width: usize| v.map_or_else(|| format!("{:>width$}", "-"), |v| format!("{v:>width$.2}"));
     for (bag, d) in &all {
-        let crouch = d.first_crouch.map_or_else(|| "-".to_owned(), |s| s.to_string());
+        let speeds = format!("{}/{}", number(d.mean_forward, 5), number(d.max_forward, 0));
+        let crouch = d.first_crouch_s.map_or_else(|| "-".to_owned(), |s| format!("{s:.1}"));
         println!(
-            "{bag:<width$}  {:<11} {:<8} {:<16} {:>5}  {:>5.2}/{:<6.2}  {:>5.2}  {:>6}  {:>9}  {}",
+            "{bag:<width$}  {:<11} {:<8} {:<16} {:>5}  {speeds:<12}  {}  {crouch:>8}  {:>9}  {}",
             d.family,
             if d.held_out { "yes" } else { "no" },
             d.reason,
             d.steps,
-            d.mean_forward,
-            d.max_forward,
-            d.mean_abs_yaw,
-            crouch,
+            number(d.mean_abs_yaw, 5),
             d.stand_ups,
             d.driver
         );

@@ -226,6 +226,10 @@ TABLES = {
         Row("P6", "BC, successes, mixed physics data", "1", E3000_I1600, "", ["bc_successes_mixed_seed1.json"],
             "`recipes/physics.toml --objective bc --successes-only` on P1's data (the same schedule, seed and "
             "sampling); 82 min on 2 threads, `--resume`d from update 5610. Not shipped."),
+        Row("P7", "Q + BCQ, original-design physics data", "1", E3000_I1600, "0.05", ["q_bcq_original_seed1.json"],
+            "`recipes/physics.toml` (P1's recipe, seed and schedule) on `collect --episodes 3000 --seed 3 --design "
+            "original --world physics` (63.7 % successful); 93 min on 2 threads, builds beside it for the first 40. "
+            "Not shipped."),
     ]),
     # The claims: paired differences, each side the named rows' reports averaged per episode.
     "C": Comparisons([
@@ -246,6 +250,7 @@ TABLES = {
         Compare("C15", "physics world: models/physics - models/default (trained in the kinematic world)", ["P1"], ["P4"]),
         Compare("C16", "physics world: + 2000 scripted-expert episodes of the clearing families - models/physics", ["P5"], ["P1"]),
         Compare("C17", "physics world: Q + BCQ (models/physics) - BC on successes, one seed each", ["P1"], ["P6"]),
+        Compare("C18", "physics world: Q + BCQ on original-design data - on mixed data (models/physics), one seed each", ["P7"], ["P1"]),
     ]),
     # Every other paired difference the prose cites.
     "D": Comparisons([

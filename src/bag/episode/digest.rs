@@ -7,10 +7,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::read::planar_twist;
+use super::read::{events_in_log_order, planar_twist};
 use super::Topics;
 use crate::bag::msgs::{EpisodeOutcome, GaitCommand, StringMsg, VlaDecision};
-use crate::bag::{decode, BagError, BagReader};
+use crate::bag::{decode, BagError};
 
 /// A gait command's body-height offset below this counts as crouched, m: half the usual crouch
 /// (-0.2 m), so that noise on a standing command does not.
@@ -109,10 +109,8 @@ enum Event {
 /// instruction than the one given (latched outcomes a late recorder received), ends none.
 /// Undecodable messages are skipped; a damaged bag gives what could be read, and says where.
 pub fn digest_episodes(bag: &Path, topics: &Topics) -> Result<BagDigest, BagError> {
-    let reader = BagReader::open(bag)?;
-    let mut events: Vec<(u64, usize, Event)> = Vec::new();
-    let report = reader.for_each(|m| {
-        let event = if m.topic == topics.instruction {
+    let (events, report) = events_in_log_order(bag, |m| {
+        if m.topic == topics.instruction {
             decode::<StringMsg>(m.data).ok().map(|s| Event::Instruction(s.data))
         } else if m.topic == topics.cmd_vel {
             planar_twist(m.type_name, m.data).map(Event::Twist)
@@ -124,17 +122,12 @@ pub fn digest_episodes(bag: &Path, topics: &Topics) -> Result<BagDigest, BagErro
             decode::<EpisodeOutcome>(m.data).ok().map(Event::Outcome)
         } else {
             None
-        };
-        if let Some(event) = event {
-            let order = events.len();
-            events.push((m.log_time, order, event));
         }
     })?;
-    events.sort_by_key(|(t, order, _)| (*t, *order));
 
     let mut episodes = Vec::new();
     let mut pending = Pending::default();
-    for (t, _, event) in events {
+    for (t, event) in events {
         match event {
             Event::Instruction(text) => pending = Pending { instruction: Some(text), start_ns: Some(t), ..Pending::default() },
             Event::Twist(twist) => {

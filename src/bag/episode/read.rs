@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::Topics;
 use crate::action::{ActionSpace, PlanarTwist};
 use crate::bag::msgs::{EpisodeOutcome, GaitCommand, StringMsg, Twist, TwistStamped, VlaDecision};
-use crate::bag::{camera_frame, decode, BagError, BagReader, Storage, METADATA_FILE};
+use crate::bag::{camera_frame, decode, BagError, BagReader, RawMessage, ReadReport, Storage, METADATA_FILE};
 use crate::policy::{frame_stamp_s, history, preprocess};
 
 /// Every bag under `dir`: folders with a metadata.yaml, and .mcap or .db3 files outside such folders.
@@ -58,11 +58,9 @@ enum BagEvent {
 /// The bag's relevant messages in log-time order, frames resized. Undecodable messages are
 /// skipped; a damaged bag gives what could be read.
 fn read_events(bag: &Path, image_size: usize, topics: &Topics) -> Result<Vec<BagEvent>, BagError> {
-    let reader = BagReader::open(bag)?;
-    let mut events: Vec<(u64, usize, BagEvent)> = Vec::new();
     let size = image_size as u32;
-    reader.for_each(|m| {
-        let event = if m.topic == topics.image {
+    let (events, _) = events_in_log_order(bag, |m| {
+        if m.topic == topics.image {
             camera_frame(m.type_name, m.data).and_then(Result::ok).and_then(|(frame, stamp)| {
                 let rgb = preprocess::resize_frame(&frame.as_frame(), size).ok()?;
                 // As the node stamps a frame: the camera's stamp, else when it was received.
@@ -81,14 +79,26 @@ fn read_events(bag: &Path, image_size: usize, topics: &Topics) -> Result<Vec<Bag
             decode::<EpisodeOutcome>(m.data).ok().map(BagEvent::Outcome)
         } else {
             None
-        };
-        if let Some(event) = event {
+        }
+    })?;
+    Ok(events.into_iter().map(|(_, e)| e).collect())
+}
+
+/// The events `classify` makes of a bag's messages, with their log times, in log-time order (ties
+/// in the order read), and the read report.
+pub(super) fn events_in_log_order<E>(
+    bag: &Path,
+    mut classify: impl FnMut(&RawMessage<'_>) -> Option<E>,
+) -> Result<(Vec<(u64, E)>, ReadReport), BagError> {
+    let mut events: Vec<(u64, usize, E)> = Vec::new();
+    let report = BagReader::open(bag)?.for_each(|m| {
+        if let Some(event) = classify(m) {
             let order = events.len();
             events.push((m.log_time, order, event));
         }
     })?;
     events.sort_by_key(|(t, order, _)| (*t, *order));
-    Ok(events.into_iter().map(|(_, _, e)| e).collect())
+    Ok((events.into_iter().map(|(t, _, e)| (t, e)).collect(), report))
 }
 
 /// A `cmd_vel` message, `Twist` or `TwistStamped`, as [x, y, yaw] velocities.

@@ -17,7 +17,7 @@ use crate::model::config::quadruped_action_space;
 
 use super::driver::Driver;
 use super::episode::run_episode;
-use super::expert::{DataDesign, Expert, FailureMode, StyleKind};
+use super::expert::{DataDesign, DetourSide, Expert, FailureMode, StyleKind};
 use super::task::{sample_task, Scenario, TaskFamily};
 use super::world::{Outcome, CONTROL_PERIOD_NS};
 use super::worlds::WorldKind;
@@ -48,6 +48,10 @@ pub struct CollectOptions {
     /// routes, risky shortcuts, hesitant successes, late failures).
     #[arg(long, value_enum, default_value_t = DataDesign::Original)]
     pub design: DataDesign,
+    /// Which side the experts pass an obstacle on: away from its offset (the shorter way) or
+    /// always left where there is room (a rule a camera policy can follow).
+    #[arg(long, value_enum, default_value_t = DetourSide::Away)]
+    pub detour: DetourSide,
     /// The world that plays the episodes.
     #[arg(long, value_enum, default_value_t = WorldKind::Kinematic)]
     pub world: WorldKind,
@@ -124,6 +128,7 @@ pub struct CollectReport {
     pub seed: u64,
     pub image_size: u32,
     pub design: DataDesign,
+    pub detour: DetourSide,
     pub world: WorldKind,
     pub success_rate: f64,
     pub steps: u64,
@@ -188,6 +193,7 @@ pub fn collect(opts: &CollectOptions, progress: &(dyn Fn(&EpisodeSummary) + Sync
         seed: opts.seed,
         image_size: opts.image_size,
         design: opts.design,
+        detour: opts.detour,
         world: opts.world,
         success_rate: all.success_rate(),
         steps: all.steps,
@@ -216,7 +222,7 @@ pub fn collect_episode(
     let episode_seed = episode_seed(seed, index as u64);
     let mut rng = StdRng::seed_from_u64(episode_seed);
     let scenario = sample_task(family, false, &mut rng)?;
-    let mut expert = Expert::sampled(&scenario, space.clone(), opts.design, &mut rng);
+    let mut expert = Expert::sampled(&scenario, space.clone(), opts.design, opts.detour, &mut rng);
     let failure_mode = expert.quality().failure;
     let style = Some(expert.quality().style.kind());
     let instruction = scenario.instruction.clone();

@@ -20,7 +20,7 @@ use crate::control::NEUTRAL_GAIT;
 use crate::policy::{Decision, PolicyError};
 
 use super::driver::{output, random_bins, Driver, Observation};
-use super::scene::{wrap_angle, ROBOT_RADIUS};
+use super::scene::{wrap_angle, Scene, ROBOT_RADIUS};
 use super::task::{Goal, Scenario, TaskFamily, ARENA};
 use super::worlds::TaskWorld;
 
@@ -147,12 +147,34 @@ pub struct ExpertQuality {
     /// Stop family: terminate at once rather than stand still.
     pub terminate_on_stop: bool,
     pub style: Style,
+    pub detour: DetourSide,
+}
+
+/// Which side of an obstacle on its route an expert passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetourSide {
+    /// Away from the obstacle's offset from the straight line: the shorter way round, but which
+    /// way that is can turn on a few centimetres, a few pixels in the camera.
+    #[default]
+    Away,
+    /// Always left, unless a wall or another thing stands there: a convention a camera policy
+    /// can follow without judging the offset.
+    Left,
 }
 
 impl ExpertQuality {
     /// A noiseless expert that does its best.
     pub fn clean() -> Self {
-        Self { noise: 0.0, random_action: 0.0, cruise: 0.7, failure: None, terminate_on_stop: false, style: Style::Clean }
+        Self {
+            noise: 0.0,
+            random_action: 0.0,
+            cruise: 0.7,
+            failure: None,
+            terminate_on_stop: false,
+            style: Style::Clean,
+            detour: DetourSide::Away,
+        }
     }
 
     /// A noiseless expert of style `kind`, its parameters drawn from `rng` (scoring a style alone).
@@ -179,7 +201,15 @@ impl ExpertQuality {
         let terminate_on_stop = rng.random_bool(0.5);
         let options = FailureMode::options(scenario, rng);
         let mut pick = rng.random::<f64>();
-        let mut quality = Self { noise, random_action, cruise, failure: None, terminate_on_stop, style: Style::Clean };
+        let mut quality = Self {
+            noise,
+            random_action,
+            cruise,
+            failure: None,
+            terminate_on_stop,
+            style: Style::Clean,
+            detour: DetourSide::Away,
+        };
         for (kind, share) in MIXED_STYLES {
             if pick < share {
                 quality.style = Style::sample(kind, rng);
@@ -199,7 +229,7 @@ impl ExpertQuality {
         let terminate_on_stop = rng.random_bool(0.5);
         let options = FailureMode::options(scenario, rng);
         let failure = rng.random_bool(FAILURE_PROBABILITY).then(|| options[rng.random_range(0..options.len())]);
-        Self { noise, random_action, cruise, failure, terminate_on_stop, style: Style::Clean }
+        Self { noise, random_action, cruise, failure, terminate_on_stop, style: Style::Clean, detour: DetourSide::Away }
     }
 }
 
@@ -251,11 +281,19 @@ impl Expert {
                 let goal = objects.get(target).map_or(start, |o| (o.x, o.y));
                 let mut points = Vec::new();
                 if !straight {
-                    for obstacle in &scenario.scene.obstacles {
+                    for (i, obstacle) in scenario.scene.obstacles.iter().enumerate() {
                         let c = obstacle.footprint.center();
                         if super::task::segment_distance(c, start, goal) < 0.9 {
                             let spare = shortcut.unwrap_or(CLEARANCE);
-                            points.push(beside(start, goal, c, obstacle.footprint.bounding_radius(), spare));
+                            let size = obstacle.footprint.bounding_radius();
+                            let point = |side| beside(start, goal, c, size, spare, side);
+                            let side = match quality.detour {
+                                DetourSide::Away => away_side(start, goal, c),
+                                // Left, unless a wall or something else stands there.
+                                DetourSide::Left if has_room(&scenario.scene, point(1.0), i, target) => 1.0,
+                                DetourSide::Left => -1.0,
+                            };
+                            points.push(point(side));
                         }
                     }
                 }
@@ -298,18 +336,25 @@ impl Expert {
         }
     }
 
-    /// An expert of `design` whose quality is drawn from `rng`.
-    pub fn sampled(scenario: &Scenario, space: ActionSpace, design: DataDesign, rng: &mut StdRng) -> Self {
+    /// An expert of `design` whose quality is drawn from `rng`, passing obstacles on `detour`.
+    pub fn sampled(scenario: &Scenario, space: ActionSpace, design: DataDesign, detour: DetourSide, rng: &mut StdRng) -> Self {
         let quality = match design {
             DataDesign::Original => ExpertQuality::sample(scenario, rng),
             DataDesign::Mixed => ExpertQuality::sample_mixed(scenario, rng),
         };
+        let quality = ExpertQuality { detour, ..quality };
         let seed = rng.random();
         Self::new(scenario, space, quality, seed)
     }
 
     pub fn quality(&self) -> &ExpertQuality {
         &self.quality
+    }
+
+    /// The points the route visits, the goal last.
+    #[cfg(test)]
+    pub(super) fn waypoints(&self) -> &[(f32, f32)] {
+        &self.waypoints
     }
 
     /// The physical command for this step: (terminate, x_vel, y_vel, yaw_vel, body_height).
@@ -424,18 +469,39 @@ impl Expert {
 /// Room the scripted route leaves beside an obstacle, m.
 const CLEARANCE: f32 = 0.45;
 
-/// A point beside obstacle centre `c` (of half-size `size`), off the line start-goal, on the side
-/// away from the obstacle's offset, `spare` m clear of it.
-fn beside(start: (f32, f32), goal: (f32, f32), c: (f32, f32), size: f32, spare: f32) -> (f32, f32) {
+/// +1 to pass an obstacle centred at `c` on the left of the line start-goal, -1 on the right:
+/// the side away from its offset (the shorter way round).
+fn away_side(start: (f32, f32), goal: (f32, f32), c: (f32, f32)) -> f32 {
+    let (dx, dy) = (goal.0 - start.0, goal.1 - start.1);
+    let offset = (c.0 - start.0) * -dy + (c.1 - start.1) * dx;
+    if offset > 0.0 {
+        -1.0
+    } else {
+        1.0
+    }
+}
+
+/// A point beside obstacle centre `c` (of half-size `size`), off the line start-goal on `side`
+/// (+1 left, -1 right), `spare` m clear of it.
+fn beside(start: (f32, f32), goal: (f32, f32), c: (f32, f32), size: f32, spare: f32, side: f32) -> (f32, f32) {
     let (dx, dy) = (goal.0 - start.0, goal.1 - start.1);
     let len = dx.hypot(dy).max(1e-6);
     let (nx, ny) = (-dy / len, dx / len);
     let offset = (c.0 - start.0) * nx + (c.1 - start.1) * ny;
-    let side = if offset > 0.0 { -1.0 } else { 1.0 };
-    let clearance = size.max(0.0) + ROBOT_RADIUS + spare;
+    // Passing on the side the obstacle sits towards, the route also clears its offset.
+    let clearance = size.max(0.0) + ROBOT_RADIUS + spare + (side * offset).max(0.0);
     let along = (c.0 - start.0) * dx / len + (c.1 - start.1) * dy / len;
     let base = (start.0 + along * dx / len, start.1 + along * dy / len);
     (base.0 + side * clearance * nx, base.1 + side * clearance * ny)
+}
+
+/// Whether the robot fits at `p` with the clean route's clearance from walls, other obstacles
+/// than `obstacle` and objects other than the `target`.
+fn has_room(scene: &Scene, p: (f32, f32), obstacle: usize, target: usize) -> bool {
+    let room = ROBOT_RADIUS + CLEARANCE;
+    scene.walls.iter().all(|w| w.distance(p.0, p.1) > room)
+        && scene.obstacles.iter().enumerate().all(|(i, o)| i == obstacle || o.footprint.distance(p.0, p.1) > room)
+        && scene.objects.iter().enumerate().all(|(i, o)| i == target || o.footprint().distance(p.0, p.1) > room)
 }
 
 impl Driver for Expert {

@@ -25,7 +25,7 @@ pub use collect::{
 pub use driver::{Driver, Observation, RandomDriver};
 pub use episode::{run_episode, sim_control_config, Step};
 pub use eval::{eval_plan, eval_scenario, evaluate, evaluate_side_by_side, EpisodeResult, EvalOptions, EvalReport};
-pub use expert::{CleanExpert, DataDesign, Expert, ExpertQuality, FailureMode, Style, StyleKind, MIXED_STYLES};
+pub use expert::{CleanExpert, DataDesign, DetourSide, Expert, ExpertQuality, FailureMode, Style, StyleKind, MIXED_STYLES};
 pub use render::{render, render_into, FOV_DEG};
 pub use scene::{
     wrap_angle, Bar, Color, Footprint, Object, Obstacle, Pose, Scene, Shape, NOMINAL_BODY_TOP, REACH_DISTANCE, ROBOT_RADIUS,

@@ -271,7 +271,7 @@ fn play(family: TaskFamily, seed: u64, size: u32, clean: bool) -> (Outcome, u32)
     let mut expert = if clean {
         Expert::new(&scenario, space(), ExpertQuality::clean(), seed)
     } else {
-        Expert::sampled(&scenario, space(), DataDesign::Original, &mut rng)
+        Expert::sampled(&scenario, space(), DataDesign::Original, DetourSide::Away, &mut rng)
     };
     let mut hash = crc32fast::Hasher::new();
     let outcome = run_episode(WorldKind::Kinematic, scenario, &mut expert, size, &mut |step| {
@@ -289,6 +289,35 @@ fn episodes_are_deterministic_for_a_seed() {
         assert_eq!(a, play(family, 7, 32, false), "{family}");
         assert_ne!(a.1, play(family, 8, 32, false).1, "{family}");
     }
+}
+
+#[test]
+fn a_left_detour_passes_on_the_left_where_there_is_room_and_the_clean_expert_still_succeeds() {
+    let (mut left, mut successes) = (0, 0);
+    for i in 0..30 {
+        let seed = episode_seed(5, i);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let scenario = sample_task(TaskFamily::GoAvoid, false, &mut rng).unwrap();
+        let target = &scenario.scene.objects[0];
+        let (start, goal) = ((scenario.start.x, scenario.start.y), (target.x, target.y));
+        let detour = |detour| {
+            let expert = Expert::new(&scenario, space(), ExpertQuality { detour, ..ExpertQuality::clean() }, seed);
+            let (x, y) = expert.waypoints()[0];
+            // > 0: left of the line start-goal.
+            (goal.0 - start.0) * (y - start.1) - (goal.1 - start.1) * (x - start.0)
+        };
+        let away = detour(DetourSide::Away);
+        let obstacle = scenario.scene.obstacles[0].footprint.center();
+        let offset = (goal.0 - start.0) * (obstacle.1 - start.1) - (goal.1 - start.1) * (obstacle.0 - start.0);
+        assert!(away * offset < 0.0, "episode {i}: the away route passes on the obstacle's side");
+        left += usize::from(detour(DetourSide::Left) > 0.0);
+
+        let quality = ExpertQuality { detour: DetourSide::Left, ..ExpertQuality::clean() };
+        let mut expert = Expert::new(&scenario, space(), quality, seed);
+        successes += usize::from(run_episode(WorldKind::Kinematic, scenario, &mut expert, 8, &mut |_| Ok(())).unwrap().success);
+    }
+    assert!(left >= 25, "{left} of 30 left");
+    assert!(successes >= 28, "{successes} of 30 successful");
 }
 
 #[test]
@@ -340,6 +369,7 @@ fn collect_writes_bags_the_reader_reads_back() {
         image_size: 16,
         families: TaskFamily::ALL.to_vec(),
         design: DataDesign::Original,
+        detour: DetourSide::Away,
         world: WorldKind::Kinematic,
         threads: 2,
     };
@@ -578,6 +608,7 @@ fn the_mixed_design_collects_every_style_and_the_original_design_has_no_styles()
         image_size: 8,
         families: TaskFamily::ALL.to_vec(),
         design,
+        detour: DetourSide::Away,
         world: WorldKind::Kinematic,
         threads: 2,
     };

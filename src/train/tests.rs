@@ -824,6 +824,7 @@ fn collected_bags_load(
         image_size: 16,
         families: families.to_vec(),
         design: crate::sim::DataDesign::Original,
+        detour: crate::sim::DetourSide::Away,
         world,
         threads: 1,
     };

@@ -107,7 +107,7 @@ TABLES = {
             seeds("bcq_behaviour_successes_history6_seed{}_filter005.json", (1, 2, 3))),
         Row("H15", "dense Q + BCQ", "1", E3000_I1600, "0.05", ["dense_q_history6_seed1_filter005.json"],
             "`config/tiny-streaming-dense-history6.json`; about 64 min, in two parts: `--resume`d from update 200."),
-        Row("H16", "Q + BCQ, mixed physics data (models/physics), kinematic world", "1", E3000_I1600, "0.05",
+        Row("H16", "Q + BCQ, mixed physics data (P1, then models/physics), kinematic world", "1", E3000_I1600, "0.05",
             ["physics_model_in_kinematic_world.json"], "P1's model, trained in the physics world only, played by the kinematic robot."),
     ]),
     # Three frames of history: models/history3's architecture (`tiny-streaming --text minilm`).
@@ -210,7 +210,7 @@ TABLES = {
     # The physics world (eval --world physics --episodes 600 --seed 7): the Go2 in MuJoCo, the
     # standard evaluation's scenes.
     "P": Table("eval_physics_seed7", [
-        Row("P1", "Q + BCQ, mixed physics data (**models/physics**)", "1", E3000_I1600, "0.05", ["q_bcq_mixed_seed1.json"],
+        Row("P1", "Q + BCQ, mixed physics data (models/physics until 2026-12-08)", "1", E3000_I1600, "0.05", ["q_bcq_mixed_seed1.json"],
             "`recipes/physics.toml` (timeouts bootstrapped, episodes sampled alike) on `collect --episodes 3000 --seed 1 "
             "--design mixed --world physics`; 89 min on 2 threads, in two parts (`--resume`d from update 5707)."),
         Row("P2", "the same, novel phrasings", "1", E3000_I1600, "0.05", ["q_bcq_mixed_seed1_novel.json"],
@@ -230,6 +230,13 @@ TABLES = {
             "`recipes/physics.toml` (P1's recipe, seed and schedule) on `collect --episodes 3000 --seed 3 --design "
             "original --world physics` (63.7 % successful); 93 min on 2 threads, builds beside it for the first 40. "
             "Not shipped."),
+        Row("P8", "Q + BCQ, original-design physics data, detours left (**models/physics**)", "1", E3000_I1600, "0.05",
+            ["q_bcq_original_left_seed1.json"],
+            "`recipes/physics.toml` (P7's recipe, seed and schedule) on `collect --episodes 3000 --seed 3 --design "
+            "original --detour left --world physics` (63.8 % successful; P7's scenes and expert noise); 91 min on "
+            "2 threads. `models/physics` since 2026-12-08."),
+        Row("P9", "the same, novel phrasings", "1", E3000_I1600, "0.05", ["q_bcq_original_left_seed1_novel.json"],
+            "`--templates config/novel_templates.json`."),
     ]),
     # The claims: paired differences, each side the named rows' reports averaged per episode.
     "C": Comparisons([
@@ -247,10 +254,13 @@ TABLES = {
         Compare("C12", "mixed data: Q + BCQ - BC on successes (5 seeds each)", ["M1"], ["M2"]),
         Compare("C13", "mixed data: IQL-style - BC on successes (5 seeds each)", ["M3"], ["M2"]),
         Compare("C14", "mixed data: Q + BCQ - IQL-style (5 seeds each)", ["M1"], ["M3"]),
-        Compare("C15", "physics world: models/physics - models/default (trained in the kinematic world)", ["P1"], ["P4"]),
-        Compare("C16", "physics world: + 2000 scripted-expert episodes of the clearing families - models/physics", ["P5"], ["P1"]),
-        Compare("C17", "physics world: Q + BCQ (models/physics) - BC on successes, one seed each", ["P1"], ["P6"]),
-        Compare("C18", "physics world: Q + BCQ on original-design data - on mixed data (models/physics), one seed each", ["P7"], ["P1"]),
+        Compare("C15", "physics world: the first physics model - models/default (trained in the kinematic world)", ["P1"], ["P4"]),
+        Compare("C16", "physics world: + 2000 scripted-expert episodes of the clearing families - the first physics model", ["P5"], ["P1"]),
+        Compare("C17", "physics world: Q + BCQ (the first physics model) - BC on successes, one seed each", ["P1"], ["P6"]),
+        Compare("C18", "physics world: Q + BCQ on original-design data - on mixed data (the first physics model), one seed each", ["P7"], ["P1"]),
+        Compare("C19", "physics world: detours always left (models/physics) - away from the offset, one seed each", ["P8"], ["P7"]),
+        Compare("C20", "physics world: models/physics - the first physics model, one seed each", ["P8"], ["P1"]),
+        Compare("C21", "physics world: models/physics - models/default (trained in the kinematic world)", ["P8"], ["P4"]),
     ]),
     # Every other paired difference the prose cites.
     "D": Comparisons([
